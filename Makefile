@@ -1,0 +1,119 @@
+# overlayd: `make help` lists the targets. Quiet unless V=1.
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := build
+SHELL := /bin/bash
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)"
+endif
+
+BUILD := build
+BPF_OUT := $(BUILD)/bpf
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_HDRS := $(wildcard bpf/include/*.h bpf/lib/*.h)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRCS))
+ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null)
+CLANG ?= clang
+BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
+	-Ibpf/include -Ibpf -I/usr/include/$(MULTIARCH)
+TS_SRCS := $(shell find agent cli metrics scripts test -name '*.ts' 2>/dev/null)
+STAMP := $(BUILD)/.deps-stamp
+TSC_STAMP := $(BUILD)/.tsc-stamp
+
+# Debian packages the build, the tests and the demo need (command -> package).
+APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
+	iptables:iptables etcd:etcd-server etcdctl:etcd-client iperf3:iperf3 \
+	qperf:qperf ping:iputils-ping tcpdump:tcpdump nsenter:util-linux \
+	prometheus:prometheus promtool:prometheus \
+	/usr/lib/cni/bridge:containernetworking-plugins \
+	/usr/include/bpf/libbpf.h:libbpf-dev \
+	/usr/include/linux/bpf.h:linux-libc-dev
+
+.PHONY: help deps build bpf ts abi abi-check check lint format test test-unit \
+	test-bpf test-e2e demo bench clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
+		awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: $(STAMP) ## install missing Debian packages and npm modules
+$(STAMP): package.json package-lock.json Makefile
+	$(call msg,DEPS,apt + npm)
+	$(Q)missing=""; for pair in $(APT_PKGS); do \
+		cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+		if [[ $$cmd == /* ]]; then [ -e $$cmd ] && continue; \
+		else command -v $$cmd >/dev/null 2>&1 && continue; fi; \
+		missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "  installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(Q)npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	$(Q)mkdir -p $(BUILD) && touch $@
+
+bpf: $(BPF_OBJS) ## compile the BPF objects
+
+# Compile, then link with bpftool: the static linker finalizes the BTF
+# DATASEC offsets that scripts/gen-abi.ts reads.
+$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) | $(STAMP)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(BPF_OUT)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp.o
+	$(Q)bpftool gen object $@ $@.tmp.o
+	$(Q)rm -f $@.tmp.o
+
+ts: $(TSC_STAMP) ## compile the TypeScript
+$(TSC_STAMP): $(TS_SRCS) tsconfig.json | $(STAMP)
+	$(call msg,TSC,dist/)
+	$(Q)npx tsc -p tsconfig.json
+	$(Q)touch $@
+
+build: bpf ts ## build everything (BPF objects and TypeScript)
+
+abi: bpf ts ## regenerate agent/bpf/abi.generated.ts from the objects' BTF
+	$(call msg,GEN,agent/bpf/abi.generated.ts)
+	$(Q)node dist/scripts/gen-abi.js $(BPF_OUT) agent/bpf/abi.generated.ts
+	$(Q)npx prettier --log-level warn --write agent/bpf/abi.generated.ts
+
+abi-check: bpf ts ## fail if the generated ABI is stale
+	$(call msg,CHECK,abi)
+	$(Q)tmp=$$(mktemp --suffix=.ts) && \
+	node dist/scripts/gen-abi.js $(BPF_OUT) $$tmp && \
+	npx prettier --log-level warn --stdin-filepath agent/bpf/abi.generated.ts < $$tmp > $$tmp.fmt && \
+	if ! diff -u agent/bpf/abi.generated.ts $$tmp.fmt; then \
+		echo "abi-check: agent/bpf/abi.generated.ts is stale; run 'make abi'" >&2; \
+		rm -f $$tmp $$tmp.fmt; exit 1; fi; rm -f $$tmp $$tmp.fmt
+
+check: $(STAMP) abi-check ## typecheck, lint, format check, ABI check
+	$(call msg,CHECK,tsc eslint prettier)
+	$(Q)npx tsc -p tsconfig.json --noEmit
+	$(Q)npx eslint --max-warnings 0 agent cli metrics scripts test
+	$(Q)npx prettier --log-level warn --check .
+
+format: $(STAMP) ## rewrite files with prettier
+	$(Q)npx prettier --log-level warn --write .
+
+test: build check ## build, check and run every test tier (root)
+	$(call msg,TEST,unit bpf e2e)
+	$(Q)node test/run.js
+
+test-unit: build ## unit tier only
+	$(Q)node test/run.js unit
+
+test-bpf: build ## BPF_PROG_RUN fixtures only (root)
+	$(Q)node test/run.js bpf
+
+test-e2e: build ## end-to-end tier only (root, namespaces)
+	$(Q)node test/run.js e2e
+
+demo: build ## local etcd + 3 nodes in namespaces, pods pinging across
+	$(Q)node dist/test/lib/demo.js
+
+clean: ## remove build output
+	rm -rf $(BUILD) dist

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * overlayd kernel <-> user space ABI.
+ *
+ * This is the ONE place where map names, key and value layouts, counter
+ * indexes and drop reasons are defined. The TypeScript side
+ * (agent/bpf/abi.generated.ts) is generated from the BTF of the compiled
+ * objects by scripts/gen-abi.ts; `make abi-check` regenerates and diffs it.
+ *
+ * Rules: fixed-width types, explicit padding, no bitfields, the byte order
+ * of every multi-byte field written next to it.
+ */
+#ifndef OVERLAYD_ABI_H
+#define OVERLAYD_ABI_H
+
+#include <linux/types.h>
+
+/*
+ * Constants both sides use. An enum rather than #defines so that they are
+ * in BTF, where the generator finds them.
+ */
+enum ovl_wire {
+	/* Capacity: a /8 network cut into /24 leases is 65,536 subnets. */
+	OVL_MAX_SUBNETS = 65536,
+	OVL_MAX_ENDPOINTS = 16384,
+	/* Bytes added in front of the inner IPv4 header: outer IPv4 + UDP +
+	 * VXLAN + inner Ethernet; also underlay MTU - overlay MTU. */
+	OVL_ENCAP_OVERHEAD = 50,
+	OVL_VXLAN_FLAG_I = 0x08,
+	OVL_DEFAULT_VNI = 1,
+	OVL_DEFAULT_PORT = 8472,
+};
+
+/*
+ * Maps (defined in bpf/lib/maps.h; names <= 15 characters, one prefix):
+ *   ovl_subnets     LPM_TRIE      struct ovl_subnet_key -> struct ovl_subnet_val
+ *   ovl_peers       HASH          __be32 underlay IP -> struct ovl_peer
+ *   ovl_peer_stats  PERCPU_HASH   __be32 underlay IP -> struct ovl_peer_counters
+ *   ovl_endpoints   HASH          __be32 pod IP -> struct ovl_endpoint
+ *   ovl_stats       PERCPU_ARRAY  enum ovl_dir -> struct ovl_counter
+ *   ovl_drops       PERCPU_ARRAY  dir * OVL_DROP_MAX + reason -> struct ovl_counter
+ */
+
+/*
+ * ovl_subnets: BPF_MAP_TYPE_LPM_TRIE, subnet -> host that holds its lease.
+ * The own subnet is present too, with OVL_F_LOCAL: encap leaves such
+ * packets to the stack, decap only accepts inner destinations inside it.
+ */
+struct ovl_subnet_key {
+	__u32 prefixlen; /* host order, number of significant bits of addr */
+	__be32 addr; /* network order */
+};
+
+enum ovl_subnet_flags {
+	OVL_F_LOCAL = 1, /* this node's own lease */
+};
+
+struct ovl_subnet_val {
+	__be32 remote_ip; /* network order: underlay (outer) IPv4 of the host */
+	__u8 vtep_mac[6]; /* the host's VTEP MAC: inner destination MAC */
+	__u16 flags; /* host order, enum ovl_subnet_flags */
+};
+
+/*
+ * ovl_peers: BPF_MAP_TYPE_HASH, underlay IPv4 (__be32) -> the lease it
+ * holds. Decap admits VXLAN only from a key of this map, and only with an
+ * inner source inside that lease.
+ */
+struct ovl_peer {
+	__be32 subnet; /* network order */
+	__u32 prefixlen; /* host order */
+};
+
+/* ovl_peer_stats: BPF_MAP_TYPE_PERCPU_HASH, underlay IPv4 (__be32) -> */
+struct ovl_peer_counters {
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 rx_bytes;
+};
+
+/*
+ * ovl_endpoints: BPF_MAP_TYPE_HASH, local pod IPv4 (__be32) -> its veth.
+ * Decap hands a packet for a listed pod straight to the pod's namespace
+ * (bpf_redirect_peer); any other local destination goes through the stack.
+ */
+struct ovl_endpoint {
+	__u32 ifindex; /* host order: host-side veth */
+	__u8 pod_mac[6]; /* inner destination MAC written on delivery */
+	__u8 host_mac[6]; /* inner source MAC written on delivery */
+};
+
+/* ovl_stats: BPF_MAP_TYPE_PERCPU_ARRAY indexed by enum ovl_dir. */
+struct ovl_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+enum ovl_dir {
+	OVL_DIR_TX = 0, /* encapsulated and sent */
+	OVL_DIR_RX = 1, /* received and decapsulated */
+	OVL_DIR_MAX = 2,
+};
+
+/*
+ * ovl_drops: BPF_MAP_TYPE_PERCPU_ARRAY of struct ovl_counter indexed by
+ * dir * OVL_DROP_MAX + reason. Every drop in the programs goes through one
+ * exit that counts it here.
+ */
+enum ovl_drop_reason {
+	OVL_DROP_UNSPEC = 0,
+	/* tx */
+	OVL_DROP_NO_PEER = 1, /* overlay device: no lease covers the dst */
+	OVL_DROP_ENCAP_FAILED = 2, /* bpf_skb_adjust_room/store refused */
+	OVL_DROP_MTU = 3, /* does not fit the underlay after encap */
+	/* rx */
+	OVL_DROP_TRUNCATED = 4, /* shorter than outer+VXLAN+inner headers */
+	OVL_DROP_BAD_IP_HDR = 5, /* outer IPv4 version/ihl/checksum/length */
+	OVL_DROP_IP_OPTIONS = 6, /* outer IPv4 carries options */
+	OVL_DROP_FRAGMENT = 7, /* outer IPv4 is a fragment */
+	OVL_DROP_BAD_UDP_LEN = 8, /* UDP length disagrees with the packet */
+	OVL_DROP_BAD_VXLAN_FLAGS = 9, /* I flag missing or reserved bits set */
+	OVL_DROP_WRONG_VNI = 10, /* VNI is not ours */
+	OVL_DROP_UNKNOWN_SOURCE = 11, /* outer source holds no lease */
+	OVL_DROP_INNER_NOT_IPV4 = 12, /* inner ethertype is not IPv4 */
+	OVL_DROP_INNER_BAD_IP = 13, /* inner IPv4 header malformed */
+	OVL_DROP_SPOOFED_SOURCE = 14, /* inner source outside sender's lease */
+	OVL_DROP_NOT_LOCAL = 15, /* inner destination outside our lease */
+	OVL_DROP_DECAP_FAILED = 16, /* bpf_skb_adjust_room/xdp_adjust_head */
+	OVL_DROP_MAX = 17,
+};
+
+/*
+ * Load-time configuration, `const volatile` globals in .rodata set by the
+ * agent before load (see bpf/lib/config.h). Listed here for reference:
+ *   ovl_cfg_vni             host order, 24-bit VXLAN network identifier
+ *   ovl_cfg_port            host order, UDP destination port
+ *   ovl_cfg_local_ip        network order, our underlay IPv4
+ *   ovl_cfg_vtep_mac        our VTEP MAC (the overlay device's MAC)
+ *   ovl_cfg_underlay_ifindex, ovl_cfg_underlay_mac
+ *   ovl_cfg_overlay_ifindex
+ */
+
+/* Pulls every ABI enum into BTF; only bpf/abi.bpf.c (never loaded, read by
+ * the generator) instantiates it. */
+struct ovl_abi_enums {
+	enum ovl_wire wire;
+	enum ovl_subnet_flags subnet_flags;
+	enum ovl_dir dir;
+	enum ovl_drop_reason drop_reason;
+};
+
+#ifndef __cplusplus
+_Static_assert(sizeof(struct ovl_subnet_key) == 8, "ovl_subnet_key");
+_Static_assert(sizeof(struct ovl_subnet_val) == 12, "ovl_subnet_val");
+_Static_assert(sizeof(struct ovl_peer) == 8, "ovl_peer");
+_Static_assert(sizeof(struct ovl_peer_counters) == 32, "ovl_peer_counters");
+_Static_assert(sizeof(struct ovl_endpoint) == 16, "ovl_endpoint");
+_Static_assert(sizeof(struct ovl_counter) == 16, "ovl_counter");
+#endif
+
+#endif /* OVERLAYD_ABI_H */

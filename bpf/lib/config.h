@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Load-time configuration. `const volatile` globals live in .rodata, which
+ * the agent fills in before load (libbpf-bootstrap's rodata pattern); the
+ * verifier then sees them as constants and prunes dead branches. Every
+ * object includes this header, so every object has the same .rodata layout.
+ */
+#ifndef OVERLAYD_CONFIG_H
+#define OVERLAYD_CONFIG_H
+
+#include <linux/types.h>
+
+const volatile __u32 ovl_cfg_vni = 1; /* host order */
+const volatile __u16 ovl_cfg_port = 8472; /* host order */
+const volatile __u16 ovl_cfg_pad0 = 0;
+const volatile __be32 ovl_cfg_local_ip = 0; /* network order */
+const volatile __u32 ovl_cfg_underlay_ifindex = 0;
+const volatile __u32 ovl_cfg_overlay_ifindex = 0;
+const volatile __u8 ovl_cfg_vtep_mac[6] = {}; /* overlay device MAC */
+const volatile __u8 ovl_cfg_underlay_mac[6] = {};
+
+#endif /* OVERLAYD_CONFIG_H */

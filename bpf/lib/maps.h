@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map definitions, included by every object. The agent pins each map under
+ * --pin-path/<name> before load, so both objects (and a restarted agent)
+ * share one instance of each map. Layouts are in include/abi.h.
+ */
+#ifndef OVERLAYD_MAPS_H
+#define OVERLAYD_MAPS_H
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, OVL_MAX_SUBNETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct ovl_subnet_key);
+	__type(value, struct ovl_subnet_val);
+} ovl_subnets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OVL_MAX_SUBNETS);
+	__type(key, __be32);
+	__type(value, struct ovl_peer);
+} ovl_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, OVL_MAX_SUBNETS);
+	__type(key, __be32);
+	__type(value, struct ovl_peer_counters);
+} ovl_peer_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OVL_MAX_ENDPOINTS);
+	__type(key, __be32);
+	__type(value, struct ovl_endpoint);
+} ovl_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OVL_DIR_MAX);
+	__type(key, __u32);
+	__type(value, struct ovl_counter);
+} ovl_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OVL_DIR_MAX * OVL_DROP_MAX);
+	__type(key, __u32);
+	__type(value, struct ovl_counter);
+} ovl_drops SEC(".maps");
+
+/* Per-CPU maps: plain increments are race-free within one CPU. */
+static __always_inline void count_dir(__u32 dir, __u64 bytes)
+{
+	struct ovl_counter *c = bpf_map_lookup_elem(&ovl_stats, &dir);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+/* The one place a drop is accounted; both program types funnel here. */
+static __always_inline void count_drop(__u32 dir, __u32 reason, __u64 bytes)
+{
+	__u32 idx = dir * OVL_DROP_MAX + reason;
+	struct ovl_counter *c = bpf_map_lookup_elem(&ovl_drops, &idx);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline void count_peer(__be32 peer, int tx, __u64 bytes)
+{
+	struct ovl_peer_counters *c = bpf_map_lookup_elem(&ovl_peer_stats, &peer);
+
+	/* Entries are created by the agent with the lease, so a peer that was
+	 * just removed is simply not counted; no insert on the fast path. */
+	if (!c)
+		return;
+	if (tx) {
+		c->tx_packets++;
+		c->tx_bytes += bytes;
+	} else {
+		c->rx_packets++;
+		c->rx_bytes += bytes;
+	}
+}
+
+#endif /* OVERLAYD_MAPS_H */
