@@ -14,6 +14,10 @@
 
 #include "abi.h"
 
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 #define IP_DF 0x4000

@@ -1,0 +1,187 @@
+// Encoding and decoding of every map key and value, from the generated ABI.
+// Byte order is spelled out per field, as abi.h documents it: `__be32` fields
+// are written big-endian, host-order fields in the machine's order.
+import { endianness } from "node:os";
+import { ENUMS, MAPS, STRUCTS } from "./abi.generated";
+import { Cidr, formatMac, parseMac, type Ip4 } from "../net/ip";
+
+const LE = endianness() === "LE";
+
+export function hostU32(b: Buffer, off: number, v: number): void {
+  if (LE) b.writeUInt32LE(v >>> 0, off);
+  else b.writeUInt32BE(v >>> 0, off);
+}
+function readHostU32(b: Buffer, off: number): number {
+  return LE ? b.readUInt32LE(off) : b.readUInt32BE(off);
+}
+export function hostU16(b: Buffer, off: number, v: number): void {
+  if (LE) b.writeUInt16LE(v, off);
+  else b.writeUInt16BE(v, off);
+}
+function readHostU16(b: Buffer, off: number): number {
+  return LE ? b.readUInt16LE(off) : b.readUInt16BE(off);
+}
+function readHostU64(b: Buffer, off: number): bigint {
+  return LE ? b.readBigUInt64LE(off) : b.readBigUInt64BE(off);
+}
+
+export const F_LOCAL = ENUMS.ovl_subnet_flags.OVL_F_LOCAL;
+export const ENCAP_OVERHEAD = ENUMS.ovl_wire.OVL_ENCAP_OVERHEAD;
+export const DROP_MAX = ENUMS.ovl_drop_reason.OVL_DROP_MAX;
+export const DIR_MAX = ENUMS.ovl_dir.OVL_DIR_MAX;
+
+/** What the data path does for a subnet: send to this host (or keep, LOCAL). */
+export interface HostEntry {
+  remoteIp: Ip4;
+  vtepMac: string;
+  flags: number;
+}
+
+export interface Counter {
+  packets: bigint;
+  bytes: bigint;
+}
+
+export interface PeerCounters {
+  txPackets: bigint;
+  txBytes: bigint;
+  rxPackets: bigint;
+  rxBytes: bigint;
+}
+
+export interface Endpoint {
+  ifindex: number;
+  podMac: string;
+  hostMac: string;
+}
+
+/** A __u32 array index (host order). */
+export function encodeIndex(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  hostU32(b, 0, n);
+  return b;
+}
+
+// --- ip keys (__be32) ------------------------------------------------------
+export function encodeIp(ip: Ip4): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(ip >>> 0); // network order
+  return b;
+}
+export function decodeIp(b: Buffer, off = 0): Ip4 {
+  return b.readUInt32BE(off);
+}
+
+// --- ovl_subnet_key ----------------------------------------------------------
+const K = STRUCTS.ovl_subnet_key;
+export function encodeSubnetKey(c: Cidr): Buffer {
+  const b = Buffer.alloc(K.size);
+  hostU32(b, K.fields.prefixlen.offset, c.prefixlen);
+  b.writeUInt32BE(c.addr >>> 0, K.fields.addr.offset); // network order
+  return b;
+}
+/** An LPM lookup key for one address (/32 finds the longest prefix). */
+export function encodeLookupKey(ip: Ip4): Buffer {
+  return encodeSubnetKey(Cidr.of(ip, 32));
+}
+export function decodeSubnetKey(b: Buffer): Cidr {
+  return Cidr.of(b.readUInt32BE(K.fields.addr.offset), readHostU32(b, K.fields.prefixlen.offset));
+}
+
+// --- ovl_subnet_val ----------------------------------------------------------
+const V = STRUCTS.ovl_subnet_val;
+export function encodeHostEntry(h: HostEntry): Buffer {
+  const b = Buffer.alloc(V.size);
+  b.writeUInt32BE(h.remoteIp >>> 0, V.fields.remote_ip.offset);
+  parseMac(h.vtepMac, "VtepMAC").copy(b, V.fields.vtep_mac.offset);
+  hostU16(b, V.fields.flags.offset, h.flags);
+  return b;
+}
+export function decodeHostEntry(b: Buffer): HostEntry {
+  const m = V.fields.vtep_mac;
+  return {
+    remoteIp: b.readUInt32BE(V.fields.remote_ip.offset),
+    vtepMac: formatMac(b.subarray(m.offset, m.offset + m.size)),
+    flags: readHostU16(b, V.fields.flags.offset),
+  };
+}
+
+// --- ovl_peer ----------------------------------------------------------------
+const P = STRUCTS.ovl_peer;
+export function encodePeer(c: Cidr): Buffer {
+  const b = Buffer.alloc(P.size);
+  b.writeUInt32BE(c.addr >>> 0, P.fields.subnet.offset);
+  hostU32(b, P.fields.prefixlen.offset, c.prefixlen);
+  return b;
+}
+export function decodePeer(b: Buffer): Cidr {
+  return Cidr.of(b.readUInt32BE(P.fields.subnet.offset), readHostU32(b, P.fields.prefixlen.offset));
+}
+
+// --- ovl_endpoint --------------------------------------------------------------
+const E = STRUCTS.ovl_endpoint;
+export function encodeEndpoint(e: Endpoint): Buffer {
+  const b = Buffer.alloc(E.size);
+  hostU32(b, E.fields.ifindex.offset, e.ifindex);
+  parseMac(e.podMac, "pod MAC").copy(b, E.fields.pod_mac.offset);
+  parseMac(e.hostMac, "host MAC").copy(b, E.fields.host_mac.offset);
+  return b;
+}
+export function decodeEndpoint(b: Buffer): Endpoint {
+  const f = E.fields;
+  return {
+    ifindex: readHostU32(b, f.ifindex.offset),
+    podMac: formatMac(b.subarray(f.pod_mac.offset, f.pod_mac.offset + 6)),
+    hostMac: formatMac(b.subarray(f.host_mac.offset, f.host_mac.offset + 6)),
+  };
+}
+
+// --- per-CPU counters ----------------------------------------------------------
+/** Per-CPU values are laid out one per possible CPU, each rounded up to 8. */
+export function percpuStride(valueSize: number): number {
+  return Math.ceil(valueSize / 8) * 8;
+}
+
+const C = STRUCTS.ovl_counter;
+export function sumCounters(b: Buffer, ncpu: number): Counter {
+  const stride = percpuStride(C.size);
+  let packets = 0n;
+  let bytes = 0n;
+  for (let i = 0; i < ncpu; i++) {
+    packets += readHostU64(b, i * stride + C.fields.packets.offset);
+    bytes += readHostU64(b, i * stride + C.fields.bytes.offset);
+  }
+  return { packets, bytes };
+}
+
+const PC = STRUCTS.ovl_peer_counters;
+export function sumPeerCounters(b: Buffer, ncpu: number): PeerCounters {
+  const stride = percpuStride(PC.size);
+  const r: PeerCounters = { txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n };
+  for (let i = 0; i < ncpu; i++) {
+    const o = i * stride;
+    r.txPackets += readHostU64(b, o + PC.fields.tx_packets.offset);
+    r.txBytes += readHostU64(b, o + PC.fields.tx_bytes.offset);
+    r.rxPackets += readHostU64(b, o + PC.fields.rx_packets.offset);
+    r.rxBytes += readHostU64(b, o + PC.fields.rx_bytes.offset);
+  }
+  return r;
+}
+
+/** Drop reasons by number, with their names in snake_case ("wrong_vni"). */
+export const DROP_REASONS: ReadonlyMap<number, string> = new Map(
+  Object.entries(ENUMS.ovl_drop_reason)
+    .filter(([k]) => k !== "OVL_DROP_MAX")
+    .map(([k, v]) => [v, k.replace(/^OVL_DROP_/, "").toLowerCase()]),
+);
+
+export const DIRECTIONS: ReadonlyMap<number, string> = new Map([
+  [ENUMS.ovl_dir.OVL_DIR_TX, "tx"],
+  [ENUMS.ovl_dir.OVL_DIR_RX, "rx"],
+]);
+
+export function dropIndex(dir: number, reason: number): number {
+  return dir * DROP_MAX + reason;
+}
+
+export const MAP_DEFS = MAPS;

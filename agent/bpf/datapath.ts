@@ -1,0 +1,248 @@
+// Loads the BPF objects, fills their load-time constants, pins maps and
+// programs under --pin-path, and attaches them:
+//
+//   ovl_decap_tc   TC ingress of the underlay      (--decap tc, default)
+//   ovl_decap_xdp  XDP on the underlay             (--decap xdp)
+//   ovl_encap_dev  TC egress of the overlay device
+//   ovl_encap_pod  TC ingress of pod veths (attachPod, also by the CNI plugin)
+//
+// Restart without loss: maps are reused from their pins (state and counters
+// survive), new programs replace the old ones atomically (tc filter replace
+// at the same handle/priority, XDP replace), and nothing is detached when the
+// agent exits. Only cleanup() removes what start() made.
+import { existsSync, mkdirSync, statfsSync, unlinkSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { AbiMismatchError, BpfError, OverlayError } from "../errors";
+import { MAPS, PROGRAMS, RODATA, type MapName, type ProgramName } from "./abi.generated";
+import {
+  BPF_TC_EGRESS,
+  BPF_TC_INGRESS,
+  libbpf,
+  type BpfObjectHandle,
+} from "./libbpf";
+import { checkAbi, mapInfo } from "./map";
+import { hostU16, hostU32 } from "./codec";
+import { parseMac, type Ip4 } from "../net/ip";
+import { run } from "../net/run";
+
+const BPF_FS_MAGIC = 0xcafe4a11;
+/** Our tc filters: a handle and priority of our own, replaced in place. */
+export const TC_HANDLE = 0x0ad1;
+export const TC_PRIORITY = 1;
+
+export type DecapMode = "tc" | "xdp";
+
+export interface DatapathConfig {
+  pinPath: string;
+  /** Directory holding encap.bpf.o and decap.bpf.o. */
+  objDir: string;
+  vni: number;
+  port: number;
+  localIp: Ip4;
+  underlay: { name: string; ifindex: number; mac: string };
+  /** The overlay device; its MAC is this node's VTEP MAC. */
+  overlay: { name: string; ifindex: number; mac: string };
+  decap: DecapMode;
+}
+
+/** Builds the .rodata image from the generated layout. */
+export function rodataImage(c: DatapathConfig): Buffer {
+  const b = Buffer.alloc(RODATA.size);
+  const v = RODATA.vars;
+  hostU32(b, v.ovl_cfg_vni.offset, c.vni);
+  hostU16(b, v.ovl_cfg_port.offset, c.port);
+  b.writeUInt32BE(c.localIp >>> 0, v.ovl_cfg_local_ip.offset); // network order
+  hostU32(b, v.ovl_cfg_underlay_ifindex.offset, c.underlay.ifindex);
+  hostU32(b, v.ovl_cfg_overlay_ifindex.offset, c.overlay.ifindex);
+  parseMac(c.overlay.mac, "overlay MAC").copy(b, v.ovl_cfg_vtep_mac.offset);
+  parseMac(c.underlay.mac, "underlay MAC").copy(b, v.ovl_cfg_underlay_mac.offset);
+  return b;
+}
+
+/** Makes sure pinPath is a directory on a bpffs, mounting one if needed. */
+export function ensureBpffs(pinPath: string): void {
+  let probe = pinPath;
+  while (!existsSync(probe)) probe = dirname(probe);
+  if (statfsSync(probe).type !== BPF_FS_MAGIC) {
+    mkdirSync(pinPath, { recursive: true });
+    run(["mount", "-t", "bpf", "bpf", pinPath]);
+    return;
+  }
+  mkdirSync(pinPath, { recursive: true });
+}
+
+/** Refuses to start on pinned maps left by an incompatible build. */
+export function checkPinnedMaps(pinPath: string): void {
+  for (const name of Object.keys(MAPS) as MapName[]) {
+    const path = join(pinPath, name);
+    if (!existsSync(path)) continue;
+    const fd = libbpf.objGet(path);
+    try {
+      checkAbi(name, mapInfo(fd, name), path);
+    } finally {
+      libbpf.close(fd);
+    }
+  }
+}
+
+function progName(fd: number): string {
+  const info = Buffer.alloc(256);
+  libbpf.objInfo(fd, info, "program");
+  const end = info.indexOf(0, 64);
+  return info.toString("latin1", 64, end > 64 && end < 80 ? end : 80);
+}
+
+/** Is the XDP program on ifindex our decap (and not someone else's)? */
+function xdpIsOurs(ifindex: number): boolean {
+  const id = libbpf.xdpQueryId(ifindex, 0);
+  if (!id) return false;
+  let fd = -1;
+  try {
+    fd = libbpf.progFdById(id);
+    return progName(fd) === "ovl_decap_xdp";
+  } catch {
+    return false;
+  } finally {
+    libbpf.close(fd);
+  }
+}
+
+export interface AttachStatus {
+  decap: { mode: DecapMode | "none"; progId: number };
+  encapDev: number;
+}
+
+export class Datapath {
+  private objects: BpfObjectHandle[] = [];
+  private readonly progFds = new Map<ProgramName, number>();
+
+  constructor(readonly config: DatapathConfig) {}
+
+  /** Load (reusing pinned maps), pin, attach. Safe to call on a live node. */
+  start(): void {
+    const c = this.config;
+    ensureBpffs(c.pinPath);
+    checkPinnedMaps(c.pinPath);
+    this.load();
+    this.attach();
+  }
+
+  private load(): void {
+    const c = this.config;
+    const rodata = rodataImage(c);
+    const files = [...new Set(Object.values(PROGRAMS))];
+    for (const file of files) {
+      const path = join(c.objDir, file);
+      const obj = libbpf.openObject(path);
+      this.objects.push(obj);
+      for (const name of Object.keys(MAPS) as MapName[]) {
+        libbpf.setPinPath(libbpf.findMap(obj, name), join(c.pinPath, name), name);
+      }
+      libbpf.setInitialValue(libbpf.findMap(obj, ".rodata"), rodata, `${file} .rodata`);
+      try {
+        libbpf.loadObject(obj, path);
+      } catch (e) {
+        if (e instanceof BpfError && e.code === "EINVAL") {
+          throw new AbiMismatchError(
+            `load ${path}: EINVAL: a pinned map under ${c.pinPath} is incompatible, or the ` +
+              `kernel refused a program (libbpf's log above says which)`,
+          );
+        }
+        throw e;
+      }
+      for (const [prog, objFile] of Object.entries(PROGRAMS) as [ProgramName, string][]) {
+        if (objFile !== file) continue;
+        const fd = libbpf.programFd(libbpf.findProgram(obj, prog), prog);
+        this.progFds.set(prog, fd);
+        // Replace the pin: the CNI plugin and overlayctl find programs here.
+        const pin = join(c.pinPath, prog);
+        if (existsSync(pin)) unlinkSync(pin);
+        libbpf.objPin(fd, pin);
+      }
+    }
+  }
+
+  private fd(prog: ProgramName): number {
+    const fd = this.progFds.get(prog);
+    if (fd === undefined) throw new OverlayError(`program ${prog}: not loaded`);
+    return fd;
+  }
+
+  private attach(): void {
+    const c = this.config;
+    const u = c.underlay.ifindex;
+    // New attachments first, then remove the other decap mode: no gap.
+    if (c.decap === "xdp") {
+      libbpf.xdpAttach(u, this.fd("ovl_decap_xdp"), 0, `${c.underlay.name} xdp`);
+      libbpf.tcDetach(u, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, `${c.underlay.name} ingress`);
+    } else {
+      this.attachTc(u, BPF_TC_INGRESS, "ovl_decap_tc", `${c.underlay.name} ingress`);
+      if (xdpIsOurs(u)) libbpf.xdpDetach(u, 0, `${c.underlay.name} xdp`);
+    }
+    this.attachTc(c.overlay.ifindex, BPF_TC_EGRESS, "ovl_encap_dev", `${c.overlay.name} egress`);
+  }
+
+  private attachTc(ifindex: number, point: number, prog: ProgramName, what: string): void {
+    libbpf.tcHookCreate(ifindex, point, what);
+    libbpf.tcAttach(ifindex, point, this.fd(prog), TC_HANDLE, TC_PRIORITY, what);
+  }
+
+  /** The pod fast path: encapsulate at the host side of a pod's veth. */
+  attachPod(ifindex: number, name = `ifindex ${ifindex}`): void {
+    this.attachTc(ifindex, BPF_TC_INGRESS, "ovl_encap_pod", `${name} ingress`);
+  }
+
+  status(): AttachStatus {
+    const c = this.config;
+    const xdp = libbpf.xdpQueryId(c.underlay.ifindex, 0);
+    const tc = libbpf.tcQuery(c.underlay.ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY);
+    return {
+      decap: xdp ? { mode: "xdp", progId: xdp } : tc ? { mode: "tc", progId: tc } : { mode: "none", progId: 0 },
+      encapDev: libbpf.tcQuery(c.overlay.ifindex, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY),
+    };
+  }
+
+  /** Closes our handles. Attachments and pins stay: the node keeps forwarding. */
+  close(): void {
+    for (const obj of this.objects) libbpf.closeObject(obj);
+    this.objects = [];
+    this.progFds.clear();
+  }
+}
+
+/** Attach the pinned encap_pod program to a pod veth (CNI plugin, tests). */
+export function attachPodFromPin(pinPath: string, ifindex: number, name: string): void {
+  const fd = libbpf.objGet(join(pinPath, "ovl_encap_pod"));
+  try {
+    libbpf.tcHookCreate(ifindex, BPF_TC_INGRESS, name);
+    libbpf.tcAttach(ifindex, BPF_TC_INGRESS, fd, TC_HANDLE, TC_PRIORITY, `${name} ingress`);
+  } finally {
+    libbpf.close(fd);
+  }
+}
+
+export function detachPod(ifindex: number, name: string): boolean {
+  return libbpf.tcDetach(ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, `${name} ingress`);
+}
+
+/**
+ * `overlayd --cleanup`: detach our programs from the given interfaces and
+ * remove the pins. Forwarding through the overlay stops.
+ */
+export function cleanupDatapath(
+  pinPath: string,
+  underlayIfindex: number | undefined,
+  overlayIfindex: number | undefined,
+): void {
+  if (underlayIfindex !== undefined) {
+    libbpf.tcDetach(underlayIfindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, "underlay ingress");
+    if (xdpIsOurs(underlayIfindex)) libbpf.xdpDetach(underlayIfindex, 0, "underlay xdp");
+  }
+  if (overlayIfindex !== undefined) {
+    libbpf.tcDetach(overlayIfindex, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY, "overlay egress");
+  }
+  for (const name of [...Object.keys(MAPS), ...Object.keys(PROGRAMS)]) {
+    const p = join(pinPath, name);
+    if (existsSync(p)) unlinkSync(p);
+  }
+}

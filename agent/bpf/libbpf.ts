@@ -1,0 +1,407 @@
+// The system libbpf (libbpf.so.1) through koffi. This is the ONLY module that
+// imports koffi; everything above it sees plain functions that take Buffers
+// and numbers and throw BpfError on failure.
+//
+// libbpf >= 1.0 returns -errno from int-returning calls and NULL (with errno
+// set) from pointer-returning ones; check() and checkPtr() turn both into
+// BpfError {op, errno, object}.
+import koffi, { type LibraryHandle } from "koffi";
+import { BpfError } from "../errors";
+
+let lib: LibraryHandle | undefined;
+function load(): LibraryHandle {
+  if (!lib) {
+    try {
+      lib = koffi.load("libbpf.so.1");
+    } catch (e) {
+      throw new BpfError("load libbpf.so.1", 2, "libbpf", `is libbpf1 installed? (${String(e)})`);
+    }
+  }
+  return lib;
+}
+
+// Struct layouts from <bpf/libbpf.h> and <bpf/bpf.h> (libbpf 1.1). Each
+// starts with `size_t sz`, libbpf's forward/backward compatibility field.
+const TcHook = koffi.struct("bpf_tc_hook", {
+  sz: "size_t",
+  ifindex: "int",
+  attach_point: "int",
+  parent: "uint32_t",
+  _pad: "uint32_t",
+});
+const TcOpts = koffi.struct("bpf_tc_opts", {
+  sz: "size_t",
+  prog_fd: "int",
+  flags: "uint32_t",
+  prog_id: "uint32_t",
+  handle: "uint32_t",
+  priority: "uint32_t",
+  _pad: "uint32_t",
+});
+const TestRunOpts = koffi.struct("bpf_test_run_opts", {
+  sz: "size_t",
+  data_in: "void *",
+  data_out: "void *",
+  data_size_in: "uint32_t",
+  data_size_out: "uint32_t",
+  ctx_in: "void *",
+  ctx_out: "void *",
+  ctx_size_in: "uint32_t",
+  ctx_size_out: "uint32_t",
+  retval: "uint32_t",
+  repeat: "int",
+  duration: "uint32_t",
+  flags: "uint32_t",
+  cpu: "uint32_t",
+  batch_size: "uint32_t",
+});
+const BatchOpts = koffi.struct("bpf_map_batch_opts", {
+  sz: "size_t",
+  elem_flags: "uint64_t",
+  flags: "uint64_t",
+});
+
+type Fn = (...args: unknown[]) => unknown;
+const fns = new Map<string, Fn>();
+function fn(proto: string): Fn {
+  let f = fns.get(proto);
+  if (!f) {
+    f = load().func(proto) as Fn;
+    fns.set(proto, f);
+  }
+  return f;
+}
+
+function check(ret: unknown, op: string, object: string): number {
+  const n = Number(ret);
+  if (n < 0) throw new BpfError(op, -n, object);
+  return n;
+}
+
+function checkPtr(ret: unknown, op: string, object: string): unknown {
+  if (ret === null || ret === undefined) throw new BpfError(op, koffi.errno() || 22, object);
+  return ret;
+}
+
+/** Opaque libbpf object handles. */
+export type BpfObjectHandle = { readonly __brand: "bpf_object" } & object;
+export type BpfMapHandle = { readonly __brand: "bpf_map" } & object;
+export type BpfProgHandle = { readonly __brand: "bpf_program" } & object;
+
+export const BPF_TC_INGRESS = 1;
+export const BPF_TC_EGRESS = 2;
+export const BPF_TC_F_REPLACE = 1;
+export const XDP_FLAGS_UPDATE_IF_NOEXIST = 1;
+export const XDP_FLAGS_SKB_MODE = 2;
+export const XDP_FLAGS_DRV_MODE = 4;
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
+
+export const libbpf = {
+  version(): string {
+    const major = fn("uint32_t libbpf_major_version(void)")();
+    const minor = fn("uint32_t libbpf_minor_version(void)")();
+    return `${major}.${minor}`;
+  },
+
+  numPossibleCpus(): number {
+    return check(fn("int libbpf_num_possible_cpus(void)")(), "num_possible_cpus", "libbpf");
+  },
+
+  // --- objects -----------------------------------------------------------
+  openObject(path: string): BpfObjectHandle {
+    return checkPtr(
+      fn("void *bpf_object__open_file(const char *path, const void *opts)")(path, null),
+      "open",
+      path,
+    ) as BpfObjectHandle;
+  },
+  loadObject(obj: BpfObjectHandle, name: string): void {
+    check(fn("int bpf_object__load(void *obj)")(obj), "load", name);
+  },
+  closeObject(obj: BpfObjectHandle): void {
+    fn("void bpf_object__close(void *obj)")(obj);
+  },
+  findMap(obj: BpfObjectHandle, name: string): BpfMapHandle {
+    return checkPtr(
+      fn("void *bpf_object__find_map_by_name(const void *obj, const char *name)")(obj, name),
+      "find map",
+      name,
+    ) as BpfMapHandle;
+  },
+  findProgram(obj: BpfObjectHandle, name: string): BpfProgHandle {
+    return checkPtr(
+      fn("void *bpf_object__find_program_by_name(const void *obj, const char *name)")(obj, name),
+      "find program",
+      name,
+    ) as BpfProgHandle;
+  },
+  setPinPath(map: BpfMapHandle, path: string, name: string): void {
+    check(fn("int bpf_map__set_pin_path(void *map, const char *path)")(map, path), "set pin", name);
+  },
+  setInitialValue(map: BpfMapHandle, data: Buffer, name: string): void {
+    check(
+      fn("int bpf_map__set_initial_value(void *map, const void *data, size_t size)")(
+        map,
+        data,
+        data.length,
+      ),
+      "set initial value",
+      name,
+    );
+  },
+  mapFd(map: BpfMapHandle, name: string): number {
+    return check(fn("int bpf_map__fd(const void *map)")(map), "map fd", name);
+  },
+  programFd(prog: BpfProgHandle, name: string): number {
+    return check(fn("int bpf_program__fd(const void *prog)")(prog), "program fd", name);
+  },
+  setAutoload(prog: BpfProgHandle, autoload: boolean, name: string): void {
+    check(
+      fn("int bpf_program__set_autoload(void *prog, bool autoload)")(prog, autoload),
+      "set autoload",
+      name,
+    );
+  },
+
+  // --- fds, pins, info --------------------------------------------------
+  objGet(path: string): number {
+    return check(fn("int bpf_obj_get(const char *path)")(path), "open pinned", path);
+  },
+  objPin(fd: number, path: string): void {
+    check(fn("int bpf_obj_pin(int fd, const char *path)")(fd, path), "pin", path);
+  },
+  /** Fills `info` (struct bpf_map_info / bpf_prog_info) for fd. */
+  objInfo(fd: number, info: Buffer, what: string): void {
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(info.length);
+    check(
+      fn("int bpf_obj_get_info_by_fd(int fd, void *info, void *len)")(fd, info, len),
+      "get info",
+      what,
+    );
+  },
+  progFdById(id: number): number {
+    return check(fn("int bpf_prog_get_fd_by_id(uint32_t id)")(id), "prog by id", String(id));
+  },
+  close(fd: number): void {
+    if (fd >= 0) fn("int close(int fd)")(fd);
+  },
+
+  // --- map elements -----------------------------------------------------
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number, name: string): void {
+    check(
+      fn("int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)")(
+        fd,
+        key,
+        value,
+        flags,
+      ),
+      "map update",
+      name,
+    );
+  },
+  /** Returns false when the key is absent. */
+  mapLookup(fd: number, key: Buffer, value: Buffer, name: string): boolean {
+    const r = Number(
+      fn("int bpf_map_lookup_elem(int fd, const void *key, void *value)")(fd, key, value),
+    );
+    if (r === -2) return false;
+    check(r, "map lookup", name);
+    return true;
+  },
+  /** Returns false when the key was absent. */
+  mapDelete(fd: number, key: Buffer, name: string): boolean {
+    const r = Number(fn("int bpf_map_delete_elem(int fd, const void *key)")(fd, key));
+    if (r === -2) return false;
+    check(r, "map delete", name);
+    return true;
+  },
+  /** Writes the key after `key` (or the first, when key is null) into next. */
+  mapNextKey(fd: number, key: Buffer | null, next: Buffer, name: string): boolean {
+    const r = Number(
+      fn("int bpf_map_get_next_key(int fd, const void *key, void *next_key)")(fd, key, next),
+    );
+    if (r === -2) return false;
+    check(r, "map next key", name);
+    return true;
+  },
+  /**
+   * One BPF_MAP_LOOKUP_BATCH step. Returns the number of elements copied and
+   * whether the map is exhausted. Throws BpfError with errno EINVAL/ENOTSUP
+   * on map types without batch support (callers fall back to next_key).
+   */
+  mapLookupBatch(
+    fd: number,
+    inBatch: Buffer | null,
+    outBatch: Buffer,
+    keys: Buffer,
+    values: Buffer,
+    count: number,
+    name: string,
+  ): { count: number; done: boolean } {
+    const cnt = Buffer.alloc(4);
+    cnt.writeUInt32LE(count);
+    const r = Number(
+      fn(
+        "int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, const bpf_map_batch_opts *opts)",
+      )(fd, inBatch, outBatch, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }),
+    );
+    const n = cnt.readUInt32LE();
+    if (r === -2) return { count: n, done: true }; // ENOENT: last batch
+    check(r, "map lookup batch", name);
+    return { count: n, done: false };
+  },
+  mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, name: string): void {
+    const cnt = Buffer.alloc(4);
+    cnt.writeUInt32LE(count);
+    check(
+      fn(
+        "int bpf_map_update_batch(int fd, const void *keys, const void *values, void *count, const bpf_map_batch_opts *opts)",
+      )(fd, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }),
+      "map update batch",
+      name,
+    );
+  },
+
+  // --- attach -----------------------------------------------------------
+  tcHookCreate(ifindex: number, attachPoint: number, what: string): void {
+    const r = Number(
+      fn("int bpf_tc_hook_create(bpf_tc_hook *hook)")({
+        sz: koffi.sizeof(TcHook),
+        ifindex,
+        attach_point: attachPoint,
+        parent: 0,
+      }),
+    );
+    if (r === -17) return; // EEXIST: clsact already there
+    check(r, "tc hook create", what);
+  },
+  tcAttach(
+    ifindex: number,
+    attachPoint: number,
+    progFd: number,
+    handle: number,
+    priority: number,
+    what: string,
+  ): void {
+    check(
+      fn("int bpf_tc_attach(const bpf_tc_hook *hook, bpf_tc_opts *opts)")(
+        { sz: koffi.sizeof(TcHook), ifindex, attach_point: attachPoint, parent: 0 },
+        {
+          sz: koffi.sizeof(TcOpts),
+          prog_fd: progFd,
+          flags: BPF_TC_F_REPLACE,
+          prog_id: 0,
+          handle,
+          priority,
+        },
+      ),
+      "tc attach",
+      what,
+    );
+  },
+  /** Program id attached at handle/priority, or 0 when none. */
+  tcQuery(ifindex: number, attachPoint: number, handle: number, priority: number): number {
+    const opts = {
+      sz: koffi.sizeof(TcOpts),
+      prog_fd: 0,
+      flags: 0,
+      prog_id: 0,
+      handle,
+      priority,
+      _pad: 0,
+    };
+    const r = Number(
+      fn("int bpf_tc_query(const bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)")(
+        { sz: koffi.sizeof(TcHook), ifindex, attach_point: attachPoint, parent: 0 },
+        opts,
+      ),
+    );
+    return r === 0 ? opts.prog_id : 0;
+  },
+  tcDetach(
+    ifindex: number,
+    attachPoint: number,
+    handle: number,
+    priority: number,
+    what: string,
+  ): boolean {
+    const r = Number(
+      fn("int bpf_tc_detach(const bpf_tc_hook *hook, const bpf_tc_opts *opts)")(
+        { sz: koffi.sizeof(TcHook), ifindex, attach_point: attachPoint, parent: 0 },
+        { sz: koffi.sizeof(TcOpts), prog_fd: 0, flags: 0, prog_id: 0, handle, priority },
+      ),
+    );
+    if (r === -2 || r === -19) return false; // ENOENT / ENODEV: nothing there
+    check(r, "tc detach", what);
+    return true;
+  },
+  xdpAttach(ifindex: number, progFd: number, flags: number, what: string): void {
+    check(
+      fn("int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, const void *opts)")(
+        ifindex,
+        progFd,
+        flags,
+        null,
+      ),
+      "xdp attach",
+      what,
+    );
+  },
+  xdpDetach(ifindex: number, flags: number, what: string): void {
+    check(
+      fn("int bpf_xdp_detach(int ifindex, uint32_t flags, const void *opts)")(ifindex, flags, null),
+      "xdp detach",
+      what,
+    );
+  },
+  xdpQueryId(ifindex: number, flags: number): number {
+    const id = Buffer.alloc(4);
+    const r = Number(
+      fn("int bpf_xdp_query_id(int ifindex, int flags, void *prog_id)")(ifindex, flags, id),
+    );
+    return r === 0 ? id.readUInt32LE() : 0;
+  },
+
+  // --- BPF_PROG_RUN -----------------------------------------------------
+  testRun(
+    progFd: number,
+    dataIn: Buffer,
+    ctxIn: Buffer | null,
+    what: string,
+  ): { retval: number; data: Buffer; ctx: Buffer | null } {
+    const dataOut = Buffer.alloc(dataIn.length + 512);
+    const ctxOut = ctxIn ? Buffer.alloc(ctxIn.length) : null;
+    const opts = {
+      sz: koffi.sizeof(TestRunOpts),
+      data_in: dataIn,
+      data_out: dataOut,
+      data_size_in: dataIn.length,
+      data_size_out: dataOut.length,
+      ctx_in: ctxIn,
+      ctx_out: ctxOut,
+      ctx_size_in: ctxIn ? ctxIn.length : 0,
+      ctx_size_out: ctxOut ? ctxOut.length : 0,
+      retval: 0,
+      repeat: 1,
+      duration: 0,
+      flags: 0,
+      cpu: 0,
+      batch_size: 0,
+    };
+    check(
+      fn("int bpf_prog_test_run_opts(int prog_fd, _Inout_ bpf_test_run_opts *opts)")(progFd, opts),
+      "test run",
+      what,
+    );
+    return {
+      retval: opts.retval,
+      data: dataOut.subarray(0, opts.data_size_out),
+      ctx: ctxOut ? ctxOut.subarray(0, opts.ctx_size_out) : null,
+    };
+  },
+};
+
+export type LibBpf = typeof libbpf;

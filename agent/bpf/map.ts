@@ -1,0 +1,172 @@
+// A BPF map by fd, checked against the generated ABI, with element, iteration
+// and batch operations. Knows nothing of what the bytes mean (see codec.ts).
+import { join } from "node:path";
+import { AbiMismatchError, BpfError } from "../errors";
+import { BPF_MAP_TYPE, MAPS, type MapName } from "./abi.generated";
+import { BPF_ANY, libbpf } from "./libbpf";
+import { percpuStride } from "./codec";
+
+const PERCPU_TYPES: ReadonlySet<number> = new Set([
+  BPF_MAP_TYPE.PERCPU_HASH,
+  BPF_MAP_TYPE.PERCPU_ARRAY,
+]);
+
+export interface MapInfo {
+  type: number;
+  id: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  name: string;
+}
+
+/** struct bpf_map_info from <linux/bpf.h> (first fields only). */
+export function mapInfo(fd: number, what: string): MapInfo {
+  const b = Buffer.alloc(96);
+  libbpf.objInfo(fd, b, what);
+  const nameEnd = b.indexOf(0, 24);
+  return {
+    type: b.readUInt32LE(0),
+    id: b.readUInt32LE(4),
+    keySize: b.readUInt32LE(8),
+    valueSize: b.readUInt32LE(12),
+    maxEntries: b.readUInt32LE(16),
+    flags: b.readUInt32LE(20),
+    name: b.toString("latin1", 24, nameEnd >= 24 && nameEnd < 40 ? nameEnd : 40),
+  };
+}
+
+/** Compares a live map with the generated ABI (cilium's alignchecker). */
+export function checkAbi(name: MapName, info: MapInfo, where: string): void {
+  const want = MAPS[name];
+  const diffs: string[] = [];
+  if (info.type !== want.type) diffs.push(`type ${info.type} != ${want.type}`);
+  if (info.keySize !== want.keySize) diffs.push(`key size ${info.keySize} != ${want.keySize}`);
+  if (info.valueSize !== want.valueSize) {
+    diffs.push(`value size ${info.valueSize} != ${want.valueSize}`);
+  }
+  if (info.maxEntries !== want.maxEntries) {
+    diffs.push(`max entries ${info.maxEntries} != ${want.maxEntries}`);
+  }
+  if (diffs.length) {
+    throw new AbiMismatchError(
+      `map ${name} at ${where} does not match this overlayd's ABI (${diffs.join(", ")}); ` +
+        `it was made by another version: remove it (overlayd --cleanup) and restart`,
+    );
+  }
+}
+
+let cpus: number | undefined;
+export function possibleCpus(): number {
+  cpus ??= libbpf.numPossibleCpus();
+  return cpus;
+}
+
+export class BpfMap {
+  readonly keySize: number;
+  readonly valueSize: number;
+  /** Size of the buffer a lookup fills: per-CPU maps return one value per CPU. */
+  readonly valueBufSize: number;
+  readonly percpu: boolean;
+  private batchSupported: boolean | undefined;
+
+  constructor(
+    readonly name: MapName,
+    readonly fd: number,
+  ) {
+    const def = MAPS[name];
+    this.keySize = def.keySize;
+    this.valueSize = def.valueSize;
+    this.percpu = PERCPU_TYPES.has(def.type);
+    this.valueBufSize = this.percpu ? percpuStride(def.valueSize) * possibleCpus() : def.valueSize;
+  }
+
+  /** Opens <pinPath>/<name> and checks it against the ABI. */
+  static openPinned(pinPath: string, name: MapName): BpfMap {
+    const path = join(pinPath, name);
+    const fd = libbpf.objGet(path);
+    try {
+      checkAbi(name, mapInfo(fd, name), path);
+    } catch (e) {
+      libbpf.close(fd);
+      throw e;
+    }
+    return new BpfMap(name, fd);
+  }
+
+  close(): void {
+    libbpf.close(this.fd);
+  }
+
+  lookup(key: Buffer): Buffer | undefined {
+    const v = Buffer.alloc(this.valueBufSize);
+    return libbpf.mapLookup(this.fd, key, v, this.name) ? v : undefined;
+  }
+
+  update(key: Buffer, value: Buffer, flags = BPF_ANY): void {
+    libbpf.mapUpdate(this.fd, key, value, flags, this.name);
+  }
+
+  delete(key: Buffer): boolean {
+    return libbpf.mapDelete(this.fd, key, this.name);
+  }
+
+  *keys(): Generator<Buffer> {
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(this.keySize);
+      if (!libbpf.mapNextKey(this.fd, prev, next, this.name)) return;
+      yield next;
+      prev = next;
+    }
+  }
+
+  /**
+   * All entries. Uses BPF_MAP_LOOKUP_BATCH where the map type has it (hash
+   * and array maps), else get_next_key + lookup (LPM tries have no batch
+   * ops). An entry deleted between the two calls is skipped.
+   */
+  entries(): Array<[Buffer, Buffer]> {
+    if (this.batchSupported !== false) {
+      try {
+        const r = this.entriesBatch();
+        this.batchSupported = true;
+        return r;
+      } catch (e) {
+        if (!(e instanceof BpfError) || !["EINVAL", "ENOTSUP", "EOPNOTSUPP"].includes(e.code)) {
+          throw e;
+        }
+        this.batchSupported = false;
+      }
+    }
+    const out: Array<[Buffer, Buffer]> = [];
+    for (const k of this.keys()) {
+      const v = this.lookup(k);
+      if (v) out.push([k, v]);
+    }
+    return out;
+  }
+
+  private entriesBatch(): Array<[Buffer, Buffer]> {
+    const chunk = 4096;
+    const out: Array<[Buffer, Buffer]> = [];
+    const keys = Buffer.alloc(this.keySize * chunk);
+    const values = Buffer.alloc(this.valueBufSize * chunk);
+    // Batch tokens are opaque; for hash maps the kernel uses a u32 bucket.
+    const tokenSize = Math.max(this.keySize, 8);
+    let inBatch: Buffer | null = null;
+    for (;;) {
+      const outBatch = Buffer.alloc(tokenSize);
+      const r = libbpf.mapLookupBatch(this.fd, inBatch, outBatch, keys, values, chunk, this.name);
+      for (let i = 0; i < r.count; i++) {
+        out.push([
+          Buffer.from(keys.subarray(i * this.keySize, (i + 1) * this.keySize)),
+          Buffer.from(values.subarray(i * this.valueBufSize, (i + 1) * this.valueBufSize)),
+        ]);
+      }
+      if (r.done) return out;
+      inBatch = outBatch;
+    }
+  }
+}

@@ -1,0 +1,159 @@
+// Interface set-up the way flannel does it, through iproute2 in the current
+// network namespace: pick the underlay, create the overlay device, MTU,
+// addresses, the cluster-network route, sysctls.
+import { readFileSync, writeFileSync } from "node:fs";
+import { OverlayError } from "../errors";
+import { Cidr, formatIp, parseIp, type Ip4 } from "./ip";
+import { run, tryRun } from "./run";
+
+export interface LinkInfo {
+  name: string;
+  ifindex: number;
+  mtu: number;
+  mac: string;
+  kind?: string;
+  up: boolean;
+}
+
+interface IpJsonLink {
+  ifname: string;
+  ifindex: number;
+  mtu: number;
+  address?: string;
+  flags?: string[];
+  linkinfo?: { info_kind?: string };
+  addr_info?: { family: string; local: string; prefixlen: number }[];
+}
+
+export function linkInfo(name: string): LinkInfo | undefined {
+  const out = tryRun(["ip", "-d", "-j", "link", "show", "dev", name]);
+  if (!out) return undefined;
+  const l = (JSON.parse(out) as IpJsonLink[])[0];
+  if (!l) return undefined;
+  return {
+    name: l.ifname,
+    ifindex: l.ifindex,
+    mtu: l.mtu,
+    mac: l.address ?? "00:00:00:00:00:00",
+    kind: l.linkinfo?.info_kind,
+    up: (l.flags ?? []).includes("UP"),
+  };
+}
+
+export function mustLink(name: string): LinkInfo {
+  const l = linkInfo(name);
+  if (!l) throw new OverlayError(`interface ${name}: not found`);
+  return l;
+}
+
+export function ipv4Addresses(): { ifname: string; ip: Ip4; prefixlen: number }[] {
+  const links = JSON.parse(run(["ip", "-j", "-4", "addr", "show"])) as IpJsonLink[];
+  return links.flatMap((l) =>
+    (l.addr_info ?? [])
+      .filter((a) => a.family === "inet")
+      .map((a) => ({ ifname: l.ifname, ip: parseIp(a.local), prefixlen: a.prefixlen })),
+  );
+}
+
+/** The interface of the IPv4 default route, as flannel picks it. */
+export function defaultRouteInterface(): string | undefined {
+  const routes = JSON.parse(run(["ip", "-j", "-4", "route", "show", "default"])) as {
+    dev?: string;
+  }[];
+  return routes.find((r) => r.dev)?.dev;
+}
+
+export interface UnderlayChoice {
+  iface: string;
+  publicIp: Ip4;
+}
+
+/**
+ * flannel's rules: --iface (a name or an address), else the first interface
+ * matching --iface-regex, else the default route's; the public IP is
+ * --public-ip or the interface's first IPv4 address.
+ */
+export function chooseUnderlay(opts: {
+  iface?: string;
+  ifaceRegex?: string;
+  publicIp?: string;
+}): UnderlayChoice {
+  const addrs = ipv4Addresses().filter((a) => a.ifname !== "lo");
+  let iface: string | undefined;
+  if (opts.iface) {
+    const byAddr = /^\d+\.\d+\.\d+\.\d+$/.test(opts.iface)
+      ? addrs.find((a) => a.ip === parseIp(opts.iface as string))
+      : undefined;
+    iface = byAddr ? byAddr.ifname : opts.iface;
+  } else if (opts.ifaceRegex) {
+    const re = new RegExp(opts.ifaceRegex);
+    iface = addrs.find((a) => re.test(a.ifname) || re.test(formatIp(a.ip)))?.ifname;
+    if (!iface) throw new OverlayError(`--iface-regex ${opts.ifaceRegex}: no interface matches`);
+  } else {
+    iface = defaultRouteInterface();
+    if (!iface) {
+      throw new OverlayError("no default route: name the underlay with --iface or --iface-regex");
+    }
+  }
+  mustLink(iface);
+  let publicIp: Ip4 | undefined;
+  if (opts.publicIp) publicIp = parseIp(opts.publicIp, "--public-ip");
+  else publicIp = addrs.find((a) => a.ifname === iface)?.ip;
+  if (publicIp === undefined) {
+    throw new OverlayError(`interface ${iface}: has no IPv4 address (set --public-ip)`);
+  }
+  return { iface, publicIp };
+}
+
+/**
+ * The overlay device that the cluster-network route points at. A `dummy`
+ * where the kernel has it, else an `ifb` (both NOARP-capable and keep GSO).
+ */
+export function ensureOverlayDevice(name: string, mtu: number): LinkInfo {
+  let l = linkInfo(name);
+  if (l && l.kind !== "dummy" && l.kind !== "ifb") {
+    throw new OverlayError(`interface ${name}: exists as ${l.kind ?? "unknown kind"}, not an overlay device`);
+  }
+  if (!l) {
+    if (tryRun(["ip", "link", "add", name, "type", "dummy"]) === undefined) {
+      run(["ip", "link", "add", name, "type", "ifb"]);
+    }
+    l = mustLink(name);
+  }
+  run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu), "up"]);
+  return mustLink(name);
+}
+
+/** Gives dev exactly this /32 address among 10-style overlay addresses. */
+export function setOverlayAddress(dev: string, addr: Ip4, network: Cidr): void {
+  const have = ipv4Addresses().filter((a) => a.ifname === dev);
+  for (const a of have) {
+    if (a.ip !== addr && network.contains(a.ip)) {
+      run(["ip", "addr", "del", `${formatIp(a.ip)}/${a.prefixlen}`, "dev", dev]);
+    }
+  }
+  if (!have.some((a) => a.ip === addr)) {
+    run(["ip", "addr", "add", `${formatIp(addr)}/32`, "dev", dev]);
+  }
+}
+
+/** `ip route replace NET dev DEV src SRC`: idempotent. */
+export function replaceRoute(net: Cidr, dev: string, src?: Ip4): void {
+  const argv = ["ip", "route", "replace", net.toString(), "dev", dev];
+  if (src !== undefined) argv.push("src", formatIp(src));
+  run(argv);
+}
+
+export function deleteLink(name: string): void {
+  tryRun(["ip", "link", "del", "dev", name]);
+}
+
+/** Segments, not a dotted string: interface names may contain dots. */
+export function setSysctl(path: string[], value: string): void {
+  const file = `/proc/sys/${path.join("/")}`;
+  if (readFileSync(file, "utf8").trim() !== value) writeFileSync(file, value);
+}
+
+export function getSysctl(path: string[]): string {
+  return readFileSync(`/proc/sys/${path.join("/")}`, "utf8").trim();
+}

@@ -1,0 +1,24 @@
+// Running system commands (ip, sysctl, mount, iptables-restore). The one
+// place that spawns them, so errors read the same everywhere.
+import { spawnSync } from "node:child_process";
+import { CommandError } from "../errors";
+
+export function run(argv: string[], input?: string): string {
+  const r = spawnSync(argv[0] as string, argv.slice(1), {
+    encoding: "utf8",
+    input,
+    stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+  });
+  if (r.error) throw new CommandError(argv, null, r.error.message);
+  if (r.status !== 0) throw new CommandError(argv, r.status, r.stderr);
+  return r.stdout;
+}
+
+/** Like run(), but returns undefined instead of throwing. */
+export function tryRun(argv: string[]): string | undefined {
+  try {
+    return run(argv);
+  } catch {
+    return undefined;
+  }
+}

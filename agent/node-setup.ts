@@ -1,0 +1,74 @@
+// What a node needs before the first lease entry can forward: the overlay
+// device (MTU = underlay - 50, address = first address of our subnet, as
+// flannel gives flannel.1), ip_forward, the cluster-network route, the data
+// path loaded and attached, and our own subnet in the map as LOCAL.
+import { Datapath, type DecapMode } from "./bpf/datapath";
+import { ENCAP_OVERHEAD, F_LOCAL } from "./bpf/codec";
+import { SubnetHostMap } from "./bpf/subnet-map";
+import { type Cidr, type Ip4 } from "./net/ip";
+import { ensureOverlayDevice, mustLink, replaceRoute, setOverlayAddress, setSysctl } from "./net/link";
+
+export interface NodeSetupOptions {
+  underlay: string;
+  publicIp: Ip4;
+  network: Cidr;
+  subnet: Cidr;
+  vni: number;
+  port: number;
+  pinPath: string;
+  objDir: string;
+  decap: DecapMode;
+  overlayName: string;
+}
+
+export interface NodeSetupResult {
+  datapath: Datapath;
+  vtepMac: string;
+  mtu: number;
+  underlayIfindex: number;
+  overlayIfindex: number;
+}
+
+/** The overlay MTU flannel's vxlan backend uses: underlay MTU - 50. */
+export function overlayMtu(underlayMtu: number): number {
+  return underlayMtu - ENCAP_OVERHEAD;
+}
+
+export function setupNode(o: NodeSetupOptions): NodeSetupResult {
+  const underlay = mustLink(o.underlay);
+  const mtu = overlayMtu(underlay.mtu);
+  const overlay = ensureOverlayDevice(o.overlayName, mtu);
+  setSysctl(["net", "ipv4", "ip_forward"], "1");
+  if (o.decap === "xdp") {
+    // XDP hands decapsulated packets to the stack on the underlay, whose
+    // routes point the source subnet elsewhere: strict rp_filter drops them.
+    setSysctl(["net", "ipv4", "conf", o.underlay, "rp_filter"], "2");
+  }
+  const datapath = new Datapath({
+    pinPath: o.pinPath,
+    objDir: o.objDir,
+    vni: o.vni,
+    port: o.port,
+    localIp: o.publicIp,
+    underlay: { name: underlay.name, ifindex: underlay.ifindex, mac: underlay.mac },
+    overlay: { name: overlay.name, ifindex: overlay.ifindex, mac: overlay.mac },
+    decap: o.decap,
+  });
+  datapath.start();
+  const map = SubnetHostMap.openPinned(o.pinPath);
+  try {
+    map.upsert(o.subnet, { remoteIp: o.publicIp, vtepMac: overlay.mac, flags: F_LOCAL });
+  } finally {
+    map.close();
+  }
+  // Address and route last: traffic enters the overlay only once it works.
+  setOverlayAddress(overlay.name, o.subnet.addr, o.network);
+  replaceRoute(o.network, overlay.name, o.subnet.addr);
+  return {
+    datapath,
+    vtepMac: overlay.mac,
+    mtu,
+    underlayIfindex: underlay.ifindex,
+    overlayIfindex: overlay.ifindex,
+  };
+}

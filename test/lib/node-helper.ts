@@ -1,0 +1,46 @@
+// Runs inside a node's network namespace (ip netns exec NS node ...):
+//   setup '<NodeSetupOptions as JSON>'   -> prints {vtepMac, mtu, ...}
+//   attach-pod PIN_PATH IFNAME           -> encap_pod on the veth's ingress
+//   detach-pod IFNAME
+// Programs stay attached and maps pinned after it exits, which is the
+// point: the data path forwards without a running agent.
+import { join } from "node:path";
+import { attachPodFromPin, detachPod } from "../../agent/bpf/datapath";
+import { Cidr, parseIp } from "../../agent/net/ip";
+import { mustLink } from "../../agent/net/link";
+import { setupNode } from "../../agent/node-setup";
+
+const [cmd, ...args] = process.argv.slice(2);
+if (cmd === "setup") {
+  const o = JSON.parse(args[0] as string);
+  const r = setupNode({
+    underlay: o.underlay,
+    publicIp: parseIp(o.publicIp),
+    network: Cidr.parse(o.network),
+    subnet: Cidr.parse(o.subnet),
+    vni: o.vni ?? 1,
+    port: o.port ?? 8472,
+    pinPath: o.pinPath,
+    objDir: o.objDir ?? join(__dirname, "../../../build/bpf"),
+    decap: o.decap ?? "tc",
+    overlayName: o.overlayName ?? "ovl0",
+  });
+  r.datapath.close();
+  process.stdout.write(
+    JSON.stringify({
+      vtepMac: r.vtepMac,
+      mtu: r.mtu,
+      underlayIfindex: r.underlayIfindex,
+      overlayIfindex: r.overlayIfindex,
+    }),
+  );
+} else if (cmd === "attach-pod") {
+  const link = mustLink(args[1] as string);
+  attachPodFromPin(args[0] as string, link.ifindex, link.name);
+} else if (cmd === "detach-pod") {
+  const link = mustLink(args[0] as string);
+  detachPod(link.ifindex, link.name);
+} else {
+  process.stderr.write("usage: node-helper setup JSON | attach-pod PIN IFNAME | detach-pod IFNAME\n");
+  process.exit(2);
+}

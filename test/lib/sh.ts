@@ -1,0 +1,53 @@
+// Command helpers for tests: run, run in a namespace, wait for a condition.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+
+export function sh(argv: string[], opts: { input?: string; allowFail?: boolean } = {}): string {
+  const r = spawnSync(argv[0] as string, argv.slice(1), {
+    encoding: "utf8",
+    input: opts.input,
+    maxBuffer: 64 << 20,
+  });
+  if (!opts.allowFail && (r.error || r.status !== 0)) {
+    throw new Error(`${argv.join(" ")} failed (${r.status}): ${r.stderr || r.error?.message}`);
+  }
+  return r.stdout ?? "";
+}
+
+/** Exit status and output, never throws. */
+export function shStatus(argv: string[]): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: "utf8", maxBuffer: 64 << 20 });
+  return { status: r.status ?? -1, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+
+export function inNs(ns: string, argv: string[]): string[] {
+  return ["ip", "netns", "exec", ns, ...argv];
+}
+
+export function spawnInNs(ns: string, argv: string[]): ChildProcess {
+  return spawn("ip", ["netns", "exec", ns, ...argv], { stdio: ["ignore", "pipe", "pipe"] });
+}
+
+export async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls fn until it returns a truthy value or the deadline passes. */
+export async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 10000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    }
+    await sleep(50);
+  }
+}
+
+/** True when a test tier that needs root/tools must fail rather than skip. */
+export const IN_CI = process.env.CI === "true";

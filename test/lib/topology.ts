@@ -1,0 +1,132 @@
+// Test topology in network namespaces this run creates (unique names per
+// run; destroy() removes exactly those):
+//
+//   ovl<id>-sw : bridge "br0", the underlay switch, 172.31.0.0/24
+//   ovl<id>-nK : node K, "eth0" = 172.31.0.K, pods behind bridge "cni0"
+//   ovl<id>-pK : pod K, "eth0" = 10.5.K.2/24 via 10.5.K.1
+//
+// Pins go to a bpffs this run mounts under /run, which survives `ip netns
+// exec` (it remounts /sys, hiding /sys/fs/bpf).
+import { mkdirSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { inNs, sh } from "./sh";
+
+export const NETWORK = "10.5.0.0/16";
+
+export interface PodInfo {
+  ns: string;
+  ip: string;
+  hostVeth: string;
+  mac: string;
+  hostMac: string;
+  hostIfindex: number;
+}
+
+export interface NodeInfo {
+  index: number;
+  ns: string;
+  underlayIp: string;
+  subnet: string;
+  gateway: string;
+  pinPath: string;
+  pods: PodInfo[];
+}
+
+export class Topology {
+  readonly id = randomBytes(3).toString("hex");
+  readonly prefix = `ovl${this.id}`;
+  readonly runDir = `/run/overlayd-test-${this.id}`;
+  readonly bpffs = join(this.runDir, "bpffs");
+  readonly nodes: NodeInfo[] = [];
+  private readonly namespaces: string[] = [];
+  private mounted = false;
+
+  get switchNs(): string {
+    return `${this.prefix}-sw`;
+  }
+
+  create(): void {
+    mkdirSync(this.bpffs, { recursive: true });
+    sh(["mount", "-t", "bpf", "bpf", this.bpffs]);
+    this.mounted = true;
+    this.addNs(this.switchNs);
+    sh(inNs(this.switchNs, ["ip", "link", "add", "br0", "type", "bridge"]));
+    sh(inNs(this.switchNs, ["ip", "link", "set", "br0", "up"]));
+    sh(inNs(this.switchNs, ["ip", "link", "set", "lo", "up"]));
+  }
+
+  private addNs(name: string): void {
+    sh(["ip", "netns", "add", name]);
+    this.namespaces.push(name);
+    sh(inNs(name, ["ip", "link", "set", "lo", "up"]));
+  }
+
+  /** A node on the underlay switch, with a pod subnet 10.5.K.0/24. */
+  addNode(index: number, opts: { mtu?: number } = {}): NodeInfo {
+    const ns = `${this.prefix}-n${index}`;
+    this.addNs(ns);
+    const port = `n${index}`;
+    sh(["ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", this.switchNs]);
+    sh(inNs(this.switchNs, ["ip", "link", "set", port, "master", "br0", "up"]));
+    const mtu = String(opts.mtu ?? 1500);
+    sh(inNs(this.switchNs, ["ip", "link", "set", port, "mtu", mtu]));
+    sh(inNs(ns, ["ip", "link", "set", "eth0", "mtu", mtu, "up"]));
+    const underlayIp = `172.31.0.${index}`;
+    sh(inNs(ns, ["ip", "addr", "add", `${underlayIp}/24`, "dev", "eth0"]));
+    sh(inNs(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    const node: NodeInfo = {
+      index,
+      ns,
+      underlayIp,
+      subnet: `10.5.${index}.0/24`,
+      gateway: `10.5.${index}.1`,
+      pinPath: join(this.bpffs, `n${index}`),
+      pods: [],
+    };
+    this.nodes.push(node);
+    return node;
+  }
+
+  /** A pod behind the node's cni0 bridge (what the CNI bridge plugin makes). */
+  addPod(node: NodeInfo, opts: { mtu?: number } = {}): PodInfo {
+    const k = node.pods.length + 1;
+    const ns = `${this.prefix}-p${node.index}${k > 1 ? `-${k}` : ""}`;
+    this.addNs(ns);
+    if (k === 1) {
+      sh(inNs(node.ns, ["ip", "link", "add", "cni0", "type", "bridge"]));
+      sh(inNs(node.ns, ["ip", "addr", "add", `${node.gateway}/24`, "dev", "cni0"]));
+      sh(inNs(node.ns, ["ip", "link", "set", "cni0", "up"]));
+    }
+    const hostVeth = `veth${k}`;
+    const mtu = String(opts.mtu ?? 1450);
+    sh(["ip", "link", "add", hostVeth, "netns", node.ns, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+    sh(inNs(node.ns, ["ip", "link", "set", hostVeth, "master", "cni0", "mtu", mtu, "up"]));
+    const ip = `10.5.${node.index}.${k + 1}`;
+    sh(inNs(ns, ["ip", "link", "set", "eth0", "mtu", mtu, "up"]));
+    sh(inNs(ns, ["ip", "addr", "add", `${ip}/24`, "dev", "eth0"]));
+    sh(inNs(ns, ["ip", "route", "add", "default", "via", node.gateway]));
+    const podLink = JSON.parse(sh(inNs(ns, ["ip", "-j", "link", "show", "eth0"])))[0];
+    const hostLink = JSON.parse(sh(inNs(node.ns, ["ip", "-j", "link", "show", hostVeth])))[0];
+    const pod: PodInfo = {
+      ns,
+      ip,
+      hostVeth,
+      mac: podLink.address,
+      hostMac: hostLink.address,
+      hostIfindex: hostLink.ifindex,
+    };
+    node.pods.push(pod);
+    return pod;
+  }
+
+  destroy(): void {
+    for (const ns of this.namespaces.reverse()) sh(["ip", "netns", "del", ns], { allowFail: true });
+    this.namespaces.length = 0;
+    if (this.mounted) {
+      sh(["umount", this.bpffs], { allowFail: true });
+      this.mounted = false;
+    }
+    rmSync(this.runDir, { recursive: true, force: true });
+  }
+}
