@@ -120,15 +120,15 @@ export class Datapath {
 
   /** Load (reusing pinned maps), pin, attach. Safe to call on a live node. */
   start(): void {
-    const c = this.config;
-    ensureBpffs(c.pinPath);
-    checkPinnedMaps(c.pinPath);
     this.load();
     this.attach();
   }
 
-  private load(): void {
+  /** Loads and pins without attaching (BPF_PROG_RUN fixtures use this). */
+  load(): void {
     const c = this.config;
+    ensureBpffs(c.pinPath);
+    checkPinnedMaps(c.pinPath);
     const rodata = rodataImage(c);
     const files = [...new Set(Object.values(PROGRAMS))];
     for (const file of files) {
@@ -160,6 +160,10 @@ export class Datapath {
         libbpf.objPin(fd, pin);
       }
     }
+  }
+
+  programFd(prog: ProgramName): number {
+    return this.fd(prog);
   }
 
   private fd(prog: ProgramName): number {

@@ -1,0 +1,115 @@
+// Packet bytes for fixtures: Ethernet, IPv4 (with correct checksums unless
+// told otherwise), UDP, ICMP echo, VXLAN. Pure; used by the BPF tier and by
+// the hostile-packet tests.
+import { parseIp } from "../../agent/net/ip";
+
+export function mac(s: string): Buffer {
+  return Buffer.from(s.split(":").map((h) => parseInt(h, 16)));
+}
+
+export function eth(dst: string, src: string, type: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(14);
+  mac(dst).copy(h, 0);
+  mac(src).copy(h, 6);
+  h.writeUInt16BE(type, 12);
+  return Buffer.concat([h, payload]);
+}
+
+export function csum16(b: Buffer): number {
+  let sum = 0;
+  for (let i = 0; i + 1 < b.length; i += 2) sum += b.readUInt16BE(i);
+  if (b.length % 2) sum += (b[b.length - 1] as number) << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+export interface Ipv4Opts {
+  src: string;
+  dst: string;
+  proto: number;
+  ttl?: number;
+  tos?: number;
+  id?: number;
+  flags?: number; // high 3 bits of frag_off: 0x4000 DF, 0x2000 MF
+  fragOffset?: number; // in 8-byte units
+  options?: Buffer; // multiple of 4 bytes
+  badChecksum?: boolean;
+  totLen?: number; // override
+}
+
+export function ipv4(o: Ipv4Opts, payload: Buffer): Buffer {
+  const opts = o.options ?? Buffer.alloc(0);
+  const hlen = 20 + opts.length;
+  const h = Buffer.alloc(hlen);
+  h[0] = 0x40 | (hlen / 4);
+  h[1] = o.tos ?? 0;
+  h.writeUInt16BE(o.totLen ?? hlen + payload.length, 2);
+  h.writeUInt16BE(o.id ?? 0x1234, 4);
+  h.writeUInt16BE((o.flags ?? 0) | (o.fragOffset ?? 0), 6);
+  h[8] = o.ttl ?? 64;
+  h[9] = o.proto;
+  h.writeUInt32BE(parseIp(o.src), 12);
+  h.writeUInt32BE(parseIp(o.dst), 16);
+  opts.copy(h, 20);
+  const c = csum16(h);
+  h.writeUInt16BE(o.badChecksum ? c ^ 0xffff : c, 10);
+  return Buffer.concat([h, payload]);
+}
+
+export function udp(sport: number, dport: number, payload: Buffer, lenOverride?: number): Buffer {
+  const h = Buffer.alloc(8);
+  h.writeUInt16BE(sport, 0);
+  h.writeUInt16BE(dport, 2);
+  h.writeUInt16BE(lenOverride ?? 8 + payload.length, 4);
+  h.writeUInt16BE(0, 6); // no checksum, as VXLAN senders do over IPv4
+  return Buffer.concat([h, payload]);
+}
+
+export function icmpEcho(id: number, seq: number, data: Buffer = Buffer.alloc(32, 0xab)): Buffer {
+  const h = Buffer.alloc(8);
+  h[0] = 8;
+  h.writeUInt16BE(id, 4);
+  h.writeUInt16BE(seq, 6);
+  const b = Buffer.concat([h, data]);
+  b.writeUInt16BE(csum16(b), 2);
+  return b;
+}
+
+export function vxlan(vni: number, payload: Buffer, flags = 0x08, reserved = 0): Buffer {
+  const h = Buffer.alloc(8);
+  h[0] = flags;
+  h.writeUInt32BE(((vni << 8) | (reserved & 0xff)) >>> 0, 4);
+  return Buffer.concat([h, payload]);
+}
+
+export const ETH_P_IP = 0x0800;
+export const ETH_P_ARP = 0x0806;
+export const ETH_P_IPV6 = 0x86dd;
+
+/** A complete VXLAN frame as a flannel or overlayd peer would send it. */
+export function vxlanFrame(o: {
+  outerSrc: string;
+  outerDst: string;
+  innerSrc: string;
+  innerDst: string;
+  vni?: number;
+  port?: number;
+  innerTtl?: number;
+  innerMac?: string;
+  outer?: Partial<Ipv4Opts>;
+  vxlanFlags?: number;
+  inner?: Buffer; // full inner Ethernet frame, overrides the ICMP echo
+}): Buffer {
+  const innerFrame =
+    o.inner ??
+    eth(
+      o.innerMac ?? "02:00:00:00:00:01",
+      "02:00:00:00:00:02",
+      ETH_P_IP,
+      ipv4({ src: o.innerSrc, dst: o.innerDst, proto: 1, ttl: o.innerTtl ?? 64 }, icmpEcho(7, 1)),
+    );
+  const v = vxlan(o.vni ?? 1, innerFrame, o.vxlanFlags ?? 0x08);
+  const u = udp(40000, o.port ?? 8472, v);
+  const ip = ipv4({ src: o.outerSrc, dst: o.outerDst, proto: 17, flags: 0x4000, ...o.outer }, u);
+  return eth("02:aa:aa:aa:aa:01", "02:bb:bb:bb:bb:02", ETH_P_IP, ip);
+}
