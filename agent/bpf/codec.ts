@@ -2,7 +2,7 @@
 // Byte order is spelled out per field, as abi.h documents it: `__be32` fields
 // are written big-endian, host-order fields in the machine's order.
 import { endianness } from "node:os";
-import { ENUMS, MAPS, STRUCTS } from "./abi.generated";
+import { ENUMS, MAPS, RODATA, STRUCTS } from "./abi.generated";
 import { Cidr, formatMac, parseMac, type Ip4 } from "../net/ip";
 
 const LE = endianness() === "LE";
@@ -185,3 +185,27 @@ export function dropIndex(dir: number, reason: number): number {
 }
 
 export const MAP_DEFS = MAPS;
+
+/** What the programs' load-time constants are made from. */
+export interface RodataConfig {
+  vni: number;
+  port: number;
+  localIp: Ip4;
+  underlay: { ifindex: number; mac: string };
+  overlay: { ifindex: number; mac: string };
+}
+
+/** Builds the .rodata image from the generated layout. */
+export function rodataImage(c: RodataConfig): Buffer {
+  const b = Buffer.alloc(RODATA.size);
+  const v = RODATA.vars;
+  hostU32(b, v.ovl_cfg_vni.offset, c.vni);
+  hostU16(b, v.ovl_cfg_port.offset, c.port);
+  b.writeUInt32BE(c.localIp >>> 0, v.ovl_cfg_local_ip.offset); // network order
+  hostU32(b, v.ovl_cfg_underlay_ifindex.offset, c.underlay.ifindex);
+  hostU32(b, v.ovl_cfg_overlay_ifindex.offset, c.overlay.ifindex);
+  parseMac(c.overlay.mac, "overlay MAC").copy(b, v.ovl_cfg_vtep_mac.offset);
+  parseMac(c.underlay.mac, "underlay MAC").copy(b, v.ovl_cfg_underlay_mac.offset);
+  return b;
+}
+

@@ -13,7 +13,7 @@
 import { existsSync, mkdirSync, statfsSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { AbiMismatchError, BpfError, OverlayError } from "../errors";
-import { MAPS, PROGRAMS, RODATA, type MapName, type ProgramName } from "./abi.generated";
+import { MAPS, PROGRAMS, type MapName, type ProgramName } from "./abi.generated";
 import {
   BPF_TC_EGRESS,
   BPF_TC_INGRESS,
@@ -21,8 +21,8 @@ import {
   type BpfObjectHandle,
 } from "./libbpf";
 import { checkAbi, mapInfo } from "./map";
-import { hostU16, hostU32 } from "./codec";
-import { parseMac, type Ip4 } from "../net/ip";
+import { rodataImage } from "./codec";
+import { type Ip4 } from "../net/ip";
 import { run } from "../net/run";
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -43,20 +43,6 @@ export interface DatapathConfig {
   /** The overlay device; its MAC is this node's VTEP MAC. */
   overlay: { name: string; ifindex: number; mac: string };
   decap: DecapMode;
-}
-
-/** Builds the .rodata image from the generated layout. */
-export function rodataImage(c: DatapathConfig): Buffer {
-  const b = Buffer.alloc(RODATA.size);
-  const v = RODATA.vars;
-  hostU32(b, v.ovl_cfg_vni.offset, c.vni);
-  hostU16(b, v.ovl_cfg_port.offset, c.port);
-  b.writeUInt32BE(c.localIp >>> 0, v.ovl_cfg_local_ip.offset); // network order
-  hostU32(b, v.ovl_cfg_underlay_ifindex.offset, c.underlay.ifindex);
-  hostU32(b, v.ovl_cfg_overlay_ifindex.offset, c.overlay.ifindex);
-  parseMac(c.overlay.mac, "overlay MAC").copy(b, v.ovl_cfg_vtep_mac.offset);
-  parseMac(c.underlay.mac, "underlay MAC").copy(b, v.ovl_cfg_underlay_mac.offset);
-  return b;
 }
 
 /** Makes sure pinPath is a directory on a bpffs, mounting one if needed. */
