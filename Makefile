@@ -93,7 +93,7 @@ abi-check: bpf ts ## fail if the generated ABI is stale
 check: $(STAMP) abi-check ## typecheck, lint, format check, ABI check
 	$(call msg,CHECK,tsc eslint prettier)
 	$(Q)npx tsc -p tsconfig.json --noEmit
-	$(Q)npx eslint --max-warnings 0 agent cli metrics scripts test
+	$(Q)npx eslint --max-warnings 0 .
 	$(Q)npx prettier --log-level warn --check .
 
 format: $(STAMP) ## rewrite files with prettier

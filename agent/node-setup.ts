@@ -6,7 +6,13 @@ import { Datapath, type DecapMode } from "./bpf/datapath";
 import { ENCAP_OVERHEAD, F_LOCAL } from "./bpf/codec";
 import { SubnetHostMap } from "./bpf/subnet-map";
 import { type Cidr, type Ip4 } from "./net/ip";
-import { ensureOverlayDevice, mustLink, replaceRoute, setOverlayAddress, setSysctl } from "./net/link";
+import {
+  ensureOverlayDevice,
+  mustLink,
+  replaceRoute,
+  setOverlayAddress,
+  setSysctl,
+} from "./net/link";
 
 export interface NodeSetupOptions {
   underlay: string;

@@ -85,7 +85,8 @@ class Btf {
   sizeOf(id: number): number {
     const t = this.resolve(id);
     if (t.kind === "ARRAY") return (t.nr_elems as number) * this.sizeOf(t.type_id as number);
-    if (t.size === undefined) throw new Error(`${this.object}: type ${t.kind} ${t.name} has no size`);
+    if (t.size === undefined)
+      throw new Error(`${this.object}: type ${t.kind} ${t.name} has no size`);
     return t.size;
   }
 

@@ -49,7 +49,9 @@ if (count === 0) {
 const runner = mocha.run();
 runner.on("end", () => {
   const s = runner.stats;
-  console.log(`\n${s.passes} passed, ${s.failures} failed${s.pending ? `, ${s.pending} skipped` : ""}`);
+  console.log(
+    `\n${s.passes} passed, ${s.failures} failed${s.pending ? `, ${s.pending} skipped` : ""}`,
+  );
 });
 runner.on("end", () => {
   process.exitCode = runner.stats.failures ? 1 : 0;

@@ -208,4 +208,3 @@ export function rodataImage(c: RodataConfig): Buffer {
   parseMac(c.underlay.mac, "underlay MAC").copy(b, v.ovl_cfg_underlay_mac.offset);
   return b;
 }
-

@@ -14,12 +14,7 @@ import { existsSync, mkdirSync, statfsSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { AbiMismatchError, BpfError, OverlayError } from "../errors";
 import { MAPS, PROGRAMS, type MapName, type ProgramName } from "./abi.generated";
-import {
-  BPF_TC_EGRESS,
-  BPF_TC_INGRESS,
-  libbpf,
-  type BpfObjectHandle,
-} from "./libbpf";
+import { BPF_TC_EGRESS, BPF_TC_INGRESS, libbpf, type BpfObjectHandle } from "./libbpf";
 import { checkAbi, mapInfo } from "./map";
 import { rodataImage } from "./codec";
 import { type Ip4 } from "../net/ip";
@@ -187,7 +182,11 @@ export class Datapath {
     const xdp = libbpf.xdpQueryId(c.underlay.ifindex, 0);
     const tc = libbpf.tcQuery(c.underlay.ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY);
     return {
-      decap: xdp ? { mode: "xdp", progId: xdp } : tc ? { mode: "tc", progId: tc } : { mode: "none", progId: 0 },
+      decap: xdp
+        ? { mode: "xdp", progId: xdp }
+        : tc
+          ? { mode: "tc", progId: tc }
+          : { mode: "none", progId: 0 },
       encapDev: libbpf.tcQuery(c.overlay.ifindex, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY),
     };
   }

@@ -1,7 +1,16 @@
 // Reads the per-CPU datapath counters and sums them (at scrape time, the
 // prom-client collect() pattern, and for `overlayctl stats`).
 import { BpfMap, possibleCpus } from "./map";
-import { DIRECTIONS, DIR_MAX, DROP_MAX, DROP_REASONS, dropIndex, encodeIndex, sumCounters, type Counter } from "./codec";
+import {
+  DIRECTIONS,
+  DIR_MAX,
+  DROP_MAX,
+  DROP_REASONS,
+  dropIndex,
+  encodeIndex,
+  sumCounters,
+  type Counter,
+} from "./codec";
 
 export interface DropCount extends Counter {
   direction: string;

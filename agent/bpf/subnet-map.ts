@@ -123,6 +123,8 @@ export class SubnetHostMap implements SubnetMapLike {
   /** Live per-peer counters, by underlay IP. */
   peerCounters(): Map<Ip4, PeerCounters> {
     const ncpu = possibleCpus();
-    return new Map(this.peerStats.entries().map(([k, v]) => [decodeIp(k), sumPeerCounters(v, ncpu)]));
+    return new Map(
+      this.peerStats.entries().map(([k, v]) => [decodeIp(k), sumPeerCounters(v, ncpu)]),
+    );
   }
 }

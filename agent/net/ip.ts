@@ -63,7 +63,7 @@ export class Cidr {
     return (this.addr + this.size - 1) >>> 0;
   }
   contains(ip: Ip4): boolean {
-    return ((ip & this.mask) >>> 0) === this.addr;
+    return (ip & this.mask) >>> 0 === this.addr;
   }
   covers(other: Cidr): boolean {
     return other.prefixlen >= this.prefixlen && this.contains(other.addr);
@@ -83,7 +83,8 @@ export class Cidr {
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
 export function parseMac(s: string, field = "mac"): Buffer {
-  if (!MAC_RE.test(s)) throw new ConfigError(field, `"${s}" is not a MAC address aa:bb:cc:dd:ee:ff`);
+  if (!MAC_RE.test(s))
+    throw new ConfigError(field, `"${s}" is not a MAC address aa:bb:cc:dd:ee:ff`);
   return Buffer.from(s.split(":").map((h) => parseInt(h, 16)));
 }
 

@@ -110,21 +110,20 @@ export function chooseUnderlay(opts: {
  * where the kernel has it, else an `ifb` (both NOARP-capable and keep GSO).
  */
 export function ensureOverlayDevice(name: string, mtu: number): LinkInfo {
-  let l = linkInfo(name);
+  const l = linkInfo(name);
   if (l && l.kind !== "dummy" && l.kind !== "ifb") {
-    throw new OverlayError(`interface ${name}: exists as ${l.kind ?? "unknown kind"}, not an overlay device`);
+    throw new OverlayError(
+      `interface ${name}: exists as ${l.kind ?? "unknown kind"}, not an overlay device`,
+    );
   }
-  if (!l) {
-    if (tryRun(["ip", "link", "add", name, "type", "dummy"]) === undefined) {
-      run(["ip", "link", "add", name, "type", "ifb"]);
-    }
-    l = mustLink(name);
+  if (!l && tryRun(["ip", "link", "add", name, "type", "dummy"]) === undefined) {
+    run(["ip", "link", "add", name, "type", "ifb"]);
   }
   run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu), "up"]);
   return mustLink(name);
 }
 
-/** Gives dev exactly this /32 address among 10-style overlay addresses. */
+/** Gives dev exactly this /32 address; other addresses inside the network go. */
 export function setOverlayAddress(dev: string, addr: Ip4, network: Cidr): void {
   const have = ipv4Addresses().filter((a) => a.ifname === dev);
   for (const a of have) {

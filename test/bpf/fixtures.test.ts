@@ -213,11 +213,23 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
         assert.equal(run("ovl_encap_pod", podFrame("10.5.2.7")).retval, TC_ACT_OK);
         // and the peer is no longer admitted by decap
         assert.equal(
-          run("ovl_decap_tc", vxlanFrame({ outerSrc: PEER_IP, outerDst: LOCAL_IP, innerSrc: "10.5.2.7", innerDst: "10.5.1.2" })).retval,
+          run(
+            "ovl_decap_tc",
+            vxlanFrame({
+              outerSrc: PEER_IP,
+              outerDst: LOCAL_IP,
+              innerSrc: "10.5.2.7",
+              innerDst: "10.5.1.2",
+            }),
+          ).retval,
           TC_ACT_SHOT,
         );
       } finally {
-        subnets.upsert(Cidr.parse(PEER_SUBNET), { remoteIp: parseIp(PEER_IP), vtepMac: PEER_VTEP, flags: 0 });
+        subnets.upsert(Cidr.parse(PEER_SUBNET), {
+          remoteIp: parseIp(PEER_IP),
+          vtepMac: PEER_VTEP,
+          flags: 0,
+        });
       }
       assert.equal(run("ovl_encap_pod", podFrame("10.5.2.7")).retval, TC_ACT_REDIRECT);
     });
@@ -283,7 +295,16 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
     const passCases: [string, () => Buffer][] = [
       ["wrong UDP port", () => vxlanFrame({ ...good, port: 4789 })],
       ["another destination address", () => vxlanFrame({ ...good, outerDst: "172.31.0.9" })],
-      ["TCP to our address", () => eth("02:aa:aa:aa:aa:01", "02:bb:bb:bb:bb:02", ETH_P_IP, ipv4({ src: PEER_IP, dst: LOCAL_IP, proto: 6 }, Buffer.alloc(40)))],
+      [
+        "TCP to our address",
+        () =>
+          eth(
+            "02:aa:aa:aa:aa:01",
+            "02:bb:bb:bb:bb:02",
+            ETH_P_IP,
+            ipv4({ src: PEER_IP, dst: LOCAL_IP, proto: 6 }, Buffer.alloc(40)),
+          ),
+      ],
       ["non-first fragment", () => vxlanFrame({ ...good, outer: { flags: 0, fragOffset: 100 } })],
       ["ARP", () => eth("ff:ff:ff:ff:ff:ff", "02:bb:bb:bb:bb:02", ETH_P_ARP, Buffer.alloc(28))],
       ["IPv6", () => eth("02:aa:aa:aa:aa:01", "02:bb:bb:bb:bb:02", ETH_P_IPV6, Buffer.alloc(80))],
@@ -295,7 +316,11 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
         const r = run("ovl_decap_tc", f);
         assert.equal(r.retval, TC_ACT_OK);
         assert.deepEqual(r.data, f);
-        assert.equal(stats.read().drops.reduce((a, d) => a + d.packets, 0n), before, "no drop counted");
+        assert.equal(
+          stats.read().drops.reduce((a, d) => a + d.packets, 0n),
+          before,
+          "no drop counted",
+        );
       });
     }
 
@@ -303,17 +328,49 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
     const dropCases: [string, string, () => Buffer][] = [
       ["wrong VNI", "wrong_vni", () => vxlanFrame({ ...good, vni: 42 })],
       ["VXLAN I flag missing", "bad_vxlan_flags", () => vxlanFrame({ ...good, vxlanFlags: 0x00 })],
-      ["VXLAN reserved flags set", "bad_vxlan_flags", () => vxlanFrame({ ...good, vxlanFlags: 0x0c })],
-      ["unknown outer source", "unknown_source", () => vxlanFrame({ ...good, outerSrc: "172.31.0.99" })],
-      ["inner source outside the sender's lease", "spoofed_source", () => vxlanFrame({ ...good, innerSrc: "10.5.3.7" })],
-      ["inner destination outside our lease", "not_local", () => vxlanFrame({ ...good, innerDst: "10.5.2.9" })],
-      ["inner frame is ARP", "inner_not_ipv4", () => vxlanFrame({ ...good, inner: Buffer.concat([innerArp, Buffer.alloc(20)]) })],
-      ["outer IP options", "ip_options", () => vxlanFrame({ ...good, outer: { options: Buffer.from([1, 1, 1, 0]) } })],
+      [
+        "VXLAN reserved flags set",
+        "bad_vxlan_flags",
+        () => vxlanFrame({ ...good, vxlanFlags: 0x0c }),
+      ],
+      [
+        "unknown outer source",
+        "unknown_source",
+        () => vxlanFrame({ ...good, outerSrc: "172.31.0.99" }),
+      ],
+      [
+        "inner source outside the sender's lease",
+        "spoofed_source",
+        () => vxlanFrame({ ...good, innerSrc: "10.5.3.7" }),
+      ],
+      [
+        "inner destination outside our lease",
+        "not_local",
+        () => vxlanFrame({ ...good, innerDst: "10.5.2.9" }),
+      ],
+      [
+        "inner frame is ARP",
+        "inner_not_ipv4",
+        () => vxlanFrame({ ...good, inner: Buffer.concat([innerArp, Buffer.alloc(20)]) }),
+      ],
+      [
+        "outer IP options",
+        "ip_options",
+        () => vxlanFrame({ ...good, outer: { options: Buffer.from([1, 1, 1, 0]) } }),
+      ],
       ["first fragment (MF)", "fragment", () => vxlanFrame({ ...good, outer: { flags: 0x2000 } })],
-      ["bad outer IP checksum", "bad_ip_hdr", () => vxlanFrame({ ...good, outer: { badChecksum: true } })],
+      [
+        "bad outer IP checksum",
+        "bad_ip_hdr",
+        () => vxlanFrame({ ...good, outer: { badChecksum: true } }),
+      ],
       ["truncated VXLAN header", "truncated", () => vxlanFrame(good).subarray(0, 14 + 20 + 8 + 4)],
       ["truncated inner IPv4", "truncated", () => vxlanFrame(good).subarray(0, 64 + 10)],
-      ["outer length beyond the frame", "truncated", () => vxlanFrame({ ...good, outer: { totLen: 1400 } })],
+      [
+        "outer length beyond the frame",
+        "truncated",
+        () => vxlanFrame({ ...good, outer: { totLen: 1400 } }),
+      ],
     ];
     for (const [what, reason, make] of dropCases) {
       it(`drops and counts ${what} as ${reason}`, function () {
@@ -333,7 +390,11 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
     });
 
     it("sends an inner packet whose TTL expires to the stack, which answers time-exceeded", function () {
-      endpoints.upsert(parseIp("10.5.1.2"), { ifindex: 1, podMac: "02:00:00:00:01:02", hostMac: "02:00:00:00:01:01" });
+      endpoints.upsert(parseIp("10.5.1.2"), {
+        ifindex: 1,
+        podMac: "02:00:00:00:01:02",
+        hostMac: "02:00:00:00:01:01",
+      });
       try {
         const r = run("ovl_decap_tc", vxlanFrame({ ...good, innerTtl: 1 }));
         assert.equal(r.retval, TC_ACT_REDIRECT);
@@ -346,7 +407,12 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
   });
 
   describe("decap (ovl_decap_xdp)", function () {
-    const good = { outerSrc: PEER_IP, outerDst: LOCAL_IP, innerSrc: "10.5.2.7", innerDst: "10.5.1.2" };
+    const good = {
+      outerSrc: PEER_IP,
+      outerDst: LOCAL_IP,
+      innerSrc: "10.5.2.7",
+      innerDst: "10.5.1.2",
+    };
 
     it("strips to the inner frame addressed to the underlay MAC and passes it", function () {
       const f = vxlanFrame(good);
@@ -361,7 +427,10 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
       const vni = drops("rx", "wrong_vni");
       const src = drops("rx", "unknown_source");
       assert.equal(run("ovl_decap_xdp", vxlanFrame({ ...good, vni: 7 })).retval, XDP_DROP);
-      assert.equal(run("ovl_decap_xdp", vxlanFrame({ ...good, outerSrc: "172.31.0.50" })).retval, XDP_DROP);
+      assert.equal(
+        run("ovl_decap_xdp", vxlanFrame({ ...good, outerSrc: "172.31.0.50" })).retval,
+        XDP_DROP,
+      );
       assert.equal(drops("rx", "wrong_vni"), vni + 1n);
       assert.equal(drops("rx", "unknown_source"), src + 1n);
     });

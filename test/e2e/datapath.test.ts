@@ -72,9 +72,17 @@ describe("e2e: data path between namespaces", function () {
     for (const n of [...nodes, flannel]) topo.addPod(n);
     for (const n of nodes) setup(n, "tc");
     vtep.set(4, flannelUp(flannel.ns, { publicIp: flannel.underlayIp, subnet: flannel.subnet }));
-    for (const n of nodes) program(n, [...nodes, flannel].filter((p) => p !== n));
+    for (const n of nodes)
+      program(
+        n,
+        [...nodes, flannel].filter((p) => p !== n),
+      );
     for (const n of nodes) {
-      flannelAddLease(flannel.ns, { subnet: n.subnet, publicIp: n.underlayIp, vtepMac: vtep.get(n.index) as string });
+      flannelAddLease(flannel.ns, {
+        subnet: n.subnet,
+        publicIp: n.underlayIp,
+        vtepMac: vtep.get(n.index) as string,
+      });
     }
     // Pod fast path on nodes 1 and 2: encap at the veth, decap into the pod.
     // Node 3 keeps pods on the bridge only: overlay device + FIB paths.
@@ -83,7 +91,11 @@ describe("e2e: data path between namespaces", function () {
       assert.ok(pod);
       nodeHelper(n.ns, ["attach-pod", n.pinPath, pod.hostVeth]);
       const eps = EndpointMap.openPinned(n.pinPath);
-      eps.upsert(parseIp(pod.ip), { ifindex: pod.hostIfindex, podMac: pod.mac, hostMac: pod.hostMac });
+      eps.upsert(parseIp(pod.ip), {
+        ifindex: pod.hostIfindex,
+        podMac: pod.mac,
+        hostMac: pod.hostMac,
+      });
       eps.close();
     }
   });
@@ -169,7 +181,10 @@ describe("e2e: data path between namespaces", function () {
     try {
       const out = pingOutput(podNs(n1), podIp(nodes[1]!), ["-M", "do", "-s", "1472"]);
       assert.match(out, /Frag needed|mtu = 1450|Message too long/i);
-      assert.ok(ping(podNs(n1), podIp(nodes[1]!), { size: 1422, df: true }), "a fitting packet still passes");
+      assert.ok(
+        ping(podNs(n1), podIp(nodes[1]!), { size: 1422, df: true }),
+        "a fitting packet still passes",
+      );
     } finally {
       sh(inNs(n1.ns, ["ip", "link", "set", n1.pods[0]!.hostVeth, "mtu", "1450"]));
       sh(inNs(podNs(n1), ["ip", "link", "set", "eth0", "mtu", "1450"]));
@@ -182,23 +197,33 @@ describe("e2e: data path between namespaces", function () {
     setup(n2, "xdp");
     const link = JSON.parse(sh(inNs(n2.ns, ["ip", "-d", "-j", "link", "show", "eth0"])))[0];
     assert.ok(link.xdp, "an XDP program is attached to the underlay");
-    assert.equal(sh(inNs(n2.ns, ["tc", "filter", "show", "dev", "eth0", "ingress"])).includes("ovl_decap_tc"), false);
+    assert.equal(
+      sh(inNs(n2.ns, ["tc", "filter", "show", "dev", "eth0", "ingress"])).includes("ovl_decap_tc"),
+      false,
+    );
     assert.ok(ping(podNs(nodes[0]!), podIp(n2)));
     assert.ok(ping(podNs(flannel), podIp(n2)));
     assert.ok((await iperf(podNs(n2), podIp(n2), podNs(nodes[2]!))) > 50e6);
     setup(n2, "tc");
     const back = JSON.parse(sh(inNs(n2.ns, ["ip", "-d", "-j", "link", "show", "eth0"])))[0];
     assert.ok(!back.xdp, "XDP detached again");
-    assert.match(sh(inNs(n2.ns, ["tc", "filter", "show", "dev", "eth0", "ingress"])), /ovl_decap_tc/);
+    assert.match(
+      sh(inNs(n2.ns, ["tc", "filter", "show", "dev", "eth0", "ingress"])),
+      /ovl_decap_tc/,
+    );
     assert.ok(ping(podNs(nodes[0]!), podIp(n2)));
   });
 
   it("reloads the programs over a live node without losing pings", async function () {
     const n1 = nodes[0]!;
     const { spawn } = await import("node:child_process");
-    const p = spawn("ip", ["netns", "exec", podNs(nodes[1]!), "ping", "-n", "-i", "0.01", "-c", "300", podIp(n1)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const p = spawn(
+      "ip",
+      ["netns", "exec", podNs(nodes[1]!), "ping", "-n", "-i", "0.01", "-c", "300", podIp(n1)],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let out = "";
     p.stdout.on("data", (d) => (out += d));
     await new Promise((r) => setTimeout(r, 500));

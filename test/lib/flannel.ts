@@ -11,11 +11,31 @@ export interface FlannelLease {
   vtepMac: string;
 }
 
-export function flannelUp(ns: string, o: { publicIp: string; subnet: string; vni?: number; port?: number; underlay?: string }): string {
+export function flannelUp(
+  ns: string,
+  o: { publicIp: string; subnet: string; vni?: number; port?: number; underlay?: string },
+): string {
   const dev = o.underlay ?? "eth0";
   const mtu = JSON.parse(sh(inNs(ns, ["ip", "-j", "link", "show", dev])))[0].mtu - 50;
-  sh(inNs(ns, ["ip", "link", "add", "flannel.1", "type", "vxlan", "id", String(o.vni ?? 1), "local", o.publicIp,
-    "dev", dev, "dstport", String(o.port ?? 8472), "nolearning"]));
+  sh(
+    inNs(ns, [
+      "ip",
+      "link",
+      "add",
+      "flannel.1",
+      "type",
+      "vxlan",
+      "id",
+      String(o.vni ?? 1),
+      "local",
+      o.publicIp,
+      "dev",
+      dev,
+      "dstport",
+      String(o.port ?? 8472),
+      "nolearning",
+    ]),
+  );
   sh(inNs(ns, ["ip", "link", "set", "flannel.1", "mtu", String(mtu), "up"]));
   const first = o.subnet.split("/")[0] as string;
   sh(inNs(ns, ["ip", "addr", "add", `${first}/32`, "dev", "flannel.1"]));
@@ -24,7 +44,20 @@ export function flannelUp(ns: string, o: { publicIp: string; subnet: string; vni
 
 export function flannelAddLease(ns: string, l: FlannelLease): void {
   const gw = l.subnet.split("/")[0] as string;
-  sh(inNs(ns, ["ip", "neigh", "replace", gw, "lladdr", l.vtepMac, "dev", "flannel.1", "nud", "permanent"]));
+  sh(
+    inNs(ns, [
+      "ip",
+      "neigh",
+      "replace",
+      gw,
+      "lladdr",
+      l.vtepMac,
+      "dev",
+      "flannel.1",
+      "nud",
+      "permanent",
+    ]),
+  );
   sh(inNs(ns, ["bridge", "fdb", "replace", l.vtepMac, "dev", "flannel.1", "dst", l.publicIp]));
   sh(inNs(ns, ["ip", "route", "replace", l.subnet, "via", gw, "dev", "flannel.1", "onlink"]));
 }

@@ -41,6 +41,8 @@ if (cmd === "setup") {
   const link = mustLink(args[0] as string);
   detachPod(link.ifindex, link.name);
 } else {
-  process.stderr.write("usage: node-helper setup JSON | attach-pod PIN IFNAME | detach-pod IFNAME\n");
+  process.stderr.write(
+    "usage: node-helper setup JSON | attach-pod PIN IFNAME | detach-pod IFNAME\n",
+  );
   process.exit(2);
 }

@@ -32,7 +32,11 @@ export async function sleep(ms: number): Promise<void> {
 }
 
 /** Polls fn until it returns a truthy value or the deadline passes. */
-export async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 10000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | false,
+  timeoutMs = 10000,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -43,7 +47,9 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false, 
       last = e;
     }
     if (Date.now() > end) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`,
+      );
     }
     await sleep(50);
   }

@@ -67,7 +67,21 @@ export class Topology {
     const ns = `${this.prefix}-n${index}`;
     this.addNs(ns);
     const port = `n${index}`;
-    sh(["ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", this.switchNs]);
+    sh([
+      "ip",
+      "link",
+      "add",
+      "eth0",
+      "netns",
+      ns,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      port,
+      "netns",
+      this.switchNs,
+    ]);
     sh(inNs(this.switchNs, ["ip", "link", "set", port, "master", "br0", "up"]));
     const mtu = String(opts.mtu ?? 1500);
     sh(inNs(this.switchNs, ["ip", "link", "set", port, "mtu", mtu]));
@@ -100,7 +114,21 @@ export class Topology {
     }
     const hostVeth = `veth${k}`;
     const mtu = String(opts.mtu ?? 1450);
-    sh(["ip", "link", "add", hostVeth, "netns", node.ns, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+    sh([
+      "ip",
+      "link",
+      "add",
+      hostVeth,
+      "netns",
+      node.ns,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      ns,
+    ]);
     sh(inNs(node.ns, ["ip", "link", "set", hostVeth, "master", "cni0", "mtu", mtu, "up"]));
     const ip = `10.5.${node.index}.${k + 1}`;
     sh(inNs(ns, ["ip", "link", "set", "eth0", "mtu", mtu, "up"]));

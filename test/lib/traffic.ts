@@ -1,7 +1,11 @@
 // Real traffic between namespaces: ping and iperf3.
 import { inNs, sh, shStatus, sleep, spawnInNs } from "./sh";
 
-export function ping(ns: string, dst: string, opts: { count?: number; size?: number; df?: boolean } = {}): boolean {
+export function ping(
+  ns: string,
+  dst: string,
+  opts: { count?: number; size?: number; df?: boolean } = {},
+): boolean {
   const argv = ["ping", "-n", "-q", "-c", String(opts.count ?? 2), "-i", "0.1", "-W", "1"];
   if (opts.size !== undefined) argv.push("-s", String(opts.size));
   if (opts.df) argv.push("-M", "do");
@@ -17,14 +21,31 @@ export function pingOutput(ns: string, dst: string, extra: string[]): string {
 let nextPort = 15201;
 
 /** One iperf3 TCP transfer; returns received bits per second. */
-export async function iperf(serverNs: string, serverIp: string, clientNs: string, opts: { seconds?: number; streams?: number } = {}): Promise<number> {
+export async function iperf(
+  serverNs: string,
+  serverIp: string,
+  clientNs: string,
+  opts: { seconds?: number; streams?: number } = {},
+): Promise<number> {
   const port = String(nextPort++);
   const server = spawnInNs(serverNs, ["iperf3", "-s", "-1", "-p", port]);
   try {
     let out = "";
     for (let attempt = 0; attempt < 40; attempt++) {
-      const r = shStatus(inNs(clientNs, ["iperf3", "-c", serverIp, "-p", port, "-J",
-        "-t", String(opts.seconds ?? 1), "-P", String(opts.streams ?? 1)]));
+      const r = shStatus(
+        inNs(clientNs, [
+          "iperf3",
+          "-c",
+          serverIp,
+          "-p",
+          port,
+          "-J",
+          "-t",
+          String(opts.seconds ?? 1),
+          "-P",
+          String(opts.streams ?? 1),
+        ]),
+      );
       out = r.stdout;
       if (r.status === 0) {
         const j = JSON.parse(out);

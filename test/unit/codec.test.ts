@@ -64,7 +64,12 @@ describe("unit: ABI codec", function () {
     p.writeBigUInt64LE(1n, 0);
     p.writeBigUInt64LE(5n, 32 + 24);
     if (endianness() === "LE") {
-      assert.deepEqual(sumPeerCounters(p, 2), { txPackets: 1n, txBytes: 0n, rxPackets: 0n, rxBytes: 5n });
+      assert.deepEqual(sumPeerCounters(p, 2), {
+        txPackets: 1n,
+        txBytes: 0n,
+        rxPackets: 0n,
+        rxBytes: 5n,
+      });
     }
   });
 
@@ -72,7 +77,10 @@ describe("unit: ABI codec", function () {
     assert.equal(DROP_REASONS.get(ENUMS.ovl_drop_reason.OVL_DROP_WRONG_VNI), "wrong_vni");
     assert.equal(DROP_REASONS.size, ENUMS.ovl_drop_reason.OVL_DROP_MAX);
     assert.equal(dropIndex(1, 3), ENUMS.ovl_drop_reason.OVL_DROP_MAX + 3);
-    assert.equal(MAPS.ovl_drops.maxEntries, ENUMS.ovl_dir.OVL_DIR_MAX * ENUMS.ovl_drop_reason.OVL_DROP_MAX);
+    assert.equal(
+      MAPS.ovl_drops.maxEntries,
+      ENUMS.ovl_dir.OVL_DIR_MAX * ENUMS.ovl_drop_reason.OVL_DROP_MAX,
+    );
   });
 
   it("lays out .rodata from the generated offsets", function () {
@@ -85,8 +93,14 @@ describe("unit: ABI codec", function () {
     });
     assert.equal(img.length, RODATA.size);
     const v = RODATA.vars;
-    assert.deepEqual([...img.subarray(v.ovl_cfg_local_ip.offset, v.ovl_cfg_local_ip.offset + 4)], [172, 31, 0, 1]);
-    assert.deepEqual([...img.subarray(v.ovl_cfg_vtep_mac.offset, v.ovl_cfg_vtep_mac.offset + 6)], [14, 0, 0, 0, 0, 2]);
+    assert.deepEqual(
+      [...img.subarray(v.ovl_cfg_local_ip.offset, v.ovl_cfg_local_ip.offset + 4)],
+      [172, 31, 0, 1],
+    );
+    assert.deepEqual(
+      [...img.subarray(v.ovl_cfg_vtep_mac.offset, v.ovl_cfg_vtep_mac.offset + 6)],
+      [14, 0, 0, 0, 0, 2],
+    );
     if (endianness() === "LE") {
       assert.equal(img.readUInt32LE(v.ovl_cfg_vni.offset), 0x010203);
       assert.equal(img.readUInt16LE(v.ovl_cfg_port.offset), 8472);

@@ -11,9 +11,12 @@ describe("unit: IPv4 and MAC arithmetic", function () {
 
   for (const bad of ["10.5.1", "10.5.1.256", "a.b.c.d", "1.2.3.4.5", "", "01.2.3.4x"]) {
     it(`rejects "${bad}" naming the field`, function () {
-      assert.throws(() => parseIp(bad, "PublicIP"), (e: unknown) => {
-        return e instanceof ConfigError && e.message.startsWith("PublicIP:");
-      });
+      assert.throws(
+        () => parseIp(bad, "PublicIP"),
+        (e: unknown) => {
+          return e instanceof ConfigError && e.message.startsWith("PublicIP:");
+        },
+      );
     });
   }
 
