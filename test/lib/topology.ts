@@ -102,14 +102,30 @@ export class Topology {
     return node;
   }
 
-  /** A pod behind the node's cni0 bridge (what the CNI bridge plugin makes). */
-  addPod(node: NodeInfo, opts: { mtu?: number } = {}): PodInfo {
+  /** Gives the switch an address on the underlay (for an etcd there). */
+  switchAddress(ip = "172.31.0.254"): string {
+    sh(inNs(this.switchNs, ["ip", "addr", "add", `${ip}/24`, "dev", "br0"]));
+    return ip;
+  }
+
+  /**
+   * A pod behind the node's cni0 bridge (what the CNI bridge plugin makes).
+   * `subnet` overrides the node's: the agent's lease decides it.
+   */
+  addPod(node: NodeInfo, opts: { mtu?: number; subnet?: string } = {}): PodInfo {
     const k = node.pods.length + 1;
+    if (opts.subnet) {
+      const base = opts.subnet.split("/")[0]!.split(".").slice(0, 3).join(".");
+      node.subnet = opts.subnet;
+      node.gateway = `${base}.1`;
+    }
+    const prefix = node.gateway.split(".").slice(0, 3).join(".");
     const ns = `${this.prefix}-p${node.index}${k > 1 ? `-${k}` : ""}`;
     this.addNs(ns);
     if (k === 1) {
       sh(inNs(node.ns, ["ip", "link", "add", "cni0", "type", "bridge"]));
       sh(inNs(node.ns, ["ip", "addr", "add", `${node.gateway}/24`, "dev", "cni0"]));
+      sh(inNs(node.ns, ["sysctl", "-qw", "net.ipv4.conf.cni0.rp_filter=0"]));
       sh(inNs(node.ns, ["ip", "link", "set", "cni0", "up"]));
     }
     const hostVeth = `veth${k}`;
@@ -130,7 +146,7 @@ export class Topology {
       ns,
     ]);
     sh(inNs(node.ns, ["ip", "link", "set", hostVeth, "master", "cni0", "mtu", mtu, "up"]));
-    const ip = `10.5.${node.index}.${k + 1}`;
+    const ip = `${prefix}.${k + 1}`;
     sh(inNs(ns, ["ip", "link", "set", "eth0", "mtu", mtu, "up"]));
     sh(inNs(ns, ["ip", "addr", "add", `${ip}/24`, "dev", "eth0"]));
     sh(inNs(ns, ["ip", "route", "add", "default", "via", node.gateway]));

@@ -30,7 +30,7 @@ export async function iperf(
   const port = String(nextPort++);
   const server = spawnInNs(serverNs, ["iperf3", "-s", "-1", "-p", port]);
   try {
-    let out = "";
+    let why = "";
     for (let attempt = 0; attempt < 40; attempt++) {
       const r = shStatus(
         inNs(clientNs, [
@@ -46,15 +46,20 @@ export async function iperf(
           String(opts.streams ?? 1),
         ]),
       );
-      out = r.stdout;
-      if (r.status === 0) {
-        const j = JSON.parse(out);
-        return j.end.sum_received.bits_per_second as number;
+      let j: { error?: string; end?: { sum_received?: { bits_per_second?: number } } } = {};
+      try {
+        j = JSON.parse(r.stdout);
+      } catch {
+        j = { error: r.stdout || r.stderr };
       }
-      if (!/refused|unable to connect/i.test(out + r.stderr)) break;
+      const bps = j.end?.sum_received?.bits_per_second;
+      if (r.status === 0 && !j.error && typeof bps === "number") return bps;
+      why = j.error ?? `exit ${r.status}: ${r.stderr}`;
+      // The one-off server may not listen yet: retry only that.
+      if (!/refused|unable to connect|busy/i.test(why)) break;
       await sleep(100);
     }
-    throw new Error(`iperf3 ${clientNs} -> ${serverIp} failed: ${out.slice(0, 500)}`);
+    throw new Error(`iperf3 ${clientNs} -> ${serverIp}:${port} failed: ${why.slice(0, 500)}`);
   } finally {
     server.kill("SIGKILL");
   }

@@ -1,0 +1,458 @@
+// The overlayd agent: etcd -> lease/watch -> reconciler -> BPF maps.
+//
+//   start():  config (waits until valid) -> underlay + overlay device ->
+//             lease (reuse, previous subnet, or a random free one; races
+//             retried) -> data path -> full reconcile -> subnet.env ->
+//             ip-masq -> watch.
+//   running:  watch events reconcile incrementally; a gap (compaction, a
+//             cancelled watch) re-lists and reconciles by diff; losing our
+//             own lease re-acquires it (the same subnet when still free) and
+//             re-programs; a bad config is reported and changes nothing.
+//   stop():   stops watching and renewing; the data path keeps forwarding.
+import { type Server } from "node:http";
+import { Registry } from "prom-client";
+import { type NetworkConfig, parseNetworkConfig } from "./config";
+import { type Datapath, type DecapMode } from "./bpf/datapath";
+import { F_LOCAL } from "./bpf/codec";
+import { libbpf } from "./bpf/libbpf";
+import { StatsReader } from "./bpf/stats";
+import { SubnetHostMap } from "./bpf/subnet-map";
+import {
+  EtcdStore,
+  type EtcdOptions,
+  type HeldLease,
+  type LeaseEvent,
+  type WatchHandle,
+} from "./etcd-store";
+import { ConfigError, OverlayError } from "./errors";
+import { serve, type Readiness } from "./http";
+import { configKey, type Lease, type LeaseAttrs } from "./lease";
+import { LeaseManager } from "./lease-manager";
+import { backoffMs, sleep } from "./backoff";
+import { type Logger } from "./log";
+import { Cidr, formatIp, type Ip4 } from "./net/ip";
+import { ensureMasq } from "./net/ipmasq";
+import {
+  chooseUnderlay,
+  ensureOverlayDevice,
+  mustLink,
+  replaceRoute,
+  setOverlayAddress,
+} from "./net/link";
+import { overlayMtu, setupNode } from "./node-setup";
+import { previousSubnet, writeSubnetEnv } from "./subnet-env";
+import { Reconciler } from "./reconciler";
+import { AgentMetrics } from "../metrics/metrics";
+
+export interface AgentOptions {
+  etcd: EtcdOptions;
+  iface?: string;
+  ifaceRegex?: string;
+  publicIp?: string;
+  subnetFile: string;
+  leaseTtl: number;
+  ipMasq: boolean;
+  decap: DecapMode;
+  pinPath: string;
+  objDir: string;
+  overlayIface: string;
+  healthzAddr: string;
+  metricsAddr: string;
+  version: string;
+}
+
+export class Agent {
+  readonly metrics: AgentMetrics;
+  private readonly store: EtcdStore;
+  private config: NetworkConfig | undefined;
+  private configError: string | undefined;
+  private publicIp: Ip4 = 0;
+  private vtepMac = "";
+  private mtu = 0;
+  private held: HeldLease | undefined;
+  private leases: LeaseManager | undefined;
+  private datapath: Datapath | undefined;
+  private map: SubnetHostMap | undefined;
+  private stats: StatsReader | undefined;
+  private reconciler: Reconciler | undefined;
+  private watch: WatchHandle | undefined;
+  private servers: Server[] = [];
+  private masqTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private etcdConnected = false;
+  private subnetFileWritten = false;
+  /** Serializes lease loss handling, re-lists and event handling. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly opts: AgentOptions,
+    private readonly log: Logger,
+  ) {
+    this.store = new EtcdStore(opts.etcd);
+    this.metrics = new AgentMetrics(new Registry(), {
+      version: opts.version,
+      libbpf: libbpf.version(),
+    });
+  }
+
+  get subnet(): Cidr | undefined {
+    return this.held?.lease.subnet;
+  }
+
+  readiness(): Readiness {
+    const checks = {
+      config: this.configError ?? (this.config ? true : "not read yet"),
+      lease: this.held ? true : "not held",
+      datapath: this.datapath ? true : "not attached",
+      synced: this.reconciler?.synced ?? false,
+      subnetFile: this.subnetFileWritten,
+      etcd: this.etcdConnected ? true : "disconnected",
+    };
+    const ready = Object.values(checks).every((v) => v === true);
+    this.metrics.ready.set(ready ? 1 : 0);
+    return { ready, checks };
+  }
+
+  private serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  async start(): Promise<void> {
+    const o = this.opts;
+    if (o.healthzAddr) {
+      this.servers.push(
+        await serve(o.healthzAddr, "--healthz-addr", { readiness: () => this.readiness() }),
+      );
+    }
+    if (o.metricsAddr) {
+      this.servers.push(
+        await serve(o.metricsAddr, "--metrics-addr", {
+          registry: this.metrics.registry,
+          readiness: () => this.readiness(),
+        }),
+      );
+    }
+    this.config = await this.waitForConfig();
+    const u = chooseUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp });
+    this.publicIp = u.publicIp;
+    this.mtu = overlayMtu(mustLink(u.iface).mtu);
+    // The overlay device first: its MAC is the VtepMAC the lease announces.
+    this.vtepMac = ensureOverlayDevice(o.overlayIface, this.mtu).mac;
+    this.log.info("underlay chosen", {
+      iface: u.iface,
+      publicIp: formatIp(u.publicIp),
+      vtepMac: this.vtepMac,
+      mtu: this.mtu,
+    });
+
+    const listing = await this.retryEtcd("list leases", () => this.store.list());
+    this.leases = new LeaseManager(this.store, this.log, {
+      config: () => this.config as NetworkConfig,
+      attrs: () => this.attrs(),
+      ttl: o.leaseTtl,
+      onLost: this.onLost,
+      stopping: () => this.stopping,
+      result: (r) => this.metrics.leaseAcquisitions.inc({ result: r }),
+      renewed: () => this.metrics.leaseRenewals.inc(),
+      networkFull: (msg) => (this.configError = msg),
+      relist: () => this.retryEtcd("list leases", () => this.store.list()),
+    });
+    this.held = await this.leases.acquire(listing.leases, previousSubnet(o.subnetFile));
+    this.configError = undefined;
+    const subnet = this.held.lease.subnet;
+
+    const node = setupNode({
+      underlay: u.iface,
+      publicIp: u.publicIp,
+      network: this.config.network,
+      subnet,
+      vni: this.config.backend.vni,
+      port: this.config.backend.port,
+      pinPath: o.pinPath,
+      objDir: o.objDir,
+      decap: o.decap,
+      overlayName: o.overlayIface,
+    });
+    this.datapath = node.datapath;
+    this.map = SubnetHostMap.openPinned(o.pinPath);
+    this.stats = StatsReader.openPinned(o.pinPath);
+    const map = this.map;
+    const stats = this.stats;
+    this.metrics.setSource({
+      stats: () => stats.read(),
+      peers: () => map.peerCounters(),
+      entries: () => map.list().length,
+    });
+    this.reconciler = new Reconciler(this.map, this.log, {
+      syncError: (op) => this.metrics.mapSyncErrors.inc({ op }),
+      synced: (s) => this.metrics.mapSyncDuration.observe(s),
+    });
+    this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+
+    // The listing from before our own create is stale by one lease at
+    // least; list again so the watch starts right after what we reconciled.
+    await this.relistAndWatch("start");
+    this.writeSubnetFile();
+    if (o.ipMasq) this.startMasq();
+    this.log.info("ready", { subnet: subnet.toString(), entries: this.map.list().length });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.masqTimer) clearInterval(this.masqTimer);
+    await this.watch?.close();
+    // Stop renewing but do not revoke: the lease outlives a restart (TTL).
+    this.held?.keepalive?.release();
+    await this.store.close();
+    for (const s of this.servers) s.close();
+    this.map?.close();
+    this.stats?.close();
+    this.datapath?.close(); // programs stay attached, maps stay pinned
+    this.log.info("stopped; data path left forwarding");
+  }
+
+  // --- config -------------------------------------------------------------
+  private async waitForConfig(): Promise<NetworkConfig> {
+    const key = configKey(this.opts.etcd.prefix);
+    for (let attempt = 0; ; attempt++) {
+      if (this.stopping) throw new OverlayError("stopped while waiting for the network config");
+      try {
+        const cfg = parseNetworkConfig(await this.store.getConfig(), key);
+        this.configError = undefined;
+        this.etcdConnected = true;
+        this.log.info("network config", {
+          network: cfg.network.toString(),
+          subnetLen: cfg.subnetLen,
+          vni: cfg.backend.vni,
+          port: cfg.backend.port,
+        });
+        return cfg;
+      } catch (e) {
+        if (e instanceof ConfigError) {
+          this.etcdConnected = true;
+          this.metrics.configErrors.inc();
+        } else {
+          this.etcdConnected = false;
+        }
+        this.configError = (e as Error).message;
+        this.log.error("waiting for a valid network config", { error: this.configError });
+        await sleep(backoffMs(attempt, 500, 10000));
+      }
+    }
+  }
+
+  /** A config change while running: validated, reported, never torn down. */
+  private onConfig(text: string | undefined): void {
+    const key = configKey(this.opts.etcd.prefix);
+    try {
+      const cfg = parseNetworkConfig(text, key);
+      const cur = this.config as NetworkConfig;
+      if (
+        !cfg.network.equals(cur.network) ||
+        cfg.subnetLen !== cur.subnetLen ||
+        cfg.backend.vni !== cur.backend.vni ||
+        cfg.backend.port !== cur.backend.port
+      ) {
+        this.configError = `${key}: Network/SubnetLen/VNI/Port changed; restart overlayd to apply (data path unchanged)`;
+        this.log.error("config change needs a restart", { error: this.configError });
+        return;
+      }
+      this.config = cfg;
+      this.configError = undefined;
+      this.log.info("network config updated");
+    } catch (e) {
+      this.metrics.configErrors.inc();
+      this.configError = (e as Error).message;
+      this.log.error("invalid network config; keeping the running data path", {
+        error: this.configError,
+      });
+    }
+  }
+
+  private async retryEtcd<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await fn();
+        this.etcdConnected = true;
+        return r;
+      } catch (e) {
+        if (this.stopping || !(e instanceof OverlayError) || !e.recoverable) throw e;
+        this.etcdConnected = false;
+        this.log.warn(`${what} failed; retrying`, { error: e.message, attempt });
+        await sleep(backoffMs(attempt));
+      }
+    }
+  }
+
+  // --- leases ---------------------------------------------------------------
+  private attrs(): LeaseAttrs {
+    const cfg = this.config as NetworkConfig;
+    return {
+      publicIp: this.publicIp,
+      backendType: "vxlan",
+      vni: cfg.backend.vni,
+      vtepMac: this.vtepMac,
+    };
+  }
+
+  private onLost = (err: Error): void => {
+    if (this.stopping) return;
+    this.log.warn("own lease lost (keepalive)", { error: err.message });
+    void this.serialize(() => this.reacquire("keepalive lost"));
+  };
+
+  /** Our lease is gone (expired, deleted, taken): get one back and re-program. */
+  private async reacquire(why: string): Promise<void> {
+    if (this.stopping) return;
+    const old = this.held;
+    this.held = undefined;
+    old?.keepalive?.removeAllListeners("lost");
+    old?.keepalive?.release();
+    this.log.warn("re-acquiring lease", { why, previous: old?.lease.subnet.toString() });
+    const listing = await this.retryEtcd("list leases", () => this.store.list());
+    const held = await (this.leases as LeaseManager).acquire(listing.leases, old?.lease.subnet);
+    this.held = held;
+    const subnet = held.lease.subnet;
+    if (!old || !old.lease.subnet.equals(subnet)) this.reprogram(subnet, old?.lease.subnet);
+    await this.relist("reacquire");
+  }
+
+  /** Our subnet changed: LOCAL entry, overlay address, route, subnet file. */
+  private reprogram(subnet: Cidr, old: Cidr | undefined): void {
+    const cfg = this.config as NetworkConfig;
+    const reconciler = this.reconciler as Reconciler;
+    if (old) this.map?.delete(old);
+    reconciler.setOwn(subnet, { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+    this.map?.upsert(subnet, { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+    setOverlayAddress(this.opts.overlayIface, subnet.addr, cfg.network);
+    replaceRoute(cfg.network, this.opts.overlayIface, subnet.addr);
+    this.writeSubnetFile();
+    if (this.opts.ipMasq) ensureMasq(cfg.network, subnet);
+    this.log.warn("subnet changed; pods on the old subnet must be recreated", {
+      from: old?.toString(),
+      to: subnet.toString(),
+    });
+  }
+
+  // --- watch ----------------------------------------------------------------
+  private async relist(reason: string): Promise<void> {
+    const listing = await this.retryEtcd("list leases", () => this.store.list());
+    for (const b of listing.bad) this.log.warn("lease not decodable; ignored", b);
+    (this.reconciler as Reconciler).fullSync(listing.leases);
+    this.checkOwn(listing.leases);
+    this.log.debug("re-listed", {
+      reason,
+      revision: listing.revision,
+      leases: listing.leases.length,
+    });
+    await this.startWatch(listing.revision);
+  }
+
+  private async relistAndWatch(reason: string): Promise<void> {
+    await this.watch?.close();
+    this.watch = undefined;
+    await this.relist(reason);
+  }
+
+  private async startWatch(revision: string): Promise<void> {
+    await this.watch?.close();
+    const from = (BigInt(revision) + 1n).toString();
+    this.watch = await this.retryEtcd("watch", () =>
+      this.store.watch(
+        from,
+        (e) => void this.serialize(async () => this.onEvent(e)),
+        (why) => {
+          if (this.stopping) return;
+          const reason =
+            why.startsWith("compacted") || why.includes("compacted") ? "compacted" : "canceled";
+          this.metrics.watchRestarts.inc({ reason });
+          this.log.warn("watch gap; re-listing", { why });
+          void this.serialize(() => this.relistAndWatch(reason));
+        },
+        (connected, why) => {
+          if (this.stopping) return;
+          const was = this.etcdConnected;
+          this.etcdConnected = connected;
+          if (!connected && was) {
+            this.log.warn("etcd watch disconnected; the data path keeps forwarding", {
+              error: why,
+            });
+          } else if (connected && !was) {
+            // Events may have been missed while away: reconcile by diff.
+            this.metrics.watchRestarts.inc({ reason: "reconnected" });
+            this.log.info("etcd watch reconnected; re-listing");
+            void this.serialize(() => this.relistAndWatch("reconnected"));
+          }
+        },
+      ),
+    );
+    this.etcdConnected = true;
+  }
+
+  private async onEvent(e: LeaseEvent): Promise<void> {
+    if (this.stopping) return;
+    const r = this.reconciler as Reconciler;
+    const own = this.held?.lease.subnet;
+    switch (e.type) {
+      case "config":
+        this.onConfig(e.text);
+        return;
+      case "bad":
+        this.log.warn("lease not decodable; ignored", { key: e.key, error: e.error });
+        return;
+      case "put":
+        r.onPut(e.lease);
+        if (own && e.lease.subnet.equals(own) && e.lease.attrs.publicIp !== this.publicIp) {
+          // Someone else holds our subnet now: our lease had expired.
+          await this.reacquire(`subnet ${own} now held by ${formatIp(e.lease.attrs.publicIp)}`);
+        }
+        return;
+      case "delete":
+        r.onDelete(e.subnet);
+        if (own && e.subnet.equals(own)) await this.reacquire("own lease deleted");
+        return;
+    }
+  }
+
+  /** After a listing: is our lease still there and ours? */
+  private checkOwn(leases: Lease[]): void {
+    const own = this.held?.lease.subnet;
+    if (!own) return;
+    const l = leases.find((x) => x.subnet.equals(own));
+    if (!l || l.attrs.publicIp !== this.publicIp) {
+      void this.serialize(() => this.reacquire(l ? "own subnet taken" : "own lease missing"));
+    }
+  }
+
+  // --- node files -----------------------------------------------------------
+  private writeSubnetFile(): void {
+    const cfg = this.config as NetworkConfig;
+    const subnet = this.held?.lease.subnet;
+    if (!subnet) return;
+    writeSubnetEnv(this.opts.subnetFile, {
+      network: cfg.network,
+      subnet,
+      mtu: this.mtu,
+      ipMasq: this.opts.ipMasq,
+    });
+    this.subnetFileWritten = true;
+  }
+
+  private startMasq(): void {
+    const check = () => {
+      const cfg = this.config as NetworkConfig;
+      const subnet = this.held?.lease.subnet;
+      if (!subnet) return;
+      try {
+        if (ensureMasq(cfg.network, subnet)) this.log.info("ip-masq rules (re)applied");
+      } catch (e) {
+        this.log.error("ip-masq rules failed", { error: (e as Error).message });
+      }
+    };
+    check();
+    this.masqTimer = setInterval(check, 10000);
+    this.masqTimer.unref();
+  }
+}

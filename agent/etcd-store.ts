@@ -1,0 +1,360 @@
+// The etcd side of the control plane: config, leases, watch. The ONLY module
+// that imports etcd3. Everything it returns is decoded through lease.ts.
+import { readFileSync } from "node:fs";
+import { Etcd3, type IOptions, type Lease as EtcdLease, type Watcher } from "etcd3";
+import { OverlayError } from "./errors";
+import {
+  configKey,
+  decodeLeaseAttrs,
+  encodeLeaseAttrs,
+  leaseKey,
+  parseLeaseKey,
+  subnetsPrefix,
+  type Lease,
+  type LeaseAttrs,
+} from "./lease";
+import { type Cidr } from "./net/ip";
+
+export interface EtcdOptions {
+  endpoints: string[];
+  prefix: string;
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  username?: string;
+  password?: string;
+  /** Per-call deadline, so a dead etcd fails calls instead of hanging. */
+  callTimeoutMs?: number;
+}
+
+export class EtcdError extends OverlayError {
+  constructor(op: string, cause: unknown) {
+    super(`etcd ${op}: ${cause instanceof Error ? cause.message : String(cause)}`, true);
+  }
+}
+
+function readPem(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new OverlayError(`${flag} ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+}
+
+/** Builds etcd3 client options from our flags; no I/O but reading PEM files. */
+export function clientOptions(o: EtcdOptions): IOptions {
+  const opts: IOptions = {
+    hosts: o.endpoints,
+    dialTimeout: 3000,
+    defaultCallOptions: (ctx) =>
+      ctx.isStream ? {} : { deadline: Date.now() + (o.callTimeoutMs ?? 5000) },
+  };
+  if (o.caFile || o.certFile || o.keyFile) {
+    if (!o.caFile) throw new OverlayError("--etcd-cafile is required with client certificates");
+    opts.credentials = {
+      rootCertificate: readPem(o.caFile, "--etcd-cafile"),
+      ...(o.keyFile ? { privateKey: readPem(o.keyFile, "--etcd-keyfile") } : {}),
+      ...(o.certFile ? { certChain: readPem(o.certFile, "--etcd-certfile") } : {}),
+    };
+  }
+  if (o.username) opts.auth = { username: o.username, password: o.password ?? "" };
+  return opts;
+}
+
+export type LeaseEvent =
+  | { type: "put"; lease: Lease }
+  | { type: "delete"; subnet: Cidr; revision: string }
+  | { type: "config"; text: string | undefined }
+  /** A lease value that does not decode: logged, the data path untouched. */
+  | { type: "bad"; key: string; error: string };
+
+export interface WatchHandle {
+  close(): Promise<void>;
+  lastRevision(): string;
+}
+
+export interface ListResult {
+  leases: Lease[];
+  /** Revision of the listing: watch from revision + 1. */
+  revision: string;
+  /** Keys whose value could not be decoded (logged, not programmed). */
+  bad: { key: string; error: string }[];
+}
+
+/** A lease we hold, with its keepalive (none for a reservation). */
+export interface HeldLease {
+  lease: Lease;
+  keepalive?: EtcdLease;
+}
+
+export class EtcdStore {
+  private readonly client: Etcd3;
+
+  constructor(readonly opts: EtcdOptions) {
+    this.client = new Etcd3(clientOptions(opts));
+  }
+
+  get prefix(): string {
+    return this.opts.prefix;
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+
+  async getConfig(): Promise<string | undefined> {
+    try {
+      return (await this.client.get(configKey(this.prefix)).string()) ?? undefined;
+    } catch (e) {
+      throw new EtcdError(`get ${configKey(this.prefix)}`, e);
+    }
+  }
+
+  async putConfig(text: string): Promise<void> {
+    try {
+      await this.client.put(configKey(this.prefix)).value(text);
+    } catch (e) {
+      throw new EtcdError(`put ${configKey(this.prefix)}`, e);
+    }
+  }
+
+  private decode(key: string, value: string, leaseId: string, modRevision: string): Lease {
+    const subnet = parseLeaseKey(this.prefix, key);
+    if (!subnet) throw new OverlayError(`${key}: not a lease key (want …/subnets/a.b.c.d-len)`);
+    return { subnet, attrs: decodeLeaseAttrs(value, key), leaseId, modRevision };
+  }
+
+  async list(): Promise<ListResult> {
+    let res;
+    try {
+      res = await this.client.getAll().prefix(subnetsPrefix(this.prefix)).exec();
+    } catch (e) {
+      throw new EtcdError(`list ${subnetsPrefix(this.prefix)}`, e);
+    }
+    const out: ListResult = { leases: [], revision: String(res.header.revision), bad: [] };
+    for (const kv of res.kvs) {
+      const key = kv.key.toString();
+      try {
+        out.leases.push(
+          this.decode(key, kv.value.toString(), String(kv.lease), String(kv.mod_revision)),
+        );
+      } catch (e) {
+        out.bad.push({ key, error: (e as Error).message });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Creates the lease only if nobody holds the key (a transaction on
+   * create_revision == 0), bound to a fresh etcd lease with keepalive.
+   * Returns undefined when someone else won the race.
+   */
+  async create(
+    subnet: Cidr,
+    attrs: LeaseAttrs,
+    ttlSeconds: number,
+    onLost: (err: Error) => void,
+  ): Promise<HeldLease | undefined> {
+    const key = leaseKey(this.prefix, subnet);
+    const ka = this.client.lease(ttlSeconds, { autoKeepAlive: true });
+    let id: string;
+    try {
+      id = await ka.grant();
+    } catch (e) {
+      ka.release();
+      throw new EtcdError(`grant lease for ${key}`, e);
+    }
+    let res;
+    try {
+      res = await this.client
+        .if(key, "Create", "==", 0)
+        .then(this.client.put(key).value(encodeLeaseAttrs(attrs)).lease(id))
+        .commit();
+    } catch (e) {
+      await ka.revoke().catch(() => undefined);
+      throw new EtcdError(`create ${key}`, e);
+    }
+    if (!res.succeeded) {
+      await ka.revoke().catch(() => undefined);
+      return undefined;
+    }
+    ka.on("lost", onLost);
+    const modRevision = String(res.header.revision);
+    return { lease: { subnet, attrs, leaseId: id, modRevision }, keepalive: ka };
+  }
+
+  /**
+   * Takes over a lease that already carries our PublicIP (a restart) or a
+   * reservation made for us: rewrites it with our attributes if it is still
+   * the version we saw. A reservation keeps no etcd lease (never expires).
+   */
+  async adopt(
+    existing: Lease,
+    attrs: LeaseAttrs,
+    ttlSeconds: number,
+    reservation: boolean,
+    onLost: (err: Error) => void,
+  ): Promise<HeldLease | undefined> {
+    const key = leaseKey(this.prefix, existing.subnet);
+    const value = encodeLeaseAttrs(attrs);
+    let ka: EtcdLease | undefined;
+    let put = this.client.put(key).value(value);
+    if (!reservation) {
+      ka = this.client.lease(ttlSeconds, { autoKeepAlive: true });
+      try {
+        put = put.lease(await ka.grant());
+      } catch (e) {
+        ka.release();
+        throw new EtcdError(`grant lease for ${key}`, e);
+      }
+    }
+    let res;
+    try {
+      res = await this.client.if(key, "Mod", "==", existing.modRevision).then(put).commit();
+    } catch (e) {
+      await ka?.revoke().catch(() => undefined);
+      throw new EtcdError(`adopt ${key}`, e);
+    }
+    if (!res.succeeded) {
+      await ka?.revoke().catch(() => undefined);
+      return undefined;
+    }
+    ka?.on("lost", onLost);
+    const leaseId = ka ? String(await ka.grant()) : "0";
+    return {
+      lease: { subnet: existing.subnet, attrs, leaseId, modRevision: String(res.header.revision) },
+      keepalive: ka,
+    };
+  }
+
+  async get(subnet: Cidr): Promise<Lease | undefined> {
+    const key = leaseKey(this.prefix, subnet);
+    let res;
+    try {
+      res = await this.client.get(key).exec();
+    } catch (e) {
+      throw new EtcdError(`get ${key}`, e);
+    }
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    return this.decode(key, kv.value.toString(), String(kv.lease), String(kv.mod_revision));
+  }
+
+  /** A reservation: a lease key with no etcd lease, so it never expires. */
+  async reserve(subnet: Cidr, attrs: LeaseAttrs): Promise<void> {
+    const key = leaseKey(this.prefix, subnet);
+    try {
+      await this.client.put(key).value(encodeLeaseAttrs(attrs));
+    } catch (e) {
+      throw new EtcdError(`put ${key}`, e);
+    }
+  }
+
+  async remove(subnet: Cidr): Promise<boolean> {
+    const key = leaseKey(this.prefix, subnet);
+    try {
+      const r = await this.client.delete().key(key).exec();
+      return Number(r.deleted) > 0;
+    } catch (e) {
+      throw new EtcdError(`delete ${key}`, e);
+    }
+  }
+
+  /** Remaining TTL of an etcd lease, in seconds (-1 if expired). */
+  async ttl(leaseId: string): Promise<number> {
+    try {
+      const r = await this.client.leaseClient.leaseTimeToLive({ ID: leaseId });
+      return Number(r.TTL);
+    } catch (e) {
+      throw new EtcdError(`lease ttl ${leaseId}`, e);
+    }
+  }
+
+  async compact(revision: string): Promise<void> {
+    await this.client.kv.compact({ revision, physical: true });
+  }
+
+  /**
+   * Watches leases and the config from `fromRevision`. A compacted revision
+   * (or any cancel) calls onGap(); onState() reports disconnects and
+   * reconnects, after which the caller re-lists too: the etcd3 client may
+   * resume past events it never delivered.
+   */
+  async watch(
+    fromRevision: string,
+    onEvent: (e: LeaseEvent) => void,
+    onGap: (reason: string) => void,
+    onState: (connected: boolean, why?: string) => void,
+  ): Promise<WatchHandle> {
+    const root = this.prefix.replace(/\/+$/, "");
+    let watcher: Watcher;
+    try {
+      watcher = await this.client.watch().prefix(`${root}/`).startRevision(fromRevision).create();
+    } catch (e) {
+      throw new EtcdError(`watch ${root}/`, e);
+    }
+    const cfgKey = configKey(this.prefix);
+    // Our own resume point: etcd3's lastRevision() jumps to the header
+    // revision as soon as the watch is created, before catch-up events.
+    let resume = fromRevision;
+    watcher.on("data", (res) => {
+      if (res.compact_revision && String(res.compact_revision) !== "0") {
+        onGap(`compacted at revision ${res.compact_revision}`);
+        return;
+      }
+      for (const ev of res.events) {
+        const key = ev.kv.key.toString();
+        const rev = String(ev.kv.mod_revision);
+        resume = (BigInt(rev) + 1n).toString();
+        if (key === cfgKey) {
+          onEvent({
+            type: "config",
+            text: ev.type === "Delete" ? undefined : ev.kv.value.toString(),
+          });
+          continue;
+        }
+        const subnet = parseLeaseKey(this.prefix, key);
+        if (!subnet) continue;
+        if (ev.type === "Delete") {
+          onEvent({ type: "delete", subnet, revision: rev });
+        } else {
+          try {
+            onEvent({
+              type: "put",
+              lease: this.decode(key, ev.kv.value.toString(), String(ev.kv.lease), rev),
+            });
+          } catch (e) {
+            onEvent({ type: "bad", key, error: (e as Error).message });
+          }
+        }
+      }
+    });
+    // etcd3 reports a watch cancelled for compaction with an empty reason;
+    // ask etcd whether the revision we resume from is still there.
+    watcher.on("error", (err) => {
+      const from = resume;
+      this.client
+        .get(cfgKey)
+        .revision(from)
+        .exec()
+        .then(
+          () => onGap(`watch canceled: ${err.message}`),
+          (e: Error) =>
+            onGap(
+              /compacted/.test(e.message)
+                ? `compacted past revision ${from}`
+                : `watch canceled: ${err.message}`,
+            ),
+        );
+    });
+    watcher.on("disconnected", (err) => onState(false, err.message));
+    watcher.on("connected", () => onState(true));
+    return {
+      close: async () => {
+        await watcher.cancel().catch(() => undefined);
+      },
+      lastRevision: () => resume,
+    };
+  }
+}

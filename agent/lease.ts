@@ -1,0 +1,201 @@
+// Subnet leases as flannel stores them: key <prefix>/subnets/10.5.1.0-24,
+// value {"PublicIP":..,"PublicIPv6":null,"BackendType":"vxlan",
+// "BackendData":{"VNI":1,"VtepMAC":".."}}. Pure: codec, subnet choice and
+// the reconcile plan; etcd I/O lives in etcd-store.ts.
+import { ConfigError } from "./errors";
+import { subnetRange, type NetworkConfig } from "./config";
+import { F_LOCAL, type HostEntry } from "./bpf/codec";
+import { Cidr, formatIp, parseIp, parseMac, type Ip4 } from "./net/ip";
+
+export interface LeaseAttrs {
+  publicIp: Ip4;
+  backendType: string;
+  vni?: number;
+  vtepMac?: string;
+}
+
+export interface Lease {
+  subnet: Cidr;
+  attrs: LeaseAttrs;
+  /** etcd lease ID ("0" for a reservation, which never expires). */
+  leaseId: string;
+  modRevision: string;
+}
+
+export function isReservation(l: Pick<Lease, "leaseId">): boolean {
+  return l.leaseId === "0" || l.leaseId === "";
+}
+
+export function subnetsPrefix(prefix: string): string {
+  return `${prefix.replace(/\/+$/, "")}/subnets/`;
+}
+
+export function configKey(prefix: string): string {
+  return `${prefix.replace(/\/+$/, "")}/config`;
+}
+
+export function leaseKey(prefix: string, subnet: Cidr): string {
+  return `${subnetsPrefix(prefix)}${subnet.toKey()}`;
+}
+
+/** "…/subnets/10.5.1.0-24" -> 10.5.1.0/24, or undefined for foreign keys. */
+export function parseLeaseKey(prefix: string, key: string): Cidr | undefined {
+  const p = subnetsPrefix(prefix);
+  if (!key.startsWith(p)) return undefined;
+  const m = /^(\d+\.\d+\.\d+\.\d+)-(\d{1,2})$/.exec(key.slice(p.length));
+  if (!m) return undefined;
+  try {
+    return Cidr.parse(`${m[1]}/${m[2]}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** flannel's lease JSON, field for field and in flannel's order. */
+export function encodeLeaseAttrs(a: LeaseAttrs): string {
+  return JSON.stringify({
+    PublicIP: formatIp(a.publicIp),
+    PublicIPv6: null,
+    BackendType: a.backendType,
+    BackendData: { VNI: a.vni ?? 1, VtepMAC: a.vtepMac },
+  });
+}
+
+/** Decodes a lease value; a bad one is a ConfigError naming the key and field. */
+export function decodeLeaseAttrs(text: string, key: string): LeaseAttrs {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError("lease", `is not valid JSON (${(e as Error).message})`, key);
+  }
+  if (typeof raw !== "object" || raw === null)
+    throw new ConfigError("lease", "must be a JSON object", key);
+  const o = raw as Record<string, unknown>;
+  const get = (name: string): unknown =>
+    Object.entries(o).find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1];
+  const pub = get("PublicIP");
+  if (typeof pub !== "string") throw new ConfigError("PublicIP", "is missing", key);
+  const attrs: LeaseAttrs = {
+    publicIp: parseIp(pub, `${key}: PublicIP`),
+    backendType: String(get("BackendType") ?? ""),
+  };
+  const data = get("BackendData");
+  if (data && typeof data === "object") {
+    const d = data as Record<string, unknown>;
+    const dget = (name: string): unknown =>
+      Object.entries(d).find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1];
+    const vni = dget("VNI");
+    if (typeof vni === "number") attrs.vni = vni;
+    const mac = dget("VtepMAC");
+    if (typeof mac === "string") {
+      parseMac(mac, `${key}: BackendData.VtepMAC`);
+      attrs.vtepMac = mac.toLowerCase();
+    }
+  }
+  return attrs;
+}
+
+/**
+ * The subnet this node should try first, in flannel's order of preference:
+ * 1. a lease (or reservation) that already carries our PublicIP;
+ * 2. the subnet from our previous subnet file, if nobody holds it;
+ * then a random free one (chooseFree).
+ */
+export function preferredSubnet(
+  cfg: NetworkConfig,
+  leases: Lease[],
+  publicIp: Ip4,
+  previous: Cidr | undefined,
+): { subnet: Cidr; existing?: Lease } | undefined {
+  const own = leases
+    .filter((l) => l.attrs.publicIp === publicIp && inRange(cfg, l.subnet))
+    // a reservation wins over a lease
+    .sort((a, b) => Number(isReservation(b)) - Number(isReservation(a)));
+  if (own[0]) return { subnet: own[0].subnet, existing: own[0] };
+  if (previous && inRange(cfg, previous) && !leases.some((l) => l.subnet.equals(previous))) {
+    return { subnet: previous };
+  }
+  return undefined;
+}
+
+export function inRange(cfg: NetworkConfig, s: Cidr): boolean {
+  return (
+    s.prefixlen === cfg.subnetLen &&
+    cfg.network.covers(s) &&
+    s.addr >= cfg.subnetMin &&
+    s.addr <= cfg.subnetMax
+  );
+}
+
+/** A random subnet of [SubnetMin, SubnetMax] no lease or reservation holds. */
+export function chooseFree(
+  cfg: NetworkConfig,
+  taken: Iterable<Cidr>,
+  random: () => number = Math.random,
+): Cidr | undefined {
+  const used = new Set<number>();
+  for (const t of taken) if (t.prefixlen === cfg.subnetLen) used.add(t.addr);
+  const free: Cidr[] = [];
+  for (const s of subnetRange(cfg)) if (!used.has(s.addr)) free.push(s);
+  if (free.length === 0) return undefined;
+  return free[Math.floor(random() * free.length)];
+}
+
+/** What the data path should hold for a set of leases. */
+export function desiredEntries(
+  leases: Iterable<Lease>,
+  own: Cidr | undefined,
+  ownEntry: HostEntry | undefined,
+  log: (msg: string) => void = () => {},
+): Map<string, { subnet: Cidr; host: HostEntry }> {
+  const want = new Map<string, { subnet: Cidr; host: HostEntry }>();
+  for (const l of leases) {
+    if (own && l.subnet.equals(own)) continue;
+    const entry = hostEntryOf(l, log);
+    if (entry) want.set(l.subnet.toString(), { subnet: l.subnet, host: entry });
+  }
+  if (own && ownEntry)
+    want.set(own.toString(), { subnet: own, host: { ...ownEntry, flags: F_LOCAL } });
+  return want;
+}
+
+/** The map entry for a remote lease, or undefined (logged) if unusable. */
+export function hostEntryOf(
+  l: Lease,
+  log: (msg: string) => void = () => {},
+): HostEntry | undefined {
+  if (l.attrs.backendType !== "vxlan") {
+    log(`lease ${l.subnet}: BackendType "${l.attrs.backendType}" is not vxlan; not programmed`);
+    return undefined;
+  }
+  if (!l.attrs.vtepMac) {
+    log(`lease ${l.subnet}: no BackendData.VtepMAC; not programmed`);
+    return undefined;
+  }
+  return { remoteIp: l.attrs.publicIp, vtepMac: l.attrs.vtepMac, flags: 0 };
+}
+
+export interface SyncPlan {
+  upserts: { subnet: Cidr; host: HostEntry }[];
+  deletes: Cidr[];
+}
+
+function sameHost(a: HostEntry, b: HostEntry): boolean {
+  return a.remoteIp === b.remoteIp && a.vtepMac === b.vtepMac && a.flags === b.flags;
+}
+
+/** desired vs actual -> the smallest set of map operations. */
+export function planSync(
+  desired: Map<string, { subnet: Cidr; host: HostEntry }>,
+  actual: { subnet: Cidr; host: HostEntry }[],
+): SyncPlan {
+  const have = new Map(actual.map((e) => [e.subnet.toString(), e]));
+  const plan: SyncPlan = { upserts: [], deletes: [] };
+  for (const [k, want] of desired) {
+    const cur = have.get(k);
+    if (!cur || !sameHost(cur.host, want.host)) plan.upserts.push(want);
+  }
+  for (const [k, cur] of have) if (!desired.has(k)) plan.deletes.push(cur.subnet);
+  return plan;
+}

@@ -1,0 +1,174 @@
+// overlayd: the node agent. `overlayd --help` lists every flag; each is also
+// read from OVERLAYD_<FLAG> (e.g. OVERLAYD_ETCD_ENDPOINTS).
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import yargs from "yargs";
+import { Agent } from "./agent";
+import { cleanupDatapath } from "./bpf/datapath";
+import { OverlayError } from "./errors";
+import { DEFAULTS, etcdFlags, etcdOptions } from "./flags";
+import { createLogger, isLevel } from "./log";
+import { removeMasq } from "./net/ipmasq";
+import { deleteLink, linkInfo, chooseUnderlay } from "./net/link";
+
+const VERSION: string = (
+  JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8")) as {
+    version: string;
+  }
+).version;
+
+async function main(): Promise<number> {
+  const argv = await etcdFlags(
+    yargs(process.argv.slice(2))
+      .scriptName("overlayd")
+      .usage("$0 [flags]\n\nflannel-compatible VXLAN overlay agent with an eBPF data path.")
+      .env("OVERLAYD")
+      .strict(),
+  )
+    .option("iface", {
+      type: "string",
+      describe: "underlay interface (name or address); default: the default route's",
+    })
+    .option("iface-regex", {
+      type: "string",
+      describe: "first interface whose name or address matches",
+    })
+    .option("public-ip", {
+      type: "string",
+      describe: "IPv4 announced to other nodes (default: the underlay's)",
+    })
+    .option("subnet-file", {
+      type: "string",
+      default: DEFAULTS.subnetFile,
+      describe: "where to write the subnet.env variables",
+    })
+    .option("subnet-lease-ttl", {
+      type: "number",
+      default: 86400,
+      describe: "etcd lease TTL in seconds (renewed by keepalive)",
+    })
+    .option("ip-masq", {
+      type: "boolean",
+      default: false,
+      describe: "masquerade traffic from pods to outside the cluster network",
+    })
+    .option("decap", {
+      choices: ["tc", "xdp"] as const,
+      default: "tc" as const,
+      describe: "decapsulation hook on the underlay",
+    })
+    .option("overlay-iface", {
+      type: "string",
+      default: "ovl0",
+      describe: "overlay device the cluster-network route points at",
+    })
+    .option("bpf-dir", {
+      type: "string",
+      default: DEFAULTS.bpfDir,
+      describe: "directory with encap.bpf.o and decap.bpf.o",
+    })
+    .option("healthz-addr", {
+      type: "string",
+      default: "127.0.0.1:9473",
+      describe: "HOST:PORT for /healthz and /readyz ('' disables)",
+    })
+    .option("metrics-addr", {
+      type: "string",
+      default: "0.0.0.0:9474",
+      describe: "HOST:PORT for /metrics ('' disables)",
+    })
+    .option("log-level", {
+      choices: ["debug", "info", "warn", "error"] as const,
+      default: "info" as const,
+    })
+    .option("cleanup", {
+      type: "boolean",
+      default: false,
+      describe: "detach programs, remove pins, the overlay device and masquerade rules, then exit",
+    })
+    .version(VERSION)
+    .help()
+    .parseAsync();
+
+  const level = argv.logLevel;
+  const log = createLogger(isLevel(level) ? level : "info");
+
+  if (argv.cleanup) {
+    let underlay: number | undefined;
+    try {
+      underlay = linkInfo(
+        chooseUnderlay({ iface: argv.iface, ifaceRegex: argv.ifaceRegex, publicIp: argv.publicIp })
+          .iface,
+      )?.ifindex;
+    } catch {
+      underlay = undefined;
+    }
+    const overlay = linkInfo(argv.overlayIface);
+    cleanupDatapath(argv.pinPath, underlay, overlay?.ifindex);
+    deleteLink(argv.overlayIface);
+    removeMasq();
+    log.info("cleaned up", { pinPath: argv.pinPath, overlay: argv.overlayIface });
+    return 0;
+  }
+
+  const agent = new Agent(
+    {
+      etcd: etcdOptions(argv),
+      iface: argv.iface,
+      ifaceRegex: argv.ifaceRegex,
+      publicIp: argv.publicIp,
+      subnetFile: argv.subnetFile,
+      leaseTtl: argv.subnetLeaseTtl,
+      ipMasq: argv.ipMasq,
+      decap: argv.decap,
+      pinPath: argv.pinPath,
+      objDir: argv.bpfDir,
+      overlayIface: argv.overlayIface,
+      healthzAddr: argv.healthzAddr,
+      metricsAddr: argv.metricsAddr,
+      version: VERSION,
+    },
+    log,
+  );
+
+  let signalled = 0;
+  const done = new Promise<number>((resolve) => {
+    for (const [sig, n] of [
+      ["SIGTERM", 15],
+      ["SIGINT", 2],
+    ] as const) {
+      process.on(sig, () => {
+        if (signalled) process.exit(128 + n); // second signal: now
+        signalled = n;
+        log.info("signal; stopping", { signal: sig });
+        const force = setTimeout(() => process.exit(128 + n), 5000);
+        force.unref();
+        agent.stop().then(
+          () => resolve(128 + n),
+          () => resolve(128 + n),
+        );
+      });
+    }
+  });
+  try {
+    await agent.start();
+  } catch (e) {
+    if (signalled) return done;
+    throw e;
+  }
+  return done;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    const msg =
+      e instanceof OverlayError
+        ? e.message
+        : e instanceof Error
+          ? (e.stack ?? e.message)
+          : String(e);
+    process.stderr.write(`overlayd: ${msg}\n`);
+    process.exit(1);
+  },
+);

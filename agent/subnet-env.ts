@@ -1,0 +1,50 @@
+// /run/flannel/subnet.env, which flannel's CNI plugin and Docker
+// integrations read. Rendering and parsing are pure; writeSubnetEnv() is
+// the only writer and replaces the file atomically (write + rename).
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { Cidr, formatIp } from "./net/ip";
+
+export interface SubnetEnv {
+  network: Cidr;
+  subnet: Cidr;
+  mtu: number;
+  ipMasq: boolean;
+}
+
+/** FLANNEL_SUBNET is the subnet's first usable address with its length. */
+export function renderSubnetEnv(e: SubnetEnv): string {
+  return [
+    `FLANNEL_NETWORK=${e.network}`,
+    `FLANNEL_SUBNET=${formatIp((e.subnet.addr + 1) >>> 0)}/${e.subnet.prefixlen}`,
+    `FLANNEL_MTU=${e.mtu}`,
+    `FLANNEL_IPMASQ=${e.ipMasq}`,
+    "",
+  ].join("\n");
+}
+
+export function parseSubnetEnv(text: string): Partial<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const m = /^\s*([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) out[m[1] as string] = (m[2] as string).trim();
+  }
+  return out;
+}
+
+/** The subnet a previous run wrote, if the file is there and readable. */
+export function previousSubnet(path: string): Cidr | undefined {
+  try {
+    const v = parseSubnetEnv(readFileSync(path, "utf8")).FLANNEL_SUBNET;
+    return v ? Cidr.parse(v, "FLANNEL_SUBNET", false) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function writeSubnetEnv(path: string, e: SubnetEnv): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp.${process.pid}`;
+  writeFileSync(tmp, renderSubnetEnv(e), { mode: 0o644 });
+  renameSync(tmp, path);
+}

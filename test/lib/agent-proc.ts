@@ -1,0 +1,82 @@
+// An overlayd process in a node's namespace, as a test drives it: started
+// with flags, logs captured, readiness read from /readyz inside the
+// namespace, stopped with a signal.
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { inNs, shStatus, waitFor } from "./sh";
+import { parseSubnetEnv } from "../../agent/subnet-env";
+import { readFileSync } from "node:fs";
+
+export const OVERLAYD = join(__dirname, "..", "..", "..", "bin", "overlayd");
+
+export class AgentProc {
+  proc: ChildProcess | undefined;
+  logs = "";
+  exitCode: number | null = null;
+
+  constructor(
+    readonly ns: string,
+    readonly flags: string[],
+    readonly subnetFile: string,
+  ) {}
+
+  start(): this {
+    this.logs = "";
+    this.exitCode = null;
+    this.proc = spawn("ip", ["netns", "exec", this.ns, "node", OVERLAYD, ...this.flags], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const keep = (d: Buffer) => (this.logs = (this.logs + d.toString()).slice(-200000));
+    this.proc.stdout?.on("data", keep);
+    this.proc.stderr?.on("data", keep);
+    this.proc.on("exit", (code, sig) => (this.exitCode = code ?? (sig ? 128 : -1)));
+    return this;
+  }
+
+  get running(): boolean {
+    return this.proc !== undefined && this.exitCode === null;
+  }
+
+  /** GET http://127.0.0.1:<port><path> inside the namespace. */
+  http(path: string, port = 9473): { status: number; body: string } {
+    const script =
+      `require("http").get("http://127.0.0.1:${port}${path}",r=>{let b="";r.on("data",d=>b+=d);` +
+      `r.on("end",()=>{process.stdout.write(r.statusCode+"\\n"+b)})}).on("error",e=>{process.stdout.write("0\\n"+e.message)})`;
+    const r = shStatus(inNs(this.ns, ["node", "-e", script]));
+    const nl = r.stdout.indexOf("\n");
+    return { status: Number(r.stdout.slice(0, nl)), body: r.stdout.slice(nl + 1) };
+  }
+
+  async waitReady(timeoutMs = 30000): Promise<void> {
+    await waitFor(
+      `agent in ${this.ns} ready`,
+      () => {
+        if (!this.running)
+          throw new Error(`agent exited ${this.exitCode}: ${this.logs.slice(-2000)}`);
+        return this.http("/readyz").status === 200;
+      },
+      timeoutMs,
+    ).catch((e) => {
+      throw new Error(`${(e as Error).message}\n--- agent log ---\n${this.logs.slice(-3000)}`);
+    });
+  }
+
+  subnet(): string {
+    const env = parseSubnetEnv(readFileSync(this.subnetFile, "utf8"));
+    const [first, len] = (env.FLANNEL_SUBNET as string).split("/");
+    const parts = (first as string).split(".");
+    parts[3] = String(Number(parts[3]) - 1);
+    return `${parts.join(".")}/${len}`;
+  }
+
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    const p = this.proc;
+    if (!p || this.exitCode !== null) return this.exitCode;
+    await new Promise<void>((resolve) => {
+      p.once("exit", () => resolve());
+      // ip netns exec execs node, so the signal reaches the agent itself.
+      p.kill(signal);
+    });
+    return this.exitCode;
+  }
+}
