@@ -1,0 +1,279 @@
+// End to end with real agents: overlayd processes in node namespaces, a real
+// etcd on the underlay (in the switch namespace), pods on the subnets the
+// agents lease, real traffic. Also a node programmed from the leases the
+// way flannel's vxlan backend does it.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { SubnetHostMap } from "../../agent/bpf/subnet-map";
+import { Cidr } from "../../agent/net/ip";
+import { AgentProc } from "../lib/agent-proc";
+import { EtcdServer } from "../lib/etcd";
+import { flannelAddLease, flannelUp } from "../lib/flannel";
+import { requireEnv } from "../lib/require";
+import { inNs, sh, sleep, waitFor } from "../lib/sh";
+import { Topology, type NodeInfo } from "../lib/topology";
+import { ping } from "../lib/traffic";
+
+const PREFIX = "/coreos.com/network";
+const CONFIG = JSON.stringify({ Network: "10.5.0.0/16", Backend: { Type: "vxlan" } });
+const TTL = 4;
+
+describe("e2e: agents, etcd and pods", function () {
+  this.timeout(300000);
+  const topo = new Topology();
+  let etcd: EtcdServer;
+  const agents = new Map<number, AgentProc>();
+  const nodes: NodeInfo[] = [];
+
+  function startAgent(n: NodeInfo, extra: string[] = []): AgentProc {
+    const file = `${topo.runDir}/n${n.index}-subnet.env`;
+    const a = new AgentProc(
+      n.ns,
+      [
+        "--etcd-endpoints",
+        etcd.endpoint,
+        "--iface",
+        "eth0",
+        "--pin-path",
+        n.pinPath,
+        "--subnet-file",
+        file,
+        "--subnet-lease-ttl",
+        String(TTL),
+        "--metrics-addr",
+        "127.0.0.1:9474",
+        ...extra,
+      ],
+      file,
+    ).start();
+    agents.set(n.index, a);
+    return a;
+  }
+
+  function entries(n: NodeInfo): string[] {
+    const m = SubnetHostMap.openPinned(n.pinPath);
+    try {
+      return m.list().map((e) => e.subnet.toString());
+    } finally {
+      m.close();
+    }
+  }
+
+  function pod(n: NodeInfo) {
+    const p = n.pods[0];
+    assert.ok(p, `node ${n.index} has a pod`);
+    return p;
+  }
+
+  function leaseOf(n: NodeInfo): string | undefined {
+    for (const [k, v] of etcd.list(`${PREFIX}/subnets/`)) {
+      if (JSON.parse(v.value).PublicIP === n.underlayIp)
+        return k.split("/").pop()!.replace("-", "/");
+    }
+    return undefined;
+  }
+
+  before(async function () {
+    requireEnv(this, { root: true, tools: ["etcd", "etcdctl", "ip", "ping", "iptables"] });
+    topo.create();
+    const ip = topo.switchAddress();
+    etcd = await new EtcdServer({ ns: topo.switchNs, ip, clientPort: 2379 }).start();
+    etcd.put(`${PREFIX}/config`, CONFIG);
+    for (const i of [1, 2, 3]) nodes.push(topo.addNode(i));
+    for (const n of nodes) startAgent(n, n.index === 1 ? ["--ip-masq"] : []);
+    for (const n of nodes) await agents.get(n.index)!.waitReady();
+    for (const n of nodes) topo.addPod(n, { subnet: agents.get(n.index)!.subnet() });
+  });
+
+  after(async function () {
+    for (const a of agents.values()) await a.stop("SIGKILL");
+    await etcd?.stop();
+    topo.destroy();
+  });
+
+  it("converges from an empty etcd: distinct leases, every peer in every map, pods ping", function () {
+    const subnets = nodes.map((n) => agents.get(n.index)!.subnet());
+    assert.equal(new Set(subnets).size, 3);
+    for (const n of nodes) {
+      assert.deepEqual(entries(n).sort(), [...subnets].sort(), `map of node ${n.index}`);
+    }
+    for (const a of nodes) {
+      for (const b of nodes) {
+        if (a !== b) assert.ok(ping(pod(a).ns, pod(b).ip), `${a.index} -> ${b.index}`);
+      }
+    }
+  });
+
+  it("writes flannel's subnet.env", function () {
+    const a = agents.get(1)!;
+    const text = readFileSync(a.subnetFile, "utf8");
+    const subnet = Cidr.parse(a.subnet());
+    const first = subnet.toString().replace(/\.0\/24$/, ".1/24");
+    assert.equal(
+      text,
+      `FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=${first}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n`,
+    );
+  });
+
+  it("serves /healthz and /readyz with named checks", function () {
+    const a = agents.get(2)!;
+    assert.equal(a.http("/healthz").status, 200);
+    const r = a.http("/readyz");
+    assert.equal(r.status, 200);
+    const body = JSON.parse(r.body);
+    assert.equal(body.ready, true);
+    for (const k of ["config", "lease", "datapath", "synced", "subnetFile", "etcd"])
+      assert.equal(body.checks[k], true, k);
+  });
+
+  it("installs the masquerade chain with --ip-masq, and leaves it in place across a restart", async function () {
+    const n1 = nodes[0]!;
+    const rules = sh(inNs(n1.ns, ["iptables", "-t", "nat", "-S", "OVERLAYD-POSTRTG"]));
+    const sub = agents.get(1)!.subnet();
+    assert.match(
+      rules,
+      new RegExp(`-s ${sub.replace(/\./g, "\\.")} -d 10\\.5\\.0\\.0/16 .*-j RETURN`),
+    );
+    assert.match(rules, /-s 10\.5\.0\.0\/16 ! -d 224\.0\.0\.0\/4 .*-j MASQUERADE/);
+    assert.match(
+      sh(inNs(n1.ns, ["iptables", "-t", "nat", "-S", "POSTROUTING"])),
+      /-j OVERLAYD-POSTRTG/,
+    );
+    // pod <-> pod is not masqueraded: the receiver sees the pod's address
+    assert.ok(ping(pod(n1).ns, pod(nodes[1]!).ip));
+  });
+
+  it("restarts an agent without losing a ping or changing its subnet", async function () {
+    const n1 = nodes[0]!;
+    const before = agents.get(1)!.subnet();
+    const p = spawn("ip", [
+      "netns",
+      "exec",
+      pod(nodes[1]!).ns,
+      "ping",
+      "-n",
+      "-i",
+      "0.01",
+      "-c",
+      "400",
+      pod(n1).ip,
+    ]);
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    await sleep(300);
+    assert.equal(await agents.get(1)!.stop("SIGTERM"), 143, "exit code 128+SIGTERM");
+    // masquerade rules survive the stop (never flushed)
+    assert.match(
+      sh(inNs(n1.ns, ["iptables", "-t", "nat", "-S", "OVERLAYD-POSTRTG"])),
+      /MASQUERADE/,
+    );
+    const a = startAgent(n1, ["--ip-masq"]);
+    await a.waitReady();
+    await new Promise((r) => p.on("exit", r));
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+    assert.ok(m, out);
+    assert.equal(m[2], m[1], `pings lost across the restart: ${m[0]}`);
+    assert.equal(a.subnet(), before, "same subnet after restart");
+  });
+
+  it("adds a joining node to every map within a second of its lease", async function () {
+    const n4 = topo.addNode(4);
+    nodes.push(n4);
+    startAgent(n4);
+    const lease = await waitFor("node 4's lease in etcd", () => leaseOf(n4), 30000);
+    const t0 = Date.now();
+    await waitFor(
+      "node 4 in every map",
+      () => nodes.slice(0, 3).every((n) => entries(n).includes(lease)),
+      5000,
+    );
+    const ms = Date.now() - t0;
+    assert.ok(ms < 1000, `took ${ms} ms`);
+    await agents.get(4)!.waitReady();
+    topo.addPod(n4, { subnet: lease });
+    assert.ok(ping(pod(n4).ns, pod(nodes[0]!).ip));
+    assert.ok(ping(pod(nodes[2]!).ns, pod(n4).ip));
+  });
+
+  it("re-acquires its own lease when it is deleted by hand, keeping the subnet", async function () {
+    const n2 = nodes[1]!;
+    const sub = agents.get(2)!.subnet();
+    etcd.ctl(["del", `${PREFIX}/subnets/${sub.replace("/", "-")}`]);
+    await waitFor("lease back in etcd", () => leaseOf(n2) === sub, 10000);
+    await sleep(200);
+    for (const n of nodes) assert.ok(entries(n).includes(sub), `node ${n.index} still maps ${sub}`);
+    assert.ok(ping(pod(nodes[0]!).ns, pod(n2).ip));
+  });
+
+  it("reports an invalid config without touching the data path, and recovers", async function () {
+    etcd.put(`${PREFIX}/config`, JSON.stringify({ Network: "10.5.0.0/16", SubnetLen: 31 }));
+    const a = agents.get(3)!;
+    await waitFor("not ready", () => a.http("/readyz").status === 503);
+    const r = JSON.parse(a.http("/readyz").body);
+    assert.match(
+      r.checks.config,
+      /\/coreos\.com\/network\/config: SubnetLen: must be less than \/31/,
+    );
+    assert.match(a.http("/metrics", 9474).body, /overlay_config_errors_total [1-9]/);
+    assert.ok(ping(pod(nodes[2]!).ns, pod(nodes[0]!).ip), "data path untouched");
+    etcd.put(`${PREFIX}/config`, CONFIG);
+    await waitFor("ready again", () => a.http("/readyz").status === 200);
+  });
+
+  it("removes a stopped node's entry once its lease expires; its pins forward meanwhile", async function () {
+    const n3 = nodes[2]!;
+    const sub = agents.get(3)!.subnet();
+    await agents.get(3)!.stop("SIGKILL");
+    // agent gone, programs and maps still forward
+    assert.ok(ping(pod(nodes[0]!).ns, pod(n3).ip), "forwarding without an agent");
+    await waitFor(
+      "lease expiry seen by the others",
+      () => !entries(nodes[0]!).includes(sub) && !entries(nodes[1]!).includes(sub),
+      (TTL + 10) * 1000,
+    );
+    assert.ok(!ping(pod(nodes[0]!).ns, pod(n3).ip, { count: 1 }), "no route to the expired subnet");
+    const a = startAgent(n3);
+    await a.waitReady();
+    assert.equal(a.subnet(), sub, "the previous subnet file's subnet is taken back");
+    await waitFor("back in the maps", () => entries(nodes[0]!).includes(sub));
+    assert.ok(ping(pod(nodes[0]!).ns, pod(n3).ip));
+  });
+
+  it("interoperates with a node whose kernel VXLAN is programmed from the leases, flannel-style", async function () {
+    const n5 = topo.addNode(5);
+    // The flannel-style node writes its lease with an etcd lease, as flanneld does.
+    const grant = etcd.ctl(["lease", "grant", "600"]);
+    const id = /lease ([0-9a-f]+) granted/.exec(grant)?.[1];
+    assert.ok(id, grant);
+    const subnet = "10.5.250.0/24";
+    const vtep = flannelUp(n5.ns, { publicIp: n5.underlayIp, subnet });
+    etcd.ctl([
+      "put",
+      "--lease",
+      id,
+      `${PREFIX}/subnets/10.5.250.0-24`,
+      JSON.stringify({
+        PublicIP: n5.underlayIp,
+        PublicIPv6: null,
+        BackendType: "vxlan",
+        BackendData: { VNI: 1, VtepMAC: vtep },
+      }),
+    ]);
+    for (const [k, v] of etcd.list(`${PREFIX}/subnets/`)) {
+      const l = JSON.parse(v.value);
+      if (l.PublicIP === n5.underlayIp) continue;
+      flannelAddLease(n5.ns, {
+        subnet: k.split("/").pop()!.replace("-", "/"),
+        publicIp: l.PublicIP,
+        vtepMac: l.BackendData.VtepMAC,
+      });
+    }
+    topo.addPod(n5, { subnet });
+    await waitFor("flannel lease in the overlayd maps", () => entries(nodes[0]!).includes(subnet));
+    for (const n of nodes) {
+      assert.ok(ping(pod(n).ns, pod(n5).ip), `overlayd ${n.index} -> flannel`);
+      assert.ok(ping(pod(n5).ns, pod(n).ip), `flannel -> overlayd ${n.index}`);
+    }
+  });
+});
