@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { Reconciler } from "../../agent/reconciler";
+import { type HostEntry, F_LOCAL } from "../../agent/bpf/codec";
+import { type SubnetMapLike, type SubnetEntry } from "../../agent/bpf/subnet-map";
+import { type Lease } from "../../agent/lease";
+import { createLogger } from "../../agent/log";
+import { Cidr, parseIp } from "../../agent/net/ip";
+
+class FakeMap implements SubnetMapLike {
+  readonly m = new Map<string, SubnetEntry>();
+  ops: string[] = [];
+  failUpsert = false;
+  upsert(subnet: Cidr, host: HostEntry): void {
+    if (this.failUpsert) throw new Error("map update ovl_subnets: E2BIG (map full)");
+    this.ops.push(`+${subnet}`);
+    this.m.set(subnet.toString(), { subnet, host });
+  }
+  delete(subnet: Cidr): boolean {
+    this.ops.push(`-${subnet}`);
+    return this.m.delete(subnet.toString());
+  }
+  list(): SubnetEntry[] {
+    return [...this.m.values()];
+  }
+}
+
+const quiet = createLogger("error", () => {});
+const lease = (s: string, ip: string): Lease => ({
+  subnet: Cidr.parse(s),
+  attrs: { publicIp: parseIp(ip), backendType: "vxlan", vni: 1, vtepMac: "0e:00:00:00:00:01" },
+  leaseId: "1",
+  modRevision: "1",
+});
+
+describe("unit: reconciler", function () {
+  it("removes stale entries only on the full sync, then applies events incrementally", function () {
+    const map = new FakeMap();
+    map.upsert(Cidr.parse("10.5.99.0/24"), { remoteIp: 1, vtepMac: "0e:00:00:00:00:99", flags: 0 }); // from a previous run
+    const r = new Reconciler(map, quiet);
+    r.setOwn(Cidr.parse("10.5.1.0/24"), {
+      remoteIp: parseIp("172.31.0.1"),
+      vtepMac: "0e:00:00:00:00:11",
+      flags: F_LOCAL,
+    });
+    map.ops = [];
+    r.onPut(lease("10.5.2.0/24", "172.31.0.2"));
+    assert.ok(map.m.has("10.5.99.0/24"), "no deletes before the first full listing");
+    assert.equal(r.synced, false);
+    r.fullSync([
+      lease("10.5.1.0/24", "172.31.0.1"),
+      lease("10.5.2.0/24", "172.31.0.2"),
+      lease("10.5.3.0/24", "172.31.0.3"),
+    ]);
+    assert.equal(r.synced, true);
+    assert.deepEqual([...map.m.keys()].sort(), ["10.5.1.0/24", "10.5.2.0/24", "10.5.3.0/24"]);
+    assert.equal(map.m.get("10.5.1.0/24")?.host.flags, F_LOCAL);
+    map.ops = [];
+    r.onDelete(Cidr.parse("10.5.3.0/24"));
+    r.onDelete(Cidr.parse("10.5.1.0/24")); // own: handled by the agent, not removed here
+    assert.deepEqual(map.ops, ["-10.5.3.0/24"]);
+    assert.equal(r.lease(Cidr.parse("10.5.2.0/24"))?.attrs.publicIp, parseIp("172.31.0.2"));
+  });
+
+  it("reports map failures and keeps going", function () {
+    const map = new FakeMap();
+    const errors: string[] = [];
+    const r = new Reconciler(map, quiet, { syncError: (op) => errors.push(op) });
+    map.failUpsert = true;
+    r.fullSync([lease("10.5.2.0/24", "172.31.0.2"), lease("10.5.3.0/24", "172.31.0.3")]);
+    assert.deepEqual(errors, ["upsert", "upsert"]);
+  });
+});
