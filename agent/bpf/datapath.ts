@@ -73,19 +73,48 @@ function progName(fd: number): string {
   return info.toString("latin1", 64, end > 64 && end < 80 ? end : 80);
 }
 
-/** Is the XDP program on ifindex our decap (and not someone else's)? */
-function xdpIsOurs(ifindex: number): boolean {
-  const id = libbpf.xdpQueryId(ifindex, 0);
-  if (!id) return false;
+/** Name of a loaded program by id, or undefined when it is gone. */
+export function programName(id: number): string | undefined {
   let fd = -1;
   try {
     fd = libbpf.progFdById(id);
-    return progName(fd) === "ovl_decap_xdp";
+    return progName(fd);
   } catch {
-    return false;
+    return undefined;
   } finally {
     libbpf.close(fd);
   }
+}
+
+export interface Attachment {
+  ifindex: number;
+  hook: "tc-ingress" | "tc-egress" | "xdp";
+  progId: number;
+  program: string;
+}
+
+/** Our programs attached to the given interfaces (tc at our handle, XDP). */
+export function attachments(ifindexes: number[]): Attachment[] {
+  const out: Attachment[] = [];
+  for (const ifindex of ifindexes) {
+    for (const [hook, point] of [
+      ["tc-ingress", BPF_TC_INGRESS],
+      ["tc-egress", BPF_TC_EGRESS],
+    ] as const) {
+      const id = libbpf.tcQuery(ifindex, point, TC_HANDLE, TC_PRIORITY);
+      if (id) out.push({ ifindex, hook, progId: id, program: programName(id) ?? "?" });
+    }
+    const x = libbpf.xdpQueryId(ifindex, 0);
+    const name = x ? programName(x) : undefined;
+    if (x && name?.startsWith("ovl_")) out.push({ ifindex, hook: "xdp", progId: x, program: name });
+  }
+  return out;
+}
+
+/** Is the XDP program on ifindex our decap (and not someone else's)? */
+function xdpIsOurs(ifindex: number): boolean {
+  const id = libbpf.xdpQueryId(ifindex, 0);
+  return id !== 0 && programName(id) === "ovl_decap_xdp";
 }
 
 export interface AttachStatus {

@@ -1,0 +1,122 @@
+// overlayctl status: is the agent there and ready, where are the programs
+// attached, how full are the maps, does the pinned ABI match this build.
+import { get } from "node:http";
+import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { attachments, checkPinnedMaps } from "../../agent/bpf/datapath";
+import { MAPS, type MapName } from "../../agent/bpf/abi.generated";
+import { BpfMap } from "../../agent/bpf/map";
+import { parseHostPort } from "../../agent/http";
+import { run } from "../../agent/net/run";
+import { outputOption, print, table, type Format } from "../output";
+
+interface Args {
+  pinPath: string;
+  output: Format;
+  healthzAddr: string;
+}
+
+function readyz(
+  addr: string,
+): Promise<{
+  reachable: boolean;
+  ready?: boolean;
+  checks?: Record<string, unknown>;
+  error?: string;
+}> {
+  const { host, port } = parseHostPort(addr, "--healthz-addr");
+  return new Promise((resolve) => {
+    const req = get(
+      { host: host === "0.0.0.0" ? "127.0.0.1" : host, port, path: "/readyz", timeout: 2000 },
+      (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => {
+          try {
+            const j = JSON.parse(body) as { ready: boolean; checks: Record<string, unknown> };
+            resolve({ reachable: true, ready: j.ready, checks: j.checks });
+          } catch {
+            resolve({ reachable: true, error: `unexpected /readyz answer: ${body.slice(0, 80)}` });
+          }
+        });
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", (e) => resolve({ reachable: false, error: e.message }));
+  });
+}
+
+export const status: CommandModule<object, Args> = {
+  command: "status",
+  describe: "agent readiness, program attachments, map sizes, ABI check",
+  builder: (y) =>
+    (y as Argv<Args>)
+      .options(outputOption)
+      .option("healthz-addr", {
+        type: "string",
+        default: "127.0.0.1:9473",
+        describe: "the agent's --healthz-addr",
+      }) as Argv<Args>,
+  handler: async (a: ArgumentsCamelCase<Args>) => {
+    const agent = await readyz(a.healthzAddr);
+    let abi = "ok";
+    try {
+      checkPinnedMaps(a.pinPath);
+    } catch (e) {
+      abi = (e as Error).message;
+    }
+    const maps: { name: string; entries: number | null; maxEntries: number; error?: string }[] = [];
+    for (const name of Object.keys(MAPS) as MapName[]) {
+      try {
+        const m = BpfMap.openPinned(a.pinPath, name);
+        try {
+          maps.push({ name, entries: [...m.keys()].length, maxEntries: MAPS[name].maxEntries });
+        } finally {
+          m.close();
+        }
+      } catch (e) {
+        maps.push({
+          name,
+          entries: null,
+          maxEntries: MAPS[name].maxEntries,
+          error: (e as Error).message,
+        });
+      }
+    }
+    const links = JSON.parse(run(["ip", "-j", "link", "show"])) as {
+      ifname: string;
+      ifindex: number;
+    }[];
+    const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
+    const attached = attachments(links.map((l) => l.ifindex)).map((x) => ({
+      ...x,
+      iface: names.get(x.ifindex),
+    }));
+    const result = { agent, abi, attachments: attached, maps };
+    print(a.output, result, () => {
+      const agentLine = !agent.reachable
+        ? `agent:   not reachable at ${a.healthzAddr} (${agent.error}); the pinned data path keeps forwarding`
+        : `agent:   ${agent.ready ? "ready" : "NOT ready"}${
+            agent.checks
+              ? `  ${Object.entries(agent.checks)
+                  .map(([k, v]) => `${k}=${v === true ? "ok" : String(v)}`)
+                  .join("  ")}`
+              : ""
+          }`;
+      return [
+        agentLine,
+        `abi:     ${abi}`,
+        "",
+        attached.length
+          ? table(
+              ["IFACE", "HOOK", "PROGRAM", "ID"],
+              attached.map((x) => [x.iface ?? String(x.ifindex), x.hook, x.program, x.progId]),
+            )
+          : "no overlayd programs attached in this network namespace\n",
+        table(
+          ["MAP", "ENTRIES", "MAX"],
+          maps.map((m) => [m.name, m.entries ?? `error: ${m.error}`, m.maxEntries]),
+        ),
+      ].join("\n");
+    });
+  },
+};

@@ -1,0 +1,61 @@
+// overlayctl: inspect an overlayd node (pinned maps, attachments, agent) and
+// the cluster's leases and config in etcd. Usage errors exit 2 with the
+// usage; operational errors exit 1 with one line naming what failed.
+import yargs from "yargs";
+import { etcdFlags } from "../agent/flags";
+import { configGet, configSet } from "./commands/config";
+import { leaseList, leaseRelease, leaseReserve } from "./commands/lease";
+import { mapDump } from "./commands/map-dump";
+import { mapGet } from "./commands/map-get";
+import { stats } from "./commands/stats";
+import { status } from "./commands/status";
+import { describeError } from "./output";
+
+let usageError = false;
+
+etcdFlags(
+  yargs(process.argv.slice(2))
+    .scriptName("overlayctl")
+    .usage(
+      "$0 <command> [flags]\n\nInspect overlayd: the data path's pinned maps, and the leases in etcd.",
+    )
+    .env("OVERLAYD"),
+)
+  .command("map", "the subnet map (works while the agent is down)", (y) =>
+    y.command(mapDump).command(mapGet).demandCommand(1, "map needs a subcommand: dump or get"),
+  )
+  .command(stats)
+  .command("lease", "leases in etcd", (y) =>
+    y
+      .command(leaseList)
+      .command(leaseReserve)
+      .command(leaseRelease)
+      .demandCommand(1, "lease needs a subcommand: list, reserve or release"),
+  )
+  .command("config", "the network config in etcd", (y) =>
+    y
+      .command(configGet)
+      .command(configSet)
+      .demandCommand(1, "config needs a subcommand: get or set"),
+  )
+  .command(status)
+  .demandCommand(1, "give a command")
+  .strict()
+  .help()
+  .fail((msg, err, y) => {
+    if (err && err.name !== "YError") {
+      // A handler failed: one line naming what, no usage, no stack.
+      process.stderr.write(`overlayctl: ${describeError(err)}\n`);
+      process.exit(1);
+    }
+    usageError = true;
+    y.showHelp((s: string) => process.stderr.write(`${s}\n`));
+    process.stderr.write(`\n${msg ?? err?.message ?? "usage error"}\n`);
+    process.exit(2);
+  })
+  .parseAsync()
+  .catch((e: unknown) => {
+    if (usageError) return;
+    process.stderr.write(`overlayctl: ${describeError(e)}\n`);
+    process.exit(1);
+  });
