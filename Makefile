@@ -35,7 +35,7 @@ APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
 	/usr/include/linux/bpf.h:linux-libc-dev
 
 .PHONY: help deps build bpf ts abi abi-check check lint format test test-unit \
-	test-bpf test-e2e demo bench clean
+	test-bpf test-e2e demo demo-clean bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
@@ -112,8 +112,11 @@ test-bpf: build ## BPF_PROG_RUN fixtures only (root)
 test-e2e: build ## end-to-end tier only (root, namespaces)
 	$(Q)node test/run.js e2e
 
-demo: build ## local etcd + 3 nodes in namespaces, pods pinging across
-	$(Q)node dist/test/lib/demo.js
+demo: build ## local etcd + 3 nodes in namespaces, pods pinging across (KEEP=1 keeps it)
+	$(Q)node dist/scripts/demo.js
+
+demo-clean: ## remove what a KEEP=1 demo left running
+	$(Q)node dist/scripts/demo.js clean
 
 clean: ## remove build output
 	rm -rf $(BUILD) dist

@@ -15,9 +15,7 @@ interface Args {
   healthzAddr: string;
 }
 
-function readyz(
-  addr: string,
-): Promise<{
+function readyz(addr: string): Promise<{
   reachable: boolean;
   ready?: boolean;
   checks?: Record<string, unknown>;
@@ -49,13 +47,11 @@ export const status: CommandModule<object, Args> = {
   command: "status",
   describe: "agent readiness, program attachments, map sizes, ABI check",
   builder: (y) =>
-    (y as Argv<Args>)
-      .options(outputOption)
-      .option("healthz-addr", {
-        type: "string",
-        default: "127.0.0.1:9473",
-        describe: "the agent's --healthz-addr",
-      }) as Argv<Args>,
+    (y as Argv<Args>).options(outputOption).option("healthz-addr", {
+      type: "string",
+      default: "127.0.0.1:9473",
+      describe: "the agent's --healthz-addr",
+    }) as Argv<Args>,
   handler: async (a: ArgumentsCamelCase<Args>) => {
     const agent = await readyz(a.healthzAddr);
     let abi = "ok";

@@ -5,7 +5,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { inNs, shStatus, waitFor } from "./sh";
 import { parseSubnetEnv } from "../../agent/subnet-env";
-import { readFileSync } from "node:fs";
+import { mkdirSync, openSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
 
 export const OVERLAYD = join(__dirname, "..", "..", "..", "bin", "overlayd");
 
@@ -20,17 +21,29 @@ export class AgentProc {
     readonly subnetFile: string,
   ) {}
 
-  start(): this {
+  /** detached: survives this process (the demo's KEEP=1); logs then go to a file. */
+  start(detached = false): this {
     this.logs = "";
     this.exitCode = null;
-    this.proc = spawn("ip", ["netns", "exec", this.ns, "node", OVERLAYD, ...this.flags], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const argv = ["netns", "exec", this.ns, "node", OVERLAYD, ...this.flags];
+    mkdirSync(dirname(this.subnetFile), { recursive: true });
+    if (detached) {
+      const log = openSync(`${this.subnetFile}.log`, "a");
+      this.proc = spawn("ip", argv, { stdio: ["ignore", log, log], detached: true });
+      this.proc.unref();
+      this.proc.on("exit", (code, sig) => (this.exitCode = code ?? (sig ? 128 : -1)));
+      return this;
+    }
+    this.proc = spawn("ip", argv, { stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d: Buffer) => (this.logs = (this.logs + d.toString()).slice(-200000));
     this.proc.stdout?.on("data", keep);
     this.proc.stderr?.on("data", keep);
     this.proc.on("exit", (code, sig) => (this.exitCode = code ?? (sig ? 128 : -1)));
     return this;
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
   }
 
   get running(): boolean {

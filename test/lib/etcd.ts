@@ -25,15 +25,21 @@ export interface EtcdServerOptions {
   /** For clusters: "n1=http://…:2380,n2=…" and state "new". */
   initialCluster?: string;
   extraArgs?: string[];
+  /** Keep running after this process exits (the demo's KEEP=1). */
+  detached?: boolean;
 }
 
 export class EtcdServer {
   private proc: ChildProcess | undefined;
-  private readonly dir = mkdtempSync("/tmp/overlayd-etcd-");
+  readonly dataDir = mkdtempSync("/tmp/overlayd-etcd-");
   endpoint = "";
   private log = "";
 
   constructor(private readonly o: EtcdServerOptions = {}) {}
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
 
   /** Starts (or restarts, same ports and data) the server. */
   async start(): Promise<this> {
@@ -47,7 +53,7 @@ export class EtcdServer {
       "--name",
       name,
       "--data-dir",
-      this.dir,
+      this.dataDir,
       "--listen-client-urls",
       this.endpoint,
       "--advertise-client-urls",
@@ -65,7 +71,17 @@ export class EtcdServer {
       ...(this.o.extraArgs ?? []),
     ];
     const argv = this.o.ns ? inNs(this.o.ns, args) : args;
-    this.proc = spawn(argv[0] as string, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    const detached = this.o.detached ?? false;
+    this.proc = spawn(argv[0] as string, argv.slice(1), {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached,
+    });
+    if (detached) {
+      // Outlives this process (demo KEEP=1): nothing here may hold the loop.
+      this.proc.unref();
+      (this.proc.stdout as unknown as { unref?: () => void })?.unref?.();
+      (this.proc.stderr as unknown as { unref?: () => void })?.unref?.();
+    }
     this.proc.stderr?.on("data", (d) => (this.log = (this.log + d).slice(-4000)));
     await waitFor(
       `etcd at ${this.endpoint}`,
@@ -133,6 +149,6 @@ export class EtcdServer {
 
   async stop(): Promise<void> {
     await this.kill("SIGKILL");
-    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.dataDir, { recursive: true, force: true });
   }
 }

@@ -21,6 +21,8 @@ export interface PodInfo {
   mac: string;
   hostMac: string;
   hostIfindex: number;
+  /** Set for pods made through the CNI plugin. */
+  containerId?: string;
 }
 
 export interface NodeInfo {
@@ -56,7 +58,12 @@ export class Topology {
     sh(inNs(this.switchNs, ["ip", "link", "set", "lo", "up"]));
   }
 
-  private addNs(name: string): void {
+  /** Namespaces this run made, in creation order. */
+  createdNamespaces(): readonly string[] {
+    return this.namespaces;
+  }
+
+  addNs(name: string): void {
     sh(["ip", "netns", "add", name]);
     this.namespaces.push(name);
     sh(inNs(name, ["ip", "link", "set", "lo", "up"]));
