@@ -187,6 +187,15 @@ export class AgentMetrics {
     }
     for (const op of ["upsert", "delete", "list"]) this.mapSyncErrors.inc({ op }, 0);
     collectDefaultMetrics({ register: reg });
+    // prom-client names these gauges *_total, which promtool (rightly)
+    // rejects; the rest of the process metrics stay.
+    for (const name of [
+      "nodejs_active_handles_total",
+      "nodejs_active_requests_total",
+      "nodejs_active_resources_total",
+    ]) {
+      reg.removeSingleMetric(name);
+    }
   }
 
   setSource(s: DatapathSource | undefined): void {

@@ -3,7 +3,7 @@
 // namespace, stopped with a signal.
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { inNs, shStatus, waitFor } from "./sh";
+import { httpInNs, waitFor } from "./sh";
 import { parseSubnetEnv } from "../../agent/subnet-env";
 import { mkdirSync, openSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
@@ -52,12 +52,7 @@ export class AgentProc {
 
   /** GET http://127.0.0.1:<port><path> inside the namespace. */
   http(path: string, port = 9473): { status: number; body: string } {
-    const script =
-      `require("http").get("http://127.0.0.1:${port}${path}",r=>{let b="";r.on("data",d=>b+=d);` +
-      `r.on("end",()=>{process.stdout.write(r.statusCode+"\\n"+b)})}).on("error",e=>{process.stdout.write("0\\n"+e.message)})`;
-    const r = shStatus(inNs(this.ns, ["node", "-e", script]));
-    const nl = r.stdout.indexOf("\n");
-    return { status: Number(r.stdout.slice(0, nl)), body: r.stdout.slice(nl + 1) };
+    return httpInNs(this.ns, `http://127.0.0.1:${port}${path}`);
   }
 
   async waitReady(timeoutMs = 30000): Promise<void> {

@@ -57,3 +57,13 @@ export async function waitFor<T>(
 
 /** True when a test tier that needs root/tools must fail rather than skip. */
 export const IN_CI = process.env.CI === "true";
+
+/** GET a URL from inside a namespace (node's http, no curl needed). */
+export function httpInNs(ns: string, url: string): { status: number; body: string } {
+  const script =
+    `require("http").get(${JSON.stringify(url)},r=>{let b="";r.on("data",d=>b+=d);` +
+    `r.on("end",()=>{process.stdout.write(r.statusCode+"\\n"+b)})}).on("error",e=>{process.stdout.write("0\\n"+e.message)})`;
+  const r = shStatus(inNs(ns, ["node", "-e", script]));
+  const nl = r.stdout.indexOf("\n");
+  return { status: Number(r.stdout.slice(0, nl)), body: r.stdout.slice(nl + 1) };
+}
