@@ -67,9 +67,10 @@ function savedPath(conf: OverlayNetConf, id: string): string {
   return join(conf.dataDir, id);
 }
 
-/** What ADD saves for DEL and CHECK: the delegate config and our endpoint. */
+/** What ADD saves for DEL and CHECK: the delegate config, its result, our endpoint. */
 interface Saved {
   delegate: Record<string, unknown>;
+  result?: Record<string, unknown>;
   endpoint?: { podIp: string; hostIfindex: number; hostVeth: string };
 }
 
@@ -84,6 +85,12 @@ function load(conf: OverlayNetConf, id: string): Saved | undefined {
   const path = savedPath(conf, id);
   if (!existsSync(path)) return undefined;
   return JSON.parse(readFileSync(path, "utf8")) as Saved;
+}
+
+/** CHECK and DEL hand the delegate the ADD result: the runtime's, else ours. */
+function withPrev(saved: Saved, conf: OverlayNetConf): Record<string, unknown> {
+  const prev = conf.prevResult ?? saved.result;
+  return prev ? { ...saved.delegate, prevResult: prev } : saved.delegate;
 }
 
 function add(conf: OverlayNetConf): string {
@@ -123,8 +130,11 @@ function add(conf: OverlayNetConf): string {
     }
     save(conf, id, {
       delegate: d,
+      result: JSON.parse(out) as Record<string, unknown>,
       endpoint: { podIp: ep.podIp, hostIfindex: host.ifindex, hostVeth: host.name },
     });
+  } else {
+    save(conf, id, { delegate: d, result: JSON.parse(out) as Record<string, unknown> });
   }
   return out;
 }
@@ -148,7 +158,7 @@ function del(conf: OverlayNetConf): string {
     // The veth usually goes with the pod's namespace; detach if it is still here.
     if (linkInfo(e.hostVeth)?.ifindex === e.hostIfindex) detachPod(e.hostIfindex, e.hostVeth);
   }
-  delegate("DEL", saved.delegate);
+  delegate("DEL", withPrev(saved, conf));
   rmSync(savedPath(conf, id), { force: true });
   return "";
 }
@@ -161,7 +171,7 @@ function check(conf: OverlayNetConf): string {
       CniCode.unknownContainer,
       `container ${id}: no saved config in ${conf.dataDir}`,
     );
-  delegate("CHECK", saved.delegate);
+  delegate("CHECK", withPrev(saved, conf));
   if (saved.endpoint) {
     const m = EndpointMap.openPinned(conf.pinPath);
     try {
@@ -187,17 +197,15 @@ function main(): void {
       );
       return;
     }
-    const conf = parseNetConf(readFileSync(0, "utf8"));
-    let out: string;
-    if (command === "ADD") out = add(conf);
-    else if (command === "DEL") out = del(conf);
-    else if (command === "CHECK") out = check(conf);
-    else
+    const run =
+      command === "ADD" ? add : command === "DEL" ? del : command === "CHECK" ? check : undefined;
+    if (!run) {
       throw new CniError(
         CniCode.invalidEnv,
         `CNI_COMMAND=${command ?? ""}: want ADD, DEL, CHECK or VERSION`,
       );
-    process.stdout.write(out);
+    }
+    process.stdout.write(run(parseNetConf(readFileSync(0, "utf8"))));
   } catch (e) {
     const err =
       e instanceof CniError

@@ -48,6 +48,8 @@ export interface OverlayNetConf {
   delegate: Record<string, unknown>;
   /** host-local's data directory (default: host-local's own). */
   ipamDataDir?: string;
+  /** The runtime's copy of the ADD result (CHECK, DEL). */
+  prevResult?: Record<string, unknown>;
 }
 
 export function parseNetConf(stdin: string): OverlayNetConf {
@@ -105,6 +107,10 @@ export function parseNetConf(stdin: string): OverlayNetConf {
     pinPath: str("pinPath", "/sys/fs/bpf/overlay"),
     delegate: (o.delegate as Record<string, unknown> | undefined) ?? {},
     ipamDataDir: typeof o.ipamDataDir === "string" ? o.ipamDataDir : undefined,
+    prevResult:
+      typeof o.prevResult === "object" && o.prevResult !== null
+        ? (o.prevResult as Record<string, unknown>)
+        : undefined,
   };
 }
 
@@ -146,7 +152,9 @@ export function renderDelegate(conf: OverlayNetConf, s: SubnetInfo): Record<stri
   const ipam: Record<string, unknown> = {
     type: "host-local",
     ranges: [[{ subnet: Cidr.parse(s.subnet, "FLANNEL_SUBNET", false).toString() }]],
-    routes: [{ dst: s.network.toString() }],
+    // The gateway spelled out (the bridge's address, FLANNEL_SUBNET's first
+    // address), so the result matches the pod's routes and CHECK passes.
+    routes: [{ dst: s.network.toString(), gw: s.subnet.split("/")[0] }],
   };
   if (conf.ipamDataDir) ipam.dataDir = conf.ipamDataDir;
   return {
