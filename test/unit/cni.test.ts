@@ -78,7 +78,7 @@ describe("unit: CNI netconf", function () {
     );
     assert.throws(
       () => parseSubnetInfo("FLANNEL_NETWORK=10.5.0.0/16\n", "/run/flannel/subnet.env"),
-      /FLANNEL_SUBNET missing \(is overlayd running\?\)/,
+      /subnet\.env: FLANNEL_MTU missing \(is overlayd running\?\)/,
     );
     assert.throws(
       () => parseSubnetInfo(ENV.replace("1450", "x"), "f"),
