@@ -21,7 +21,7 @@ MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null)
 CLANG ?= clang
 BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
 	-Ibpf/include -Ibpf -I/usr/include/$(MULTIARCH)
-TS_SRCS := $(shell find agent cli metrics scripts test -name '*.ts' 2>/dev/null)
+TS_SRCS := $(shell find agent cli metrics scripts test bench -name '*.ts' 2>/dev/null)
 STAMP := $(BUILD)/.deps-stamp
 TSC_STAMP := $(BUILD)/.tsc-stamp
 
@@ -35,7 +35,7 @@ APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
 	/usr/include/linux/bpf.h:linux-libc-dev
 
 .PHONY: help deps build bpf ts abi abi-check check lint format test test-unit \
-	test-bpf test-e2e demo demo-clean bench clean
+	test-bpf test-e2e demo demo-clean bench bench-control clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
@@ -117,6 +117,12 @@ demo: build ## local etcd + 3 nodes in namespaces, pods pinging across (KEEP=1 k
 
 demo-clean: ## remove what a KEEP=1 demo left running
 	$(Q)node dist/scripts/demo.js clean
+
+bench: build ## data path benchmark: host-gw vs flannel VXLAN vs overlayd (root)
+	$(Q)node dist/bench/datapath.js
+
+bench-control: build ## control plane benchmark against a real etcd (root)
+	$(Q)node dist/bench/control.js
 
 clean: ## remove build output
 	rm -rf $(BUILD) dist

@@ -27,6 +27,9 @@ export interface EtcdOptions {
   callTimeoutMs?: number;
 }
 
+/** Keys per page when listing leases (~190 bytes each in etcd's answer). */
+export const LIST_PAGE = 5000;
+
 export class EtcdError extends OverlayError {
   constructor(op: string, cause: unknown) {
     super(`etcd ${op}: ${cause instanceof Error ? cause.message : String(cause)}`, true);
@@ -124,24 +127,46 @@ export class EtcdStore {
     return { subnet, attrs: decodeLeaseAttrs(value, key), leaseId, modRevision };
   }
 
+  /**
+   * Every lease, as one consistent snapshot: pages of LIST_PAGE keys, all
+   * read at the first page's revision. One unpaged range of 65,536 leases is
+   * ~12 MB, past gRPC's default 4 MB message limit.
+   */
   async list(): Promise<ListResult> {
-    let res;
-    try {
-      res = await this.client.getAll().prefix(subnetsPrefix(this.prefix)).exec();
-    } catch (e) {
-      throw new EtcdError(`list ${subnetsPrefix(this.prefix)}`, e);
-    }
-    const out: ListResult = { leases: [], revision: String(res.header.revision), bad: [] };
-    for (const kv of res.kvs) {
-      const key = kv.key.toString();
+    const prefix = Buffer.from(subnetsPrefix(this.prefix));
+    const end = Buffer.from(prefix);
+    end[end.length - 1] = (end[end.length - 1] as number) + 1; // prefix range end
+    let key: Buffer = prefix;
+    let revision: string | undefined;
+    const out: ListResult = { leases: [], revision: "0", bad: [] };
+    for (;;) {
+      let res;
       try {
-        out.leases.push(
-          this.decode(key, kv.value.toString(), String(kv.lease), String(kv.mod_revision)),
-        );
+        res = await this.client.kv.range({
+          key,
+          range_end: end,
+          limit: LIST_PAGE,
+          ...(revision ? { revision } : {}),
+        });
       } catch (e) {
-        out.bad.push({ key, error: (e as Error).message });
+        throw new EtcdError(`list ${subnetsPrefix(this.prefix)}`, e);
       }
+      revision ??= String(res.header.revision);
+      for (const kv of res.kvs) {
+        const k = kv.key.toString();
+        try {
+          out.leases.push(
+            this.decode(k, kv.value.toString(), String(kv.lease), String(kv.mod_revision)),
+          );
+        } catch (e) {
+          out.bad.push({ key: k, error: (e as Error).message });
+        }
+      }
+      const last = res.kvs[res.kvs.length - 1];
+      if (!res.more || !last) break;
+      key = Buffer.concat([last.key, Buffer.from([0])]); // the next key after it
     }
+    out.revision = revision ?? "0";
     return out;
   }
 

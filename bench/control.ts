@@ -1,0 +1,356 @@
+// `make bench-control`: the control plane against a real etcd.
+//
+//   - N = 1,000 / 5,000 / 65,536 leases (a /8 network cut into /24s):
+//     start an agent, time until its map holds all of them; agent RSS.
+//   - put -> map entry visible latency, p50/p99 over 1,000 puts while 5,000
+//     leases exist.
+//   - `overlayctl map dump -o json` wall time at 65,536 entries.
+//
+// Runs itself inside a network namespace it creates (etcd, agent and this
+// process share its loopback and a veth underlay) and removes it after.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { Etcd3 } from "etcd3";
+import { BpfMap } from "../agent/bpf/map";
+import { encodeSubnetKey } from "../agent/bpf/codec";
+import { encodeLeaseAttrs, leaseKey } from "../agent/lease";
+import { Cidr } from "../agent/net/ip";
+import { EtcdServer } from "../test/lib/etcd";
+import { markdownTable, percentile, writeResults } from "./report";
+
+const ROOT = join(__dirname, "..", "..");
+const OVERLAYD = join(ROOT, "bin", "overlayd");
+const OVERLAYCTL = join(ROOT, "bin", "overlayctl");
+
+function sh(argv: string[]): string {
+  const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+// --- outer: make the namespace, run the inner part in it, clean up --------
+function outer(): void {
+  const id = randomBytes(3).toString("hex");
+  const ns = `ovlb${id}`;
+  const run = `/run/overlayd-bench-${id}`;
+  mkdirSync(join(run, "bpffs"), { recursive: true });
+  let status = 1;
+  try {
+    sh(["mount", "-t", "bpf", "bpf", join(run, "bpffs")]);
+    sh(["ip", "netns", "add", ns]);
+    const inNs = (a: string[]) => sh(["ip", "netns", "exec", ns, ...a]);
+    inNs(["ip", "link", "set", "lo", "up"]);
+    inNs(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
+    inNs(["ip", "addr", "add", "172.31.0.1/24", "dev", "eth0"]);
+    inNs(["ip", "link", "set", "eth0", "up"]);
+    inNs(["ip", "link", "set", "eth1", "up"]);
+    const r = spawnSync("ip", ["netns", "exec", ns, "node", __filename, "inner", run], {
+      stdio: "inherit",
+    });
+    status = r.status ?? 1;
+  } finally {
+    spawnSync("ip", ["netns", "del", ns]);
+    spawnSync("umount", [join(run, "bpffs")]);
+    rmSync(run, { recursive: true, force: true });
+  }
+  process.exit(status);
+}
+
+// --- inner ----------------------------------------------------------------
+interface Agent {
+  proc: ChildProcess;
+  log: string;
+}
+
+function startAgent(prefix: string, pinPath: string, subnetFile: string): Agent {
+  const a: Agent = {
+    proc: spawn(
+      "node",
+      [
+        OVERLAYD,
+        "--etcd-endpoints",
+        "http://127.0.0.1:23790",
+        "--etcd-prefix",
+        prefix,
+        "--iface",
+        "eth0",
+        "--pin-path",
+        pinPath,
+        "--subnet-file",
+        subnetFile,
+        "--healthz-addr",
+        "",
+        "--metrics-addr",
+        "",
+        "--overlay-iface",
+        "ovlb0",
+      ],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    ),
+    log: "",
+  };
+  a.proc.stderr?.on("data", (d) => (a.log += d));
+  return a;
+}
+
+async function stopAgent(a: Agent): Promise<void> {
+  if (a.proc.exitCode !== null) return;
+  await new Promise((r) => {
+    a.proc.once("exit", r);
+    a.proc.kill("SIGKILL");
+  });
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** N-1 remote leases (the agent takes the N-th) under a fresh prefix. */
+async function writeLeases(client: Etcd3, prefix: string, n: number): Promise<void> {
+  await client
+    .put(`${prefix}/config`)
+    .value(
+      JSON.stringify({
+        Network: "10.0.0.0/8",
+        SubnetMin: "10.0.0.0",
+        SubnetMax: `10.${(n - 1) >> 8}.${(n - 1) & 255}.0`,
+      }),
+    );
+  const lease = client.lease(3600, { autoKeepAlive: false });
+  const id = await lease.grant();
+  const batch = 1000;
+  for (let start = 0; start < n - 1; start += batch) {
+    const ops = [];
+    for (let i = start; i < Math.min(n - 1, start + batch); i++) {
+      const subnet = Cidr.of((0x0a000000 + i * 256) >>> 0, 24);
+      const value = encodeLeaseAttrs({
+        publicIp: (0xac100000 + i) >>> 0,
+        backendType: "vxlan",
+        vni: 1,
+        vtepMac: "0e:00:00:00:00:01",
+      });
+      ops.push(client.put(leaseKey(prefix, subnet)).value(value).lease(id));
+    }
+    await client
+      .if(`${prefix}/config`, "Version", ">", 0)
+      .then(...ops)
+      .commit();
+  }
+}
+
+async function syncedAt(
+  pinPath: string,
+  n: number,
+  t0: number,
+  timeoutMs: number,
+): Promise<number> {
+  // ovl_peers holds one entry per remote lease and supports batch lookup,
+  // so counting it is cheap; the LPM trie gets the LOCAL entry on top.
+  for (;;) {
+    try {
+      const peers = BpfMap.openPinned(pinPath, "ovl_peers");
+      try {
+        if (peers.entries().length >= n - 1) return (performance.now() - t0) / 1000;
+      } finally {
+        peers.close();
+      }
+    } catch {
+      /* not pinned yet */
+    }
+    if (performance.now() - t0 > timeoutMs)
+      throw new Error(`map did not reach ${n} entries in ${timeoutMs} ms`);
+    await sleep(5);
+  }
+}
+
+async function inner(run: string): Promise<void> {
+  const etcd = await new EtcdServer({
+    clientPort: 23790,
+    peerPort: 23800,
+    extraArgs: ["--max-txn-ops", "10000", "--quota-backend-bytes", String(4 << 30)],
+  }).start();
+  const client = new Etcd3({ hosts: etcd.endpoint });
+  const results: Record<string, unknown> = {
+    when: new Date().toISOString(),
+    kernel: sh(["uname", "-r"]).trim(),
+  };
+  const sizes: { n: number; writeSeconds: number; startToSyncedSeconds: number; rssMb: number }[] =
+    [];
+  try {
+    for (const n of [1000, 5000, 65536]) {
+      const prefix = `/bench/n${n}`;
+      const tw = performance.now();
+      await writeLeases(client, prefix, n);
+      const writeSeconds = (performance.now() - tw) / 1000;
+      const pin = join(run, "bpffs", `n${n}`);
+      const t0 = performance.now();
+      const a = startAgent(prefix, pin, join(run, `n${n}.env`));
+      try {
+        const s = await syncedAt(pin, n, t0, 120000);
+        await sleep(500);
+        sizes.push({
+          n,
+          writeSeconds,
+          startToSyncedSeconds: s,
+          rssMb: rssMb(a.proc.pid as number),
+        });
+        process.stderr.write(
+          `  N=${n}: written in ${writeSeconds.toFixed(2)} s, agent synced ${s.toFixed(3)} s after start, RSS ${rssMb(a.proc.pid as number).toFixed(1)} MB\n`,
+        );
+
+        if (n === 65536) {
+          const td = performance.now();
+          const out = spawnSync(
+            "node",
+            [OVERLAYCTL, "map", "dump", "-o", "json", "--pin-path", pin],
+            { encoding: "utf8", maxBuffer: 1 << 28 },
+          );
+          const dumpSeconds = (performance.now() - td) / 1000;
+          if (out.status !== 0) throw new Error(out.stderr);
+          const rows = JSON.parse(out.stdout).length;
+          results.dump = { entries: rows, seconds: dumpSeconds };
+          process.stderr.write(
+            `  overlayctl map dump -o json: ${rows} rows in ${dumpSeconds.toFixed(3)} s\n`,
+          );
+        }
+        if (n === 5000) {
+          const subnets = BpfMap.openPinned(pin, "ovl_subnets");
+          const lat: number[] = [];
+          try {
+            for (let i = 0; i < 1000; i++) {
+              const subnet = Cidr.of((0x0b000000 + i * 256) >>> 0, 24); // 11.x: outside the 5,000 in use
+              const key = encodeSubnetKey(subnet);
+              const value = encodeLeaseAttrs({
+                publicIp: (0xac200000 + i) >>> 0,
+                backendType: "vxlan",
+                vni: 1,
+                vtepMac: "0e:00:00:00:00:02",
+              });
+              const tp = performance.now();
+              await client.put(leaseKey(prefix, subnet)).value(value);
+              while (!subnets.lookup(key)) {
+                if (performance.now() - tp > 5000)
+                  throw new Error(`put ${subnet} never reached the map`);
+                await new Promise((r) => setImmediate(r));
+              }
+              lat.push(performance.now() - tp);
+            }
+          } finally {
+            subnets.close();
+          }
+          lat.sort((x, y) => x - y);
+          results.putToMap = {
+            samples: lat.length,
+            p50Ms: percentile(lat, 50),
+            p99Ms: percentile(lat, 99),
+            maxMs: lat[lat.length - 1],
+          };
+          process.stderr.write(
+            `  put -> map: p50 ${percentile(lat, 50).toFixed(2)} ms, p99 ${percentile(lat, 99).toFixed(2)} ms\n`,
+          );
+        }
+      } catch (e) {
+        process.stderr.write(`agent log:\n${a.log.slice(-3000)}\n`);
+        throw e;
+      } finally {
+        await stopAgent(a);
+      }
+      spawnSync(
+        "node",
+        [OVERLAYD, "--cleanup", "--pin-path", pin, "--iface", "eth0", "--overlay-iface", "ovlb0"],
+        { stdio: "ignore" },
+      );
+      await client.delete().prefix(prefix);
+    }
+  } finally {
+    client.close();
+    await etcd.stop();
+  }
+  results.sizes = sizes;
+  const big = sizes.find((s) => s.n === 65536);
+  const p = results.putToMap as { p99Ms: number } | undefined;
+  const dump = results.dump as { seconds: number } | undefined;
+  const targets = [
+    {
+      what: "65,536 leases synced (agent start -> map complete)",
+      target: "< 1 s",
+      value: big?.startToSyncedSeconds,
+      ok: (big?.startToSyncedSeconds ?? Infinity) < 1,
+      unit: "s",
+    },
+    {
+      what: "etcd put -> map entry visible, p99 (5,000 leases)",
+      target: "< 20 ms",
+      value: p?.p99Ms,
+      ok: (p?.p99Ms ?? Infinity) < 20,
+      unit: "ms",
+    },
+    {
+      what: "agent RSS at 65,536 leases",
+      target: "< 80 MB",
+      value: big?.rssMb,
+      ok: (big?.rssMb ?? Infinity) < 80,
+      unit: "MB",
+    },
+    {
+      what: "overlayctl map dump -o json at 65,536",
+      target: "< 1 s",
+      value: dump?.seconds,
+      ok: (dump?.seconds ?? Infinity) < 1,
+      unit: "s",
+    },
+  ];
+  results.targets = targets;
+  const md = [
+    `### Control plane (${results.when}, kernel ${results.kernel})`,
+    "",
+    markdownTable(
+      ["leases", "write to etcd", "agent start -> map complete", "agent RSS"],
+      sizes.map((s) => [
+        formatN(s.n),
+        `${s.writeSeconds.toFixed(2)} s`,
+        `${s.startToSyncedSeconds.toFixed(3)} s`,
+        `${s.rssMb.toFixed(1)} MB`,
+      ]),
+    ),
+    "",
+    markdownTable(
+      ["measure", "target", "measured", "verdict"],
+      targets.map((t) => [
+        t.what,
+        t.target,
+        t.value === undefined ? "-" : `${t.value.toFixed(t.unit === "ms" ? 2 : 3)} ${t.unit}`,
+        t.ok ? "met" : "MISSED",
+      ]),
+    ),
+    "",
+  ].join("\n");
+  writeResults("control", results, md);
+  process.stdout.write(`\n${md}\n`);
+  for (const t of targets)
+    if (!t.ok)
+      process.stderr.write(`target missed: ${t.what} = ${t.value} ${t.unit} (${t.target})\n`);
+}
+
+function formatN(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+if (process.argv[2] === "inner") {
+  inner(process.argv[3] as string).then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`bench-control failed: ${(e as Error).stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+} else {
+  outer();
+}
