@@ -36,7 +36,7 @@ function outer(): void {
   const ns = `ovlb${id}`;
   const run = `/run/overlayd-bench-${id}`;
   mkdirSync(join(run, "bpffs"), { recursive: true });
-  let status = 1;
+  let status: number;
   try {
     sh(["mount", "-t", "bpf", "bpf", join(run, "bpffs")]);
     sh(["ip", "netns", "add", ns]);
