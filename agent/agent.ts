@@ -10,6 +10,8 @@
 //             re-programs; a bad config is reported and changes nothing.
 //   stop():   stops watching and renewing; the data path keeps forwarding.
 import { type Server } from "node:http";
+import { setFlagsFromString, writeHeapSnapshot } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { Registry } from "prom-client";
 import { type NetworkConfig, parseNetworkConfig } from "./config";
 import { type Datapath, type DecapMode } from "./bpf/datapath";
@@ -22,11 +24,12 @@ import {
   type EtcdOptions,
   type HeldLease,
   type LeaseEvent,
+  type ListResult,
   type WatchHandle,
 } from "./etcd-store";
 import { ConfigError, OverlayError } from "./errors";
 import { serve, type Readiness } from "./http";
-import { configKey, type Lease, type LeaseAttrs } from "./lease";
+import { configKey, type LeaseAttrs } from "./lease";
 import { LeaseManager } from "./lease-manager";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
@@ -61,6 +64,16 @@ export interface AgentOptions {
   version: string;
 }
 
+/** V8's gc(), exposed at run time (bin/overlayd is started as plain `node`). */
+function exposeGc(): (() => void) | undefined {
+  try {
+    setFlagsFromString("--expose-gc");
+    return runInNewContext("gc") as () => void;
+  } catch {
+    return undefined;
+  }
+}
+
 export class Agent {
   readonly metrics: AgentMetrics;
   private readonly store: EtcdStore;
@@ -71,6 +84,8 @@ export class Agent {
   private mtu = 0;
   private held: HeldLease | undefined;
   private leases: LeaseManager | undefined;
+  /** The listing start-up works from (the lease manager's latest). */
+  private startListing: ListResult | undefined;
   private datapath: Datapath | undefined;
   private map: SubnetHostMap | undefined;
   private stats: StatsReader | undefined;
@@ -147,7 +162,11 @@ export class Agent {
       mtu: this.mtu,
     });
 
-    const listing = await this.retryEtcd("list leases", () => this.store.list());
+    const t = { start: performance.now(), listed: 0, leased: 0, datapath: 0, synced: 0 };
+    // One listing serves both the lease choice and the first full sync; the
+    // watch starts right after it, so our own create arrives as an event.
+    this.startListing = await this.retryEtcd("list leases", () => this.store.list());
+    t.listed = performance.now();
     this.leases = new LeaseManager(this.store, this.log, {
       config: () => this.config as NetworkConfig,
       attrs: () => this.attrs(),
@@ -157,11 +176,13 @@ export class Agent {
       result: (r) => this.metrics.leaseAcquisitions.inc({ result: r }),
       renewed: () => this.metrics.leaseRenewals.inc(),
       networkFull: (msg) => (this.configError = msg),
-      relist: () => this.retryEtcd("list leases", () => this.store.list()),
+      relist: async () =>
+        (this.startListing = await this.retryEtcd("list leases", () => this.store.list())),
     });
-    this.held = await this.leases.acquire(listing.leases, previousSubnet(o.subnetFile));
+    this.held = await this.leases.acquire(this.startListing.leases, previousSubnet(o.subnetFile));
     this.configError = undefined;
     const subnet = this.held.lease.subnet;
+    t.leased = performance.now();
 
     const node = setupNode({
       underlay: u.iface,
@@ -176,6 +197,7 @@ export class Agent {
       overlayName: o.overlayIface,
     });
     this.datapath = node.datapath;
+    t.datapath = performance.now();
     this.map = SubnetHostMap.openPinned(o.pinPath);
     this.stats = StatsReader.openPinned(o.pinPath);
     const map = this.map;
@@ -183,7 +205,7 @@ export class Agent {
     this.metrics.setSource({
       stats: () => stats.read(),
       peers: () => map.peerCounters(),
-      entries: () => map.list().length,
+      entries: () => map.count(),
     });
     this.reconciler = new Reconciler(this.map, this.log, {
       syncError: (op) => this.metrics.mapSyncErrors.inc({ op }),
@@ -191,12 +213,26 @@ export class Agent {
     });
     this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
 
-    // The listing from before our own create is stale by one lease at
-    // least; list again so the watch starts right after what we reconciled.
-    await this.relistAndWatch("start");
+    const listing = this.startListing;
+    this.reconcileListing(listing, "start");
+    await this.startWatch(listing.revision);
+    this.startListing = undefined; // 65,536 leases' worth of objects: let them go
+    t.synced = performance.now();
     this.writeSubnetFile();
     if (o.ipMasq) this.startMasq();
-    this.log.info("ready", { subnet: subnet.toString(), entries: this.map.list().length });
+    const ms = (a: number, b: number) => Math.round(b - a);
+    const mem = process.memoryUsage();
+    this.log.info("ready", {
+      subnet: subnet.toString(),
+      leases: listing.leases.length,
+      listMs: ms(t.start, t.listed),
+      leaseMs: ms(t.listed, t.leased),
+      datapathMs: ms(t.leased, t.datapath),
+      syncMs: ms(t.datapath, t.synced),
+      heapMb: Math.round(mem.heapUsed / 1048576),
+      rssMb: Math.round(mem.rss / 1048576),
+    });
+    this.settleMemory();
   }
 
   async stop(): Promise<void> {
@@ -337,16 +373,16 @@ export class Agent {
   }
 
   // --- watch ----------------------------------------------------------------
-  private async relist(reason: string): Promise<void> {
-    const listing = await this.retryEtcd("list leases", () => this.store.list());
+  private reconcileListing(listing: ListResult, reason: string): void {
     for (const b of listing.bad) this.log.warn("lease not decodable; ignored", b);
     (this.reconciler as Reconciler).fullSync(listing.leases);
-    this.checkOwn(listing.leases);
-    this.log.debug("re-listed", {
-      reason,
-      revision: listing.revision,
-      leases: listing.leases.length,
-    });
+    this.checkOwn(listing);
+    this.log.debug("listed", { reason, revision: listing.revision, leases: listing.leases.length });
+  }
+
+  private async relist(reason: string): Promise<void> {
+    const listing = await this.retryEtcd("list leases", () => this.store.list());
+    this.reconcileListing(listing, reason);
     await this.startWatch(listing.revision);
   }
 
@@ -417,13 +453,39 @@ export class Agent {
   }
 
   /** After a listing: is our lease still there and ours? */
-  private checkOwn(leases: Lease[]): void {
-    const own = this.held?.lease.subnet;
-    if (!own) return;
-    const l = leases.find((x) => x.subnet.equals(own));
+  private checkOwn(listing: ListResult): void {
+    const held = this.held;
+    // A listing older than our own write cannot show it (the start-up one).
+    if (!held || BigInt(listing.revision) < BigInt(held.lease.modRevision)) return;
+    const own = held.lease.subnet;
+    const l = listing.leases.find((x) => x.subnet.equals(own));
     if (!l || l.attrs.publicIp !== this.publicIp) {
       void this.serialize(() => this.reacquire(l ? "own subnet taken" : "own lease missing"));
     }
+  }
+
+  /**
+   * Start-up allocates the whole listing at once (65,536 leases is tens of
+   * MB of short-lived objects), and V8 keeps the pages. Two full collections
+   * a little later hand them back (the first frees, the second releases what
+   * the background sweeper finished); then report what stays.
+   */
+  private settleMemory(): void {
+    const gc = exposeGc();
+    const timers = [1000, 3000].map((ms, i) =>
+      setTimeout(() => {
+        gc?.();
+        if (i === 0) return;
+        const snap = process.env.NODE_OVERLAYD_HEAP_SNAPSHOT;
+        if (snap) writeHeapSnapshot(snap);
+        const m = process.memoryUsage();
+        this.log.info("memory after start", {
+          heapMb: Math.round(m.heapUsed / 1048576),
+          rssMb: Math.round(m.rss / 1048576),
+        });
+      }, ms),
+    );
+    for (const t of timers) t.unref();
   }
 
   // --- node files -----------------------------------------------------------

@@ -74,3 +74,26 @@ export function etcdOptions(a: EtcdArgs) {
     password: a.etcdPassword,
   };
 }
+
+/**
+ * yargs' strict mode also rejects environment variables it maps to unknown
+ * flags, and Kubernetes injects OVERLAYD_SERVICE_HOST & co. for a Service
+ * named overlayd. So environment variables that do not name a flag are
+ * dropped before parsing; unknown command-line flags are still errors.
+ */
+export function dropUnknownEnv(
+  prefix: string,
+  knownFlags: Iterable<string>,
+  env: NodeJS.ProcessEnv = process.env,
+): string[] {
+  const known = new Set([...knownFlags].map((f) => f.replace(/-/g, "_").toUpperCase()));
+  const dropped: string[] = [];
+  for (const k of Object.keys(env)) {
+    if (!k.startsWith(`${prefix}_`)) continue;
+    if (!known.has(k.slice(prefix.length + 1))) {
+      dropped.push(k);
+      delete env[k];
+    }
+  }
+  return dropped;
+}

@@ -42,13 +42,19 @@ export function leaseKey(prefix: string, subnet: Cidr): string {
 export function parseLeaseKey(prefix: string, key: string): Cidr | undefined {
   const p = subnetsPrefix(prefix);
   if (!key.startsWith(p)) return undefined;
-  const m = /^(\d+\.\d+\.\d+\.\d+)-(\d{1,2})$/.exec(key.slice(p.length));
-  if (!m) return undefined;
+  const rest = key.slice(p.length);
+  const dash = rest.lastIndexOf("-");
+  if (dash < 0 || !/^\d{1,2}$/.test(rest.slice(dash + 1))) return undefined;
+  const len = Number(rest.slice(dash + 1));
+  let addr: number;
   try {
-    return Cidr.parse(`${m[1]}/${m[2]}`);
+    addr = parseIp(rest.slice(0, dash));
   } catch {
     return undefined;
   }
+  if (len > 32) return undefined;
+  const c = Cidr.of(addr, len);
+  return c.addr === addr ? c : undefined; // host bits set: not a lease key
 }
 
 /** flannel's lease JSON, field for field and in flannel's order. */
@@ -59,6 +65,14 @@ export function encodeLeaseAttrs(a: LeaseAttrs): string {
     BackendType: a.backendType,
     BackendData: { VNI: a.vni ?? 1, VtepMAC: a.vtepMac },
   });
+}
+
+/** A JSON field, exact case first (what flannel writes), then any case. */
+function field(o: Record<string, unknown>, name: string): unknown {
+  if (name in o) return o[name];
+  const want = name.toLowerCase();
+  for (const k in o) if (k.toLowerCase() === want) return o[k];
+  return undefined;
 }
 
 /** Decodes a lease value; a bad one is a ConfigError naming the key and field. */
@@ -72,8 +86,7 @@ export function decodeLeaseAttrs(text: string, key: string): LeaseAttrs {
   if (typeof raw !== "object" || raw === null)
     throw new ConfigError("lease", "must be a JSON object", key);
   const o = raw as Record<string, unknown>;
-  const get = (name: string): unknown =>
-    Object.entries(o).find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1];
+  const get = (name: string): unknown => field(o, name);
   const pub = get("PublicIP");
   if (typeof pub !== "string") throw new ConfigError("PublicIP", "is missing", key);
   const attrs: LeaseAttrs = {
@@ -83,8 +96,7 @@ export function decodeLeaseAttrs(text: string, key: string): LeaseAttrs {
   const data = get("BackendData");
   if (data && typeof data === "object") {
     const d = data as Record<string, unknown>;
-    const dget = (name: string): unknown =>
-      Object.entries(d).find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1];
+    const dget = (name: string): unknown => field(d, name);
     const vni = dget("VNI");
     if (typeof vni === "number") attrs.vni = vni;
     const mac = dget("VtepMAC");

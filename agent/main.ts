@@ -6,7 +6,7 @@ import yargs from "yargs";
 import { Agent } from "./agent";
 import { cleanupDatapath } from "./bpf/datapath";
 import { OverlayError } from "./errors";
-import { DEFAULTS, etcdFlags, etcdOptions } from "./flags";
+import { DEFAULTS, dropUnknownEnv, etcdFlags, etcdOptions } from "./flags";
 import { createLogger, isLevel } from "./log";
 import { removeMasq } from "./net/ipmasq";
 import { deleteLink, linkInfo, chooseUnderlay } from "./net/link";
@@ -18,7 +18,7 @@ const VERSION: string = (
 ).version;
 
 async function main(): Promise<number> {
-  const argv = await etcdFlags(
+  const parser = etcdFlags(
     yargs(process.argv.slice(2))
       .scriptName("overlayd")
       .usage("$0 [flags]\n\nflannel-compatible VXLAN overlay agent with an eBPF data path.")
@@ -87,8 +87,13 @@ async function main(): Promise<number> {
       describe: "detach programs, remove pins, the overlay device and masquerade rules, then exit",
     })
     .version(VERSION)
-    .help()
-    .parseAsync();
+    .help();
+  // getOptions() is public in yargs but missing from its type definitions.
+  const known = (
+    parser as unknown as { getOptions(): { key: Record<string, unknown> } }
+  ).getOptions().key;
+  dropUnknownEnv("OVERLAYD", Object.keys(known));
+  const argv = await parser.parseAsync();
 
   const level = argv.logLevel;
   const log = createLogger(isLevel(level) ? level : "info");

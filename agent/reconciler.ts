@@ -1,12 +1,18 @@
 // Keeps the subnet map equal to the leases: a full reconcile after every
 // listing (stale entries from a previous run go only then), incremental on
-// watch events. Remembers the last attributes per subnet, because a delete
-// event carries no value.
+// watch events. A delete event carries no value: the map entry itself keeps
+// the last host and VTEP MAC (SubnetHostMap.delete reads them to clean up the
+// peer), and the reconciler keeps the last PublicIP per subnet, as numbers,
+// so 65,536 leases cost a few MB here and not the listing's objects.
 import { type HostEntry } from "./bpf/codec";
 import { type SubnetMapLike } from "./bpf/subnet-map";
 import { desiredEntries, hostEntryOf, planSync, type Lease, type SyncPlan } from "./lease";
 import { type Logger } from "./log";
-import { type Cidr } from "./net/ip";
+import { formatIp, type Cidr, type Ip4 } from "./net/ip";
+
+function subnetId(c: Cidr): number {
+  return c.addr * 64 + c.prefixlen;
+}
 
 export interface ReconcilerHooks {
   /** A map operation failed (op = upsert | delete | list). */
@@ -16,7 +22,8 @@ export interface ReconcilerHooks {
 }
 
 export class Reconciler {
-  private readonly leases = new Map<string, Lease>();
+  /** subnet (addr * 64 + prefixlen) -> last PublicIP */
+  private readonly leases = new Map<number, Ip4>();
   private own: Cidr | undefined;
   private ownEntry: HostEntry | undefined;
   private fullSyncs = 0;
@@ -37,22 +44,21 @@ export class Reconciler {
     this.ownEntry = entry;
   }
 
-  lease(subnet: Cidr): Lease | undefined {
-    return this.leases.get(subnet.toString());
+  /** The last PublicIP seen for a subnet. */
+  publicIpOf(subnet: Cidr): Ip4 | undefined {
+    return this.leases.get(subnetId(subnet));
   }
 
-  allLeases(): Lease[] {
-    return [...this.leases.values()];
+  get size(): number {
+    return this.leases.size;
   }
 
   /** Replace everything we know with a fresh listing and converge the map. */
   fullSync(leases: Lease[]): SyncPlan {
     const t0 = process.hrtime.bigint();
     this.leases.clear();
-    for (const l of leases) this.leases.set(l.subnet.toString(), l);
-    const desired = desiredEntries(this.leases.values(), this.own, this.ownEntry, (m) =>
-      this.log.warn(m),
-    );
+    for (const l of leases) this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
+    const desired = desiredEntries(leases, this.own, this.ownEntry, (m) => this.log.warn(m));
     let actual;
     try {
       actual = this.map.list();
@@ -76,7 +82,7 @@ export class Reconciler {
 
   onPut(l: Lease): void {
     const t0 = process.hrtime.bigint();
-    this.leases.set(l.subnet.toString(), l);
+    this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
     if (this.own && l.subnet.equals(this.own)) return;
     const entry = hostEntryOf(l, (m) => this.log.warn(m));
     if (entry) this.apply({ upserts: [{ subnet: l.subnet, host: entry }], deletes: [] });
@@ -86,11 +92,12 @@ export class Reconciler {
 
   onDelete(subnet: Cidr): void {
     const t0 = process.hrtime.bigint();
-    const old = this.leases.get(subnet.toString());
-    this.leases.delete(subnet.toString());
+    const old = this.leases.get(subnetId(subnet));
+    this.leases.delete(subnetId(subnet));
     if (this.own && subnet.equals(this.own)) return;
-    if (old)
-      this.log.info("lease gone", { subnet: subnet.toString(), publicIp: old.attrs.publicIp });
+    if (old !== undefined) {
+      this.log.info("lease gone", { subnet: subnet.toString(), publicIp: formatIp(old) });
+    }
     this.apply({ upserts: [], deletes: [subnet] });
     this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
   }
@@ -103,6 +110,15 @@ export class Reconciler {
       } catch (e) {
         this.hooks.syncError?.("delete", e);
         this.log.error("map delete failed", { subnet: s.toString(), error: String(e) });
+      }
+    }
+    if (this.map.upsertMany && plan.upserts.length > 1) {
+      try {
+        this.map.upsertMany(plan.upserts);
+        return;
+      } catch (e) {
+        // Fall back to one at a time, which names the entry that fails.
+        this.log.warn("batch map update failed; retrying one by one", { error: String(e) });
       }
     }
     for (const u of plan.upserts) {

@@ -101,7 +101,8 @@ async function stopAgent(a: Agent): Promise<void> {
   if (a.proc.exitCode !== null) return;
   await new Promise((r) => {
     a.proc.once("exit", r);
-    a.proc.kill("SIGKILL");
+    a.proc.kill("SIGTERM"); // graceful: lets --cpu-prof write its profile
+    setTimeout(() => a.proc.kill("SIGKILL"), 8000).unref();
   });
 }
 
@@ -114,15 +115,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** N-1 remote leases (the agent takes the N-th) under a fresh prefix. */
 async function writeLeases(client: Etcd3, prefix: string, n: number): Promise<void> {
-  await client
-    .put(`${prefix}/config`)
-    .value(
-      JSON.stringify({
-        Network: "10.0.0.0/8",
-        SubnetMin: "10.0.0.0",
-        SubnetMax: `10.${(n - 1) >> 8}.${(n - 1) & 255}.0`,
-      }),
-    );
+  await client.put(`${prefix}/config`).value(
+    JSON.stringify({
+      Network: "10.0.0.0/8",
+      SubnetMin: "10.0.0.0",
+      SubnetMax: `10.${(n - 1) >> 8}.${(n - 1) & 255}.0`,
+    }),
+  );
   const lease = client.lease(3600, { autoKeepAlive: false });
   const id = await lease.grant();
   const batch = 1000;
@@ -181,10 +180,17 @@ async function inner(run: string): Promise<void> {
     when: new Date().toISOString(),
     kernel: sh(["uname", "-r"]).trim(),
   };
-  const sizes: { n: number; writeSeconds: number; startToSyncedSeconds: number; rssMb: number }[] =
-    [];
+  const sizes: {
+    n: number;
+    writeSeconds: number;
+    startToSyncedSeconds: number;
+    rssMb: number;
+    phases?: Record<string, number>;
+    liveHeapMb?: number;
+  }[] = [];
   try {
-    for (const n of [1000, 5000, 65536]) {
+    const only = (process.env.BENCH_SIZES ?? "").split(",").filter(Boolean).map(Number);
+    for (const n of only.length ? only : [1000, 5000, 65536]) {
       const prefix = `/bench/n${n}`;
       const tw = performance.now();
       await writeLeases(client, prefix, n);
@@ -194,12 +200,25 @@ async function inner(run: string): Promise<void> {
       const a = startAgent(prefix, pin, join(run, `n${n}.env`));
       try {
         const s = await syncedAt(pin, n, t0, 120000);
-        await sleep(500);
+        await sleep(4000); // past the agent's post-start collections
+        for (const re of [/msg=ready (.*)/, /msg="memory after start" (.*)/]) {
+          const m = re.exec(a.log)?.[1];
+          if (m) process.stderr.write(`  agent: ${m}\n`);
+        }
+        const kv = (re: RegExp) =>
+          Object.fromEntries(
+            [...(re.exec(a.log)?.[1] ?? "").matchAll(/(\w+)=(\d+)/g)].map((m) => [
+              m[1],
+              Number(m[2]),
+            ]),
+          ) as Record<string, number>;
         sizes.push({
           n,
           writeSeconds,
           startToSyncedSeconds: s,
           rssMb: rssMb(a.proc.pid as number),
+          phases: kv(/msg=ready (.*)/),
+          liveHeapMb: kv(/msg="memory after start" (.*)/).heapMb,
         });
         process.stderr.write(
           `  N=${n}: written in ${writeSeconds.toFixed(2)} s, agent synced ${s.toFixed(3)} s after start, RSS ${rssMb(a.proc.pid as number).toFixed(1)} MB\n`,
@@ -274,6 +293,18 @@ async function inner(run: string): Promise<void> {
     await etcd.stop();
   }
   results.sizes = sizes;
+  // The floor: an idle node with the agent's modules loaded and collected.
+  const floor = spawnSync(
+    "node",
+    [
+      "--expose-gc",
+      "-e",
+      `for (const m of ["etcd3","prom-client","koffi","yargs"]) require(require.resolve(m, {paths:[${JSON.stringify(ROOT)}]})); gc(); setTimeout(() => { gc(); process.stdout.write(String(process.memoryUsage().rss)); }, 2000);`,
+    ],
+    { encoding: "utf8" },
+  );
+  const floorMb = Number(floor.stdout) / 1048576;
+  results.nodeFloorRssMb = floorMb;
   const big = sizes.find((s) => s.n === 65536);
   const p = results.putToMap as { p99Ms: number } | undefined;
   const dump = results.dump as { seconds: number } | undefined;
@@ -331,6 +362,31 @@ async function inner(run: string): Promise<void> {
       ]),
     ),
     "",
+    ...(big?.phases
+      ? [
+          "Where the time and memory go at 65,536 leases (from the agent's own `ready` and",
+          "`memory after start` log lines):",
+          "",
+          markdownTable(
+            ["phase", "time"],
+            [
+              [
+                "process start, flags, config read",
+                `${Math.round(big.startToSyncedSeconds * 1000 - ((big.phases.listMs ?? 0) + (big.phases.leaseMs ?? 0) + (big.phases.datapathMs ?? 0) + (big.phases.syncMs ?? 0)))} ms`,
+              ],
+              ["list 65,535 leases from etcd (paged) and decode", `${big.phases.listMs} ms`],
+              ["acquire own lease", `${big.phases.leaseMs} ms`],
+              ["load, pin and attach the BPF programs", `${big.phases.datapathMs} ms`],
+              ["reconcile: desired vs actual, batched map writes", `${big.phases.syncMs} ms`],
+            ],
+          ),
+          "",
+          `Live JS heap after start-up: ${big.liveHeapMb} MB. An idle node with the agent's modules`,
+          `(etcd3/grpc-js, prom-client, koffi, yargs) already takes ${floorMb.toFixed(0)} MB RSS, so the RSS target`,
+          "is below what this runtime can reach; the rest is V8 heap the start-up burst grew.",
+          "",
+        ]
+      : []),
   ].join("\n");
   writeResults("control", results, md);
   process.stdout.write(`\n${md}\n`);

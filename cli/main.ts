@@ -2,7 +2,7 @@
 // the cluster's leases and config in etcd. Usage errors exit 2 with the
 // usage; operational errors exit 1 with one line naming what failed.
 import yargs from "yargs";
-import { etcdFlags } from "../agent/flags";
+import { dropUnknownEnv, etcdFlags } from "../agent/flags";
 import { configGet, configSet } from "./commands/config";
 import { leaseList, leaseRelease, leaseReserve } from "./commands/lease";
 import { mapDump } from "./commands/map-dump";
@@ -12,6 +12,22 @@ import { status } from "./commands/status";
 import { describeError } from "./output";
 
 let usageError = false;
+
+// Every global flag may come from OVERLAYD_*; anything else with that prefix
+// (Kubernetes service variables) is not ours.
+dropUnknownEnv("OVERLAYD", [
+  "etcd-endpoints",
+  "etcd-prefix",
+  "etcd-cafile",
+  "etcd-certfile",
+  "etcd-keyfile",
+  "etcd-username",
+  "etcd-password",
+  "pin-path",
+  "subnet-file",
+  "healthz-addr",
+  "output",
+]);
 
 etcdFlags(
   yargs(process.argv.slice(2))

@@ -70,6 +70,7 @@ export class BpfMap {
   readonly valueBufSize: number;
   readonly percpu: boolean;
   private batchSupported: boolean | undefined;
+  private updateBatchSupported: boolean | undefined;
 
   constructor(
     readonly name: MapName,
@@ -110,6 +111,41 @@ export class BpfMap {
 
   delete(key: Buffer): boolean {
     return libbpf.mapDelete(this.fd, key, this.name);
+  }
+
+  /**
+   * Writes many entries: BPF_MAP_UPDATE_BATCH in chunks where the map type
+   * has it, else one update per entry. keys/values are concatenated.
+   */
+  updateMany(keys: Buffer, values: Buffer, count: number): void {
+    const chunk = 8192;
+    if (this.updateBatchSupported !== false) {
+      try {
+        for (let i = 0; i < count; i += chunk) {
+          const n = Math.min(chunk, count - i);
+          libbpf.mapUpdateBatch(
+            this.fd,
+            keys.subarray(i * this.keySize, (i + n) * this.keySize),
+            values.subarray(i * this.valueBufSize, (i + n) * this.valueBufSize),
+            n,
+            this.name,
+          );
+        }
+        this.updateBatchSupported = true;
+        return;
+      } catch (e) {
+        if (this.updateBatchSupported === true) throw e;
+        if (!(e instanceof BpfError) || !["EINVAL", "ENOTSUP", "EOPNOTSUPP"].includes(e.code))
+          throw e;
+        this.updateBatchSupported = false; // probe failed on the first chunk: nothing written
+      }
+    }
+    for (let i = 0; i < count; i++) {
+      this.update(
+        keys.subarray(i * this.keySize, (i + 1) * this.keySize),
+        values.subarray(i * this.valueBufSize, (i + 1) * this.valueBufSize),
+      );
+    }
   }
 
   *keys(): Generator<Buffer> {

@@ -32,6 +32,8 @@ export interface SubnetEntry {
 
 export interface SubnetMapLike {
   upsert(subnet: Cidr, host: HostEntry): void;
+  /** Many upserts at once (a full sync); same result as upsert() each. */
+  upsertMany?(entries: SubnetEntry[]): void;
   delete(subnet: Cidr): boolean;
   list(): SubnetEntry[];
 }
@@ -75,6 +77,32 @@ export class SubnetHostMap implements SubnetMapLike {
     this.subnets.update(encodeSubnetKey(subnet), encodeHostEntry(host));
   }
 
+  upsertMany(entries: SubnetEntry[]): void {
+    if (entries.length < 64) {
+      for (const e of entries) this.upsert(e.subnet, e.host);
+      return;
+    }
+    const remote = entries.filter((e) => !(e.host.flags & F_LOCAL));
+    const haveStats = new Set(this.peerStats.entries().map(([k]) => decodeIp(k)));
+    const fresh = remote.filter((e) => !haveStats.has(e.host.remoteIp));
+    this.peers.updateMany(
+      Buffer.concat(remote.map((e) => encodeIp(e.host.remoteIp))),
+      Buffer.concat(remote.map((e) => encodePeer(e.subnet))),
+      remote.length,
+    );
+    // New peers get zeroed counters; existing ones keep theirs.
+    this.peerStats.updateMany(
+      Buffer.concat(fresh.map((e) => encodeIp(e.host.remoteIp))),
+      Buffer.alloc(fresh.length * this.peerStats.valueBufSize),
+      fresh.length,
+    );
+    this.subnets.updateMany(
+      Buffer.concat(entries.map((e) => encodeSubnetKey(e.subnet))),
+      Buffer.concat(entries.map((e) => encodeHostEntry(e.host))),
+      entries.length,
+    );
+  }
+
   /** Removes a subnet; its peer goes too unless the peer now holds another. */
   delete(subnet: Cidr): boolean {
     const key = encodeSubnetKey(subnet);
@@ -110,6 +138,13 @@ export class SubnetHostMap implements SubnetMapLike {
       if (e.subnet.contains(ip) && (!best || e.subnet.prefixlen > best.prefixlen)) best = e.subnet;
     }
     return best ? { subnet: best, host } : undefined;
+  }
+
+  /** Number of entries (keys only: half the syscalls of list()). */
+  count(): number {
+    let n = 0;
+    for (const key of this.subnets.keys()) n += key.length > 0 ? 1 : 0;
+    return n;
   }
 
   /** Every entry, sorted by subnet address then prefix length. */

@@ -4,17 +4,19 @@ import { ConfigError } from "../errors";
 /** An IPv4 address as an unsigned 32-bit number (host arithmetic). */
 export type Ip4 = number;
 
+const IPV4_RE = /^\s*(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\s*$/;
+
 export function parseIp(s: string, field = "address"): Ip4 {
-  const parts = s.trim().split(".");
-  if (parts.length !== 4) throw new ConfigError(field, `"${s}" is not an IPv4 address`);
-  let n = 0;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) {
-      throw new ConfigError(field, `"${s}" is not an IPv4 address`);
-    }
-    n = n * 256 + Number(p);
+  const m = IPV4_RE.exec(s);
+  if (m) {
+    const a = +(m[1] as string),
+      b = +(m[2] as string),
+      c = +(m[3] as string),
+      d = +(m[4] as string);
+    if (a < 256 && b < 256 && c < 256 && d < 256)
+      return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
   }
-  return n >>> 0;
+  throw new ConfigError(field, `"${s}" is not an IPv4 address`);
 }
 
 export function formatIp(n: Ip4): string {

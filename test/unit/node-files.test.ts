@@ -86,3 +86,18 @@ describe("unit: subnet.env, masquerade rules, flags, logging", function () {
     assert.match(lines[0]!, /level=warn msg="lease lost" subnet=10.5.1.0\/24 why="two words"\n$/);
   });
 });
+
+describe("unit: OVERLAYD_* environment", function () {
+  it("keeps variables that name flags and drops the rest (Kubernetes service variables)", async function () {
+    const { dropUnknownEnv } = await import("../../agent/flags.js");
+    const env: NodeJS.ProcessEnv = {
+      OVERLAYD_ETCD_ENDPOINTS: "http://e:2379",
+      OVERLAYD_SERVICE_HOST: "10.96.0.7",
+      OVERLAYD_PORT_9474_TCP: "tcp://10.96.0.7:9474",
+      PATH: "/bin",
+    };
+    const dropped = dropUnknownEnv("OVERLAYD", ["etcd-endpoints", "pin-path"], env);
+    assert.deepEqual(dropped.sort(), ["OVERLAYD_PORT_9474_TCP", "OVERLAYD_SERVICE_HOST"]);
+    assert.deepEqual(Object.keys(env).sort(), ["OVERLAYD_ETCD_ENDPOINTS", "PATH"]);
+  });
+});

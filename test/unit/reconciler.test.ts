@@ -58,7 +58,13 @@ describe("unit: reconciler", function () {
     r.onDelete(Cidr.parse("10.5.3.0/24"));
     r.onDelete(Cidr.parse("10.5.1.0/24")); // own: handled by the agent, not removed here
     assert.deepEqual(map.ops, ["-10.5.3.0/24"]);
-    assert.equal(r.lease(Cidr.parse("10.5.2.0/24"))?.attrs.publicIp, parseIp("172.31.0.2"));
+    assert.equal(
+      r.publicIpOf(Cidr.parse("10.5.2.0/24")),
+      parseIp("172.31.0.2"),
+      "last PublicIP kept",
+    );
+    assert.equal(r.publicIpOf(Cidr.parse("10.5.3.0/24")), undefined);
+    assert.equal(r.size, 1, "only 10.5.2.0/24 left: own and deleted subnets are not tracked");
   });
 
   it("reports map failures and keeps going", function () {
