@@ -321,6 +321,7 @@ export const libbpf = {
     );
     return r === 0 ? opts.prog_id : 0;
   },
+  /** Removes our filter; false when there was none (or no clsact at all). */
   tcDetach(
     ifindex: number,
     attachPoint: number,
@@ -328,13 +329,15 @@ export const libbpf = {
     priority: number,
     what: string,
   ): boolean {
+    // Without a clsact qdisc the kernel answers EINVAL, not ENOENT: ask first.
+    if (!libbpf.tcQuery(ifindex, attachPoint, handle, priority)) return false;
     const r = Number(
       fn("int bpf_tc_detach(const bpf_tc_hook *hook, const bpf_tc_opts *opts)")(
         { sz: koffi.sizeof(TcHook), ifindex, attach_point: attachPoint, parent: 0 },
         { sz: koffi.sizeof(TcOpts), prog_fd: 0, flags: 0, prog_id: 0, handle, priority },
       ),
     );
-    if (r === -2 || r === -19) return false; // ENOENT / ENODEV: nothing there
+    if (r === -2 || r === -19) return false; // ENOENT / ENODEV: gone meanwhile
     check(r, "tc detach", what);
     return true;
   },
