@@ -165,7 +165,6 @@ function buildPair(path: PathName, k: number): Pair {
         const pod = JSON.parse(sh(inNs(n.pod, ["ip", "-j", "link", "show", "eth0"])))[0];
         const host = JSON.parse(sh(inNs(n.ns, ["ip", "-j", "link", "show", "veth1"])))[0];
         const gw = JSON.parse(sh(inNs(n.ns, ["ip", "-j", "link", "show", "cni0"])))[0];
-        void host;
         const e = EndpointMap.openPinned(n.pin);
         e.upsert(parseIp(n.podIp), {
           ifindex: host.ifindex,
@@ -201,7 +200,7 @@ function busySeconds(): number {
 function iperfJson(p: Pair, args: string[]): { error?: string; end?: Record<string, unknown> } {
   for (let attempt = 0; attempt < 20; attempt++) {
     const r = shStatus(inNs(p.a.pod, ["iperf3", "-c", p.b.podIp, "-p", "5201", "-J", ...args]));
-    let j: { error?: string; end?: Record<string, unknown> } = {};
+    let j: { error?: string; end?: Record<string, unknown> };
     try {
       j = JSON.parse(r.stdout);
     } catch {
