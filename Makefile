@@ -32,7 +32,9 @@ APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
 	prometheus:prometheus promtool:prometheus \
 	/usr/lib/cni/bridge:containernetworking-plugins \
 	/usr/include/bpf/libbpf.h:libbpf-dev \
-	/usr/include/linux/bpf.h:linux-libc-dev
+	/usr/include/linux/bpf.h:linux-libc-dev \
+	/usr/lib/python3/dist-packages/scapy:python3-scapy openssl:openssl \
+	setpriv:util-linux capsh:libcap2-bin ethtool:ethtool
 
 .PHONY: help deps build bpf ts abi abi-check check lint format test test-unit \
 	test-bpf test-e2e demo demo-clean bench bench-control clean

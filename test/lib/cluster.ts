@@ -4,35 +4,81 @@
 import { join } from "node:path";
 import { AgentProc } from "./agent-proc";
 import { addCniPod } from "./cni";
-import { EtcdServer } from "./etcd";
+import { EtcdServer, type TlsFiles } from "./etcd";
 import { Topology, type NodeInfo, type PodInfo } from "./topology";
 
 export const PREFIX = "/coreos.com/network";
 export const CONFIG = JSON.stringify({ Network: "10.5.0.0/16", Backend: { Type: "vxlan" } });
 
+export interface ClusterOptions {
+  /** Network config JSON (default CONFIG). */
+  config?: string;
+  /** etcd members on the underlay (default 1); agents get every endpoint. */
+  etcdMembers?: number;
+  agentFlags?: string[];
+  tls?: TlsFiles;
+}
+
 export class Cluster {
   readonly topo = new Topology();
   etcd!: EtcdServer;
+  readonly members: EtcdServer[] = [];
+  private defaultFlags: string[] = [];
   readonly nodes: NodeInfo[] = [];
   readonly agents = new Map<number, AgentProc>();
 
-  async start(n: number, agentFlags: string[] = []): Promise<this> {
+  async start(n: number, opts: ClusterOptions = {}): Promise<this> {
     this.topo.create();
     const ip = this.topo.switchAddress();
-    this.etcd = await new EtcdServer({ ns: this.topo.switchNs, ip, clientPort: 2379 }).start();
-    this.etcd.put(`${PREFIX}/config`, CONFIG);
+    const count = opts.etcdMembers ?? 1;
+    const peers = Array.from(
+      { length: count },
+      (_, i) => `m${i}=http://${ip}:${2380 + 10 * i}`,
+    ).join(",");
+    for (let i = 0; i < count; i++) {
+      this.members.push(
+        new EtcdServer({
+          ns: this.topo.switchNs,
+          ip,
+          clientPort: 2379 + 10 * i,
+          peerPort: 2380 + 10 * i,
+          name: `m${i}`,
+          initialCluster: peers,
+          tls: opts.tls,
+        }),
+      );
+    }
+    await Promise.all(this.members.map((m) => m.start()));
+    this.etcd = this.members[0] as EtcdServer;
+    this.etcd.put(`${PREFIX}/config`, opts.config ?? CONFIG);
     for (let i = 1; i <= n; i++) this.nodes.push(this.topo.addNode(i));
-    for (const node of this.nodes) this.startAgent(node, agentFlags);
+    const tlsFlags = opts.tls
+      ? [
+          "--etcd-cafile",
+          opts.tls.ca,
+          "--etcd-certfile",
+          opts.tls.clientCert,
+          "--etcd-keyfile",
+          opts.tls.clientKey,
+        ]
+      : [];
+    this.defaultFlags = [...tlsFlags, ...(opts.agentFlags ?? [])];
+    for (const node of this.nodes) this.startAgent(node);
     for (const node of this.nodes) await this.agent(node).waitReady();
     for (const node of this.nodes) this.addPod(node);
     return this;
+  }
+
+  /** Every member's client URL, as agents are configured. */
+  endpoints(): string {
+    return this.members.map((m) => m.endpoint).join(",");
   }
 
   subnetFile(node: NodeInfo): string {
     return join(this.topo.runDir, `n${node.index}`, "subnet.env");
   }
 
-  startAgent(node: NodeInfo, flags: string[] = []): AgentProc {
+  startAgent(node: NodeInfo, flags: string[] = this.defaultFlags): AgentProc {
     const a = new AgentProc(
       node.ns,
       [
@@ -74,7 +120,7 @@ export class Cluster {
 
   async stop(): Promise<void> {
     for (const a of this.agents.values()) await a.stop("SIGKILL");
-    await this.etcd?.stop();
+    for (const m of this.members) await m.stop();
     this.topo.destroy();
   }
 }

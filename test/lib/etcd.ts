@@ -16,6 +16,14 @@ async function freePort(): Promise<number> {
   });
 }
 
+export interface TlsFiles {
+  ca: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+}
+
 export interface EtcdServerOptions {
   ns?: string;
   ip?: string;
@@ -27,6 +35,10 @@ export interface EtcdServerOptions {
   extraArgs?: string[];
   /** Keep running after this process exits (the demo's KEEP=1). */
   detached?: boolean;
+  /** Serve TLS with client-certificate auth; etcdctl uses the client pair. */
+  tls?: TlsFiles;
+  /** etcdctl --user for a server with auth enabled. */
+  ctlUser?: string;
 }
 
 export class EtcdServer {
@@ -36,6 +48,11 @@ export class EtcdServer {
   private log = "";
 
   constructor(private readonly o: EtcdServerOptions = {}) {}
+
+  /** From now on etcdctl authenticates as user:password (after auth enable). */
+  setCtlUser(userPassword: string | undefined): void {
+    this.o.ctlUser = userPassword;
+  }
 
   get pid(): number | undefined {
     return this.proc?.pid;
@@ -47,7 +64,8 @@ export class EtcdServer {
     const cport = (this.o.clientPort ??= await freePort());
     const pport = (this.o.peerPort ??= await freePort());
     const name = this.o.name ?? "default";
-    this.endpoint = `http://${ip}:${cport}`;
+    const tls = this.o.tls;
+    this.endpoint = `${tls ? "https" : "http"}://${ip}:${cport}`;
     const args = [
       "etcd",
       "--name",
@@ -95,7 +113,19 @@ export class EtcdServer {
   }
 
   private ctlArgv(args: string[]): string[] {
-    const argv = ["env", "ETCDCTL_API=3", "etcdctl", `--endpoints=${this.endpoint}`, ...args];
+    const t = this.o.tls;
+    const auth = [
+      ...(t ? [`--cacert=${t.ca}`, `--cert=${t.clientCert}`, `--key=${t.clientKey}`] : []),
+      ...(this.o.ctlUser ? [`--user=${this.o.ctlUser}`] : []),
+    ];
+    const argv = [
+      "env",
+      "ETCDCTL_API=3",
+      "etcdctl",
+      `--endpoints=${this.endpoint}`,
+      ...auth,
+      ...args,
+    ];
     return this.o.ns ? inNs(this.o.ns, argv) : argv;
   }
 

@@ -1,0 +1,348 @@
+// Faults with real agents, a real etcd and real traffic: agent restarts under
+// load, etcd down for 60 s, a 3-member etcd losing a member, a full network,
+// the config deleted while running, and 50 lease managers racing for exactly
+// 50 subnets.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { parseNetworkConfig } from "../../agent/config";
+import { EtcdStore, type HeldLease } from "../../agent/etcd-store";
+import { LeaseManager, NetworkFullError } from "../../agent/lease-manager";
+import { createLogger } from "../../agent/log";
+import { parseIp } from "../../agent/net/ip";
+import { SubnetHostMap } from "../../agent/bpf/subnet-map";
+import { Cluster, PREFIX, CONFIG } from "../lib/cluster";
+import { EtcdServer } from "../lib/etcd";
+import { requireEnv } from "../lib/require";
+import { sleep, waitFor } from "../lib/sh";
+import { ping } from "../lib/traffic";
+import { type NodeInfo } from "../lib/topology";
+
+function leases(c: Cluster): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [k, v] of c.etcd.list(`${PREFIX}/subnets/`)) out.set(k, JSON.parse(v.value).PublicIP);
+  return out;
+}
+
+/** CPU seconds a process has used (utime + stime). */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** Runs a 1 ms ping and an iperf3 transfer pod a -> pod b while fn() runs. */
+async function underLoad(
+  c: Cluster,
+  a: NodeInfo,
+  b: NodeInfo,
+  seconds: number,
+  fn: () => Promise<void>,
+) {
+  const port = String(15900 + Math.floor(Math.random() * 50));
+  const server = spawn("ip", ["netns", "exec", c.pod(b).ns, "iperf3", "-s", "-1", "-p", port]);
+  await sleep(300);
+  const count = String(seconds * 1000);
+  const pinger = spawn("ip", [
+    "netns",
+    "exec",
+    c.pod(a).ns,
+    "ping",
+    "-n",
+    "-q",
+    "-i",
+    "0.001",
+    "-c",
+    count,
+    c.pod(b).ip,
+  ]);
+  const iperf = spawn("ip", [
+    "netns",
+    "exec",
+    c.pod(a).ns,
+    "iperf3",
+    "-c",
+    c.pod(b).ip,
+    "-p",
+    port,
+    "-t",
+    String(seconds),
+    "-i",
+    "0.5",
+    "-J",
+  ]);
+  let pingOut = "";
+  let iperfOut = "";
+  pinger.stdout.on("data", (d) => (pingOut += d));
+  iperf.stdout.on("data", (d) => (iperfOut += d));
+  await sleep(1000);
+  await fn();
+  await Promise.all([
+    new Promise((r) => pinger.on("exit", r)),
+    new Promise((r) => iperf.on("exit", r)),
+  ]);
+  server.kill("SIGKILL");
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
+  assert.ok(m, pingOut);
+  const intervals = (JSON.parse(iperfOut).intervals as { sum: { bytes: number } }[]).map(
+    (i) => i.sum.bytes,
+  );
+  return { transmitted: Number(m[1]), received: Number(m[2]), intervals };
+}
+
+describe("e2e: faults", function () {
+  this.timeout(600000);
+
+  describe("agent restarts and etcd outages", function () {
+    const c = new Cluster();
+    let n1: NodeInfo;
+    let n2: NodeInfo;
+
+    before(async function () {
+      requireEnv(this, { root: true, tools: ["etcd", "ip", "ping", "iperf3"] });
+      await c.start(2);
+      [n1, n2] = c.nodes as [NodeInfo, NodeInfo];
+    });
+    after(async function () {
+      await c.stop();
+    });
+
+    for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+      it(`restarts an agent (${signal}) under a 1 ms ping and an iperf3 transfer: nothing lost, nothing stalls`, async function () {
+        const subnet = c.agent(n1).subnet();
+        const r = await underLoad(c, n2, n1, 6, async () => {
+          await c.agent(n1).stop(signal);
+          const a = c.startAgent(n1);
+          await a.waitReady();
+        });
+        assert.equal(
+          r.received,
+          r.transmitted,
+          `${r.transmitted - r.received} of ${r.transmitted} pings lost`,
+        );
+        assert.ok(r.intervals.length >= 10);
+        for (const [i, bytes] of r.intervals.entries())
+          assert.ok(bytes > 0, `iperf3 stalled in interval ${i}`);
+        assert.equal(c.agent(n1).subnet(), subnet, "same lease after the restart");
+        assert.equal(leases(c).size, 2, "no lease duplicated");
+      });
+    }
+
+    it("keeps forwarding through 60 s without etcd, reports not ready, backs off, and resumes", async function () {
+      const before = leases(c);
+      const pids = c.nodes.map((n) => c.agent(n).pid as number);
+      const cpu0 = pids.map(cpuSeconds);
+      await c.etcd.kill("SIGKILL");
+      const t0 = Date.now();
+      try {
+        await waitFor(
+          "agents report not ready",
+          () => c.nodes.every((n) => c.agent(n).http("/readyz").status === 503),
+          20000,
+        );
+        const r = JSON.parse(c.agent(n1).http("/readyz").body);
+        assert.notEqual(r.checks.etcd, true);
+        while (Date.now() - t0 < 60000) {
+          assert.ok(
+            ping(c.pod(n1).ns, c.pod(n2).ip, { count: 3 }),
+            `traffic stopped ${Math.round((Date.now() - t0) / 1000)} s into the outage`,
+          );
+          await sleep(5000);
+        }
+        const used = pids.map((p, i) => cpuSeconds(p) - (cpu0[i] as number));
+        for (const u of used)
+          assert.ok(u < 6, `agent used ${u.toFixed(1)} CPU s in a 60 s outage (retry loop?)`);
+      } finally {
+        await c.etcd.start();
+      }
+      await waitFor(
+        "agents ready again",
+        () => c.nodes.every((n) => c.agent(n).http("/readyz").status === 200),
+        60000,
+      );
+      assert.deepEqual(leases(c), before, "no lease lost or duplicated");
+      assert.ok(ping(c.pod(n2).ns, c.pod(n1).ip));
+      // And the control plane works again: a lease change reaches the map.
+      c.etcd.put(
+        `${PREFIX}/subnets/10.5.77.0-24`,
+        JSON.stringify({
+          PublicIP: "172.31.0.77",
+          BackendType: "vxlan",
+          BackendData: { VNI: 1, VtepMAC: "0e:00:00:00:77:77" },
+        }),
+      );
+      await waitFor(
+        "new lease in the map",
+        () => {
+          const m = SubnetHostMap.openPinned(n1.pinPath);
+          try {
+            return m.list().some((e) => e.subnet.toString() === "10.5.77.0/24");
+          } finally {
+            m.close();
+          }
+        },
+        10000,
+      );
+      c.etcd.ctl(["del", `${PREFIX}/subnets/10.5.77.0-24`]);
+    });
+
+    it("reports a deleted config and leaves the data path alone", async function () {
+      c.etcd.ctl(["del", `${PREFIX}/config`]);
+      await waitFor("not ready", () => c.agent(n1).http("/readyz").status === 503);
+      assert.match(
+        JSON.parse(c.agent(n1).http("/readyz").body).checks.config,
+        /\/coreos\.com\/network\/config: config: is missing/,
+      );
+      assert.ok(ping(c.pod(n1).ns, c.pod(n2).ip));
+      c.etcd.put(`${PREFIX}/config`, CONFIG);
+      await waitFor("ready again", () => c.agent(n1).http("/readyz").status === 200);
+    });
+  });
+
+  describe("a 3-member etcd cluster loses a member", function () {
+    const c = new Cluster();
+    before(async function () {
+      requireEnv(this, { root: true, tools: ["etcd", "ip", "ping"] });
+      await c.start(2, { etcdMembers: 3 });
+    });
+    after(async function () {
+      await c.stop();
+    });
+
+    it("keeps every agent ready and the control plane working", async function () {
+      const [n1, n2] = c.nodes as [NodeInfo, NodeInfo];
+      await c.members[0]!.kill("SIGKILL");
+      await sleep(3000);
+      for (const n of c.nodes)
+        assert.equal(c.agent(n).http("/readyz").status, 200, `node ${n.index}`);
+      assert.ok(ping(c.pod(n1).ns, c.pod(n2).ip));
+      // A new node joins through the surviving members.
+      const n3 = c.topo.addNode(3);
+      c.nodes.push(n3);
+      const a3 = c.startAgent(n3);
+      await a3.waitReady();
+      const sub = a3.subnet();
+      await waitFor(
+        "n3 in n1's map",
+        () => {
+          const m = SubnetHostMap.openPinned(n1.pinPath);
+          try {
+            return m.list().some((e) => e.subnet.toString() === sub);
+          } finally {
+            m.close();
+          }
+        },
+        10000,
+      );
+    });
+  });
+
+  describe("a full network", function () {
+    const c = new Cluster();
+    before(async function () {
+      requireEnv(this, { root: true, tools: ["etcd", "ip"] });
+      // Exactly two subnets.
+      await c.start(2, {
+        config: JSON.stringify({
+          Network: "10.5.0.0/16",
+          SubnetMin: "10.5.1.0",
+          SubnetMax: "10.5.2.0",
+        }),
+      });
+    });
+    after(async function () {
+      await c.stop();
+    });
+
+    it("makes the third agent wait with a clear error instead of exiting, and touches nobody else", async function () {
+      const n3 = c.topo.addNode(3);
+      const a3 = c.startAgent(n3);
+      await waitFor(
+        "network full reported",
+        () => /network 10\.5\.0\.0\/16 is full/.test(a3.logs),
+        20000,
+      );
+      assert.ok(a3.running, "did not exit");
+      const r = a3.http("/readyz");
+      assert.equal(r.status, 503);
+      assert.match(
+        JSON.parse(r.body).checks.config,
+        /is full: all 2 \/24 subnets between SubnetMin 10\.5\.1\.0 and SubnetMax 10\.5\.2\.0/,
+      );
+      assert.match(
+        a3.http("/metrics", 9474).body,
+        /overlay_lease_acquisitions_total\{result="network_full"\} [1-9]/,
+      );
+      for (const n of c.nodes) assert.equal(c.agent(n).http("/readyz").status, 200);
+      // A subnet frees up: the waiting agent takes it.
+      const [n1] = c.nodes as [NodeInfo];
+      const freed = c.agent(n1).subnet();
+      await c.agent(n1).stop("SIGKILL");
+      c.etcd.ctl(["del", `${PREFIX}/subnets/${freed.replace("/", "-")}`]);
+      await a3.waitReady(60000);
+      assert.equal(a3.subnet(), freed);
+    });
+  });
+
+  describe("50 lease managers, 50 free subnets", function () {
+    let etcd: EtcdServer;
+    const stores: EtcdStore[] = [];
+    const held: HeldLease[] = [];
+    before(async function () {
+      requireEnv(this, { tools: ["etcd"] });
+      etcd = await new EtcdServer().start();
+    });
+    after(async function () {
+      for (const h of held) h.keepalive?.release();
+      for (const s of stores) await s.close();
+      await etcd.stop();
+    });
+
+    it("gives 50 distinct leases with no exits, and the 51st a clear 'network full'", async function () {
+      const prefix = "/faults/fifty";
+      const text = JSON.stringify({
+        Network: "10.20.0.0/16",
+        SubnetMin: "10.20.1.0",
+        SubnetMax: "10.20.50.0",
+      });
+      etcd.put(`${prefix}/config`, text);
+      const cfg = parseNetworkConfig(text, "cfg");
+      const log = createLogger("error", () => {});
+      // One client per manager, as 50 separate agents would have.
+      const managers = Array.from({ length: 51 }, (_, i) => {
+        const s = new EtcdStore({ endpoints: [etcd.endpoint], prefix });
+        stores.push(s);
+        return {
+          s,
+          m: new LeaseManager(s, log, {
+            config: () => cfg,
+            attrs: () => ({
+              publicIp: parseIp(`172.30.9.${i + 1}`),
+              backendType: "vxlan",
+              vni: 1,
+              vtepMac: "0e:00:00:00:00:09",
+            }),
+            ttl: 60,
+            onLost: () => {},
+            stopping: () => false,
+            relist: () => s.list(),
+            backoff: () => 5,
+          }),
+        };
+      });
+      const fifty = await Promise.all(
+        managers
+          .slice(0, 50)
+          .map(async ({ s, m }) => m.acquire((await s.list()).leases, undefined)),
+      );
+      held.push(...fifty);
+      assert.equal(new Set(fifty.map((h) => h.lease.subnet.toString())).size, 50);
+      const last = managers[50]!;
+      await assert.rejects(
+        last.m.acquire((await last.s.list()).leases, undefined, 3),
+        (e: unknown) =>
+          e instanceof NetworkFullError &&
+          /network 10\.20\.0\.0\/16 is full: all 50 \/24 subnets/.test(e.message),
+      );
+    });
+  });
+});
