@@ -17,6 +17,11 @@ const VERSION: string = (
   }
 ).version;
 
+// grpc-js sets the TLS ServerName to an IP address for https://<ip> etcd
+// endpoints, and node prints a deprecation warning for it on every connect:
+// not actionable for users, and it would break the one-line error contract.
+process.noDeprecation = true;
+
 async function main(): Promise<number> {
   const parser = etcdFlags(
     yargs(process.argv.slice(2))

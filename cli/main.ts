@@ -11,6 +11,11 @@ import { stats } from "./commands/stats";
 import { status } from "./commands/status";
 import { describeError } from "./output";
 
+// grpc-js sets the TLS ServerName to an IP address for https://<ip> etcd
+// endpoints, and node prints a deprecation warning for it on every connect:
+// not actionable for users, and it would break the one-line error contract.
+process.noDeprecation = true;
+
 let usageError = false;
 
 // Every global flag may come from OVERLAYD_*; anything else with that prefix

@@ -72,7 +72,7 @@ export function makeCerts(ips: string[]): Certs {
     dir,
     "server",
     "ca",
-    `subjectAltName=${ips.map((ip) => `IP:${ip}`).join(",")}\nextendedKeyUsage=serverAuth`,
+    `subjectAltName=${ips.map((ip) => `IP:${ip}`).join(",")}\nextendedKeyUsage=serverAuth,clientAuth`,
   );
   leaf(dir, "client", "ca", "extendedKeyUsage=clientAuth");
   return {

@@ -86,6 +86,17 @@ export class EtcdServer {
       "new",
       "--log-level",
       "error",
+      ...(tls
+        ? [
+            "--cert-file",
+            tls.serverCert,
+            "--key-file",
+            tls.serverKey,
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            tls.ca,
+          ]
+        : []),
       ...(this.o.extraArgs ?? []),
     ];
     const argv = this.o.ns ? inNs(this.o.ns, args) : args;
@@ -101,6 +112,7 @@ export class EtcdServer {
       (this.proc.stderr as unknown as { unref?: () => void })?.unref?.();
     }
     this.proc.stderr?.on("data", (d) => (this.log = (this.log + d).slice(-4000)));
+    this.proc.stdout?.on("data", (d) => (this.log = (this.log + d).slice(-4000)));
     await waitFor(
       `etcd at ${this.endpoint}`,
       () => {
