@@ -409,6 +409,7 @@ export class Agent {
         },
         (connected, why) => {
           if (this.stopping) return;
+          this.log.debug("etcd watch state", { connected, why });
           const was = this.etcdConnected;
           this.etcdConnected = connected;
           if (!connected && was) {

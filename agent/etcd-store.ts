@@ -377,7 +377,15 @@ export class EtcdStore {
     watcher.on("connected", () => onState(true));
     return {
       close: async () => {
-        await watcher.cancel().catch(() => undefined);
+        // cancel() waits for the server to confirm; a stream that just
+        // dropped never does, and the caller must not wait for ever.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          watcher.cancel().catch(() => undefined),
+          new Promise((r) => (timer = setTimeout(r, 2000))),
+        ]);
+        clearTimeout(timer);
+        watcher.removeAllListeners();
       },
       lastRevision: () => resume,
     };

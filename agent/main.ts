@@ -6,6 +6,7 @@ import yargs from "yargs";
 import { Agent } from "./agent";
 import { cleanupDatapath } from "./bpf/datapath";
 import { OverlayError } from "./errors";
+import { effectiveCaps, missingCaps, REQUIRED } from "./caps";
 import { DEFAULTS, dropUnknownEnv, etcdFlags, etcdOptions } from "./flags";
 import { createLogger, isLevel } from "./log";
 import { removeMasq } from "./net/ipmasq";
@@ -28,6 +29,8 @@ async function main(): Promise<number> {
       .scriptName("overlayd")
       .usage("$0 [flags]\n\nflannel-compatible VXLAN overlay agent with an eBPF data path.")
       .env("OVERLAYD")
+      // A flag given twice: the last one wins (as in most CLIs), not an array.
+      .parserConfiguration({ "duplicate-arguments-array": false })
       .strict(),
   )
     .option("iface", {
@@ -119,6 +122,14 @@ async function main(): Promise<number> {
     removeMasq();
     log.info("cleaned up", { pinPath: argv.pinPath, overlay: argv.overlayIface });
     return 0;
+  }
+
+  const missing = missingCaps(effectiveCaps(), REQUIRED);
+  if (missing.length) {
+    throw new OverlayError(
+      `missing capabilities: ${missing.join(", ")} (overlayd needs ${REQUIRED.join(", ")}; ` +
+        "CAP_SYS_ADMIN too if it must mount the bpffs at --pin-path)",
+    );
   }
 
   const agent = new Agent(

@@ -40,7 +40,8 @@ etcdFlags(
     .usage(
       "$0 <command> [flags]\n\nInspect overlayd: the data path's pinned maps, and the leases in etcd.",
     )
-    .env("OVERLAYD"),
+    .env("OVERLAYD")
+    .parserConfiguration({ "duplicate-arguments-array": false }),
 )
   .command("map", "the subnet map (works while the agent is down)", (y) =>
     y.command(mapDump).command(mapGet).demandCommand(1, "map needs a subcommand: dump or get"),

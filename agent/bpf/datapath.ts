@@ -18,6 +18,7 @@ import { BPF_TC_EGRESS, BPF_TC_INGRESS, libbpf, type BpfObjectHandle } from "./l
 import { checkAbi, mapInfo } from "./map";
 import { rodataImage } from "./codec";
 import { type Ip4 } from "../net/ip";
+import { effectiveCaps, missingCaps } from "../caps";
 import { run } from "../net/run";
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -45,6 +46,12 @@ export function ensureBpffs(pinPath: string): void {
   let probe = pinPath;
   while (!existsSync(probe)) probe = dirname(probe);
   if (statfsSync(probe).type !== BPF_FS_MAGIC) {
+    if (missingCaps(effectiveCaps(), ["CAP_SYS_ADMIN"]).length) {
+      throw new OverlayError(
+        `--pin-path ${pinPath} is not on a bpffs and mounting one needs CAP_SYS_ADMIN: ` +
+          "mount /sys/fs/bpf (the DaemonSet mounts the host's) or grant the capability",
+      );
+    }
     mkdirSync(pinPath, { recursive: true });
     run(["mount", "-t", "bpf", "bpf", pinPath]);
     return;

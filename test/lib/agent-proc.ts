@@ -19,13 +19,15 @@ export class AgentProc {
     readonly ns: string,
     readonly flags: string[],
     readonly subnetFile: string,
+    /** Runs before `node` inside the namespace (e.g. setpriv with fewer caps). */
+    readonly wrapper: string[] = [],
   ) {}
 
   /** detached: survives this process (the demo's KEEP=1); logs then go to a file. */
   start(detached = false): this {
     this.logs = "";
     this.exitCode = null;
-    const argv = ["netns", "exec", this.ns, "node", OVERLAYD, ...this.flags];
+    const argv = ["netns", "exec", this.ns, ...this.wrapper, "node", OVERLAYD, ...this.flags];
     mkdirSync(dirname(this.subnetFile), { recursive: true });
     if (detached) {
       const log = openSync(`${this.subnetFile}.log`, "a");

@@ -83,7 +83,7 @@ export class Cluster {
       node.ns,
       [
         "--etcd-endpoints",
-        this.etcd.endpoint,
+        this.endpoints(),
         "--iface",
         "eth0",
         "--pin-path",

@@ -182,7 +182,8 @@ export class EtcdServer {
   /** Stops the process (SIGSTOP-free: a real stop), keeping the data dir. */
   async kill(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
+    // Killed by a signal: exitCode stays null, signalCode is set.
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
     await new Promise<void>((resolve) => {
       p.once("exit", () => resolve());
       p.kill(signal);
