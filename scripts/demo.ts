@@ -7,15 +7,12 @@
 //   node dist/scripts/demo.js clean    remove what a KEEP=1 demo left
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { AgentProc } from "../test/lib/agent-proc";
-import { EtcdServer } from "../test/lib/etcd";
-import { addCniPod } from "../test/lib/cni";
+import { Cluster, PREFIX } from "../test/lib/cluster";
 import { inNs, sh, shStatus } from "../test/lib/sh";
-import { Topology, type NodeInfo } from "../test/lib/topology";
+import { type NodeInfo } from "../test/lib/topology";
 
 const STATE = "/run/overlayd-demo/state.json";
 const OVERLAYCTL = join(__dirname, "..", "..", "bin", "overlayctl");
-const PREFIX = "/coreos.com/network";
 
 function say(s: string): void {
   process.stdout.write(`\n\x1b[1m== ${s}\x1b[0m\n`);
@@ -62,79 +59,45 @@ async function demo(): Promise<void> {
   const keep = process.env.KEEP === "1";
   if (existsSync(STATE))
     throw new Error(`a KEEP=1 demo is still there: run 'make demo-clean' first`);
-  const topo = new Topology();
-  const agents: AgentProc[] = [];
-  let etcd: EtcdServer | undefined;
+  const c = new Cluster();
   let ok = false;
   try {
-    say("underlay: a switch and three nodes in network namespaces");
-    topo.create();
-    const ip = topo.switchAddress();
-    const nodes: NodeInfo[] = [1, 2, 3].map((i) => topo.addNode(i));
-    for (const n of nodes) process.stdout.write(`  ${n.ns}: eth0 ${n.underlayIp}\n`);
-
-    say("etcd on the underlay, and flannel's network config");
-    etcd = await new EtcdServer({
-      ns: topo.switchNs,
-      ip,
-      clientPort: 2379,
-      detached: keep,
-    }).start();
+    say("etcd on an underlay switch, and flannel's network config");
     const config = JSON.stringify({
       Network: "10.5.0.0/16",
       Backend: { Type: "vxlan", VNI: 1, Port: 8472 },
     });
-    etcd.put(`${PREFIX}/config`, config);
-    process.stdout.write(`  ${etcd.endpoint}  ${PREFIX}/config = ${config}\n`);
+    await c.startEtcd({ config, agentFlags: ["--ip-masq"], detached: keep });
+    process.stdout.write(`  ${c.etcd.endpoint}  ${PREFIX}/config = ${config}\n`);
+
+    say("three nodes in network namespaces");
+    c.addNodes(3);
+    for (const n of c.nodes) process.stdout.write(`  ${n.ns}: eth0 ${n.underlayIp}\n`);
 
     say("overlayd on every node");
-    for (const n of nodes) {
-      const file = join(topo.runDir, `n${n.index}`, "subnet.env");
-      const a = new AgentProc(
-        n.ns,
-        [
-          "--etcd-endpoints",
-          etcd.endpoint,
-          "--iface",
-          "eth0",
-          "--pin-path",
-          n.pinPath,
-          "--subnet-file",
-          file,
-          "--ip-masq",
-        ],
-        file,
-      );
-      a.start(keep);
-      agents.push(a);
-    }
-    for (const [i, a] of agents.entries()) {
-      await a.waitReady();
-      process.stdout.write(`  ${nodes[i]!.ns}: ready, lease ${a.subnet()}\n`);
-    }
+    await c.startAgents();
+    for (const n of c.nodes)
+      process.stdout.write(`  ${n.ns}: ready, lease ${c.agent(n).subnet()}\n`);
 
     say("a pod on every node, made by the CNI plugin (bridge + host-local)");
-    for (const [i, n] of nodes.entries()) {
-      const p = addCniPod(topo, n, { subnetFile: agents[i]!.subnetFile, pinPath: n.pinPath });
-      process.stdout.write(`  ${p.ns}: ${p.ip}\n`);
-    }
+    for (const n of c.nodes) process.stdout.write(`  ${c.addPod(n).ns}: ${c.pod(n).ip}\n`);
 
     say("pods ping each other across the overlay");
-    for (const a of nodes) {
-      for (const b of nodes) {
+    for (const a of c.nodes) {
+      for (const b of c.nodes) {
         if (a === b) continue;
         const r = shStatus(
-          inNs(a.pods[0]!.ns, ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", b.pods[0]!.ip]),
+          inNs(c.pod(a).ns, ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", c.pod(b).ip]),
         );
         const rtt = /rtt min\/avg\/max\/mdev = [\d.]+\/([\d.]+)/.exec(r.stdout)?.[1];
         process.stdout.write(
-          `  ${a.pods[0]!.ip} -> ${b.pods[0]!.ip}: ${r.status === 0 ? `ok, ${rtt} ms` : "FAILED"}\n`,
+          `  ${c.pod(a).ip} -> ${c.pod(b).ip}: ${r.status === 0 ? `ok, ${rtt} ms` : "FAILED"}\n`,
         );
-        if (r.status !== 0) throw new Error(`ping ${a.pods[0]!.ip} -> ${b.pods[0]!.ip} failed`);
+        if (r.status !== 0) throw new Error(`ping ${c.pod(a).ip} -> ${c.pod(b).ip} failed`);
       }
     }
 
-    const n1 = nodes[0]!;
+    const n1 = c.nodes[0] as NodeInfo;
     say(`overlayctl lease list (on ${n1.ns})`);
     show(
       inNs(n1.ns, [
@@ -143,9 +106,9 @@ async function demo(): Promise<void> {
         "lease",
         "list",
         "--etcd-endpoints",
-        etcd.endpoint,
+        c.endpoints(),
         "--subnet-file",
-        agents[0]!.subnetFile,
+        c.subnetFile(n1),
       ]),
     );
     say(`overlayctl map dump (on ${n1.ns})`);
@@ -153,7 +116,7 @@ async function demo(): Promise<void> {
     say(`overlayctl stats (on ${n1.ns})`);
     show(inNs(n1.ns, ["node", OVERLAYCTL, "stats", "--pin-path", n1.pinPath]));
     say(`metrics excerpt (http://127.0.0.1:9474/metrics on ${n1.ns})`);
-    const metrics = agents[0]!.http("/metrics", 9474).body;
+    const metrics = c.agent(n1).http("/metrics", 9474).body;
     process.stdout.write(
       metrics
         .split("\n")
@@ -167,22 +130,24 @@ async function demo(): Promise<void> {
 
     if (keep) {
       const state: State = {
-        namespaces: [...topo.createdNamespaces()],
-        pids: [...agents.map((a) => a.pid), etcd.pid].filter((p): p is number => p !== undefined),
-        mount: topo.bpffs,
-        runDir: topo.runDir,
-        etcdDir: etcd.dataDir,
+        namespaces: [...c.topo.createdNamespaces()],
+        pids: [...[...c.agents.values()].map((a) => a.pid), ...c.members.map((m) => m.pid)].filter(
+          (p): p is number => p !== undefined,
+        ),
+        mount: c.topo.bpffs,
+        runDir: c.topo.runDir,
+        etcdDir: c.etcd.dataDir,
       };
-      mkdirSync("/run/overlayd-demo", { recursive: true });
+      mkdirSync(dirname(STATE), { recursive: true });
       writeFileSync(STATE, JSON.stringify(state));
       say("KEEP=1: left running. Poke at it:");
       process.stdout.write(
         [
-          `  ip netns exec ${nodes[0]!.pods[0]!.ns} ping ${nodes[1]!.pods[0]!.ip}`,
+          `  ip netns exec ${c.pod(n1).ns} ping ${c.pod(c.nodes[1] as NodeInfo).ip}`,
           `  ip netns exec ${n1.ns} node ${OVERLAYCTL} map dump --pin-path ${n1.pinPath}`,
           `  ip netns exec ${n1.ns} node ${OVERLAYCTL} status --pin-path ${n1.pinPath}`,
-          `  ip netns exec ${n1.ns} node ${OVERLAYCTL} lease list --etcd-endpoints ${etcd.endpoint}`,
-          `  ip netns exec ${topo.switchNs} env ETCDCTL_API=3 etcdctl --endpoints ${etcd.endpoint} get --prefix ${PREFIX}`,
+          `  ip netns exec ${n1.ns} node ${OVERLAYCTL} lease list --etcd-endpoints ${c.endpoints()}`,
+          `  ip netns exec ${c.topo.switchNs} env ETCDCTL_API=3 etcdctl --endpoints ${c.etcd.endpoint} get --prefix ${PREFIX}`,
           `  make demo-clean      # removes everything this demo made`,
           "",
         ].join("\n"),
@@ -191,9 +156,8 @@ async function demo(): Promise<void> {
   } finally {
     if (!keep || !ok) {
       say("tearing down");
-      for (const a of agents) await a.stop("SIGTERM");
-      await etcd?.stop();
-      topo.destroy();
+      for (const a of c.agents.values()) await a.stop("SIGTERM");
+      await c.stop();
       process.stdout.write("  removed namespaces, pins, etcd data\n");
     }
   }

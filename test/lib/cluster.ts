@@ -17,6 +17,8 @@ export interface ClusterOptions {
   etcdMembers?: number;
   agentFlags?: string[];
   tls?: TlsFiles;
+  /** Processes outlive this one (the demo's KEEP=1). */
+  detached?: boolean;
 }
 
 export class Cluster {
@@ -24,10 +26,21 @@ export class Cluster {
   etcd!: EtcdServer;
   readonly members: EtcdServer[] = [];
   private defaultFlags: string[] = [];
+  private detached = false;
   readonly nodes: NodeInfo[] = [];
   readonly agents = new Map<number, AgentProc>();
 
+  /** All phases: etcd, n nodes, an agent on each (ready), a pod on each. */
   async start(n: number, opts: ClusterOptions = {}): Promise<this> {
+    await this.startEtcd(opts);
+    this.addNodes(n);
+    await this.startAgents();
+    for (const node of this.nodes) this.addPod(node);
+    return this;
+  }
+
+  /** The underlay switch, etcd on it (one or more members), the config. */
+  async startEtcd(opts: ClusterOptions = {}): Promise<void> {
     this.topo.create();
     const ip = this.topo.switchAddress();
     const count = opts.etcdMembers ?? 1;
@@ -45,28 +58,29 @@ export class Cluster {
           name: `m${i}`,
           initialCluster: peers,
           tls: opts.tls,
+          detached: opts.detached,
         }),
       );
     }
     await Promise.all(this.members.map((m) => m.start()));
     this.etcd = this.members[0] as EtcdServer;
     this.etcd.put(`${PREFIX}/config`, opts.config ?? CONFIG);
-    for (let i = 1; i <= n; i++) this.nodes.push(this.topo.addNode(i));
-    const tlsFlags = opts.tls
-      ? [
-          "--etcd-cafile",
-          opts.tls.ca,
-          "--etcd-certfile",
-          opts.tls.clientCert,
-          "--etcd-keyfile",
-          opts.tls.clientKey,
-        ]
+    const t = opts.tls;
+    const tlsFlags = t
+      ? ["--etcd-cafile", t.ca, "--etcd-certfile", t.clientCert, "--etcd-keyfile", t.clientKey]
       : [];
     this.defaultFlags = [...tlsFlags, ...(opts.agentFlags ?? [])];
+    this.detached = opts.detached ?? false;
+  }
+
+  addNodes(n: number): void {
+    for (let i = 1; i <= n; i++) this.nodes.push(this.topo.addNode(i));
+  }
+
+  /** An agent on every node, waited for until ready. */
+  async startAgents(): Promise<void> {
     for (const node of this.nodes) this.startAgent(node);
     for (const node of this.nodes) await this.agent(node).waitReady();
-    for (const node of this.nodes) this.addPod(node);
-    return this;
   }
 
   /** Every member's client URL, as agents are configured. */
@@ -97,7 +111,7 @@ export class Cluster {
         ...flags,
       ],
       this.subnetFile(node),
-    ).start();
+    ).start(this.detached);
     this.agents.set(node.index, a);
     return a;
   }
