@@ -10,7 +10,7 @@
 //             re-programs; a bad config is reported and changes nothing.
 //   stop():   stops watching and renewing; the data path keeps forwarding.
 import { type Server } from "node:http";
-import { setFlagsFromString, writeHeapSnapshot } from "node:v8";
+import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { Registry } from "prom-client";
 import { type NetworkConfig, parseNetworkConfig } from "./config";
@@ -477,8 +477,6 @@ export class Agent {
       setTimeout(() => {
         gc?.();
         if (i === 0) return;
-        const snap = process.env.NODE_OVERLAYD_HEAP_SNAPSHOT;
-        if (snap) writeHeapSnapshot(snap);
         const m = process.memoryUsage();
         this.log.info("memory after start", {
           heapMb: Math.round(m.heapUsed / 1048576),
