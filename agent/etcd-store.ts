@@ -296,10 +296,6 @@ export class EtcdStore {
     }
   }
 
-  async compact(revision: string): Promise<void> {
-    await this.client.kv.compact({ revision, physical: true });
-  }
-
   /**
    * Watches leases and the config from `fromRevision`. A compacted revision
    * (or any cancel) calls onGap(); onState() reports disconnects and

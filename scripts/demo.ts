@@ -6,13 +6,13 @@
 //   node dist/scripts/demo.js          run the demo
 //   node dist/scripts/demo.js clean    remove what a KEEP=1 demo left
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
+import { OVERLAYCTL } from "../test/lib/agent-proc";
 import { Cluster, PREFIX } from "../test/lib/cluster";
 import { inNs, sh, shStatus } from "../test/lib/sh";
 import { type NodeInfo } from "../test/lib/topology";
 
 const STATE = "/run/overlayd-demo/state.json";
-const OVERLAYCTL = join(__dirname, "..", "..", "bin", "overlayctl");
 
 function say(s: string): void {
   process.stdout.write(`\n\x1b[1m== ${s}\x1b[0m\n`);

@@ -2,7 +2,7 @@
 // Byte order is spelled out per field, as abi.h documents it: `__be32` fields
 // are written big-endian, host-order fields in the machine's order.
 import { endianness } from "node:os";
-import { ENUMS, MAPS, RODATA, STRUCTS } from "./abi.generated";
+import { ENUMS, RODATA, STRUCTS } from "./abi.generated";
 import { Cidr, formatMac, parseMac, type Ip4 } from "../net/ip";
 
 const LE = endianness() === "LE";
@@ -183,8 +183,6 @@ export const DIRECTIONS: ReadonlyMap<number, string> = new Map([
 export function dropIndex(dir: number, reason: number): number {
   return dir * DROP_MAX + reason;
 }
-
-export const MAP_DEFS = MAPS;
 
 /** What the programs' load-time constants are made from. */
 export interface RodataConfig {

@@ -4,7 +4,7 @@
 //   ovl_decap_tc   TC ingress of the underlay      (--decap tc, default)
 //   ovl_decap_xdp  XDP on the underlay             (--decap xdp)
 //   ovl_encap_dev  TC egress of the overlay device
-//   ovl_encap_pod  TC ingress of pod veths (attachPod, also by the CNI plugin)
+//   ovl_encap_pod  TC ingress of pod veths (attachPodFromPin, by the CNI plugin)
 //
 // Restart without loss: maps are reused from their pins (state and counters
 // survive), new programs replace the old ones atomically (tc filter replace
@@ -15,7 +15,7 @@ import { dirname, join } from "node:path";
 import { AbiMismatchError, BpfError, OverlayError } from "../errors";
 import { MAPS, PROGRAMS, type MapName, type ProgramName } from "./abi.generated";
 import { BPF_TC_EGRESS, BPF_TC_INGRESS, libbpf, type BpfObjectHandle } from "./libbpf";
-import { checkAbi, mapInfo } from "./map";
+import { BpfMap } from "./map";
 import { rodataImage } from "./codec";
 import { type Ip4 } from "../net/ip";
 import { effectiveCaps, missingCaps } from "../caps";
@@ -63,13 +63,7 @@ export function ensureBpffs(pinPath: string): void {
 export function checkPinnedMaps(pinPath: string): void {
   for (const name of Object.keys(MAPS) as MapName[]) {
     const path = join(pinPath, name);
-    if (!existsSync(path)) continue;
-    const fd = libbpf.objGet(path);
-    try {
-      checkAbi(name, mapInfo(fd, name), path);
-    } finally {
-      libbpf.close(fd);
-    }
+    if (existsSync(path)) BpfMap.openPinned(pinPath, name).close(); // throws on a mismatch
   }
 }
 
@@ -118,15 +112,16 @@ export function attachments(ifindexes: number[]): Attachment[] {
   return out;
 }
 
+/** Our filter: clsact if missing, then replace-or-create at our handle/priority. */
+function attachTc(ifindex: number, point: number, progFd: number, what: string): void {
+  libbpf.tcHookCreate(ifindex, point, what);
+  libbpf.tcAttach(ifindex, point, progFd, TC_HANDLE, TC_PRIORITY, what);
+}
+
 /** Is the XDP program on ifindex our decap (and not someone else's)? */
 function xdpIsOurs(ifindex: number): boolean {
   const id = libbpf.xdpQueryId(ifindex, 0);
   return id !== 0 && programName(id) === "ovl_decap_xdp";
-}
-
-export interface AttachStatus {
-  decap: { mode: DecapMode | "none"; progId: number };
-  encapDev: number;
 }
 
 export class Datapath {
@@ -204,27 +199,7 @@ export class Datapath {
   }
 
   private attachTc(ifindex: number, point: number, prog: ProgramName, what: string): void {
-    libbpf.tcHookCreate(ifindex, point, what);
-    libbpf.tcAttach(ifindex, point, this.fd(prog), TC_HANDLE, TC_PRIORITY, what);
-  }
-
-  /** The pod fast path: encapsulate at the host side of a pod's veth. */
-  attachPod(ifindex: number, name = `ifindex ${ifindex}`): void {
-    this.attachTc(ifindex, BPF_TC_INGRESS, "ovl_encap_pod", `${name} ingress`);
-  }
-
-  status(): AttachStatus {
-    const c = this.config;
-    const xdp = libbpf.xdpQueryId(c.underlay.ifindex, 0);
-    const tc = libbpf.tcQuery(c.underlay.ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY);
-    return {
-      decap: xdp
-        ? { mode: "xdp", progId: xdp }
-        : tc
-          ? { mode: "tc", progId: tc }
-          : { mode: "none", progId: 0 },
-      encapDev: libbpf.tcQuery(c.overlay.ifindex, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY),
-    };
+    attachTc(ifindex, point, this.fd(prog), what);
   }
 
   /** Closes our handles. Attachments and pins stay: the node keeps forwarding. */
@@ -239,8 +214,7 @@ export class Datapath {
 export function attachPodFromPin(pinPath: string, ifindex: number, name: string): void {
   const fd = libbpf.objGet(join(pinPath, "ovl_encap_pod"));
   try {
-    libbpf.tcHookCreate(ifindex, BPF_TC_INGRESS, name);
-    libbpf.tcAttach(ifindex, BPF_TC_INGRESS, fd, TC_HANDLE, TC_PRIORITY, `${name} ingress`);
+    attachTc(ifindex, BPF_TC_INGRESS, fd, `${name} ingress`);
   } finally {
     libbpf.close(fd);
   }

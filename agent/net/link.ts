@@ -152,7 +152,3 @@ export function setSysctl(path: string[], value: string): void {
   const file = `/proc/sys/${path.join("/")}`;
   if (readFileSync(file, "utf8").trim() !== value) writeFileSync(file, value);
 }
-
-export function getSysctl(path: string[]): string {
-  return readFileSync(`/proc/sys/${path.join("/")}`, "utf8").trim();
-}

@@ -5,12 +5,11 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Cluster, PREFIX } from "../lib/cluster";
+import { OVERLAYCTL } from "../lib/agent-proc";
 import { requireEnv } from "../lib/require";
 import { inNs, shStatus } from "../lib/sh";
 import { ping } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
-
-const OVERLAYCTL = join(__dirname, "..", "..", "..", "bin", "overlayctl");
 
 describe("e2e: overlayctl", function () {
   this.timeout(180000);

@@ -3,15 +3,13 @@
 // and health/metrics endpoints that bind where told and leak no secrets.
 import assert from "node:assert/strict";
 import { readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
 import { makeCerts, type Certs } from "../lib/certs";
 import { Cluster, PREFIX } from "../lib/cluster";
+import { OVERLAYCTL } from "../lib/agent-proc";
 import { requireEnv } from "../lib/require";
 import { httpInNs, inNs, shStatus, waitFor } from "../lib/sh";
 import { ping } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
-
-const OVERLAYCTL = join(__dirname, "..", "..", "..", "bin", "overlayctl");
 
 describe("e2e: etcd TLS, auth and exposure", function () {
   this.timeout(240000);

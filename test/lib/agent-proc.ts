@@ -9,6 +9,7 @@ import { mkdirSync, openSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 
 export const OVERLAYD = join(__dirname, "..", "..", "..", "bin", "overlayd");
+export const OVERLAYCTL = join(__dirname, "..", "..", "..", "bin", "overlayctl");
 
 export class AgentProc {
   proc: ChildProcess | undefined;
