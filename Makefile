@@ -34,10 +34,11 @@ APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
 	/usr/include/bpf/libbpf.h:libbpf-dev \
 	/usr/include/linux/bpf.h:linux-libc-dev \
 	/usr/lib/python3/dist-packages/scapy:python3-scapy openssl:openssl \
-	setpriv:util-linux capsh:libcap2-bin ethtool:ethtool
+	setpriv:util-linux capsh:libcap2-bin ethtool:ethtool \
+	podman:podman runc:runc catatonit:catatonit debootstrap:debootstrap
 
 .PHONY: help deps build bpf ts abi abi-check check lint format test test-unit \
-	test-bpf test-e2e demo demo-clean bench bench-control clean
+	test-bpf test-e2e image-test demo demo-clean bench bench-control clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
@@ -108,7 +109,7 @@ format: $(STAMP) ## rewrite files with prettier
 	$(Q)npx prettier --log-level warn --write .
 
 test: build check ## build, check and run every test tier (root)
-	$(call msg,TEST,unit bpf e2e)
+	$(call msg,TEST,unit bpf e2e image)
 	$(Q)node test/run.js
 
 test-unit: build ## unit tier only
@@ -119,6 +120,9 @@ test-bpf: build ## BPF_PROG_RUN fixtures only (root)
 
 test-e2e: build ## end-to-end tier only (root, namespaces)
 	$(Q)node test/run.js e2e
+
+image-test: build ## build deploy/Dockerfile with podman and run it as a cluster node (root)
+	$(Q)node test/run.js image
 
 demo: build ## local etcd + 3 nodes in namespaces, pods pinging across (KEEP=1 keeps it)
 	$(Q)node dist/scripts/demo.js

@@ -9,7 +9,8 @@ const ERRNO_NAMES: Record<number, string> = Object.fromEntries(
 /** Human hints for the errnos BPF calls commonly return. */
 const ERRNO_HINTS: Record<string, string> = {
   E2BIG: "map full",
-  EPERM: "operation not permitted: needs CAP_BPF and CAP_NET_ADMIN (or root)",
+  EPERM:
+    "operation not permitted: needs CAP_BPF and CAP_NET_ADMIN (or root), and in a container a seccomp profile that allows bpf()",
   EACCES: "permission denied (verifier rejected the program, or missing CAP_BPF)",
   ENOENT: "no such entry",
   ENODEV: "no such device",

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 // Runs the test tiers (compiled to dist/test/<tier>) with mocha and ends with
 // the one line CI reads: "N passed, N failed".
-//   node test/run.js [unit] [bpf] [e2e]     (default: all three, in order)
+//   node test/run.js [unit] [bpf] [e2e] [image]   (default: all, in order)
 "use strict";
 const { Mocha } = require("mocha");
 const { readdirSync, statSync } = require("node:fs");
 const { join } = require("node:path");
 
-const TIERS = ["unit", "bpf", "e2e"];
+const TIERS = ["unit", "bpf", "e2e", "image"];
 const tiers = process.argv.slice(2).length ? process.argv.slice(2) : TIERS;
 for (const t of tiers) {
   if (!TIERS.includes(t)) {

@@ -150,5 +150,19 @@ export function deleteLink(name: string): void {
 /** Segments, not a dotted string: interface names may contain dots. */
 export function setSysctl(path: string[], value: string): void {
   const file = `/proc/sys/${path.join("/")}`;
-  if (readFileSync(file, "utf8").trim() !== value) writeFileSync(file, value);
+  if (readFileSync(file, "utf8").trim() === value) return;
+  try {
+    writeFileSync(file, value);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    // Unprivileged containers get /proc/sys read-only: the node must
+    // provide the value (Kubernetes nodes already forward).
+    const hint =
+      err.code === "EROFS" || err.code === "EACCES" || err.code === "EPERM"
+        ? `; /proc/sys is not writable here: set it on the node (sysctl -w ${path.join(".")}=${value}) or run the container privileged`
+        : "";
+    throw new OverlayError(
+      `cannot set ${path.join(".")}=${value}: ${err.code ?? err.message}${hint}`,
+    );
+  }
 }

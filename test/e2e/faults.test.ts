@@ -3,7 +3,6 @@
 // the config deleted while running, and 50 lease managers racing for exactly
 // 50 subnets.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { parseNetworkConfig } from "../../agent/config";
 import { EtcdStore, type HeldLease } from "../../agent/etcd-store";
@@ -15,7 +14,7 @@ import { Cluster, PREFIX, CONFIG } from "../lib/cluster";
 import { EtcdServer } from "../lib/etcd";
 import { requireEnv } from "../lib/require";
 import { sleep, waitFor } from "../lib/sh";
-import { ping } from "../lib/traffic";
+import { ping, underLoad } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
 
 function leases(c: Cluster): Map<string, string> {
@@ -28,65 +27,6 @@ function leases(c: Cluster): Map<string, string> {
 function cpuSeconds(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   return (Number(f[11]) + Number(f[12])) / 100;
-}
-
-/** Runs a 1 ms ping and an iperf3 transfer pod a -> pod b while fn() runs. */
-async function underLoad(
-  c: Cluster,
-  a: NodeInfo,
-  b: NodeInfo,
-  seconds: number,
-  fn: () => Promise<void>,
-) {
-  const port = String(15900 + Math.floor(Math.random() * 50));
-  const server = spawn("ip", ["netns", "exec", c.pod(b).ns, "iperf3", "-s", "-1", "-p", port]);
-  await sleep(300);
-  const count = String(seconds * 1000);
-  const pinger = spawn("ip", [
-    "netns",
-    "exec",
-    c.pod(a).ns,
-    "ping",
-    "-n",
-    "-q",
-    "-i",
-    "0.001",
-    "-c",
-    count,
-    c.pod(b).ip,
-  ]);
-  const iperf = spawn("ip", [
-    "netns",
-    "exec",
-    c.pod(a).ns,
-    "iperf3",
-    "-c",
-    c.pod(b).ip,
-    "-p",
-    port,
-    "-t",
-    String(seconds),
-    "-i",
-    "0.5",
-    "-J",
-  ]);
-  let pingOut = "";
-  let iperfOut = "";
-  pinger.stdout.on("data", (d) => (pingOut += d));
-  iperf.stdout.on("data", (d) => (iperfOut += d));
-  await sleep(1000);
-  await fn();
-  await Promise.all([
-    new Promise((r) => pinger.on("exit", r)),
-    new Promise((r) => iperf.on("exit", r)),
-  ]);
-  server.kill("SIGKILL");
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
-  assert.ok(m, pingOut);
-  const intervals = (JSON.parse(iperfOut).intervals as { sum: { bytes: number } }[]).map(
-    (i) => i.sum.bytes,
-  );
-  return { transmitted: Number(m[1]), received: Number(m[2]), intervals };
 }
 
 describe("e2e: faults", function () {

@@ -22,22 +22,28 @@ export class AgentProc {
     readonly subnetFile: string,
     /** Runs before `node` inside the namespace (e.g. setpriv with fewer caps). */
     readonly wrapper: string[] = [],
+    /** The whole command before the flags, instead of `ip netns exec <ns>
+     *  <wrapper> node bin/overlayd` (e.g. `podman run ... <image>`). */
+    readonly command?: string[],
   ) {}
 
   /** detached: survives this process (the demo's KEEP=1); logs then go to a file. */
   start(detached = false): this {
     this.logs = "";
     this.exitCode = null;
-    const argv = ["netns", "exec", this.ns, ...this.wrapper, "node", OVERLAYD, ...this.flags];
+    const [cmd, ...argv] = [
+      ...(this.command ?? ["ip", "netns", "exec", this.ns, ...this.wrapper, "node", OVERLAYD]),
+      ...this.flags,
+    ] as [string, ...string[]];
     mkdirSync(dirname(this.subnetFile), { recursive: true });
     if (detached) {
       const log = openSync(`${this.subnetFile}.log`, "a");
-      this.proc = spawn("ip", argv, { stdio: ["ignore", log, log], detached: true });
+      this.proc = spawn(cmd, argv, { stdio: ["ignore", log, log], detached: true });
       this.proc.unref();
       this.proc.on("exit", (code, sig) => (this.exitCode = code ?? (sig ? 128 : -1)));
       return this;
     }
-    this.proc = spawn("ip", argv, { stdio: ["ignore", "pipe", "pipe"] });
+    this.proc = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d: Buffer) => (this.logs = (this.logs + d.toString()).slice(-200000));
     this.proc.stdout?.on("data", keep);
     this.proc.stderr?.on("data", keep);
@@ -85,9 +91,13 @@ export class AgentProc {
     if (!p || this.exitCode !== null) return this.exitCode;
     await new Promise<void>((resolve) => {
       p.once("exit", () => resolve());
-      // ip netns exec execs node, so the signal reaches the agent itself.
-      p.kill(signal);
+      this.signal(signal);
     });
     return this.exitCode;
+  }
+
+  /** ip netns exec execs node, so the signal reaches the agent itself. */
+  protected signal(signal: NodeJS.Signals): void {
+    this.proc?.kill(signal);
   }
 }

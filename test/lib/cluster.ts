@@ -111,7 +111,13 @@ export class Cluster {
         ...flags,
       ],
       this.subnetFile(node),
-    ).start(this.detached);
+    );
+    return this.runAgent(node, a);
+  }
+
+  /** Starts an agent made elsewhere (e.g. in a container) as node's agent. */
+  runAgent(node: NodeInfo, a: AgentProc): AgentProc {
+    a.start(this.detached);
     this.agents.set(node.index, a);
     return a;
   }

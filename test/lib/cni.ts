@@ -10,8 +10,8 @@ import { type NodeInfo, type PodInfo, type Topology } from "./topology";
 export const CNI_BIN_DIRS = ["/usr/lib/cni", "/opt/cni/bin"];
 export const PLUGIN_DIR = join(__dirname, "..", "..", "..", "bin");
 
-export function cniPath(): string {
-  return [PLUGIN_DIR, ...CNI_BIN_DIRS.filter((d) => existsSync(join(d, "bridge")))].join(":");
+export function cniPath(pluginDir = PLUGIN_DIR): string {
+  return [pluginDir, ...CNI_BIN_DIRS.filter((d) => existsSync(join(d, "bridge")))].join(":");
 }
 
 export function netconf(
@@ -42,8 +42,9 @@ export function cni(
   node: NodeInfo,
   command: string,
   conf: unknown,
-  opts: { id: string; podNs: string; ifname?: string },
+  opts: { id: string; podNs: string; ifname?: string; pluginDir?: string },
 ): CniCall {
+  const dir = opts.pluginDir ?? PLUGIN_DIR;
   const stdin = typeof conf === "string" ? conf : JSON.stringify(conf);
   const r = shStatus(
     inNs(node.ns, [
@@ -52,27 +53,28 @@ export function cni(
       `CNI_CONTAINERID=${opts.id}`,
       `CNI_NETNS=/run/netns/${opts.podNs}`,
       `CNI_IFNAME=${opts.ifname ?? "eth0"}`,
-      `CNI_PATH=${cniPath()}`,
+      `CNI_PATH=${cniPath(dir)}`,
       "sh",
       "-c",
-      `printf '%s' "$0" | ${join(PLUGIN_DIR, "overlay")}`,
+      `printf '%s' "$0" | ${join(dir, "overlay")}`,
       stdin,
     ]),
   );
   return r;
 }
 
-/** A pod namespace plus CNI ADD; returns the pod as the topology records it. */
+/** A pod namespace plus CNI ADD; returns the pod as the topology records it.
+ *  pluginDir: where the `overlay` plugin is (default: this repository's bin/). */
 export function addCniPod(
   topo: Topology,
   node: NodeInfo,
-  o: { subnetFile: string; pinPath: string; fastPath?: boolean },
+  o: { subnetFile: string; pinPath: string; fastPath?: boolean; pluginDir?: string },
 ): PodInfo {
   const k = node.pods.length + 1;
   const ns = `${topo.prefix}-p${node.index}${k > 1 ? `-${k}` : ""}`;
   topo.addNs(ns);
   const id = `${ns}-ctr`;
-  const r = cni(node, "ADD", netconf(topo, node, o), { id, podNs: ns });
+  const r = cni(node, "ADD", netconf(topo, node, o), { id, podNs: ns, pluginDir: o.pluginDir });
   if (r.status !== 0) throw new Error(`CNI ADD for ${ns} failed: ${r.stdout}${r.stderr}`);
   const result = JSON.parse(r.stdout) as {
     ips: { address: string }[];

@@ -1,5 +1,9 @@
 // Real traffic between namespaces: ping and iperf3.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { type Cluster } from "./cluster";
 import { inNs, sh, shStatus, sleep, spawnInNs } from "./sh";
+import { type NodeInfo } from "./topology";
 
 export function ping(
   ns: string,
@@ -67,4 +71,63 @@ export async function iperf(
 
 export function nodeHelper(ns: string, args: string[]): string {
   return sh(inNs(ns, ["node", `${__dirname}/node-helper.js`, ...args]));
+}
+
+/** Runs a 1 ms ping and an iperf3 transfer pod a -> pod b while fn() runs. */
+export async function underLoad(
+  c: Cluster,
+  a: NodeInfo,
+  b: NodeInfo,
+  seconds: number,
+  fn: () => Promise<void>,
+) {
+  const port = String(15900 + Math.floor(Math.random() * 50));
+  const server = spawn("ip", ["netns", "exec", c.pod(b).ns, "iperf3", "-s", "-1", "-p", port]);
+  await sleep(300);
+  const count = String(seconds * 1000);
+  const pinger = spawn("ip", [
+    "netns",
+    "exec",
+    c.pod(a).ns,
+    "ping",
+    "-n",
+    "-q",
+    "-i",
+    "0.001",
+    "-c",
+    count,
+    c.pod(b).ip,
+  ]);
+  const iperf = spawn("ip", [
+    "netns",
+    "exec",
+    c.pod(a).ns,
+    "iperf3",
+    "-c",
+    c.pod(b).ip,
+    "-p",
+    port,
+    "-t",
+    String(seconds),
+    "-i",
+    "0.5",
+    "-J",
+  ]);
+  let pingOut = "";
+  let iperfOut = "";
+  pinger.stdout.on("data", (d) => (pingOut += d));
+  iperf.stdout.on("data", (d) => (iperfOut += d));
+  await sleep(1000);
+  await fn();
+  await Promise.all([
+    new Promise((r) => pinger.on("exit", r)),
+    new Promise((r) => iperf.on("exit", r)),
+  ]);
+  server.kill("SIGKILL");
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
+  assert.ok(m, pingOut);
+  const intervals = (JSON.parse(iperfOut).intervals as { sum: { bytes: number } }[]).map(
+    (i) => i.sum.bytes,
+  );
+  return { transmitted: Number(m[1]), received: Number(m[2]), intervals };
 }

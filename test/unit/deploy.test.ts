@@ -61,6 +61,8 @@ describe("unit: deployment files", function () {
       drop: ["ALL"],
       add: REQUIRED.map((x) => x.replace("CAP_", "")),
     });
+    // Default seccomp profiles refuse bpf() without CAP_SYS_ADMIN.
+    assert.equal(c.securityContext.seccompProfile?.type, "Unconfined");
     assert.equal(c.livenessProbe.httpGet.path, "/healthz");
     assert.equal(c.readinessProbe.httpGet.path, "/readyz");
     assert.equal(c.livenessProbe.httpGet.host, "127.0.0.1", "healthz binds to loopback");
