@@ -9,6 +9,7 @@ import { OverlayError } from "./errors";
 import { effectiveCaps, missingCaps, REQUIRED } from "./caps";
 import { DEFAULTS, dropUnknownEnv, etcdFlags, etcdOptions } from "./flags";
 import { createLogger, isLevel } from "./log";
+import { setLibbpfSink } from "./bpf/libbpf";
 import { removeMasq } from "./net/ipmasq";
 import { deleteLink, linkInfo, chooseUnderlay } from "./net/link";
 
@@ -105,6 +106,12 @@ async function main(): Promise<number> {
 
   const level = argv.logLevel;
   const log = createLogger(isLevel(level) ? level : "info");
+  // libbpf's own messages become log lines ("info" from libbpf is chatty).
+  setLibbpfSink((lvl, msg) => {
+    const text = msg.replace(/^libbpf: /, "");
+    if (lvl === "warn") log.warn("libbpf", { msg: text });
+    else log.debug("libbpf", { msg: text, level: lvl });
+  });
 
   if (argv.cleanup) {
     let underlay: number | undefined;

@@ -16,8 +16,58 @@ function load(): LibraryHandle {
     } catch (e) {
       throw new BpfError("load libbpf.so.1", 2, "libbpf", `is libbpf1 installed? (${String(e)})`);
     }
+    installPrint(lib);
   }
   return lib;
+}
+
+// libbpf's own messages (verifier logs, kernel extack text) go through one
+// sink instead of straight to stderr: the agent routes them to its logger.
+// Calls that probe for something that may be absent run quiet(), so an
+// expected "no such qdisc" is not reported as a problem.
+export type LibbpfLevel = "warn" | "info" | "debug";
+export type LibbpfSink = (level: LibbpfLevel, msg: string) => void;
+const LEVELS: LibbpfLevel[] = ["warn", "info", "debug"]; // enum libbpf_print_level
+/** libbpf's default: warnings and info to stderr, debug dropped. */
+const stderrSink: LibbpfSink = (level, msg) => {
+  if (level !== "debug") process.stderr.write(msg.endsWith("\n") ? msg : `${msg}\n`);
+};
+let sink: LibbpfSink = stderrSink;
+let quietDepth = 0;
+let printCb: unknown; // kept referenced: libbpf holds the pointer
+const PrintFn = koffi.proto("int overlayd_libbpf_print(int level, const char *fmt, void *ap)");
+
+function installPrint(l: LibraryHandle): void {
+  const vsnprintf = koffi
+    .load("libc.so.6")
+    .func("int vsnprintf(void *buf, size_t n, const char *fmt, void *ap)") as (
+    ...a: unknown[]
+  ) => number;
+  const buf = Buffer.alloc(4096);
+  printCb = koffi.register((level: number, fmt: string, ap: unknown) => {
+    if (quietDepth > 0) return 0;
+    const n = vsnprintf(buf, buf.length, fmt, ap);
+    if (n < 0) return 0;
+    const text = buf.subarray(0, Math.min(n, buf.length - 1)).toString("utf8");
+    sink(LEVELS[level] ?? "debug", text.trimEnd());
+    return 0;
+  }, koffi.pointer(PrintFn));
+  l.func("void *libbpf_set_print(overlayd_libbpf_print *fn)")(printCb);
+}
+
+/** Where libbpf's messages go from now on (default: stderr, as libbpf does). */
+export function setLibbpfSink(s: LibbpfSink | undefined): void {
+  sink = s ?? stderrSink;
+}
+
+/** Runs fn with libbpf's messages dropped: for probes whose failure is an answer. */
+function quiet<T>(fn: () => T): T {
+  quietDepth++;
+  try {
+    return fn();
+  } finally {
+    quietDepth--;
+  }
 }
 
 // Struct layouts from <bpf/libbpf.h> and <bpf/bpf.h> (libbpf 1.1). Each
@@ -313,10 +363,13 @@ export const libbpf = {
       priority,
       _pad: 0,
     };
-    const r = Number(
-      fn("int bpf_tc_query(const bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)")(
-        { sz: koffi.sizeof(TcHook), ifindex, attach_point: attachPoint, parent: 0 },
-        opts,
+    // Without a clsact qdisc the kernel says so through extack: not an error here.
+    const r = quiet(() =>
+      Number(
+        fn("int bpf_tc_query(const bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)")(
+          { sz: koffi.sizeof(TcHook), ifindex, attach_point: attachPoint, parent: 0 },
+          opts,
+        ),
       ),
     );
     return r === 0 ? opts.prog_id : 0;

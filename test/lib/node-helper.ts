@@ -2,10 +2,12 @@
 //   setup '<NodeSetupOptions as JSON>'   -> prints {vtepMac, mtu, ...}
 //   attach-pod PIN_PATH IFNAME           -> encap_pod on the veth's ingress
 //   detach-pod IFNAME
+//   tc-probe IFNAME                      -> tc query/detach on a device without clsact
 // Programs stay attached and maps pinned after it exits, which is the
 // point: the data path forwards without a running agent.
 import { join } from "node:path";
 import { attachPodFromPin, detachPod } from "../../agent/bpf/datapath";
+import { BPF_TC_INGRESS, libbpf } from "../../agent/bpf/libbpf";
 import { Cidr, parseIp } from "../../agent/net/ip";
 import { mustLink } from "../../agent/net/link";
 import { setupNode } from "../../agent/node-setup";
@@ -40,9 +42,14 @@ if (cmd === "setup") {
 } else if (cmd === "detach-pod") {
   const link = mustLink(args[0] as string);
   detachPod(link.ifindex, link.name);
+} else if (cmd === "tc-probe") {
+  const link = mustLink(args[0] as string);
+  const query = libbpf.tcQuery(link.ifindex, BPF_TC_INGRESS, 0x0ad1, 1);
+  const detached = libbpf.tcDetach(link.ifindex, BPF_TC_INGRESS, 0x0ad1, 1, link.name);
+  process.stdout.write(JSON.stringify({ query, detached }));
 } else {
   process.stderr.write(
-    "usage: node-helper setup JSON | attach-pod PIN IFNAME | detach-pod IFNAME\n",
+    "usage: node-helper setup JSON | attach-pod PIN IFNAME | detach-pod IFNAME | tc-probe IFNAME\n",
   );
   process.exit(2);
 }
