@@ -14,6 +14,25 @@ export interface DatapathSource {
   entries(): number;
 }
 
+/** read() at most once per scrape: a scrape collects every metric in one
+ *  synchronous pass, so the value is kept until the event loop turns. Any
+ *  collector may come first; a lone get() reads afresh. */
+function perScrape<T>(read: () => T | undefined): () => T | undefined {
+  let value: T | undefined;
+  let fresh = false;
+  return () => {
+    if (!fresh) {
+      value = read();
+      fresh = true;
+      setImmediate(() => {
+        fresh = false;
+        value = undefined;
+      });
+    }
+    return value;
+  };
+}
+
 /** A counter whose value is read, not incremented: reset + set at scrape. */
 function readCounter(
   reg: Registry,
@@ -59,10 +78,8 @@ export class AgentMetrics {
         return undefined; // maps not there (yet): no samples rather than a failed scrape
       }
     };
-    let cached: DatapathStats | undefined;
-    const stats = () => (cached ??= safe((s) => s.stats()));
-    let cachedPeers: Map<Ip4, PeerCounters> | undefined;
-    const peers = () => (cachedPeers ??= safe((s) => s.peers()));
+    const stats = perScrape<DatapathStats>(() => safe((s) => s.stats()));
+    const peers = perScrape<Map<Ip4, PeerCounters>>(() => safe((s) => s.peers()));
 
     readCounter(
       reg,
@@ -70,8 +87,6 @@ export class AgentMetrics {
       "Packets encapsulated (tx) and decapsulated (rx) by the data path.",
       ["direction"],
       (set) => {
-        cached = undefined; // first collector of a scrape reads the maps afresh
-        cachedPeers = undefined;
         for (const [dir, c] of stats()?.traffic ?? []) set({ direction: dir }, c.packets);
       },
     );
