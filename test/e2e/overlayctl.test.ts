@@ -232,11 +232,15 @@ describe("e2e: overlayctl", function () {
   it("names the missing capability when run without CAP_BPF", function () {
     const r = shStatus(
       inNs(n1.ns, [
+        // An unprivileged user. It keeps CAP_DAC_READ_SEARCH only so that it
+        // can read this checkout wherever CI cloned it (a 0700 directory);
+        // that capability does not open the pins (read-write).
         "setpriv",
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
-        "--inh-caps=-all",
+        "--inh-caps=-all,+dac_read_search",
+        "--ambient-caps=-all,+dac_read_search",
         "node",
         OVERLAYCTL,
         "map",
