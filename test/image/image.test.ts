@@ -207,14 +207,16 @@ describe("image: the container image, run as the DaemonSet runs it", function ()
       [
         "-c",
         "node --version; ldconfig -p | grep -c 'libbpf.so.1 '; " +
+          "find /opt/overlayd ! -user 0 | wc -l; " +
           "for t in ip iptables overlayctl; do command -v $t; done; " +
           "for t in clang gcc make npm; do command -v $t && echo has-$t; done; true",
       ],
     );
     assert.equal(r.status, 0, r.stderr);
-    const [ver, libbpf, ...rest] = r.stdout.trim().split("\n");
+    const [ver, libbpf, notRoot, ...rest] = r.stdout.trim().split("\n");
     assert.ok(Number(/^v(\d+)/.exec(ver ?? "")?.[1]) >= 20, `node ${ver}`);
     assert.equal(libbpf, "1");
+    assert.equal(notRoot, "0", "everything under /opt/overlayd is root's (built unprivileged)");
     assert.deepEqual(
       rest.slice(0, 3).map((p) => p.split("/").pop()),
       ["ip", "iptables", "overlayctl"],

@@ -93,6 +93,11 @@ describe("unit: deployment files", function () {
     assert.match(d, /^ARG BASE=/m);
     assert.equal((d.match(/^FROM \$\{BASE\}/gm) ?? []).length, 2);
     assert.match(d, /make build SKIP_DEPS=1/);
+    const build = d.slice(0, d.lastIndexOf("FROM ${BASE}"));
+    assert.ok(
+      build.indexOf("USER builder") < build.indexOf("npm ci"),
+      "the build stage runs npm and make unprivileged",
+    );
     assert.match(d, /libbpf1 iproute2 iptables/);
   });
 
