@@ -26,11 +26,12 @@ function load(): LibraryHandle {
 // Calls that probe for something that may be absent run quiet(), so an
 // expected "no such qdisc" is not reported as a problem.
 export type LibbpfLevel = "warn" | "info" | "debug";
+/** msg is one message without its trailing newline. */
 export type LibbpfSink = (level: LibbpfLevel, msg: string) => void;
 const LEVELS: LibbpfLevel[] = ["warn", "info", "debug"]; // enum libbpf_print_level
 /** libbpf's default: warnings and info to stderr, debug dropped. */
 const stderrSink: LibbpfSink = (level, msg) => {
-  if (level !== "debug") process.stderr.write(msg.endsWith("\n") ? msg : `${msg}\n`);
+  if (level !== "debug") process.stderr.write(`${msg}\n`);
 };
 let sink: LibbpfSink = stderrSink;
 let quietDepth = 0;

@@ -15,20 +15,17 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseAllDocuments } from "yaml";
 import { M } from "../../metrics/names";
 import { CHAIN } from "../../agent/net/ipmasq";
 import { Cluster, PREFIX } from "../lib/cluster";
 import { makeCerts, type Certs } from "../lib/certs";
+import { deployDocs, type Obj } from "../lib/deploy";
 import { addCniPod, cni } from "../lib/cni";
-import { ContainerAgent, ImageRun, REPO, type ContainerSpec } from "../lib/image";
+import { ContainerAgent, ImageRun, type ContainerSpec } from "../lib/image";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, shStatus } from "../lib/sh";
-import { ping, underLoad } from "../lib/traffic";
+import { assertNothingLost, ping, underLoad } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Obj = any;
 
 interface Manifest {
   args: string[];
@@ -43,9 +40,7 @@ interface Manifest {
 }
 
 function readManifest(): Manifest {
-  const objs = parseAllDocuments(
-    readFileSync(join(REPO, "deploy", "kubernetes", "overlayd.yaml"), "utf8"),
-  ).map((d) => d.toJS()) as Obj[];
+  const objs = deployDocs("kubernetes/overlayd.yaml");
   const ds = objs.find((o) => o.kind === "DaemonSet").spec.template.spec;
   const cm = objs.find((o) => o.kind === "ConfigMap");
   const c = ds.containers[0];
@@ -259,7 +254,7 @@ describe("image: the container image, run as the DaemonSet runs it", function ()
     const rows = JSON.parse(own.stdout) as { subnet: string; flags: string[] }[];
     assert.equal(rows.length, 3, "its own subnet and both peers");
     assert.equal(rows.find((r) => r.flags.includes("local"))?.subnet, sub);
-    assert.ok(existsSync(join(n3.pinPath)), `pins under ${n3.pinPath} on the host`);
+    assert.ok(existsSync(n3.pinPath), `pins under ${n3.pinPath} on the host`);
   });
 
   it("pods ping across: pods made with the installed plugin on the image's node and pods on the other nodes", function () {
@@ -302,13 +297,7 @@ describe("image: the container image, run as the DaemonSet runs it", function ()
     // 128 + 15 after a graceful stop (README, "Failure behaviour").
     assert.equal(code, 143, `the old agent's exit status\n${oldLogs.slice(-2000)}`);
     assert.match(oldLogs, /msg="signal; stopping" signal=SIGTERM/);
-    assert.equal(
-      r.received,
-      r.transmitted,
-      `${r.transmitted - r.received} of ${r.transmitted} pings lost`,
-    );
-    for (const [i, bytes] of r.intervals.entries())
-      assert.ok(bytes > 0, `iperf3 stalled in interval ${i}`);
+    assertNothingLost(r);
     assert.equal(c.agent(n3).subnet(), subnet, "same lease after the rollout");
     const caps = shStatus(
       img.podman([
@@ -325,12 +314,12 @@ describe("image: the container image, run as the DaemonSet runs it", function ()
 
   it("with the manifest's capabilities on a node that does not forward, exits naming the sysctl to set", function () {
     const n4 = c.topo.addNode(4);
-    const spec = { ...agentSpec({ privileged: false, netns: n4.ns }) };
+    const spec = agentSpec({ privileged: false, netns: n4.ns });
     spec.volumes = spec.volumes.map(([h, ctr]) =>
       ctr === "/run/flannel"
         ? [join(c.topo.runDir, "n4"), ctr]
         : ctr === "/sys/fs/bpf"
-          ? [join(c.topo.bpffs), ctr]
+          ? [c.topo.bpffs, ctr]
           : [h, ctr],
     );
     mkdirSync(join(c.topo.runDir, "n4"), { recursive: true });

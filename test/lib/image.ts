@@ -174,24 +174,6 @@ export class ImageRun {
     return shStatus([...this.runArgv(spec), ...args]);
   }
 
-  /** Stops a container: SIGTERM through its init, SIGKILL after timeoutSec. */
-  stop(name: string, timeoutSec = 10): void {
-    shStatus(this.podman(["stop", "-t", String(timeoutSec), name]));
-  }
-
-  /** The names of this run's containers (running or not). */
-  containers(): string[] {
-    return sh(this.podman(["ps", "-a", "--format", "{{.Names}}"]))
-      .split("\n")
-      .filter(Boolean);
-  }
-
-  images(): string[] {
-    return sh(this.podman(["images", "--format", "{{.Repository}}:{{.Tag}}"]))
-      .split("\n")
-      .filter(Boolean);
-  }
-
   /** Removes this run's containers, images and storage; nothing else. */
   destroy(): void {
     if (!existsSync(this.dir)) return;

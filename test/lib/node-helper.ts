@@ -6,7 +6,7 @@
 // Programs stay attached and maps pinned after it exits, which is the
 // point: the data path forwards without a running agent.
 import { join } from "node:path";
-import { attachPodFromPin, detachPod } from "../../agent/bpf/datapath";
+import { attachPodFromPin, detachPod, TC_HANDLE, TC_PRIORITY } from "../../agent/bpf/datapath";
 import { BPF_TC_INGRESS, libbpf } from "../../agent/bpf/libbpf";
 import { Cidr, parseIp } from "../../agent/net/ip";
 import { mustLink } from "../../agent/net/link";
@@ -44,8 +44,8 @@ if (cmd === "setup") {
   detachPod(link.ifindex, link.name);
 } else if (cmd === "tc-probe") {
   const link = mustLink(args[0] as string);
-  const query = libbpf.tcQuery(link.ifindex, BPF_TC_INGRESS, 0x0ad1, 1);
-  const detached = libbpf.tcDetach(link.ifindex, BPF_TC_INGRESS, 0x0ad1, 1, link.name);
+  const query = libbpf.tcQuery(link.ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY);
+  const detached = libbpf.tcDetach(link.ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, link.name);
   process.stdout.write(JSON.stringify({ query, detached }));
 } else {
   process.stderr.write(

@@ -131,3 +131,20 @@ export async function underLoad(
   );
   return { transmitted: Number(m[1]), received: Number(m[2]), intervals };
 }
+
+/** What underLoad saw, when nothing may be lost: every ping answered and
+ *  iperf3 moving data in every 0.5 s interval. */
+export function assertNothingLost(r: {
+  transmitted: number;
+  received: number;
+  intervals: number[];
+}): void {
+  assert.equal(
+    r.received,
+    r.transmitted,
+    `${r.transmitted - r.received} of ${r.transmitted} pings lost`,
+  );
+  assert.ok(r.intervals.length >= 10, `only ${r.intervals.length} iperf3 intervals`);
+  for (const [i, bytes] of r.intervals.entries())
+    assert.ok(bytes > 0, `iperf3 stalled in interval ${i}`);
+}

@@ -5,21 +5,10 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseAllDocuments } from "yaml";
 import { parseNetworkConfig } from "../../agent/config";
 import { parseNetConf } from "../../agent/cni/netconf";
 import { REQUIRED } from "../../agent/caps";
-
-const DEPLOY = join(__dirname, "..", "..", "..", "deploy");
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Obj = any;
-
-function docs(file: string): Obj[] {
-  const all = parseAllDocuments(readFileSync(join(DEPLOY, file), "utf8"));
-  for (const d of all) assert.deepEqual(d.errors, [], `${file}: YAML errors`);
-  return all.map((d) => d.toJS());
-}
+import { DEPLOY, deployDocs as docs, type Obj } from "../lib/deploy";
 
 describe("unit: deployment files", function () {
   const objs = docs("kubernetes/overlayd.yaml");
