@@ -308,35 +308,19 @@ async function inner(run: string): Promise<void> {
   const big = sizes.find((s) => s.n === 65536);
   const p = results.putToMap as { p99Ms: number } | undefined;
   const dump = results.dump as { seconds: number } | undefined;
+  // Each target is an upper bound; the row says it once, as a number.
+  const below = (what: string, value: number | undefined, limit: number, unit: string) => ({
+    what,
+    target: `< ${limit} ${unit}`,
+    value,
+    ok: (value ?? Infinity) < limit,
+    unit,
+  });
   const targets = [
-    {
-      what: "65,536 leases synced (agent start -> map complete)",
-      target: "< 1 s",
-      value: big?.startToSyncedSeconds,
-      ok: (big?.startToSyncedSeconds ?? Infinity) < 1,
-      unit: "s",
-    },
-    {
-      what: "etcd put -> map entry visible, p99 (5,000 leases)",
-      target: "< 20 ms",
-      value: p?.p99Ms,
-      ok: (p?.p99Ms ?? Infinity) < 20,
-      unit: "ms",
-    },
-    {
-      what: "agent RSS at 65,536 leases",
-      target: "< 80 MB",
-      value: big?.rssMb,
-      ok: (big?.rssMb ?? Infinity) < 80,
-      unit: "MB",
-    },
-    {
-      what: "overlayctl map dump -o json at 65,536",
-      target: "< 1 s",
-      value: dump?.seconds,
-      ok: (dump?.seconds ?? Infinity) < 1,
-      unit: "s",
-    },
+    below("65,536 leases synced (agent start -> map complete)", big?.startToSyncedSeconds, 1, "s"),
+    below("etcd put -> map entry visible, p99 (5,000 leases)", p?.p99Ms, 20, "ms"),
+    below("agent RSS at 65,536 leases", big?.rssMb, 80, "MB"),
+    below("overlayctl map dump -o json at 65,536", dump?.seconds, 1, "s"),
   ];
   results.targets = targets;
   const md = [

@@ -1,6 +1,5 @@
 // Real traffic between namespaces: ping and iperf3.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { type Cluster } from "./cluster";
 import { inNs, sh, shStatus, sleep, spawnInNs } from "./sh";
 import { type NodeInfo } from "./topology";
@@ -82,13 +81,10 @@ export async function underLoad(
   fn: () => Promise<void>,
 ) {
   const port = String(15900 + Math.floor(Math.random() * 50));
-  const server = spawn("ip", ["netns", "exec", c.pod(b).ns, "iperf3", "-s", "-1", "-p", port]);
+  const server = spawnInNs(c.pod(b).ns, ["iperf3", "-s", "-1", "-p", port]);
   await sleep(300);
   const count = String(seconds * 1000);
-  const pinger = spawn("ip", [
-    "netns",
-    "exec",
-    c.pod(a).ns,
+  const pinger = spawnInNs(c.pod(a).ns, [
     "ping",
     "-n",
     "-q",
@@ -98,10 +94,7 @@ export async function underLoad(
     count,
     c.pod(b).ip,
   ]);
-  const iperf = spawn("ip", [
-    "netns",
-    "exec",
-    c.pod(a).ns,
+  const iperf = spawnInNs(c.pod(a).ns, [
     "iperf3",
     "-c",
     c.pod(b).ip,
@@ -115,8 +108,8 @@ export async function underLoad(
   ]);
   let pingOut = "";
   let iperfOut = "";
-  pinger.stdout.on("data", (d) => (pingOut += d));
-  iperf.stdout.on("data", (d) => (iperfOut += d));
+  pinger.stdout?.on("data", (d) => (pingOut += d));
+  iperf.stdout?.on("data", (d) => (iperfOut += d));
   await sleep(1000);
   await fn();
   await Promise.all([
