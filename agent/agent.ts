@@ -154,7 +154,7 @@ export class Agent {
     this.publicIp = u.publicIp;
     this.mtu = overlayMtu(mustLink(u.iface).mtu);
     // The overlay device first: its MAC is the VtepMAC the lease announces.
-    this.vtepMac = ensureOverlayDevice(o.overlayIface, this.mtu).mac;
+    this.vtepMac = ensureOverlayDevice(o.overlayIface, this.mtu, this.config.backend.port).mac;
     this.log.info("underlay chosen", {
       iface: u.iface,
       publicIp: formatIp(u.publicIp),

@@ -8,6 +8,7 @@ import { SubnetHostMap } from "./bpf/subnet-map";
 import { type Cidr, type Ip4 } from "./net/ip";
 import {
   ensureOverlayDevice,
+  linkUp,
   mustLink,
   replaceRoute,
   setOverlayAddress,
@@ -33,6 +34,7 @@ export interface NodeSetupResult {
   mtu: number;
   underlayIfindex: number;
   overlayIfindex: number;
+  kernelDecap: boolean;
 }
 
 /** The overlay MTU flannel's vxlan backend uses: underlay MTU - 50. */
@@ -43,7 +45,7 @@ export function overlayMtu(underlayMtu: number): number {
 export function setupNode(o: NodeSetupOptions): NodeSetupResult {
   const underlay = mustLink(o.underlay);
   const mtu = overlayMtu(underlay.mtu);
-  const overlay = ensureOverlayDevice(o.overlayName, mtu);
+  const overlay = ensureOverlayDevice(o.overlayName, mtu, o.port);
   setSysctl(["net", "ipv4", "ip_forward"], "1");
   if (o.decap === "xdp") {
     // XDP hands decapsulated packets to the stack on the underlay, whose
@@ -59,8 +61,11 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     underlay: { name: underlay.name, ifindex: underlay.ifindex, mac: underlay.mac },
     overlay: { name: overlay.name, ifindex: overlay.ifindex, mac: overlay.mac },
     decap: o.decap,
+    kernelDecap: overlay.kernelDecap,
   });
   datapath.start();
+  // Up only now: ovl_decap_dev guards the device's socket from its first packet.
+  linkUp(overlay.name);
   const map = SubnetHostMap.openPinned(o.pinPath);
   try {
     map.upsert(o.subnet, { remoteIp: o.publicIp, vtepMac: overlay.mac, flags: F_LOCAL });
@@ -76,5 +81,6 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     mtu,
     underlayIfindex: underlay.ifindex,
     overlayIfindex: overlay.ifindex,
+    kernelDecap: overlay.kernelDecap,
   };
 }

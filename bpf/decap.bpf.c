@@ -29,7 +29,39 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 struct decap_info {
 	__be32 peer; /* outer source */
 	__be32 inner_daddr;
+	__u8 inner_ttl;
 };
+
+/*
+ * The checks on the inner frame, shared by the underlay programs (peer from
+ * the outer IPv4 source) and ovl_decap_dev (peer from the tunnel metadata the
+ * kernel's VXLAN receive path left): an IPv4 inner frame, a sane header, a
+ * source inside the sender's lease, a destination inside our own.
+ * The caller has checked that ieth + inner IPv4 header lie in the packet.
+ */
+static __always_inline int inner_check(const struct ovl_peer *peer, struct ethhdr *ieth,
+				       struct decap_info *info)
+{
+	struct ovl_subnet_key key = { .prefixlen = 32 };
+	struct ovl_subnet_val *local;
+	struct iphdr *iip = (void *)(ieth + 1);
+
+	if (ieth->h_proto != bpf_htons(ETH_P_IP))
+		return OVL_DROP_INNER_NOT_IPV4;
+	if (iip->version != 4 || iip->ihl < 5 || bpf_ntohs(iip->tot_len) < iip->ihl * 4)
+		return OVL_DROP_INNER_BAD_IP;
+	if ((iip->saddr & prefix_mask(peer->prefixlen)) != peer->subnet)
+		return OVL_DROP_SPOOFED_SOURCE;
+
+	key.addr = iip->daddr;
+	local = bpf_map_lookup_elem(&ovl_subnets, &key);
+	if (!local || !(local->flags & OVL_F_LOCAL))
+		return OVL_DROP_NOT_LOCAL;
+
+	info->inner_daddr = iip->daddr;
+	info->inner_ttl = iip->ttl;
+	return DECAP_OK;
+}
 
 /*
  * Returns DECAP_PASS, DECAP_OK, or an enum ovl_drop_reason.
@@ -40,12 +72,9 @@ static __always_inline int decap_check(void *data, void *data_end, __u32 pkt_len
 				       int gso, struct decap_info *info)
 {
 	struct ethhdr *eth = data;
-	struct ovl_subnet_key key = { .prefixlen = 32 };
-	struct ovl_subnet_val *local;
 	struct ovl_peer *peer;
 	struct vxlanhdr *vx;
-	struct ethhdr *ieth;
-	struct iphdr *ip, *iip;
+	struct iphdr *ip;
 	struct udphdr *udp;
 	__u32 ihl, tot_len;
 
@@ -59,7 +88,8 @@ static __always_inline int decap_check(void *data, void *data_end, __u32 pkt_len
 		return DECAP_PASS;
 
 	/* A non-first fragment carries no UDP header: we cannot tell whose it
-	 * is, the stack reassembles or drops it. */
+	 * is, the stack reassembles or drops it (and a reassembled VXLAN
+	 * packet meets ovl_decap_dev's checks). */
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return DECAP_PASS;
 
@@ -103,25 +133,8 @@ static __always_inline int decap_check(void *data, void *data_end, __u32 pkt_len
 	peer = bpf_map_lookup_elem(&ovl_peers, &ip->saddr);
 	if (!peer)
 		return OVL_DROP_UNKNOWN_SOURCE;
-
-	ieth = (void *)(vx + 1);
-	if (ieth->h_proto != bpf_htons(ETH_P_IP))
-		return OVL_DROP_INNER_NOT_IPV4;
-	iip = (void *)(ieth + 1);
-	if (iip->version != 4 || iip->ihl < 5 ||
-	    bpf_ntohs(iip->tot_len) < iip->ihl * 4)
-		return OVL_DROP_INNER_BAD_IP;
-	if ((iip->saddr & prefix_mask(peer->prefixlen)) != peer->subnet)
-		return OVL_DROP_SPOOFED_SOURCE;
-
-	key.addr = iip->daddr;
-	local = bpf_map_lookup_elem(&ovl_subnets, &key);
-	if (!local || !(local->flags & OVL_F_LOCAL))
-		return OVL_DROP_NOT_LOCAL;
-
 	info->peer = ip->saddr;
-	info->inner_daddr = iip->daddr;
-	return DECAP_OK;
+	return inner_check(peer, (void *)(vx + 1), info);
 }
 
 /* We skip ip_forward() on the redirect paths, so do its TTL work. The
@@ -136,6 +149,87 @@ static __always_inline void ttl_dec(struct __sk_buff *skb, struct iphdr *ip)
 			    sizeof(__u16));
 }
 
+static __always_inline int rx_drop(__u32 reason, __u32 len)
+{
+	count_drop(OVL_DIR_RX, reason, len);
+	return TC_ACT_SHOT;
+}
+
+/* A pod registered by the CNI plugin: straight into its namespace. MACs
+ * first, the checksum helper invalidates packet pointers. The caller has
+ * checked ttl > 1. */
+static __always_inline int deliver_pod(struct __sk_buff *skb, const struct ovl_endpoint *ep,
+				       __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if (data + ETH_HLEN + sizeof(struct iphdr) > data_end)
+		return rx_drop(OVL_DROP_DECAP_FAILED, len);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	__builtin_memcpy(eth->h_dest, ep->pod_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, ep->host_mac, ETH_ALEN);
+	ttl_dec(skb, data + ETH_HLEN);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/*
+ * A decapsulated packet that is not for a registered pod: route it as if it
+ * had arrived on the overlay device and transmit it on the device the route
+ * names (a bridge, an unregistered pod's veth) with the kernel's neighbour
+ * code. Re-injecting into the stack costs a backlog queue per packet, and a
+ * sender hopping CPUs then sees its segments reordered. Returns -1 when the
+ * stack must take it (our own address, expiring TTL, no route).
+ */
+static __always_inline int deliver_fib(struct __sk_buff *skb, __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
+		return -1;
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = ip->protocol;
+	fib.tot_len = 0; /* GSO: a length makes it answer FRAG_NEEDED */
+	fib.ifindex = ovl_cfg_overlay_ifindex;
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = ip->daddr;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) ||
+	    fib.ifindex == ovl_cfg_overlay_ifindex || fib.ifindex == ovl_cfg_underlay_ifindex)
+		return -1;
+
+	struct bpf_redir_neigh nh = {
+		.nh_family = AF_INET,
+		.ipv4_nh = fib.ipv4_dst,
+	};
+
+	/* Re-fetch: the verifier forgets packet bounds across helper calls. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN + sizeof(struct iphdr) > data_end)
+		return rx_drop(OVL_DROP_DECAP_FAILED, len);
+	ttl_dec(skb, data + ETH_HLEN);
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+}
+
+/*
+ * TC ingress of the underlay. Every VXLAN packet for us is checked here and
+ * dropped (counted) when wrong. A right one for a registered pod is
+ * decapsulated here and handed to the pod. Any other right one:
+ *  - with OVL_CFG_KERNEL_DECAP, passes untouched to the overlay device's
+ *    UDP socket: the kernel strips the headers and clears the tunnel GSO
+ *    state (BPF cannot clear SKB_GSO_UDP_TUNNEL on these kernels, and a
+ *    GRO'd packet forwarded with it set is segmented in software), then
+ *    ovl_decap_dev checks and delivers it;
+ *  - without, is decapsulated here and routed (deliver_fib) or handed to
+ *    the stack as if received on the overlay device.
+ */
 SEC("tc")
 int ovl_decap_tc(struct __sk_buff *skb)
 {
@@ -144,7 +238,6 @@ int ovl_decap_tc(struct __sk_buff *skb)
 	struct decap_info info = {};
 	struct ovl_endpoint *ep;
 	struct ethhdr *eth;
-	struct iphdr *ip;
 	__u32 len = skb->len;
 	int ret;
 
@@ -157,79 +250,28 @@ int ovl_decap_tc(struct __sk_buff *skb)
 	ret = decap_check(data, data_end, len, skb->gso_size != 0, &info);
 	if (ret == DECAP_PASS)
 		return TC_ACT_OK;
-	if (ret != DECAP_OK) {
-		count_drop(OVL_DIR_RX, ret, len);
-		return TC_ACT_SHOT;
-	}
+	if (ret != DECAP_OK)
+		return rx_drop(ret, len);
+
+	ep = bpf_map_lookup_elem(&ovl_endpoints, &info.inner_daddr);
+	if ((ovl_cfg_flags & OVL_CFG_KERNEL_DECAP) && !(ep && info.inner_ttl > 1))
+		return TC_ACT_OK; /* the kernel decapsulates, ovl_decap_dev delivers */
 
 	/* Remove outer IPv4 + UDP + VXLAN + inner Ethernet, keeping the outer
 	 * Ethernet header in front (rewritten below). FIXED_GSO: without it
-	 * the kernel grows gso_size by 50 and forwarding drops the result as
-	 * too big for the pod side. */
+	 * the kernel grows gso_size by 50 and TCP segmentation of the result
+	 * drops packets as too big. */
 	if (bpf_skb_adjust_room(skb, -OVL_ENCAP_OVERHEAD, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_FIXED_GSO)) {
-		count_drop(OVL_DIR_RX, OVL_DROP_DECAP_FAILED, len);
-		return TC_ACT_SHOT;
-	}
+				BPF_F_ADJ_ROOM_FIXED_GSO))
+		return rx_drop(OVL_DROP_DECAP_FAILED, len);
 	count_dir(OVL_DIR_RX, len);
 	count_peer(info.peer, 0, len);
 
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	if (data + ETH_HLEN + sizeof(*ip) > data_end) {
-		count_drop(OVL_DIR_RX, OVL_DROP_DECAP_FAILED, len);
-		return TC_ACT_SHOT;
-	}
-	eth = data;
-	ip = data + ETH_HLEN;
-	eth->h_proto = bpf_htons(ETH_P_IP);
-
-	ep = bpf_map_lookup_elem(&ovl_endpoints, &info.inner_daddr);
-	if (ip->ttl > 1 && ep) {
-		/* Fast path straight into the pod's namespace. MACs first:
-		 * the checksum helper invalidates packet pointers. */
-		__builtin_memcpy(eth->h_dest, ep->pod_mac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, ep->host_mac, ETH_ALEN);
-		ttl_dec(skb, ip);
-		return bpf_redirect_peer(ep->ifindex, 0);
-	}
-	if (ip->ttl > 1) {
-		/* Any other pod (bridged, or not registered): route the inner
-		 * packet as if it had arrived on the overlay device and transmit
-		 * it there directly. Re-injecting into the stack instead costs a
-		 * backlog queue per packet, and a sender hopping CPUs then sees
-		 * its segments reordered (spurious retransmits, -75% here). */
-		struct bpf_fib_lookup fib = {
-			.family = AF_INET,
-			.tos = ip->tos,
-			.l4_protocol = ip->protocol,
-			.tot_len = 0, /* GSO: a length makes it answer FRAG_NEEDED */
-			.ifindex = ovl_cfg_overlay_ifindex,
-			.ipv4_src = ip->saddr,
-			.ipv4_dst = ip->daddr,
-		};
-		long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-
-		if ((rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) &&
-		    fib.ifindex != ovl_cfg_overlay_ifindex &&
-		    fib.ifindex != ovl_cfg_underlay_ifindex) {
-			struct bpf_redir_neigh nh = {
-				.nh_family = AF_INET,
-				.ipv4_nh = fib.ipv4_dst,
-			};
-
-			/* Re-fetch: the fib helper may not touch data, but the
-			 * verifier forgets packet bounds across helper calls. */
-			data = (void *)(long)skb->data;
-			data_end = (void *)(long)skb->data_end;
-			if (data + ETH_HLEN + sizeof(*ip) > data_end) {
-				count_drop(OVL_DIR_RX, OVL_DROP_DECAP_FAILED, len);
-				return TC_ACT_SHOT;
-			}
-			ttl_dec(skb, data + ETH_HLEN);
-			return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
-		}
-	}
+	if (ep && info.inner_ttl > 1)
+		return deliver_pod(skb, ep, len);
+	ret = deliver_fib(skb, len);
+	if (ret >= 0)
+		return ret;
 
 	/* Local to this host (the overlay address), expiring TTL, or no route:
 	 * enter the stack as if received on the overlay device, like the
@@ -237,12 +279,69 @@ int ovl_decap_tc(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
-	if ((void *)(eth + 1) > data_end) {
-		count_drop(OVL_DIR_RX, OVL_DROP_DECAP_FAILED, len);
-		return TC_ACT_SHOT;
-	}
+	if ((void *)(eth + 1) > data_end)
+		return rx_drop(OVL_DROP_DECAP_FAILED, len);
+	eth->h_proto = bpf_htons(ETH_P_IP);
 	mac_copy(eth->h_dest, ovl_cfg_vtep_mac);
 	return bpf_redirect(ovl_cfg_overlay_ifindex, BPF_F_INGRESS);
+}
+
+/*
+ * TC ingress of the overlay device when it is the kernel's collect_md VXLAN
+ * device (OVL_CFG_KERNEL_DECAP): what its UDP socket decapsulated, from the
+ * underlay (already checked there) or from anywhere else (a pod or the host
+ * sending to our port, another interface, a reassembled fragment). The same
+ * rules hold: our VNI, an outer source that holds a lease, the inner checks.
+ * Nothing but VXLAN for IPv4 peers reaches this device, so a packet without
+ * IPv4 tunnel metadata is dropped too.
+ */
+SEC("tc")
+int ovl_decap_dev(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	/* Bytes as the underlay programs count them: with the outer headers. */
+	__u32 len = skb->len + OVL_ENCAP_OVERHEAD;
+	struct bpf_tunnel_key tk = {};
+	struct decap_info info = {};
+	struct ovl_endpoint *ep;
+	struct ovl_peer *peer;
+	int ret;
+
+	if (bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0))
+		return rx_drop(OVL_DROP_UNKNOWN_SOURCE, len);
+	if (tk.tunnel_id != ovl_cfg_vni)
+		return rx_drop(OVL_DROP_WRONG_VNI, len);
+	info.peer = bpf_htonl(tk.remote_ipv4); /* the helper gives host order */
+	peer = bpf_map_lookup_elem(&ovl_peers, &info.peer);
+	if (!peer)
+		return rx_drop(OVL_DROP_UNKNOWN_SOURCE, len);
+
+	if (data + ETH_HLEN + sizeof(struct iphdr) > data_end) {
+		if (skb->len < ETH_HLEN + sizeof(struct iphdr) ||
+		    bpf_skb_pull_data(skb, ETH_HLEN + sizeof(struct iphdr)))
+			return rx_drop(OVL_DROP_TRUNCATED, len);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + ETH_HLEN + sizeof(struct iphdr) > data_end)
+			return rx_drop(OVL_DROP_TRUNCATED, len);
+	}
+	ret = inner_check(peer, data, &info);
+	if (ret != DECAP_OK)
+		return rx_drop(ret, len);
+	count_dir(OVL_DIR_RX, len);
+	count_peer(info.peer, 0, len);
+
+	ep = bpf_map_lookup_elem(&ovl_endpoints, &info.inner_daddr);
+	if (ep && info.inner_ttl > 1)
+		return deliver_pod(skb, ep, len);
+	ret = deliver_fib(skb, len);
+	if (ret >= 0)
+		return ret;
+	/* For this host: the stack takes it whatever inner MAC the sender
+	 * wrote (decapsulation never depends on it). */
+	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+	return TC_ACT_OK;
 }
 
 SEC("xdp")

@@ -108,7 +108,7 @@ export const MAPS = {
 } as const;
 
 export const RODATA = {
-  size: 32,
+  size: 36,
   vars: {
     ovl_cfg_vni: { offset: 0, size: 4 },
     ovl_cfg_port: { offset: 4, size: 2 },
@@ -118,6 +118,7 @@ export const RODATA = {
     ovl_cfg_overlay_ifindex: { offset: 16, size: 4 },
     ovl_cfg_vtep_mac: { offset: 20, size: 6 },
     ovl_cfg_underlay_mac: { offset: 26, size: 6 },
+    ovl_cfg_flags: { offset: 32, size: 4 },
   },
 } as const;
 
@@ -152,10 +153,12 @@ export const ENUMS = {
     OVL_DROP_DECAP_FAILED: 16,
     OVL_DROP_MAX: 17,
   },
+  ovl_cfg_flags: { OVL_CFG_KERNEL_DECAP: 1 },
 } as const;
 
 /** Program name -> object file that holds it. */
 export const PROGRAMS = {
+  ovl_decap_dev: "decap.bpf.o",
   ovl_decap_tc: "decap.bpf.o",
   ovl_decap_xdp: "decap.bpf.o",
   ovl_encap_dev: "encap.bpf.o",

@@ -191,6 +191,8 @@ export interface RodataConfig {
   localIp: Ip4;
   underlay: { ifindex: number; mac: string };
   overlay: { ifindex: number; mac: string };
+  /** The overlay device decapsulates what ovl_decap_tc leaves to it. */
+  kernelDecap: boolean;
 }
 
 /** Builds the .rodata image from the generated layout. */
@@ -204,5 +206,6 @@ export function rodataImage(c: RodataConfig): Buffer {
   hostU32(b, v.ovl_cfg_overlay_ifindex.offset, c.overlay.ifindex);
   parseMac(c.overlay.mac, "overlay MAC").copy(b, v.ovl_cfg_vtep_mac.offset);
   parseMac(c.underlay.mac, "underlay MAC").copy(b, v.ovl_cfg_underlay_mac.offset);
+  hostU32(b, v.ovl_cfg_flags.offset, c.kernelDecap ? ENUMS.ovl_cfg_flags.OVL_CFG_KERNEL_DECAP : 0);
   return b;
 }

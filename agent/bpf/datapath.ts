@@ -1,9 +1,11 @@
 // Loads the BPF objects, fills their load-time constants, pins maps and
 // programs under --pin-path, and attaches them:
 //
-//   ovl_decap_tc   TC ingress of the underlay      (--decap tc, default)
+//   ovl_decap_tc   TC ingress of the underlay      (--decap tc)
 //   ovl_decap_xdp  XDP on the underlay             (--decap xdp)
 //   ovl_encap_dev  TC egress of the overlay device
+//   ovl_decap_dev  TC ingress of the overlay device, when it is the kernel's
+//                  collect_md VXLAN device (kernelDecap)
 //   ovl_encap_pod  TC ingress of pod veths (attachPodFromPin, by the CNI plugin)
 //
 // Restart without loss: maps are reused from their pins (state and counters
@@ -39,6 +41,8 @@ export interface DatapathConfig {
   /** The overlay device; its MAC is this node's VTEP MAC. */
   overlay: { name: string; ifindex: number; mac: string };
   decap: DecapMode;
+  /** The overlay device is a collect_md VXLAN device (see OverlayDevice). */
+  kernelDecap: boolean;
 }
 
 /** Makes sure pinPath is a directory on a bpffs, mounting one if needed. */
@@ -196,6 +200,9 @@ export class Datapath {
       if (xdpIsOurs(u)) libbpf.xdpDetach(u, 0, `${c.underlay.name} xdp`);
     }
     this.attachTc(c.overlay.ifindex, BPF_TC_EGRESS, "ovl_encap_dev", `${c.overlay.name} egress`);
+    if (c.kernelDecap) {
+      this.attachTc(c.overlay.ifindex, BPF_TC_INGRESS, "ovl_decap_dev", `${c.overlay.name} ingress`);
+    }
   }
 
   private attachTc(ifindex: number, point: number, prog: ProgramName, what: string): void {
@@ -239,6 +246,7 @@ export function cleanupDatapath(
   }
   if (overlayIfindex !== undefined) {
     libbpf.tcDetach(overlayIfindex, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY, "overlay egress");
+    libbpf.tcDetach(overlayIfindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, "overlay ingress");
   }
   for (const name of [...Object.keys(MAPS), ...Object.keys(PROGRAMS)]) {
     const p = join(pinPath, name);

@@ -105,22 +105,87 @@ export function chooseUnderlay(opts: {
   return { iface, publicIp };
 }
 
+export interface OverlayDevice extends LinkInfo {
+  /**
+   * A collect_md ("external") kernel VXLAN device bound to the VXLAN port:
+   * its UDP socket lets GRO aggregate VXLAN frames by inner flow, and its
+   * receive path decapsulates for the stack (ovl_decap_dev checks each).
+   * False for the fallback dummy/ifb device of a kernel without vxlan.
+   */
+  kernelDecap: boolean;
+}
+
+interface IpJsonVxlan {
+  linkinfo?: { info_kind?: string; info_data?: { external?: boolean; port?: number } };
+}
+
+function isOurVxlan(name: string, port: number): boolean {
+  const out = tryRun(["ip", "-d", "-j", "link", "show", "dev", name]);
+  const d = out ? (JSON.parse(out) as IpJsonVxlan[])[0]?.linkinfo : undefined;
+  return d?.info_kind === "vxlan" && d.info_data?.external === true && d.info_data.port === port;
+}
+
 /**
- * The overlay device that the cluster-network route points at. A `dummy`
- * where the kernel has it, else an `ifb` (both NOARP-capable and keep GSO).
+ * The overlay device that the cluster-network route points at: a
+ * collect_md VXLAN device on `port` where the kernel has vxlan (probed by
+ * creating it), else a `dummy`, else an `ifb` (both keep GSO). An existing
+ * device of ours of another kind or port (an older overlayd, a changed
+ * Port) is replaced by one with the same MAC, so the VtepMAC in the lease
+ * stays valid; the caller re-adds the address and route. The device is
+ * created down, and `up` is left to the caller, so that ovl_decap_dev is
+ * attached before its socket takes a packet.
  */
-export function ensureOverlayDevice(name: string, mtu: number): LinkInfo {
-  const l = linkInfo(name);
-  if (l && l.kind !== "dummy" && l.kind !== "ifb") {
+export function ensureOverlayDevice(name: string, mtu: number, port: number): OverlayDevice {
+  let l = linkInfo(name);
+  if (l && l.kind !== "dummy" && l.kind !== "ifb" && l.kind !== "vxlan") {
     throw new OverlayError(
       `interface ${name}: exists as ${l.kind ?? "unknown kind"}, not an overlay device`,
+    );
+  }
+  if (l && isOurVxlan(name, port)) {
+    run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu)]);
+    return { ...mustLink(name), kernelDecap: true };
+  }
+  const keepMac = l?.mac;
+  const tmp = `${name.slice(0, 11)}.new`;
+  tryRun(["ip", "link", "del", "dev", tmp]);
+  const vxlan = [
+    "ip",
+    "link",
+    "add",
+    tmp,
+    ...(keepMac ? ["address", keepMac] : []),
+    "type",
+    "vxlan",
+    "external",
+    "dstport",
+    String(port),
+    "nolearning",
+  ];
+  // Port in use (a flannel.1 on this node) or no vxlan module: the old
+  // device, or a dummy, keeps the node forwarding without kernel decap.
+  if (tryRun(vxlan) !== undefined) {
+    if (l) run(["ip", "link", "del", "dev", name]);
+    run(["ip", "link", "set", "dev", tmp, "name", name]);
+    run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu)]);
+    return { ...mustLink(name), kernelDecap: true };
+  }
+  if (l?.kind === "vxlan") {
+    throw new OverlayError(
+      `interface ${name}: a vxlan device that is not collect_md on port ${port}, and a new one cannot be made`,
     );
   }
   if (!l && tryRun(["ip", "link", "add", name, "type", "dummy"]) === undefined) {
     run(["ip", "link", "add", name, "type", "ifb"]);
   }
   run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu), "up"]);
-  return mustLink(name);
+  l = mustLink(name);
+  return { ...l, kernelDecap: false };
+}
+
+/** Brings a link up (the overlay device, once its programs are attached). */
+export function linkUp(name: string): void {
+  run(["ip", "link", "set", "dev", name, "up"]);
 }
 
 /** Gives dev exactly this /32 address; other addresses inside the network go. */

@@ -139,7 +139,19 @@ enum ovl_drop_reason {
  *   ovl_cfg_vtep_mac        our VTEP MAC (the overlay device's MAC)
  *   ovl_cfg_underlay_ifindex, ovl_cfg_underlay_mac
  *   ovl_cfg_overlay_ifindex
+ *   ovl_cfg_flags           host order, enum ovl_cfg_flags
  */
+
+/* Bits of ovl_cfg_flags. */
+enum ovl_cfg_flags {
+	/* The overlay device is a collect_md ("external") kernel VXLAN device
+	 * bound to our port. Its UDP socket makes GRO aggregate VXLAN by inner
+	 * flow before TC, and its receive path decapsulates what ovl_decap_tc
+	 * does not deliver itself; ovl_decap_dev checks that on its ingress.
+	 * Without it ovl_decap_tc decapsulates everything (one run per frame
+	 * on a wire that does not hand over GSO frames). */
+	OVL_CFG_KERNEL_DECAP = 1,
+};
 
 /* Pulls every ABI enum into BTF; only bpf/abi.bpf.c (never loaded, read by
  * the generator) instantiates it. */
@@ -148,6 +160,7 @@ struct ovl_abi_enums {
 	enum ovl_subnet_flags subnet_flags;
 	enum ovl_dir dir;
 	enum ovl_drop_reason drop_reason;
+	enum ovl_cfg_flags cfg_flags;
 };
 
 #ifndef __cplusplus

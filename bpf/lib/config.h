@@ -18,5 +18,6 @@ const volatile __u32 ovl_cfg_underlay_ifindex = 0;
 const volatile __u32 ovl_cfg_overlay_ifindex = 0;
 const volatile __u8 ovl_cfg_vtep_mac[6] = {}; /* overlay device MAC */
 const volatile __u8 ovl_cfg_underlay_mac[6] = {};
+const volatile __u32 ovl_cfg_flags = 0; /* host order, enum ovl_cfg_flags */
 
 #endif /* OVERLAYD_CONFIG_H */

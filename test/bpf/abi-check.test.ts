@@ -53,6 +53,7 @@ describe("bpf: ABI check of pinned maps", function () {
       underlay: { name: "lo", ifindex: 1, mac: "02:00:00:00:00:01" },
       overlay: { name: "lo", ifindex: 1, mac: "02:00:00:00:00:02" },
       decap: "tc",
+      kernelDecap: false,
     });
     assert.throws(
       () => dp.load(),

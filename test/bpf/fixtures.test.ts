@@ -62,6 +62,7 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
       underlay: { name: "lo", ifindex: 1, mac: UNDERLAY_MAC },
       overlay: { name: "lo", ifindex: 1, mac: VTEP_MAC },
       decap: "tc",
+      kernelDecap: false,
     });
     dp.load();
     subnets = SubnetHostMap.openPinned(join(dir, "pins"));

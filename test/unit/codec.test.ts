@@ -90,6 +90,7 @@ describe("unit: ABI codec", function () {
       localIp: parseIp("172.31.0.1"),
       underlay: { ifindex: 2, mac: "02:00:00:00:00:01" },
       overlay: { ifindex: 5, mac: "0e:00:00:00:00:02" },
+      kernelDecap: true,
     });
     assert.equal(img.length, RODATA.size);
     const v = RODATA.vars;
@@ -105,6 +106,10 @@ describe("unit: ABI codec", function () {
       assert.equal(img.readUInt32LE(v.ovl_cfg_vni.offset), 0x010203);
       assert.equal(img.readUInt16LE(v.ovl_cfg_port.offset), 8472);
       assert.equal(img.readUInt32LE(v.ovl_cfg_overlay_ifindex.offset), 5);
+      assert.equal(
+        img.readUInt32LE(v.ovl_cfg_flags.offset),
+        ENUMS.ovl_cfg_flags.OVL_CFG_KERNEL_DECAP,
+      );
     }
   });
 });
