@@ -14,7 +14,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { Registry } from "prom-client";
 import { type NetworkConfig, parseNetworkConfig } from "./config";
-import { type Datapath, type DecapMode } from "./bpf/datapath";
+import { type Datapath, type DecapChoice } from "./bpf/datapath";
 import { F_LOCAL } from "./bpf/codec";
 import { libbpf } from "./bpf/libbpf";
 import { StatsReader } from "./bpf/stats";
@@ -43,6 +43,7 @@ import {
   setOverlayAddress,
 } from "./net/link";
 import { overlayMtu, setupNode } from "./node-setup";
+import { PodBridge } from "./pod-bridge";
 import { previousSubnet, writeSubnetEnv } from "./subnet-env";
 import { Reconciler } from "./reconciler";
 import { AgentMetrics } from "../metrics/metrics";
@@ -55,7 +56,9 @@ export interface AgentOptions {
   subnetFile: string;
   leaseTtl: number;
   ipMasq: boolean;
-  decap: DecapMode;
+  decap: DecapChoice;
+  /** The pod bridge for the bridged-pod fast path: "auto", a name, or "none". */
+  podBridge: string;
   pinPath: string;
   objDir: string;
   overlayIface: string;
@@ -93,6 +96,9 @@ export class Agent {
   private watch: WatchHandle | undefined;
   private servers: Server[] = [];
   private masqTimer: NodeJS.Timeout | undefined;
+  private podBridge: PodBridge | undefined;
+  /** The data path mechanism in use, for the log, /readyz and /metrics. */
+  private mechanism: Record<string, string> | undefined;
   private stopping = false;
   private etcdConnected = false;
   private subnetFileWritten = false;
@@ -125,7 +131,7 @@ export class Agent {
     };
     const ready = Object.values(checks).every((v) => v === true);
     this.metrics.ready.set(ready ? 1 : 0);
-    return { ready, checks };
+    return { ready, checks, ...(this.mechanism ? { info: this.mechanism } : {}) };
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
@@ -197,6 +203,17 @@ export class Agent {
       overlayName: o.overlayIface,
     });
     this.datapath = node.datapath;
+    this.mechanism = {
+      decap: node.mechanism,
+      gro: node.kernelDecap ? "vxlan-socket" : "none",
+      podBridge: o.podBridge,
+      reason: node.reason,
+    };
+    this.metrics.datapathInfo.set(
+      { decap: node.mechanism, gro: this.mechanism.gro, pod_bridge: o.podBridge },
+      1,
+    );
+    this.log.info("data path attached", this.mechanism);
     t.datapath = performance.now();
     this.map = SubnetHostMap.openPinned(o.pinPath);
     this.stats = StatsReader.openPinned(o.pinPath);
@@ -220,6 +237,15 @@ export class Agent {
     t.synced = performance.now();
     this.writeSubnetFile();
     if (o.ipMasq) this.startMasq();
+    if (o.podBridge !== "none") {
+      this.podBridge = new PodBridge(
+        o.pinPath,
+        () => this.held?.lease.subnet,
+        o.podBridge === "auto" ? undefined : o.podBridge,
+        this.log,
+      );
+      this.podBridge.start();
+    }
     const ms = (a: number, b: number) => Math.round(b - a);
     const mem = process.memoryUsage();
     this.log.info("ready", {
@@ -238,6 +264,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.masqTimer) clearInterval(this.masqTimer);
+    this.podBridge?.stop();
     await this.watch?.close();
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
     this.held?.keepalive?.release();

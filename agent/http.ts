@@ -8,6 +8,8 @@ import { OverlayError } from "./errors";
 export interface Readiness {
   ready: boolean;
   checks: Record<string, boolean | string>;
+  /** Facts about the node that are not checks (the data path mechanism). */
+  info?: Record<string, string>;
 }
 
 export function parseHostPort(addr: string, flag: string): { host: string; port: number } {

@@ -62,9 +62,16 @@ async function main(): Promise<number> {
       describe: "masquerade traffic from pods to outside the cluster network",
     })
     .option("decap", {
-      choices: ["tc", "xdp"] as const,
-      default: "tc" as const,
-      describe: "decapsulation hook on the underlay",
+      choices: ["auto", "tc", "xdp"] as const,
+      default: "auto" as const,
+      describe:
+        "decapsulation on the underlay: xdp where its driver runs XDP natively, else tc after GRO (auto)",
+    })
+    .option("pod-bridge", {
+      type: "string",
+      default: "auto",
+      describe:
+        "bridge whose pods get the fast path without the CNI plugin: auto (the one holding the node's subnet), a name, or none",
     })
     .option("overlay-iface", {
       type: "string",
@@ -149,6 +156,7 @@ async function main(): Promise<number> {
       leaseTtl: argv.subnetLeaseTtl,
       ipMasq: argv.ipMasq,
       decap: argv.decap,
+      podBridge: argv.podBridge,
       pinPath: argv.pinPath,
       objDir: argv.bpfDir,
       overlayIface: argv.overlayIface,

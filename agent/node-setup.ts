@@ -2,7 +2,7 @@
 // device (MTU = underlay - 50, address = first address of our subnet, as
 // flannel gives flannel.1), ip_forward, the cluster-network route, the data
 // path loaded and attached, and our own subnet in the map as LOCAL.
-import { Datapath, type DecapMode } from "./bpf/datapath";
+import { Datapath, type DecapChoice, type DecapMode } from "./bpf/datapath";
 import { ENCAP_OVERHEAD, F_LOCAL } from "./bpf/codec";
 import { SubnetHostMap } from "./bpf/subnet-map";
 import { type Cidr, type Ip4 } from "./net/ip";
@@ -24,7 +24,7 @@ export interface NodeSetupOptions {
   port: number;
   pinPath: string;
   objDir: string;
-  decap: DecapMode;
+  decap: DecapChoice;
   overlayName: string;
 }
 
@@ -35,6 +35,9 @@ export interface NodeSetupResult {
   underlayIfindex: number;
   overlayIfindex: number;
   kernelDecap: boolean;
+  /** The decap mechanism attached, and why (what --decap auto decided). */
+  mechanism: DecapMode;
+  reason: string;
 }
 
 /** The overlay MTU flannel's vxlan backend uses: underlay MTU - 50. */
@@ -47,11 +50,6 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
   const mtu = overlayMtu(underlay.mtu);
   const overlay = ensureOverlayDevice(o.overlayName, mtu, o.port);
   setSysctl(["net", "ipv4", "ip_forward"], "1");
-  if (o.decap === "xdp") {
-    // XDP hands decapsulated packets to the stack on the underlay, whose
-    // routes point the source subnet elsewhere: strict rp_filter drops them.
-    setSysctl(["net", "ipv4", "conf", o.underlay, "rp_filter"], "2");
-  }
   const datapath = new Datapath({
     pinPath: o.pinPath,
     objDir: o.objDir,
@@ -64,6 +62,12 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     kernelDecap: overlay.kernelDecap,
   });
   datapath.start();
+  const mechanism = datapath.mechanism as DecapMode;
+  if (mechanism === "xdp") {
+    // XDP hands decapsulated packets to the stack on the underlay, whose
+    // routes point the source subnet elsewhere: strict rp_filter drops them.
+    setSysctl(["net", "ipv4", "conf", o.underlay, "rp_filter"], "2");
+  }
   // Up only now: ovl_decap_dev guards the device's socket from its first packet.
   linkUp(overlay.name);
   const map = SubnetHostMap.openPinned(o.pinPath);
@@ -82,5 +86,7 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     underlayIfindex: underlay.ifindex,
     overlayIfindex: overlay.ifindex,
     kernelDecap: overlay.kernelDecap,
+    mechanism,
+    reason: datapath.reason,
   };
 }

@@ -61,6 +61,7 @@ export class AgentMetrics {
   readonly watchRestarts: Counter<string>;
   readonly configErrors: Counter<string>;
   readonly ready: Gauge<string>;
+  readonly datapathInfo: Gauge<string>;
   private source: DatapathSource | undefined;
 
   constructor(
@@ -197,6 +198,12 @@ export class AgentMetrics {
       registers: [reg],
     });
     build.set(info, 1);
+    this.datapathInfo = new Gauge({
+      name: M.datapathInfo,
+      help: "The data path mechanism this node runs (decap hook, GRO socket, pod bridge); always 1.",
+      labelNames: ["decap", "gro", "pod_bridge"],
+      registers: [reg],
+    });
     for (const l of ["acquired", "reused", "reserved", "race_lost", "network_full", "error"]) {
       this.leaseAcquisitions.inc({ result: l }, 0);
     }

@@ -18,4 +18,5 @@ export const M = {
   configErrors: "overlay_config_errors_total",
   ready: "overlay_ready",
   buildInfo: "overlay_build_info",
+  datapathInfo: "overlay_datapath_info",
 } as const;

@@ -16,7 +16,13 @@ import { existsSync, mkdirSync, statfsSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { AbiMismatchError, BpfError, OverlayError } from "../errors";
 import { MAPS, PROGRAMS, type MapName, type ProgramName } from "./abi.generated";
-import { BPF_TC_EGRESS, BPF_TC_INGRESS, libbpf, type BpfObjectHandle } from "./libbpf";
+import {
+  BPF_TC_EGRESS,
+  BPF_TC_INGRESS,
+  libbpf,
+  XDP_FLAGS_DRV_MODE,
+  type BpfObjectHandle,
+} from "./libbpf";
 import { BpfMap } from "./map";
 import { rodataImage } from "./codec";
 import { type Ip4 } from "../net/ip";
@@ -29,6 +35,18 @@ export const TC_HANDLE = 0x0ad1;
 export const TC_PRIORITY = 1;
 
 export type DecapMode = "tc" | "xdp";
+/** --decap: a mechanism, or "auto" to let the node's hardware decide. */
+export type DecapChoice = DecapMode | "auto";
+
+/**
+ * Is the interface backed by a device on a bus (a NIC, virtio) rather than a
+ * software device (veth, bridge, bond of those)? Software devices that run
+ * XDP "natively" (veth) copy every frame into a new page for it and lose
+ * GSO towards them, so `--decap auto` leaves them to TC.
+ */
+export function hardwareBacked(ifname: string): boolean {
+  return existsSync(`/sys/class/net/${ifname}/device`);
+}
 
 export interface DatapathConfig {
   pinPath: string;
@@ -40,7 +58,7 @@ export interface DatapathConfig {
   underlay: { name: string; ifindex: number; mac: string };
   /** The overlay device; its MAC is this node's VTEP MAC. */
   overlay: { name: string; ifindex: number; mac: string };
-  decap: DecapMode;
+  decap: DecapChoice;
   /** The overlay device is a collect_md VXLAN device (see OverlayDevice). */
   kernelDecap: boolean;
 }
@@ -131,6 +149,10 @@ function xdpIsOurs(ifindex: number): boolean {
 export class Datapath {
   private objects: BpfObjectHandle[] = [];
   private readonly progFds = new Map<ProgramName, number>();
+  /** The decap mechanism attached (what "auto" resolved to), after start(). */
+  mechanism: DecapMode | undefined;
+  /** Why "auto" chose the mechanism it did. */
+  reason = "";
 
   constructor(readonly config: DatapathConfig) {}
 
@@ -191,18 +213,51 @@ export class Datapath {
   private attach(): void {
     const c = this.config;
     const u = c.underlay.ifindex;
+    this.mechanism = this.attachDecap();
     // New attachments first, then remove the other decap mode: no gap.
-    if (c.decap === "xdp") {
-      libbpf.xdpAttach(u, this.fd("ovl_decap_xdp"), 0, `${c.underlay.name} xdp`);
+    if (this.mechanism === "xdp") {
       libbpf.tcDetach(u, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, `${c.underlay.name} ingress`);
-    } else {
-      this.attachTc(u, BPF_TC_INGRESS, "ovl_decap_tc", `${c.underlay.name} ingress`);
-      if (xdpIsOurs(u)) libbpf.xdpDetach(u, 0, `${c.underlay.name} xdp`);
+    } else if (xdpIsOurs(u)) {
+      libbpf.xdpDetach(u, 0, `${c.underlay.name} xdp`);
     }
     this.attachTc(c.overlay.ifindex, BPF_TC_EGRESS, "ovl_encap_dev", `${c.overlay.name} egress`);
     if (c.kernelDecap) {
-      this.attachTc(c.overlay.ifindex, BPF_TC_INGRESS, "ovl_decap_dev", `${c.overlay.name} ingress`);
+      this.attachTc(
+        c.overlay.ifindex,
+        BPF_TC_INGRESS,
+        "ovl_decap_dev",
+        `${c.overlay.name} ingress`,
+      );
     }
+  }
+
+  /** Attaches the decap program the config asks for; "auto" probes. */
+  private attachDecap(): DecapMode {
+    const c = this.config;
+    const u = c.underlay.ifindex;
+    const xdpWhat = `${c.underlay.name} xdp`;
+    if (c.decap === "xdp") {
+      libbpf.xdpAttach(u, this.fd("ovl_decap_xdp"), 0, xdpWhat);
+      this.reason = "forced by --decap xdp";
+      return "xdp";
+    }
+    if (c.decap === "auto" && hardwareBacked(c.underlay.name)) {
+      // The probe is the attach itself, in driver mode only: a driver
+      // without native XDP refuses, and generic XDP is never chosen.
+      try {
+        libbpf.xdpAttach(u, this.fd("ovl_decap_xdp"), XDP_FLAGS_DRV_MODE, xdpWhat);
+        this.reason = "the underlay's driver runs XDP natively";
+        return "xdp";
+      } catch (e) {
+        this.reason = `native XDP refused (${(e as Error).message}), TC after GRO`;
+      }
+    } else if (c.decap === "auto") {
+      this.reason = `${c.underlay.name} is a software device (XDP would copy every frame), TC after GRO`;
+    } else {
+      this.reason = "forced by --decap tc";
+    }
+    this.attachTc(u, BPF_TC_INGRESS, "ovl_decap_tc", `${c.underlay.name} ingress`);
+    return "tc";
   }
 
   private attachTc(ifindex: number, point: number, prog: ProgramName, what: string): void {

@@ -318,13 +318,17 @@ export const libbpf = {
 
   // --- attach -----------------------------------------------------------
   tcHookCreate(ifindex: number, attachPoint: number, what: string): void {
-    const r = Number(
-      fn("int bpf_tc_hook_create(bpf_tc_hook *hook)")({
-        sz: koffi.sizeof(TcHook),
-        ifindex,
-        attach_point: attachPoint,
-        parent: 0,
-      }),
+    // Quiet: an existing clsact (every attach after the first) makes the
+    // kernel say "Exclusivity flag on, cannot modify", which is no warning.
+    const r = quiet(() =>
+      Number(
+        fn("int bpf_tc_hook_create(bpf_tc_hook *hook)")({
+          sz: koffi.sizeof(TcHook),
+          ifindex,
+          attach_point: attachPoint,
+          parent: 0,
+        }),
+      ),
     );
     if (r === -17) return; // EEXIST: clsact already there
     check(r, "tc hook create", what);

@@ -19,6 +19,7 @@ function readyz(addr: string): Promise<{
   reachable: boolean;
   ready?: boolean;
   checks?: Record<string, unknown>;
+  info?: Record<string, string>;
   error?: string;
 }> {
   const { host, port } = parseHostPort(addr, "--healthz-addr");
@@ -30,8 +31,12 @@ function readyz(addr: string): Promise<{
         res.on("data", (d) => (body += d));
         res.on("end", () => {
           try {
-            const j = JSON.parse(body) as { ready: boolean; checks: Record<string, unknown> };
-            resolve({ reachable: true, ready: j.ready, checks: j.checks });
+            const j = JSON.parse(body) as {
+              ready: boolean;
+              checks: Record<string, unknown>;
+              info?: Record<string, string>;
+            };
+            resolve({ reachable: true, ready: j.ready, checks: j.checks, info: j.info });
           } catch {
             resolve({ reachable: true, error: `unexpected /readyz answer: ${body.slice(0, 80)}` });
           }
@@ -41,6 +46,35 @@ function readyz(addr: string): Promise<{
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.on("error", (e) => resolve({ reachable: false, error: e.message }));
   });
+}
+
+/**
+ * The mechanism as the kernel shows it (so it is right while the agent is
+ * down): which decap program the underlay runs, whether the overlay device
+ * decapsulates for the stack (ovl_decap_dev on it: GRO through its UDP
+ * socket), and which bridges carry the bridged-pod encap.
+ */
+function mechanismOf(attached: { iface?: string; hook: string; program: string }[]): {
+  decap: string;
+  gro: string;
+  podBridge: string;
+} {
+  const has = (p: string) => attached.some((x) => x.program === p);
+  const bridges = attached
+    .filter((x) => x.program === "ovl_encap_pod" && x.iface && linkKind(x.iface) === "bridge")
+    .map((x) => x.iface);
+  return {
+    decap: has("ovl_decap_xdp") ? "xdp" : has("ovl_decap_tc") ? "tc" : "none",
+    gro: has("ovl_decap_dev") ? "vxlan-socket" : "none",
+    podBridge: bridges.length ? bridges.join(",") : "none",
+  };
+}
+
+function linkKind(name: string): string | undefined {
+  const l = JSON.parse(run(["ip", "-d", "-j", "link", "show", "dev", name])) as {
+    linkinfo?: { info_kind?: string };
+  }[];
+  return l[0]?.linkinfo?.info_kind;
 }
 
 export const status: CommandModule<object, Args> = {
@@ -87,7 +121,8 @@ export const status: CommandModule<object, Args> = {
       ...x,
       iface: names.get(x.ifindex),
     }));
-    const result = { agent, abi, attachments: attached, maps };
+    const mechanism = mechanismOf(attached);
+    const result = { agent, abi, mechanism, attachments: attached, maps };
     print(a.output, result, () => {
       const agentLine = !agent.reachable
         ? `agent:   not reachable at ${a.healthzAddr} (${agent.error}); the pinned data path keeps forwarding`
@@ -101,6 +136,8 @@ export const status: CommandModule<object, Args> = {
       return [
         agentLine,
         `abi:     ${abi}`,
+        `datapath: decap=${mechanism.decap} gro=${mechanism.gro} pod-bridge=${mechanism.podBridge}` +
+          (agent.info?.reason ? `  (${agent.info.reason})` : ""),
         "",
         attached.length
           ? table(

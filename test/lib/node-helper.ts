@@ -3,6 +3,7 @@
 //   attach-pod PIN_PATH IFNAME           -> encap_pod on the veth's ingress
 //   detach-pod IFNAME
 //   tc-probe IFNAME                      -> tc query/detach on a device without clsact
+//   pod-bridge PIN_PATH SUBNET [BRIDGE]  -> one sync of the bridged-pod fast path
 // Programs stay attached and maps pinned after it exits, which is the
 // point: the data path forwards without a running agent.
 import { join } from "node:path";
@@ -11,6 +12,8 @@ import { BPF_TC_INGRESS, libbpf } from "../../agent/bpf/libbpf";
 import { Cidr, parseIp } from "../../agent/net/ip";
 import { mustLink } from "../../agent/net/link";
 import { setupNode } from "../../agent/node-setup";
+import { createLogger } from "../../agent/log";
+import { PodBridge } from "../../agent/pod-bridge";
 
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === "setup") {
@@ -24,7 +27,7 @@ if (cmd === "setup") {
     port: o.port ?? 8472,
     pinPath: o.pinPath,
     objDir: o.objDir ?? join(__dirname, "../../../build/bpf"),
-    decap: o.decap ?? "tc",
+    decap: o.decap ?? "auto",
     overlayName: o.overlayName ?? "ovl0",
   });
   r.datapath.close();
@@ -34,6 +37,9 @@ if (cmd === "setup") {
       mtu: r.mtu,
       underlayIfindex: r.underlayIfindex,
       overlayIfindex: r.overlayIfindex,
+      kernelDecap: r.kernelDecap,
+      mechanism: r.mechanism,
+      reason: r.reason,
     }),
   );
 } else if (cmd === "attach-pod") {
@@ -47,9 +53,13 @@ if (cmd === "setup") {
   const query = libbpf.tcQuery(link.ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY);
   const detached = libbpf.tcDetach(link.ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, link.name);
   process.stdout.write(JSON.stringify({ query, detached }));
+} else if (cmd === "pod-bridge") {
+  const subnet = Cidr.parse(args[1] as string);
+  const pb = new PodBridge(args[0] as string, () => subnet, args[2], createLogger("warn"));
+  process.stdout.write(JSON.stringify(pb.sync()));
 } else {
   process.stderr.write(
-    "usage: node-helper setup JSON | attach-pod PIN IFNAME | detach-pod IFNAME | tc-probe IFNAME\n",
+    "usage: node-helper setup JSON | attach-pod PIN IFNAME | detach-pod IFNAME | tc-probe IFNAME | pod-bridge PIN SUBNET [BRIDGE]\n",
   );
   process.exit(2);
 }

@@ -1,0 +1,57 @@
+// What the kernel knows about the pods behind a bridge, read through
+// iproute2's JSON output: links with their masters and addresses, the
+// bridge's neighbour entries and its FDB. Inputs for agent/pods.ts.
+import { type BridgeLink, type FdbEntry, type Neighbour } from "../pods";
+import { parseIp } from "./ip";
+import { run } from "./run";
+
+interface IpJsonLink {
+  ifname: string;
+  ifindex: number;
+  address?: string;
+  master?: string;
+  linkinfo?: { info_kind?: string };
+  addr_info?: { family: string; local: string; prefixlen: number }[];
+}
+
+export function listLinks(): BridgeLink[] {
+  const links = JSON.parse(run(["ip", "-d", "-j", "link", "show"])) as IpJsonLink[];
+  const addrs = JSON.parse(run(["ip", "-j", "-4", "addr", "show"])) as IpJsonLink[];
+  const byName = new Map(addrs.map((a) => [a.ifname, a.addr_info ?? []]));
+  return links.map((l) => ({
+    name: l.ifname,
+    ifindex: l.ifindex,
+    mac: l.address ?? "00:00:00:00:00:00",
+    kind: l.linkinfo?.info_kind,
+    master: l.master,
+    addrs: (byName.get(l.ifname) ?? [])
+      .filter((a) => a.family === "inet")
+      .map((a) => ({ ip: parseIp(a.local), prefixlen: a.prefixlen })),
+  }));
+}
+
+export function listNeighbours(dev: string): Neighbour[] {
+  const out = JSON.parse(run(["ip", "-j", "-4", "neigh", "show", "dev", dev])) as {
+    dst: string;
+    lladdr?: string;
+    state?: string[];
+  }[];
+  return out.map((n) => ({ ip: parseIp(n.dst), mac: n.lladdr, state: n.state ?? [] }));
+}
+
+export function listFdb(bridge: string): FdbEntry[] {
+  const out = JSON.parse(run(["bridge", "-j", "fdb", "show", "br", bridge])) as {
+    mac: string;
+    ifname: string;
+    master?: string;
+    state?: string;
+    flags?: string[];
+  }[];
+  return out.map((f) => ({
+    mac: f.mac,
+    port: f.ifname,
+    master: f.master,
+    state: f.state,
+    flags: f.flags ?? [],
+  }));
+}

@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { type Endpoint } from "../../agent/bpf/codec";
+import { Cidr, parseIp, type Ip4 } from "../../agent/net/ip";
+import {
+  discoverEndpoints,
+  findPodBridge,
+  planEndpoints,
+  type BridgeLink,
+  type FdbEntry,
+} from "../../agent/pods";
+
+const SUBNET = Cidr.parse("10.5.1.0/24");
+const BR_MAC = "02:00:00:00:0b:01";
+const link = (o: Partial<BridgeLink> & { name: string; ifindex: number }): BridgeLink => ({
+  mac: "02:00:00:00:00:00",
+  addrs: [],
+  ...o,
+});
+const cni0 = link({
+  name: "cni0",
+  ifindex: 3,
+  kind: "bridge",
+  mac: BR_MAC,
+  addrs: [{ ip: parseIp("10.5.1.1"), prefixlen: 24 }],
+});
+const LINKS: BridgeLink[] = [
+  link({ name: "lo", ifindex: 1 }),
+  link({
+    name: "eth0",
+    ifindex: 2,
+    kind: "veth",
+    addrs: [{ ip: parseIp("172.31.0.1"), prefixlen: 24 }],
+  }),
+  cni0,
+  link({ name: "veth1", ifindex: 4, kind: "veth", master: "cni0" }),
+  link({ name: "veth2", ifindex: 5, kind: "veth", master: "cni0" }),
+  link({ name: "vxlan9", ifindex: 6, kind: "vxlan", master: "cni0" }),
+];
+const learned = (mac: string, port: string): FdbEntry => ({
+  mac,
+  port,
+  master: "cni0",
+  state: "",
+  flags: [],
+});
+
+describe("unit: bridged pods (agent/pods.ts)", function () {
+  it("finds the bridge that holds the node's subnet, or the one named", function () {
+    assert.equal(findPodBridge(LINKS, SUBNET)?.name, "cni0");
+    // An address of the subnet with another prefix (flannel's /32 on its
+    // VXLAN device) is not a pod bridge; nor is any other subnet's bridge.
+    assert.equal(findPodBridge(LINKS, Cidr.parse("10.5.1.0/25")), undefined);
+    assert.equal(findPodBridge(LINKS, Cidr.parse("10.5.2.0/24")), undefined);
+    assert.equal(findPodBridge(LINKS, Cidr.parse("10.5.2.0/24"), "cni0")?.name, "cni0");
+    assert.equal(findPodBridge(LINKS, SUBNET, "eth0"), undefined, "not a bridge");
+  });
+
+  it("turns neighbour + learned FDB entry + veth port into the endpoint the CNI plugin would write", function () {
+    const eps = discoverEndpoints({
+      bridge: cni0,
+      subnet: SUBNET,
+      links: LINKS,
+      neighbours: [
+        { ip: parseIp("10.5.1.2"), mac: "0A:00:00:00:00:02", state: ["STALE"] },
+        { ip: parseIp("10.5.1.3"), mac: "0a:00:00:00:00:03", state: ["REACHABLE"] },
+        // not usable: failed resolution, the bridge's own address, outside the
+        // subnet, a MAC on a port that is not a veth, a MAC never learned
+        { ip: parseIp("10.5.1.4"), state: ["FAILED"] },
+        { ip: parseIp("10.5.1.5"), mac: "0a:00:00:00:00:05", state: ["INCOMPLETE"] },
+        { ip: parseIp("10.5.1.1"), mac: BR_MAC, state: ["PERMANENT"] },
+        { ip: parseIp("10.9.0.7"), mac: "0a:00:00:00:00:02", state: ["STALE"] },
+        { ip: parseIp("10.5.1.6"), mac: "0a:00:00:00:00:06", state: ["STALE"] },
+        { ip: parseIp("10.5.1.7"), mac: "0a:00:00:00:00:07", state: ["STALE"] },
+      ],
+      fdb: [
+        learned("0a:00:00:00:00:02", "veth1"),
+        learned("0a:00:00:00:00:03", "veth2"),
+        learned("0a:00:00:00:00:05", "veth2"),
+        learned("0a:00:00:00:00:06", "vxlan9"),
+        // the port's own address and a "self" entry never name a pod
+        { mac: "0a:00:00:00:00:07", port: "veth1", master: "cni0", state: "permanent", flags: [] },
+        { mac: "0a:00:00:00:00:07", port: "veth2", state: "permanent", flags: ["self"] },
+      ],
+    });
+    assert.deepEqual(
+      [...eps].map(([ip, ep]) => [ip, ep]),
+      [
+        [parseIp("10.5.1.2"), { ifindex: 4, podMac: "0a:00:00:00:00:02", hostMac: BR_MAC }],
+        [parseIp("10.5.1.3"), { ifindex: 5, podMac: "0a:00:00:00:00:03", hostMac: BR_MAC }],
+      ],
+    );
+  });
+
+  it("plans only the difference, keeps the CNI plugin's entries, removes what points at a dead veth", function () {
+    const ep = (ifindex: number, mac = "0a:00:00:00:00:01"): Endpoint => ({
+      ifindex,
+      podMac: mac,
+      hostMac: BR_MAC,
+    });
+    const ip = (s: string): Ip4 => parseIp(s);
+    const plan = planEndpoints({
+      discovered: new Map([
+        [ip("10.5.1.2"), ep(4)], // unchanged
+        [ip("10.5.1.3"), ep(5)], // new
+        [ip("10.5.1.4"), ep(7)], // moved to another veth
+      ]),
+      actual: new Map([
+        [ip("10.5.1.2"), ep(4)],
+        [ip("10.5.1.4"), ep(6)],
+        [ip("10.5.1.8"), ep(8)], // the CNI plugin's, not seen now: stays
+        [ip("10.5.1.9"), ep(9)], // ours, not seen any more: goes
+        [ip("10.5.1.10"), ep(99)], // anyone's, its veth is gone: goes
+      ]),
+      owned: new Set([ip("10.5.1.9")]),
+      liveIfindexes: new Set([4, 5, 6, 7, 8, 9]),
+    });
+    assert.deepEqual(plan.upserts, [
+      [ip("10.5.1.3"), ep(5)],
+      [ip("10.5.1.4"), ep(7)],
+    ]);
+    assert.deepEqual(plan.deletes, [ip("10.5.1.9"), ip("10.5.1.10")]);
+  });
+});
