@@ -33,13 +33,13 @@ import { SubnetHostMap } from "../agent/bpf/subnet-map";
 import { Cidr, parseIp } from "../agent/net/ip";
 import { flannelAddLease, flannelUp } from "../test/lib/flannel";
 import { inNs, sh, shStatus, sleep } from "../test/lib/sh";
+import { nicLike, type Wire } from "../test/lib/topology";
 import { barChart, markdownTable, median, writeResults } from "./report";
 
 const HELPER = join(__dirname, "..", "test", "lib", "node-helper.js");
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 
-type Wire = "veth" | "nic";
 type PathName = "host-gw" | "flannel-vxlan" | "overlayd-tc" | "overlayd-xdp";
 type Kind = "cni" | "bridged" | "host";
 const WIRES: Wire[] = ["veth", "nic"];
@@ -92,20 +92,6 @@ function veth(a: string, aNs: string, b: string, bNs: string): void {
   sh(["ip", "link", "add", a, "netns", aNs, "type", "veth", "peer", "name", b, "netns", bNs]);
 }
 
-/** Offloads a port must lack to segment a GSO frame to MTU-sized ones. */
-const SEGMENT_OFF = [
-  "tso",
-  "off",
-  "gso",
-  "off",
-  "tx-udp_tnl-segmentation",
-  "off",
-  "tx-udp_tnl-csum-segmentation",
-  "off",
-  "tx-gso-partial",
-  "off",
-];
-
 function buildTopo(wire: Wire, path: PathName, k: number): Topo {
   const tag = `${wire[0]}${k}`;
   const fabric = ns(`${tag}f`);
@@ -125,10 +111,7 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
     };
     veth("eth0", n.ns, `f${side}`, fabric);
     sh(inNs(fabric, ["ip", "link", "set", `f${side}`, "master", "br0", "up"]));
-    if (wire === "nic") {
-      sh(inNs(fabric, ["ethtool", "-K", `f${side}`, ...SEGMENT_OFF]), { allowFail: true });
-      sh(inNs(n.ns, ["ethtool", "-K", "eth0", "gro", "on"]));
-    }
+    if (wire === "nic") nicLike(fabric, `f${side}`, n.ns);
     sh(inNs(n.ns, ["ip", "addr", "add", `${n.underlay}/24`, "dev", "eth0"]));
     sh(inNs(n.ns, ["ip", "link", "set", "eth0", "up"]));
     sh(inNs(n.ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));

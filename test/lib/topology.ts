@@ -14,6 +14,35 @@ import { inNs, sh } from "./sh";
 
 export const NETWORK = "10.5.0.0/16";
 
+/**
+ * The two underlays the tests and `make bench` model:
+ *   veth  the switch hands the senders' 64 KB GSO frames on untouched;
+ *   nic   what a physical NIC gives: the node keeps TSO, the switch port
+ *         towards each node segments to MTU-sized frames (no TSO/GSO on it)
+ *         and the node's eth0 rebuilds them with GRO (veth runs NAPI then).
+ */
+export type Wire = "veth" | "nic";
+
+/** Offloads a switch port must lack to segment GSO frames to wire size. */
+const SEGMENT_OFF = [
+  "tso",
+  "off",
+  "gso",
+  "off",
+  "tx-udp_tnl-segmentation",
+  "off",
+  "tx-udp_tnl-csum-segmentation",
+  "off",
+  "tx-gso-partial",
+  "off",
+];
+
+/** Makes the link between a switch port and a node's eth0 NIC-like. */
+export function nicLike(switchNs: string, port: string, nodeNs: string): void {
+  sh(inNs(switchNs, ["ethtool", "-K", port, ...SEGMENT_OFF]));
+  sh(inNs(nodeNs, ["ethtool", "-K", "eth0", "gro", "on"]));
+}
+
 export interface PodInfo {
   ns: string;
   ip: string;
@@ -77,7 +106,7 @@ export class Topology {
   }
 
   /** A node on the underlay switch, with a pod subnet 10.5.K.0/24. */
-  addNode(index: number, opts: { mtu?: number } = {}): NodeInfo {
+  addNode(index: number, opts: { mtu?: number; wire?: Wire } = {}): NodeInfo {
     const ns = `${this.prefix}-n${index}`;
     this.addNs(ns);
     const port = `n${index}`;
@@ -100,6 +129,7 @@ export class Topology {
     const mtu = String(opts.mtu ?? 1500);
     sh(inNs(this.switchNs, ["ip", "link", "set", port, "mtu", mtu]));
     sh(inNs(ns, ["ip", "link", "set", "eth0", "mtu", mtu, "up"]));
+    if (opts.wire === "nic") nicLike(this.switchNs, port, ns);
     const underlayIp = `172.31.0.${index}`;
     sh(inNs(ns, ["ip", "addr", "add", `${underlayIp}/24`, "dev", "eth0"]));
     sh(inNs(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));

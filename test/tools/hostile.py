@@ -6,12 +6,15 @@
 import json
 import sys
 
-from scapy.all import ARP, IP, IPOption, IPv6, UDP, Ether, Raw, conf, sendp  # noqa: E402
+from scapy.all import ARP, IP, IPOption, IPv6, UDP, Ether, Raw, conf, get_if_hwaddr, sendp  # noqa: E402
 
 conf.verb = 0
 iface, dst_mac, dst_ip, src_ip, peer_subnet, pod_ip, count = sys.argv[1:8]
 cases = sys.argv[8:]
 count = int(count)
+# The interface's own MAC: scapy's guess needs a route to the destination,
+# and a bridge drops frames from a zero source MAC.
+src_mac = get_if_hwaddr(iface)
 peer_host = peer_subnet.split("/")[0].rsplit(".", 1)[0] + ".7"  # inside the sender's lease
 
 
@@ -26,7 +29,7 @@ def inner(src=peer_host, dst=pod_ip, eth_type=None, payload=None):
 
 
 def outer(payload, src=src_ip, **ip):
-    return Ether(dst=dst_mac) / IP(src=src, dst=dst_ip, **ip) / UDP(sport=40000, dport=8472, chksum=0) / Raw(payload)
+    return Ether(dst=dst_mac, src=src_mac) / IP(src=src, dst=dst_ip, **ip) / UDP(sport=40000, dport=8472, chksum=0) / Raw(payload)
 
 
 def build(case):
@@ -61,7 +64,7 @@ def build(case):
     if case == "not_local":
         return outer(vxlan() + inner(dst="10.99.0.1"))
     if case == "not_vxlan":  # plain UDP elsewhere: must pass untouched
-        return Ether(dst=dst_mac) / IP(src=src_ip, dst=dst_ip) / UDP(sport=5, dport=53) / Raw(b"q" * 20)
+        return Ether(dst=dst_mac, src=src_mac) / IP(src=src_ip, dst=dst_ip) / UDP(sport=5, dport=53) / Raw(b"q" * 20)
     raise SystemExit(f"unknown case {case}")
 
 
