@@ -80,24 +80,31 @@ export async function underLoad(
   seconds: number,
   fn: () => Promise<void>,
 ) {
+  return underLoadBetween(c.pod(a), c.pod(b), seconds, fn);
+}
+
+/**
+ * underLoad between any two endpoints: a namespace and an address in another.
+ * `bitrate` caps iperf3 (e.g. "2G"): an uncapped transfer on 2 CPUs can
+ * starve softirq processing while a loader runs, and a NAPI ring (veth with
+ * GRO, any NIC) then overflows, which is not what these tests measure.
+ */
+export async function underLoadBetween(
+  from: { ns: string },
+  to: { ns: string; ip: string },
+  seconds: number,
+  fn: () => Promise<void>,
+  bitrate?: string,
+) {
   const port = String(15900 + Math.floor(Math.random() * 50));
-  const server = spawnInNs(c.pod(b).ns, ["iperf3", "-s", "-1", "-p", port]);
+  const server = spawnInNs(to.ns, ["iperf3", "-s", "-1", "-p", port]);
   await sleep(300);
   const count = String(seconds * 1000);
-  const pinger = spawnInNs(c.pod(a).ns, [
-    "ping",
-    "-n",
-    "-q",
-    "-i",
-    "0.001",
-    "-c",
-    count,
-    c.pod(b).ip,
-  ]);
-  const iperf = spawnInNs(c.pod(a).ns, [
+  const pinger = spawnInNs(from.ns, ["ping", "-n", "-q", "-i", "0.001", "-c", count, to.ip]);
+  const iperf = spawnInNs(from.ns, [
     "iperf3",
     "-c",
-    c.pod(b).ip,
+    to.ip,
     "-p",
     port,
     "-t",
@@ -105,6 +112,7 @@ export async function underLoad(
     "-i",
     "0.5",
     "-J",
+    ...(bitrate ? ["-b", bitrate] : []),
   ]);
   let pingOut = "";
   let iperfOut = "";
@@ -123,6 +131,46 @@ export async function underLoad(
     (i) => i.sum.bytes,
   );
   return { transmitted: Number(m[1]), received: Number(m[2]), intervals };
+}
+
+/**
+ * Lengths of the VXLAN frames an interface sent while fn() ran (tcpdump on
+ * the switch's port towards a node sees them after any segmentation there).
+ */
+export async function framesSent(
+  ns: string,
+  iface: string,
+  fn: () => Promise<void>,
+): Promise<number[]> {
+  const dump = spawnInNs(ns, [
+    "tcpdump",
+    "-i",
+    iface,
+    "-Q",
+    "out",
+    "-nn",
+    "-e",
+    "-l",
+    "-c",
+    "20000",
+    "udp",
+    "port",
+    "8472",
+  ]);
+  let out = "";
+  dump.stdout?.on("data", (d) => (out += d));
+  let err = "";
+  dump.stderr?.on("data", (d) => (err += d));
+  // tcpdump says "listening on ..." once its capture is open.
+  for (let i = 0; i < 100 && !/listening on/.test(err); i++) await sleep(50);
+  try {
+    await fn();
+    await sleep(200);
+  } finally {
+    dump.kill("SIGINT");
+    await new Promise((r) => dump.on("exit", r));
+  }
+  return [...out.matchAll(/ethertype IPv4 \(0x0800\), length (\d+):/g)].map((m) => Number(m[1]));
 }
 
 /** What underLoad saw, when nothing may be lost: every ping answered and
