@@ -5,6 +5,7 @@
 import { Datapath, type DecapChoice, type DecapMode } from "./bpf/datapath";
 import { ENCAP_OVERHEAD, F_LOCAL } from "./bpf/codec";
 import { SubnetHostMap } from "./bpf/subnet-map";
+import { OverlayError } from "./errors";
 import { type Cidr, type Ip4 } from "./net/ip";
 import {
   ensureOverlayDevice,
@@ -69,7 +70,14 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     setSysctl(["net", "ipv4", "conf", o.underlay, "rp_filter"], "2");
   }
   // Up only now: ovl_decap_dev guards the device's socket from its first packet.
-  linkUp(overlay.name);
+  try {
+    linkUp(overlay.name);
+  } catch (e) {
+    throw new OverlayError(
+      `cannot bring ${overlay.name} up: is UDP port ${o.port} taken on this node ` +
+        `(another VXLAN device, such as flannel.1)? ${(e as Error).message}`,
+    );
+  }
   const map = SubnetHostMap.openPinned(o.pinPath);
   try {
     map.upsert(o.subnet, { remoteIp: o.publicIp, vtepMac: overlay.mac, flags: F_LOCAL });

@@ -96,10 +96,10 @@ export interface EndpointPlan {
   deletes: Ip4[];
 }
 
+/** Same pod on the same veth; the source MAC it is handed packets with is
+ *  the writer's choice (the CNI plugin's stays, and stays its own). */
 const same = (a: Endpoint, b: Endpoint) =>
-  a.ifindex === b.ifindex &&
-  a.podMac.toLowerCase() === b.podMac.toLowerCase() &&
-  a.hostMac.toLowerCase() === b.hostMac.toLowerCase();
+  a.ifindex === b.ifindex && a.podMac.toLowerCase() === b.podMac.toLowerCase();
 
 /**
  * What to write so that the map serves the discovered pods. Entries the CNI

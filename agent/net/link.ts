@@ -162,8 +162,9 @@ export function ensureOverlayDevice(name: string, mtu: number, port: number): Ov
     String(port),
     "nolearning",
   ];
-  // Port in use (a flannel.1 on this node) or no vxlan module: the old
-  // device, or a dummy, keeps the node forwarding without kernel decap.
+  // Without the vxlan module the old device, or a dummy, keeps the node
+  // forwarding without kernel decap. (A port in use only shows when the
+  // device goes up: node-setup names it then.)
   if (tryRun(vxlan) !== undefined) {
     if (l) run(["ip", "link", "del", "dev", name]);
     run(["ip", "link", "set", "dev", tmp, "name", name]);

@@ -4,15 +4,15 @@
 // programs forward with no agent running (the helper that loaded them has
 // exited), which is also what a restarting agent relies on.
 import assert from "node:assert/strict";
-import { EndpointMap } from "../../agent/bpf/endpoint-map";
 import { StatsReader } from "../../agent/bpf/stats";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";
 import { Cidr, parseIp } from "../../agent/net/ip";
 import { flannelAddLease, flannelUp } from "../lib/flannel";
+import { loadNode, programPeers, registerPod } from "../lib/overlay";
 import { requireEnv } from "../lib/require";
 import { inNs, sh } from "../lib/sh";
-import { NETWORK, Topology, type NodeInfo } from "../lib/topology";
-import { iperf, nodeHelper, ping, pingOutput } from "../lib/traffic";
+import { Topology, type NodeInfo } from "../lib/topology";
+import { iperf, ping, pingOutput } from "../lib/traffic";
 
 describe("e2e: data path between namespaces", function () {
   this.timeout(180000);
@@ -38,30 +38,14 @@ describe("e2e: data path between namespaces", function () {
   }
 
   function setup(n: NodeInfo, decap: "tc" | "xdp"): void {
-    const out = nodeHelper(n.ns, [
-      "setup",
-      JSON.stringify({
-        underlay: "eth0",
-        publicIp: n.underlayIp,
-        network: NETWORK,
-        subnet: n.subnet,
-        pinPath: n.pinPath,
-        decap,
-      }),
-    ]);
-    vtep.set(n.index, JSON.parse(out).vtepMac);
+    vtep.set(n.index, loadNode(n, decap).vtepMac);
   }
 
   function program(n: NodeInfo, peers: NodeInfo[]): void {
-    withMap(n, (m) => {
-      for (const p of peers) {
-        m.upsert(Cidr.parse(p.subnet), {
-          remoteIp: parseIp(p.underlayIp),
-          vtepMac: vtep.get(p.index) as string,
-          flags: 0,
-        });
-      }
-    });
+    programPeers(
+      n,
+      peers.map((p) => ({ node: p, vtepMac: vtep.get(p.index) as string })),
+    );
   }
 
   before(function () {
@@ -86,18 +70,7 @@ describe("e2e: data path between namespaces", function () {
     }
     // Pod fast path on nodes 1 and 2: encap at the veth, decap into the pod.
     // Node 3 keeps pods on the bridge only: overlay device + FIB paths.
-    for (const n of nodes.slice(0, 2)) {
-      const pod = n.pods[0];
-      assert.ok(pod);
-      nodeHelper(n.ns, ["attach-pod", n.pinPath, pod.hostVeth]);
-      const eps = EndpointMap.openPinned(n.pinPath);
-      eps.upsert(parseIp(pod.ip), {
-        ifindex: pod.hostIfindex,
-        podMac: pod.mac,
-        hostMac: pod.hostMac,
-      });
-      eps.close();
-    }
+    for (const n of nodes.slice(0, 2)) registerPod(n, n.pods[0]!);
   });
 
   after(function () {

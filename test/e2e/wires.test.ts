@@ -168,6 +168,17 @@ for (const wire of ["veth", "nic"] as Wire[]) {
           });
         }
 
+        it("delivers to a remote node's own overlay address (the host stack behind ovl0)", function () {
+          for (const [a, b] of [
+            [n1, n2],
+            [n2, n1],
+          ] as const) {
+            const ovl = b.subnet.replace("/24", "");
+            assert.ok(ping(bridged(a).ns, ovl), `${bridged(a).ip} -> ${ovl}`);
+            assert.ok(ping(a.ns, ovl), `node ${a.index} -> ${ovl}`);
+          }
+        });
+
         it("exchanges traffic with the flannel node both ways", function () {
           for (const n of [n1, n2]) {
             for (const p of n.pods) {

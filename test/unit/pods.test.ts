@@ -101,11 +101,13 @@ describe("unit: bridged pods (agent/pods.ts)", function () {
     const plan = planEndpoints({
       discovered: new Map([
         [ip("10.5.1.2"), ep(4)], // unchanged
+        [ip("10.5.1.5"), ep(5, "0a:00:00:00:00:05")], // written with another host MAC
         [ip("10.5.1.3"), ep(5)], // new
         [ip("10.5.1.4"), ep(7)], // moved to another veth
       ]),
       actual: new Map([
         [ip("10.5.1.2"), ep(4)],
+        [ip("10.5.1.5"), { ...ep(5, "0A:00:00:00:00:05"), hostMac: "02:00:00:00:0e:05" }],
         [ip("10.5.1.4"), ep(6)],
         [ip("10.5.1.8"), ep(8)], // the CNI plugin's, not seen now: stays
         [ip("10.5.1.9"), ep(9)], // ours, not seen any more: goes
