@@ -113,6 +113,13 @@ describe("e2e: metrics scraped by a real Prometheus", function () {
     assert.ok(peerAfter >= peerBefore + 20, `peer counter ${peerBefore} -> ${peerAfter}`);
     assert.equal(value(`overlay_ready{instance="${inst}"}`), 1);
     assert.equal(value(`overlay_map_entries{instance="${inst}"}`), 2);
+    assert.equal(
+      value(
+        `overlay_datapath_info{decap="tc",gro="vxlan-socket",pod_bridge="auto",instance="${inst}"}`,
+      ),
+      1,
+      "the mechanism the node runs",
+    );
   });
 
   it("counts a malformed VXLAN packet under its drop reason", async function () {

@@ -201,6 +201,16 @@ describe("e2e: overlayctl", function () {
     );
     assert.ok(hooks.includes("eth0/tc-ingress/ovl_decap_tc"), hooks.join());
     assert.ok(hooks.includes("ovl0/tc-egress/ovl_encap_dev"), hooks.join());
+    assert.ok(hooks.includes("ovl0/tc-ingress/ovl_decap_dev"), hooks.join());
+    // The mechanism, read from the kernel, and why the agent chose it.
+    assert.deepEqual(s.mechanism, { decap: "tc", gro: "vxlan-socket", podBridge: "cni0" });
+    assert.equal(s.agent.info.decap, "tc");
+    assert.match(s.agent.info.reason, /software device/);
+    const table = ctl(n1, ["status"]).stdout;
+    assert.match(
+      table,
+      /datapath: decap=tc gro=vxlan-socket pod-bridge=cni0 {2}\(eth0 is a software device/,
+    );
     assert.ok(
       hooks.some((h: string) => /\/tc-ingress\/ovl_encap_pod$/.test(h)),
       "the CNI plugin attached the pod fast path",
