@@ -43,7 +43,7 @@ import {
   setOverlayAddress,
 } from "./net/link";
 import { overlayMtu, setupNode } from "./node-setup";
-import { PodBridge } from "./pod-bridge";
+import { disablePodBridge, PodBridge } from "./pod-bridge";
 import { previousSubnet, writeSubnetEnv } from "./subnet-env";
 import { Reconciler } from "./reconciler";
 import { AgentMetrics } from "../metrics/metrics";
@@ -237,7 +237,9 @@ export class Agent {
     t.synced = performance.now();
     this.writeSubnetFile();
     if (o.ipMasq) this.startMasq();
-    if (o.podBridge !== "none") {
+    if (o.podBridge === "none") {
+      disablePodBridge(o.pinPath, this.log); // bridged pods take the stack
+    } else {
       this.podBridge = new PodBridge(
         o.pinPath,
         () => this.held?.lease.subnet,

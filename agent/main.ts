@@ -4,7 +4,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import yargs from "yargs";
 import { Agent } from "./agent";
-import { cleanupDatapath } from "./bpf/datapath";
+import { cleanupDatapath, detachPodEncap } from "./bpf/datapath";
+import { listLinks } from "./net/neigh";
 import { OverlayError } from "./errors";
 import { effectiveCaps, missingCaps, REQUIRED } from "./caps";
 import { DEFAULTS, dropUnknownEnv, etcdFlags, etcdOptions } from "./flags";
@@ -132,9 +133,15 @@ async function main(): Promise<number> {
     }
     const overlay = linkInfo(argv.overlayIface);
     cleanupDatapath(argv.pinPath, underlay, overlay?.ifindex);
+    // Pod veths and pod bridges would otherwise go on encapsulating.
+    const pods = detachPodEncap(listLinks());
     deleteLink(argv.overlayIface);
     removeMasq();
-    log.info("cleaned up", { pinPath: argv.pinPath, overlay: argv.overlayIface });
+    log.info("cleaned up", {
+      pinPath: argv.pinPath,
+      overlay: argv.overlayIface,
+      podEncapDetached: pods.join(","),
+    });
     return 0;
   }
 

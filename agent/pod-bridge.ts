@@ -13,7 +13,7 @@
 // stack. Synced when a link or neighbour changes (`ip monitor`) and every
 // 10 s; a pod not yet known simply takes the kernel path until it is.
 import { spawn, type ChildProcess } from "node:child_process";
-import { attachPodFromPin } from "./bpf/datapath";
+import { attachPodFromPin, detachPodEncap, podEncapAttached } from "./bpf/datapath";
 import { EndpointMap } from "./bpf/endpoint-map";
 import { type Endpoint } from "./bpf/codec";
 import { type Logger } from "./log";
@@ -139,5 +139,33 @@ export class PodBridge {
     } catch (e) {
       this.log.warn("bridged pod sync failed", { error: (e as Error).message });
     }
+  }
+}
+
+/**
+ * `--pod-bridge none` after a run that had it: the bridges' encap goes, and
+ * so do the endpoints an earlier run discovered. Those are told from the CNI
+ * plugin's by their veth: the plugin's fast path always attaches
+ * ovl_encap_pod to the pod's veth, discovery never does.
+ */
+export function disablePodBridge(pinPath: string, log: Logger): void {
+  const links = listLinks();
+  const bridges = detachPodEncap(links.filter((l) => l.kind === "bridge"));
+  const map = EndpointMap.openPinned(pinPath);
+  const removed: string[] = [];
+  try {
+    for (const e of map.list()) {
+      if (podEncapAttached(e.endpoint.ifindex)) continue;
+      map.delete(e.podIp);
+      removed.push(formatIp(e.podIp));
+    }
+  } finally {
+    map.close();
+  }
+  if (bridges.length || removed.length) {
+    log.info("pod bridge fast path removed", {
+      bridges: bridges.join(","),
+      endpoints: removed.join(","),
+    });
   }
 }

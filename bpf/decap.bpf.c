@@ -308,7 +308,10 @@ int ovl_decap_dev(struct __sk_buff *skb)
 	struct ovl_peer *peer;
 	int ret;
 
-	if (bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0))
+	/* The IPv4 part of the key only (up to tunnel_label): the size every
+	 * kernel since 4.x accepts; newer headers' sizeof() is refused by older
+	 * kernels. An IPv6 outer header fails here and is refused too. */
+	if (bpf_skb_get_tunnel_key(skb, &tk, offsetof(struct bpf_tunnel_key, tunnel_label), 0))
 		return rx_drop(OVL_DROP_UNKNOWN_SOURCE, len);
 	if (tk.tunnel_id != ovl_cfg_vni)
 		return rx_drop(OVL_DROP_WRONG_VNI, len);

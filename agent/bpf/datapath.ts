@@ -287,6 +287,22 @@ export function detachPod(ifindex: number, name: string): boolean {
 }
 
 /**
+ * Detaches ovl_encap_pod from every listed interface that runs it (pod
+ * veths, pod bridges). Returns the names it was detached from.
+ */
+export function detachPodEncap(links: { name: string; ifindex: number }[]): string[] {
+  return links
+    .filter((l) => podEncapAttached(l.ifindex) && detachPod(l.ifindex, l.name))
+    .map((l) => l.name);
+}
+
+/** Does the interface run ovl_encap_pod at our TC ingress slot? */
+export function podEncapAttached(ifindex: number): boolean {
+  const id = libbpf.tcQuery(ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY);
+  return id !== 0 && programName(id) === "ovl_encap_pod";
+}
+
+/**
  * `overlayd --cleanup`: detach our programs from the given interfaces and
  * remove the pins. Forwarding through the overlay stops.
  */

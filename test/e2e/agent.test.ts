@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";
-import { Cidr } from "../../agent/net/ip";
+import { EndpointMap } from "../../agent/bpf/endpoint-map";
+import { Cidr, parseIp } from "../../agent/net/ip";
 import { AgentProc } from "../lib/agent-proc";
 import { EtcdServer } from "../lib/etcd";
 import { flannelAddLease, flannelUp } from "../lib/flannel";
@@ -175,6 +176,38 @@ describe("e2e: agents, etcd and pods", function () {
     assert.ok(m, out);
     assert.equal(m[2], m[1], `pings lost across the restart: ${m[0]}`);
     assert.equal(a.subnet(), before, "same subnet after restart");
+  });
+
+  it("gives bridged pods the fast path on its own (--pod-bridge auto), and takes it away with none", async function () {
+    // These pods are plain bridge ports (topo.addPod): no CNI plugin of ours.
+    const n2 = nodes[1]!;
+    const hasEndpoint = (n: NodeInfo) => {
+      const eps = EndpointMap.openPinned(n.pinPath);
+      try {
+        return eps.list().some((e) => e.podIp === parseIp(pod(n).ip));
+      } finally {
+        eps.close();
+      }
+    };
+    const bridgeEncap = (n: NodeInfo) =>
+      /ovl_encap_pod/.test(sh(inNs(n.ns, ["tc", "filter", "show", "dev", "cni0", "ingress"])));
+    for (const n of nodes) {
+      assert.ok(ping(pod(n).ns, n.gateway), "the pod talks to its gateway");
+      await waitFor(`node ${n.index} finds its bridged pod`, () => hasEndpoint(n), 15000);
+      assert.ok(bridgeEncap(n), `encap on node ${n.index}'s cni0`);
+    }
+    assert.ok(ping(pod(nodes[0]!).ns, pod(n2).ip), "pod 1 -> pod 2 on the fast path");
+
+    await agents.get(2)!.stop("SIGTERM");
+    await startAgent(n2, ["--pod-bridge", "none"]).waitReady();
+    assert.ok(!bridgeEncap(n2), "none detaches the bridge's encap");
+    assert.ok(!hasEndpoint(n2), "and removes the endpoint discovery wrote");
+    assert.ok(ping(pod(nodes[0]!).ns, pod(n2).ip), "pod 1 -> pod 2 through the stack");
+    assert.ok(ping(pod(n2).ns, pod(nodes[2]!).ip), "pod 2 -> pod 3 through the stack");
+
+    await agents.get(2)!.stop("SIGTERM");
+    await startAgent(n2).waitReady();
+    await waitFor("the bridge's encap is back", () => bridgeEncap(n2), 15000);
   });
 
   it("adds a joining node to every map within a second of its lease", async function () {
