@@ -10,8 +10,9 @@
 //
 // Both bypass the host's iptables FORWARD chain for pod-to-pod traffic, as
 // the CNI fast path does; `--pod-bridge none` leaves bridged pods to the
-// stack. Synced when a link or neighbour changes (`ip monitor`) and every
-// 10 s; a pod not yet known simply takes the kernel path until it is.
+// stack. Synced within a second of a link or neighbour change (`ip
+// monitor`) and every 10 s; a pod not yet known simply takes the kernel
+// path until it is.
 import { spawn, type ChildProcess } from "node:child_process";
 import { attachPodFromPin, detachPodEncap, podEncapAttached } from "./bpf/datapath";
 import { EndpointMap } from "./bpf/endpoint-map";
@@ -35,6 +36,7 @@ export class PodBridge {
   private timer: NodeJS.Timeout | undefined;
   private pending: NodeJS.Timeout | undefined;
   private stopped = false;
+  private lastSync = 0;
 
   constructor(
     private readonly pinPath: string,
@@ -99,7 +101,7 @@ export class PodBridge {
     }
   }
 
-  /** Syncs now, on every link/neighbour change, and every 10 s. */
+  /** Syncs now, within a second of a link/neighbour change, and every 10 s. */
   start(): void {
     this.safeSync();
     this.timer = setInterval(() => this.safeSync(), 10000);
@@ -118,12 +120,15 @@ export class PodBridge {
     const m = spawn("ip", ["monitor", "link", "neigh"], { stdio: ["ignore", "pipe", "ignore"] });
     this.monitor = m;
     m.stdout.on("data", () => {
-      // Changes come in bursts (a pod's veth, its ARP): one sync per burst.
+      // Changes come in bursts (a pod's veth, its ARP), and neighbour state
+      // changes never stop on a busy node: one sync per burst, at most one
+      // a second (each lists links, neighbours and the FDB).
       if (this.pending) return;
+      const wait = Math.max(50, this.lastSync + 1000 - Date.now());
       this.pending = setTimeout(() => {
         this.pending = undefined;
         this.safeSync();
-      }, 50);
+      }, wait);
     });
     m.on("exit", () => {
       if (this.stopped) return;
@@ -134,6 +139,7 @@ export class PodBridge {
 
   private safeSync(): void {
     if (this.stopped) return;
+    this.lastSync = Date.now();
     try {
       this.sync();
     } catch (e) {
