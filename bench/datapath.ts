@@ -28,15 +28,18 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { EndpointMap } from "../agent/bpf/endpoint-map";
-import { SubnetHostMap } from "../agent/bpf/subnet-map";
-import { Cidr, parseIp } from "../agent/net/ip";
 import { flannelAddLease, flannelUp } from "../test/lib/flannel";
+import {
+  loadNode,
+  programPeers,
+  registerPod,
+  syncPodBridge,
+  type OverlayNode,
+} from "../test/lib/overlay";
 import { inNs, sh, shStatus, sleep } from "../test/lib/sh";
 import { nicLike, type Wire } from "../test/lib/topology";
 import { barChart, markdownTable, median, writeResults } from "./report";
 
-const HELPER = join(__dirname, "..", "test", "lib", "node-helper.js");
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 
@@ -55,13 +58,14 @@ const DEFAULT_PATH: PathName = "overlayd-tc"; // what --decap auto picks on veth
 interface Pod {
   ns: string;
   ip: string;
+  hostVeth: string;
+  hostIfindex: number;
+  mac: string;
+  /** What the CNI plugin hands the pod its packets from: the bridge's MAC. */
+  hostMac: string;
 }
 
-interface Node {
-  ns: string;
-  underlay: string;
-  subnet: string;
-  pin: string;
+interface Node extends OverlayNode {
   pods: Pod[]; // [cni, bridged]
   vtep?: string;
 }
@@ -104,15 +108,15 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
   const mk = (i: number, side: "a" | "b"): Node => {
     const n: Node = {
       ns: ns(`${tag}${side}`),
-      underlay: `172.31.0.${i}`,
+      underlayIp: `172.31.0.${i}`,
       subnet: `10.5.${i}.0/24`,
-      pin: join(runDir, "bpffs", `${tag}${side}`),
+      pinPath: join(runDir, "bpffs", `${tag}${side}`),
       pods: [],
     };
     veth("eth0", n.ns, `f${side}`, fabric);
     sh(inNs(fabric, ["ip", "link", "set", `f${side}`, "master", "br0", "up"]));
     if (wire === "nic") nicLike(fabric, `f${side}`, n.ns);
-    sh(inNs(n.ns, ["ip", "addr", "add", `${n.underlay}/24`, "dev", "eth0"]));
+    sh(inNs(n.ns, ["ip", "addr", "add", `${n.underlayIp}/24`, "dev", "eth0"]));
     sh(inNs(n.ns, ["ip", "link", "set", "eth0", "up"]));
     sh(inNs(n.ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
     const gw = `10.5.${i}.1`;
@@ -129,7 +133,17 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
       const ip = `10.5.${i}.${p + 1}`;
       sh(inNs(pod, ["ip", "addr", "add", `${ip}/24`, "dev", "eth0"]));
       sh(inNs(pod, ["ip", "route", "add", "default", "via", gw]));
-      n.pods.push({ ns: pod, ip });
+      const link = (nsName: string, dev: string) =>
+        JSON.parse(sh(inNs(nsName, ["ip", "-j", "link", "show", dev])))[0];
+      const host = link(n.ns, `veth${p}`);
+      n.pods.push({
+        ns: pod,
+        ip,
+        hostVeth: `veth${p}`,
+        hostIfindex: host.ifindex,
+        mac: link(pod, "eth0").address,
+        hostMac: link(n.ns, "cni0").address,
+      });
     }
     return n;
   };
@@ -137,12 +151,12 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
   const b = mk(2, "b");
   const t: Topo = { wire, path, fabric, a, b, servers: [] };
   if (path === "host-gw") {
-    sh(inNs(a.ns, ["ip", "route", "add", b.subnet, "via", b.underlay]));
-    sh(inNs(b.ns, ["ip", "route", "add", a.subnet, "via", a.underlay]));
+    sh(inNs(a.ns, ["ip", "route", "add", b.subnet, "via", b.underlayIp]));
+    sh(inNs(b.ns, ["ip", "route", "add", a.subnet, "via", a.underlayIp]));
   } else if (path === "flannel-vxlan") {
-    for (const n of [a, b]) n.vtep = flannelUp(n.ns, { publicIp: n.underlay, subnet: n.subnet });
-    flannelAddLease(a.ns, { subnet: b.subnet, publicIp: b.underlay, vtepMac: b.vtep as string });
-    flannelAddLease(b.ns, { subnet: a.subnet, publicIp: a.underlay, vtepMac: a.vtep as string });
+    for (const n of [a, b]) n.vtep = flannelUp(n.ns, { publicIp: n.underlayIp, subnet: n.subnet });
+    flannelAddLease(a.ns, { subnet: b.subnet, publicIp: b.underlayIp, vtepMac: b.vtep as string });
+    flannelAddLease(b.ns, { subnet: a.subnet, publicIp: a.underlayIp, vtepMac: a.vtep as string });
   } else {
     setupOverlayd(t, path === "overlayd-xdp" ? "xdp" : "tc");
   }
@@ -154,47 +168,14 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
 }
 
 function setupOverlayd(t: Topo, decap: "tc" | "xdp"): void {
-  for (const n of [t.a, t.b]) {
-    const out = sh(
-      inNs(n.ns, [
-        "node",
-        HELPER,
-        "setup",
-        JSON.stringify({
-          underlay: "eth0",
-          publicIp: n.underlay,
-          network: "10.5.0.0/16",
-          subnet: n.subnet,
-          pinPath: n.pin,
-          decap,
-        }),
-      ]),
-    );
-    n.vtep = JSON.parse(out).vtepMac;
-  }
+  for (const n of [t.a, t.b]) n.vtep = loadNode(n, decap).vtepMac;
   for (const [n, peer] of [
     [t.a, t.b],
     [t.b, t.a],
   ] as const) {
-    const m = SubnetHostMap.openPinned(n.pin);
-    m.upsert(Cidr.parse(peer.subnet), {
-      remoteIp: parseIp(peer.underlay),
-      vtepMac: peer.vtep as string,
-      flags: 0,
-    });
-    m.close();
+    programPeers(n, [{ node: peer, vtepMac: peer.vtep as string }]);
     // Pod 1 as the CNI plugin registers it; pod 2 stays a plain bridge port.
-    const cni = n.pods[0] as Pod;
-    sh(inNs(n.ns, ["node", HELPER, "attach-pod", n.pin, "veth1"]));
-    const link = (nsName: string, dev: string) =>
-      JSON.parse(sh(inNs(nsName, ["ip", "-j", "link", "show", dev])))[0];
-    const e = EndpointMap.openPinned(n.pin);
-    e.upsert(parseIp(cni.ip), {
-      ifindex: link(n.ns, "veth1").ifindex,
-      podMac: link(cni.ns, "eth0").address,
-      hostMac: link(n.ns, "cni0").address,
-    });
-    e.close();
+    registerPod(n, n.pods[0] as Pod);
   }
 }
 
@@ -333,7 +314,7 @@ async function main(): Promise<void> {
     // What the agent's --pod-bridge auto does once the pods have talked:
     // the bridge's encap and its pods' endpoints.
     for (const t of topos.filter((x) => OVERLAYD.includes(x.path))) {
-      for (const n of [t.a, t.b]) sh(inNs(n.ns, ["node", HELPER, "pod-bridge", n.pin, n.subnet]));
+      for (const n of [t.a, t.b]) syncPodBridge(n);
     }
     sh(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"]);
     const samples: Record<string, Sample[]> = {};

@@ -9,6 +9,9 @@ import { type PodBridgeSync } from "../../agent/pod-bridge";
 import { NETWORK, type NodeInfo, type PodInfo } from "./topology";
 import { nodeHelper } from "./traffic";
 
+/** What these helpers need of a node (the bench's nodes have no more). */
+export type OverlayNode = Pick<NodeInfo, "ns" | "underlayIp" | "subnet" | "pinPath">;
+
 export interface Loaded {
   vtepMac: string;
   mechanism: "tc" | "xdp";
@@ -17,7 +20,7 @@ export interface Loaded {
 }
 
 /** Loads and attaches the data path on a node (what a starting agent does). */
-export function loadNode(n: NodeInfo, decap: "auto" | "tc" | "xdp"): Loaded {
+export function loadNode(n: OverlayNode, decap: "auto" | "tc" | "xdp"): Loaded {
   const out = nodeHelper(n.ns, [
     "setup",
     JSON.stringify({
@@ -33,7 +36,10 @@ export function loadNode(n: NodeInfo, decap: "auto" | "tc" | "xdp"): Loaded {
 }
 
 /** Subnet map entries for peers, as the reconciler writes them from leases. */
-export function programPeers(n: NodeInfo, peers: { node: NodeInfo; vtepMac: string }[]): void {
+export function programPeers(
+  n: OverlayNode,
+  peers: { node: OverlayNode; vtepMac: string }[],
+): void {
   const m = SubnetHostMap.openPinned(n.pinPath);
   try {
     for (const p of peers) {
@@ -49,7 +55,10 @@ export function programPeers(n: NodeInfo, peers: { node: NodeInfo; vtepMac: stri
 }
 
 /** What the CNI plugin's fast path does for a pod: encap on its veth, an endpoint. */
-export function registerPod(n: NodeInfo, pod: PodInfo): void {
+export function registerPod(
+  n: OverlayNode,
+  pod: Pick<PodInfo, "ip" | "hostVeth" | "hostIfindex" | "mac" | "hostMac">,
+): void {
   nodeHelper(n.ns, ["attach-pod", n.pinPath, pod.hostVeth]);
   const eps = EndpointMap.openPinned(n.pinPath);
   try {
@@ -64,6 +73,6 @@ export function registerPod(n: NodeInfo, pod: PodInfo): void {
 }
 
 /** One pass of the agent's bridged-pod fast path (agent/pod-bridge.ts). */
-export function syncPodBridge(n: NodeInfo): PodBridgeSync {
+export function syncPodBridge(n: OverlayNode): PodBridgeSync {
   return JSON.parse(nodeHelper(n.ns, ["pod-bridge", n.pinPath, n.subnet])) as PodBridgeSync;
 }
