@@ -25,7 +25,8 @@ export class Cluster {
   readonly topo = new Topology();
   etcd!: EtcdServer;
   readonly members: EtcdServer[] = [];
-  private defaultFlags: string[] = [];
+  /** Flags every agent gets (TLS, the options' agentFlags). */
+  defaultFlags: string[] = [];
   private detached = false;
   readonly nodes: NodeInfo[] = [];
   readonly agents = new Map<number, AgentProc>();
