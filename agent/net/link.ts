@@ -13,6 +13,8 @@ export interface LinkInfo {
   mac: string;
   kind?: string;
   up: boolean;
+  /** For a vxlan device: collect_md ("external") mode and its UDP port. */
+  vxlan?: { external: boolean; port?: number };
 }
 
 interface IpJsonLink {
@@ -21,7 +23,7 @@ interface IpJsonLink {
   mtu: number;
   address?: string;
   flags?: string[];
-  linkinfo?: { info_kind?: string };
+  linkinfo?: { info_kind?: string; info_data?: { external?: boolean; port?: number } };
   addr_info?: { family: string; local: string; prefixlen: number }[];
 }
 
@@ -37,6 +39,14 @@ export function linkInfo(name: string): LinkInfo | undefined {
     mac: l.address ?? "00:00:00:00:00:00",
     kind: l.linkinfo?.info_kind,
     up: (l.flags ?? []).includes("UP"),
+    ...(l.linkinfo?.info_kind === "vxlan"
+      ? {
+          vxlan: {
+            external: l.linkinfo.info_data?.external === true,
+            port: l.linkinfo.info_data?.port,
+          },
+        }
+      : {}),
   };
 }
 
@@ -115,16 +125,6 @@ export interface OverlayDevice extends LinkInfo {
   kernelDecap: boolean;
 }
 
-interface IpJsonVxlan {
-  linkinfo?: { info_kind?: string; info_data?: { external?: boolean; port?: number } };
-}
-
-function isOurVxlan(name: string, port: number): boolean {
-  const out = tryRun(["ip", "-d", "-j", "link", "show", "dev", name]);
-  const d = out ? (JSON.parse(out) as IpJsonVxlan[])[0]?.linkinfo : undefined;
-  return d?.info_kind === "vxlan" && d.info_data?.external === true && d.info_data.port === port;
-}
-
 /**
  * The overlay device that the cluster-network route points at: a
  * collect_md VXLAN device on `port` where the kernel has vxlan (probed by
@@ -142,7 +142,7 @@ export function ensureOverlayDevice(name: string, mtu: number, port: number): Ov
       `interface ${name}: exists as ${l.kind ?? "unknown kind"}, not an overlay device`,
     );
   }
-  if (l && isOurVxlan(name, port)) {
+  if (l?.vxlan?.external && l.vxlan.port === port) {
     run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu)]);
     return { ...mustLink(name), kernelDecap: true };
   }

@@ -14,17 +14,16 @@ interface IpJsonLink {
   addr_info?: { family: string; local: string; prefixlen: number }[];
 }
 
+/** Every link with its kind, master and IPv4 addresses: one `ip -d addr`. */
 export function listLinks(): BridgeLink[] {
-  const links = JSON.parse(run(["ip", "-d", "-j", "link", "show"])) as IpJsonLink[];
-  const addrs = JSON.parse(run(["ip", "-j", "-4", "addr", "show"])) as IpJsonLink[];
-  const byName = new Map(addrs.map((a) => [a.ifname, a.addr_info ?? []]));
+  const links = JSON.parse(run(["ip", "-d", "-j", "addr", "show"])) as IpJsonLink[];
   return links.map((l) => ({
     name: l.ifname,
     ifindex: l.ifindex,
     mac: l.address ?? "00:00:00:00:00:00",
     kind: l.linkinfo?.info_kind,
     master: l.master,
-    addrs: (byName.get(l.ifname) ?? [])
+    addrs: (l.addr_info ?? [])
       .filter((a) => a.family === "inet")
       .map((a) => ({ ip: parseIp(a.local), prefixlen: a.prefixlen })),
   }));

@@ -54,27 +54,23 @@ function readyz(addr: string): Promise<{
  * decapsulates for the stack (ovl_decap_dev on it: GRO through its UDP
  * socket), and which bridges carry the bridged-pod encap.
  */
-function mechanismOf(attached: { iface?: string; hook: string; program: string }[]): {
+function mechanismOf(
+  attached: { iface?: string; hook: string; program: string }[],
+  kinds: Map<string | undefined, string | undefined>,
+): {
   decap: string;
   gro: string;
   podBridge: string;
 } {
   const has = (p: string) => attached.some((x) => x.program === p);
   const bridges = attached
-    .filter((x) => x.program === "ovl_encap_pod" && x.iface && linkKind(x.iface) === "bridge")
+    .filter((x) => x.program === "ovl_encap_pod" && kinds.get(x.iface) === "bridge")
     .map((x) => x.iface);
   return {
     decap: has("ovl_decap_xdp") ? "xdp" : has("ovl_decap_tc") ? "tc" : "none",
     gro: has("ovl_decap_dev") ? "vxlan-socket" : "none",
     podBridge: bridges.length ? bridges.join(",") : "none",
   };
-}
-
-function linkKind(name: string): string | undefined {
-  const l = JSON.parse(run(["ip", "-d", "-j", "link", "show", "dev", name])) as {
-    linkinfo?: { info_kind?: string };
-  }[];
-  return l[0]?.linkinfo?.info_kind;
 }
 
 export const status: CommandModule<object, Args> = {
@@ -112,16 +108,20 @@ export const status: CommandModule<object, Args> = {
         });
       }
     }
-    const links = JSON.parse(run(["ip", "-j", "link", "show"])) as {
+    const links = JSON.parse(run(["ip", "-d", "-j", "link", "show"])) as {
       ifname: string;
       ifindex: number;
+      linkinfo?: { info_kind?: string };
     }[];
     const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
+    const kinds = new Map<string | undefined, string | undefined>(
+      links.map((l) => [l.ifname, l.linkinfo?.info_kind]),
+    );
     const attached = attachments(links.map((l) => l.ifindex)).map((x) => ({
       ...x,
       iface: names.get(x.ifindex),
     }));
-    const mechanism = mechanismOf(attached);
+    const mechanism = mechanismOf(attached, kinds);
     const result = { agent, abi, mechanism, attachments: attached, maps };
     print(a.output, result, () => {
       const agentLine = !agent.reachable
