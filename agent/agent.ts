@@ -13,7 +13,7 @@ import { type Server } from "node:http";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { Registry } from "prom-client";
-import { type NetworkConfig, parseNetworkConfig } from "./config";
+import { type NetworkConfig, parseNetworkConfig } from "./control/config";
 import { type Datapath, type DecapChoice } from "./bpf/datapath";
 import { F_LOCAL } from "./bpf/codec";
 import { libbpf } from "./bpf/libbpf";
@@ -26,11 +26,11 @@ import {
   type LeaseEvent,
   type ListResult,
   type WatchHandle,
-} from "./etcd-store";
+} from "./control/etcd-store";
 import { ConfigError, OverlayError } from "./errors";
 import { serve, type Readiness } from "./http";
-import { configKey, type LeaseAttrs } from "./lease";
-import { LeaseManager } from "./lease-manager";
+import { configKey, type LeaseAttrs } from "./control/lease";
+import { LeaseManager } from "./control/lease-manager";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
 import { Cidr, formatIp, type Ip4 } from "./net/ip";
@@ -42,10 +42,10 @@ import {
   replaceRoute,
   setOverlayAddress,
 } from "./net/link";
-import { overlayMtu, setupNode } from "./node-setup";
-import { disablePodBridge, PodBridge } from "./pod-bridge";
-import { previousSubnet, writeSubnetEnv } from "./subnet-env";
-import { Reconciler } from "./reconciler";
+import { overlayMtu, setupNode } from "./node/node-setup";
+import { disablePodBridge, PodBridge } from "./node/pod-bridge";
+import { previousSubnet, writeSubnetEnv } from "./control/subnet-env";
+import { Reconciler } from "./control/reconciler";
 import { AgentMetrics } from "../metrics/metrics";
 
 export interface AgentOptions {

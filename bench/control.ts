@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { Etcd3 } from "etcd3";
 import { BpfMap } from "../agent/bpf/map";
 import { encodeSubnetKey } from "../agent/bpf/codec";
-import { encodeLeaseAttrs, leaseKey } from "../agent/lease";
+import { encodeLeaseAttrs, leaseKey } from "../agent/control/lease";
 import { Cidr } from "../agent/net/ip";
 import { EtcdServer } from "../test/lib/etcd";
 import { markdownTable, percentile, writeResults } from "./report";

@@ -3,7 +3,7 @@
 // `host-local` IPAM from subnet.env, the way flannel's CNI plugin does.
 import { OverlayError } from "../errors";
 import { Cidr } from "../net/ip";
-import { parseSubnetEnv } from "../subnet-env";
+import { parseSubnetEnv } from "../control/subnet-env";
 
 export const CNI_VERSION = "1.0.0";
 export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];

@@ -1,7 +1,7 @@
 // What the kernel knows about the pods behind a bridge, read through
 // iproute2's JSON output: links with their masters and addresses, the
-// bridge's neighbour entries and its FDB. Inputs for agent/pods.ts.
-import { type BridgeLink, type FdbEntry, type Neighbour } from "../pods";
+// bridge's neighbour entries and its FDB. Inputs for agent/node/pods.ts.
+import { type BridgeLink, type FdbEntry, type Neighbour } from "../node/pods";
 import { parseIp } from "./ip";
 import { run } from "./run";
 

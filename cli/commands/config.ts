@@ -1,8 +1,8 @@
 // overlayctl config get | set FILE
 import { readFileSync } from "node:fs";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { parseNetworkConfig } from "../../agent/config";
-import { configKey } from "../../agent/lease";
+import { parseNetworkConfig } from "../../agent/control/config";
+import { configKey } from "../../agent/control/lease";
 import { formatIp } from "../../agent/net/ip";
 import { type EtcdArgs } from "../../agent/flags";
 import { withStore } from "../etcd";

@@ -1,8 +1,8 @@
 // overlayctl lease list | reserve | release
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { isReservation, type LeaseAttrs } from "../../agent/lease";
+import { isReservation, type LeaseAttrs } from "../../agent/control/lease";
 import { Cidr, formatIp, parseIp, parseMac } from "../../agent/net/ip";
-import { previousSubnet } from "../../agent/subnet-env";
+import { previousSubnet } from "../../agent/control/subnet-env";
 import { DEFAULTS, type EtcdArgs } from "../../agent/flags";
 import { withStore } from "../etcd";
 import { CliError, outputOption, print, table, type Format } from "../output";

@@ -4,9 +4,9 @@
 // 50 subnets.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { parseNetworkConfig } from "../../agent/config";
-import { EtcdStore, type HeldLease } from "../../agent/etcd-store";
-import { LeaseManager, NetworkFullError } from "../../agent/lease-manager";
+import { parseNetworkConfig } from "../../agent/control/config";
+import { EtcdStore, type HeldLease } from "../../agent/control/etcd-store";
+import { LeaseManager, NetworkFullError } from "../../agent/control/lease-manager";
 import { createLogger } from "../../agent/log";
 import { parseIp } from "../../agent/net/ip";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";

@@ -2,10 +2,10 @@
 // a full network, reservations, and a watch across compaction. Uses the
 // agent's own EtcdStore and LeaseManager in-process.
 import assert from "node:assert/strict";
-import { parseNetworkConfig, type NetworkConfig } from "../../agent/config";
-import { EtcdStore, type HeldLease, type LeaseEvent } from "../../agent/etcd-store";
-import { LeaseManager, NetworkFullError } from "../../agent/lease-manager";
-import { encodeLeaseAttrs, leaseKey, type LeaseAttrs } from "../../agent/lease";
+import { parseNetworkConfig, type NetworkConfig } from "../../agent/control/config";
+import { EtcdStore, type HeldLease, type LeaseEvent } from "../../agent/control/etcd-store";
+import { LeaseManager, NetworkFullError } from "../../agent/control/lease-manager";
+import { encodeLeaseAttrs, leaseKey, type LeaseAttrs } from "../../agent/control/lease";
 import { createLogger } from "../../agent/log";
 import { Cidr, formatIp, parseIp } from "../../agent/net/ip";
 import { EtcdServer } from "../lib/etcd";

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { httpInNs, waitFor } from "./sh";
-import { parseSubnetEnv } from "../../agent/subnet-env";
+import { parseSubnetEnv } from "../../agent/control/subnet-env";
 import { mkdirSync, openSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 

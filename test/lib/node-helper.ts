@@ -11,9 +11,9 @@ import { attachPodFromPin, detachPod, TC_HANDLE, TC_PRIORITY } from "../../agent
 import { BPF_TC_INGRESS, libbpf } from "../../agent/bpf/libbpf";
 import { Cidr, parseIp } from "../../agent/net/ip";
 import { mustLink } from "../../agent/net/link";
-import { setupNode } from "../../agent/node-setup";
+import { setupNode } from "../../agent/node/node-setup";
 import { createLogger } from "../../agent/log";
-import { PodBridge } from "../../agent/pod-bridge";
+import { PodBridge } from "../../agent/node/pod-bridge";
 
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === "setup") {

@@ -5,7 +5,7 @@
 import { EndpointMap } from "../../agent/bpf/endpoint-map";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";
 import { Cidr, parseIp } from "../../agent/net/ip";
-import { type PodBridgeSync } from "../../agent/pod-bridge";
+import { type PodBridgeSync } from "../../agent/node/pod-bridge";
 import { NETWORK, type NodeInfo, type PodInfo } from "./topology";
 import { nodeHelper } from "./traffic";
 
@@ -72,7 +72,7 @@ export function registerPod(
   }
 }
 
-/** One pass of the agent's bridged-pod fast path (agent/pod-bridge.ts). */
+/** One pass of the agent's bridged-pod fast path (agent/node/pod-bridge.ts). */
 export function syncPodBridge(n: OverlayNode): PodBridgeSync {
   return JSON.parse(nodeHelper(n.ns, ["pod-bridge", n.pinPath, n.subnet])) as PodBridgeSync;
 }

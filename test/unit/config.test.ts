@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseNetworkConfig, subnetCount } from "../../agent/config";
+import { parseNetworkConfig, subnetCount } from "../../agent/control/config";
 import { ConfigError } from "../../agent/errors";
 import { formatIp } from "../../agent/net/ip";
 

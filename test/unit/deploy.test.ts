@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseNetworkConfig } from "../../agent/config";
+import { parseNetworkConfig } from "../../agent/control/config";
 import { parseNetConf } from "../../agent/cni/netconf";
 import { REQUIRED } from "../../agent/caps";
 import { DEPLOY, deployDocs as docs, type Obj } from "../lib/deploy";

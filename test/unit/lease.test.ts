@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseNetworkConfig } from "../../agent/config";
+import { parseNetworkConfig } from "../../agent/control/config";
 import {
   chooseFree,
   decodeLeaseAttrs,
@@ -10,7 +10,7 @@ import {
   planSync,
   preferredSubnet,
   type Lease,
-} from "../../agent/lease";
+} from "../../agent/control/lease";
 import { F_LOCAL } from "../../agent/bpf/codec";
 import { Cidr, parseIp } from "../../agent/net/ip";
 

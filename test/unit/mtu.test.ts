@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { overlayMtu } from "../../agent/node-setup";
+import { overlayMtu } from "../../agent/node/node-setup";
 import { ENCAP_OVERHEAD } from "../../agent/bpf/codec";
 
 describe("unit: MTU math", function () {

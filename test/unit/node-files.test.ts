@@ -7,7 +7,7 @@ import {
   previousSubnet,
   renderSubnetEnv,
   writeSubnetEnv,
-} from "../../agent/subnet-env";
+} from "../../agent/control/subnet-env";
 import { masqRules, restoreInput } from "../../agent/net/ipmasq";
 import { parseHostPort } from "../../agent/http";
 import { createLogger } from "../../agent/log";

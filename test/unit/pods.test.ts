@@ -7,7 +7,7 @@ import {
   planEndpoints,
   type BridgeLink,
   type FdbEntry,
-} from "../../agent/pods";
+} from "../../agent/node/pods";
 
 const SUBNET = Cidr.parse("10.5.1.0/24");
 const BR_MAC = "02:00:00:00:0b:01";
@@ -44,7 +44,7 @@ const learned = (mac: string, port: string): FdbEntry => ({
   flags: [],
 });
 
-describe("unit: bridged pods (agent/pods.ts)", function () {
+describe("unit: bridged pods (agent/node/pods.ts)", function () {
   it("finds the bridge that holds the node's subnet, or the one named", function () {
     assert.equal(findPodBridge(LINKS, SUBNET)?.name, "cni0");
     // An address of the subnet with another prefix (flannel's /32 on its

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { Reconciler } from "../../agent/reconciler";
+import { Reconciler } from "../../agent/control/reconciler";
 import { type HostEntry, F_LOCAL } from "../../agent/bpf/codec";
 import { type SubnetMapLike, type SubnetEntry } from "../../agent/bpf/subnet-map";
-import { type Lease } from "../../agent/lease";
+import { type Lease } from "../../agent/control/lease";
 import { createLogger } from "../../agent/log";
 import { Cidr, parseIp } from "../../agent/net/ip";
 

@@ -2,11 +2,11 @@
 // device (MTU = underlay - 50, address = first address of our subnet, as
 // flannel gives flannel.1), ip_forward, the cluster-network route, the data
 // path loaded and attached, and our own subnet in the map as LOCAL.
-import { Datapath, type DecapChoice, type DecapMode } from "./bpf/datapath";
-import { ENCAP_OVERHEAD, F_LOCAL } from "./bpf/codec";
-import { SubnetHostMap } from "./bpf/subnet-map";
-import { OverlayError } from "./errors";
-import { type Cidr, type Ip4 } from "./net/ip";
+import { Datapath, type DecapChoice, type DecapMode } from "../bpf/datapath";
+import { ENCAP_OVERHEAD, F_LOCAL } from "../bpf/codec";
+import { SubnetHostMap } from "../bpf/subnet-map";
+import { OverlayError } from "../errors";
+import { type Cidr, type Ip4 } from "../net/ip";
 import {
   ensureOverlayDevice,
   linkUp,
@@ -14,7 +14,7 @@ import {
   replaceRoute,
   setOverlayAddress,
   setSysctl,
-} from "./net/link";
+} from "../net/link";
 
 export interface NodeSetupOptions {
   underlay: string;

@@ -3,7 +3,7 @@
 // the only writer and replaces the file atomically (write + rename).
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { Cidr, formatIp } from "./net/ip";
+import { Cidr, formatIp } from "../net/ip";
 
 export interface SubnetEnv {
   network: Cidr;

@@ -9,8 +9,8 @@
 // port) and the port being a veth. Together they are exactly what the CNI
 // plugin registers: the veth to redirect into, the pod's MAC, the MAC the
 // pod sees its gateway with (the bridge's).
-import { type Endpoint } from "./bpf/codec";
-import { type Cidr, type Ip4 } from "./net/ip";
+import { type Endpoint } from "../bpf/codec";
+import { type Cidr, type Ip4 } from "../net/ip";
 
 export interface BridgeLink {
   name: string;

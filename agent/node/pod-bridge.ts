@@ -4,7 +4,7 @@
 //   encap  ovl_encap_pod on the bridge device's TC ingress: every packet a
 //          pod sends to its gateway enters the host there, so one attach
 //          covers every pod behind the bridge without touching their veths;
-//   decap  the pods found by agent/pods.ts written to ovl_endpoints, so
+//   decap  the pods found by agent/node/pods.ts written to ovl_endpoints, so
 //          decap hands them their packets with bpf_redirect_peer, as it
 //          does for registered pods.
 //
@@ -14,12 +14,12 @@
 // monitor`) and every 10 s; a pod not yet known simply takes the kernel
 // path until it is.
 import { spawn, type ChildProcess } from "node:child_process";
-import { attachPodFromPin, detachPodEncap, podEncapAttached } from "./bpf/datapath";
-import { EndpointMap } from "./bpf/endpoint-map";
-import { type Endpoint } from "./bpf/codec";
-import { type Logger } from "./log";
-import { listFdb, listLinks, listNeighbours } from "./net/neigh";
-import { formatIp, type Cidr, type Ip4 } from "./net/ip";
+import { attachPodFromPin, detachPodEncap, podEncapAttached } from "../bpf/datapath";
+import { EndpointMap } from "../bpf/endpoint-map";
+import { type Endpoint } from "../bpf/codec";
+import { type Logger } from "../log";
+import { listFdb, listLinks, listNeighbours } from "../net/neigh";
+import { formatIp, type Cidr, type Ip4 } from "../net/ip";
 import { discoverEndpoints, findPodBridge, planEndpoints } from "./pods";
 
 export interface PodBridgeSync {

@@ -2,10 +2,10 @@
 // value {"PublicIP":..,"PublicIPv6":null,"BackendType":"vxlan",
 // "BackendData":{"VNI":1,"VtepMAC":".."}}. Pure: codec, subnet choice and
 // the reconcile plan; etcd I/O lives in etcd-store.ts.
-import { ConfigError } from "./errors";
+import { ConfigError } from "../errors";
 import { subnetRange, type NetworkConfig } from "./config";
-import { F_LOCAL, type HostEntry } from "./bpf/codec";
-import { Cidr, formatIp, parseIp, parseMac, type Ip4 } from "./net/ip";
+import { F_LOCAL, type HostEntry } from "../bpf/codec";
+import { Cidr, formatIp, parseIp, parseMac, type Ip4 } from "../net/ip";
 
 export interface LeaseAttrs {
   publicIp: Ip4;

@@ -1,8 +1,8 @@
 // flannel's network configuration (<prefix>/config): parsing, defaults and
 // validation. Pure. Field names match case-insensitively, as Go's
 // encoding/json does for flannel.
-import { ConfigError } from "./errors";
-import { Cidr, formatIp, parseIp, type Ip4 } from "./net/ip";
+import { ConfigError } from "../errors";
+import { Cidr, formatIp, parseIp, type Ip4 } from "../net/ip";
 
 export interface BackendConfig {
   type: "vxlan";

@@ -5,11 +5,11 @@
 // PublicIP is used and never taken by anyone else.
 import { type NetworkConfig, subnetCount } from "./config";
 import { type EtcdStore, type HeldLease, type ListResult } from "./etcd-store";
-import { OverlayError } from "./errors";
+import { OverlayError } from "../errors";
 import { chooseFree, isReservation, preferredSubnet, type Lease, type LeaseAttrs } from "./lease";
-import { backoffMs, sleep } from "./backoff";
-import { type Logger } from "./log";
-import { formatIp, type Cidr } from "./net/ip";
+import { backoffMs, sleep } from "../backoff";
+import { type Logger } from "../log";
+import { formatIp, type Cidr } from "../net/ip";
 
 export class NetworkFullError extends OverlayError {}
 

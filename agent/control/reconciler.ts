@@ -4,11 +4,11 @@
 // the last host and VTEP MAC (SubnetHostMap.delete reads them to clean up the
 // peer), and the reconciler keeps the last PublicIP per subnet, as numbers,
 // so 65,536 leases cost a few MB here and not the listing's objects.
-import { type HostEntry } from "./bpf/codec";
-import { type SubnetMapLike } from "./bpf/subnet-map";
+import { type HostEntry } from "../bpf/codec";
+import { type SubnetMapLike } from "../bpf/subnet-map";
 import { desiredEntries, hostEntryOf, planSync, type Lease, type SyncPlan } from "./lease";
-import { type Logger } from "./log";
-import { formatIp, type Cidr, type Ip4 } from "./net/ip";
+import { type Logger } from "../log";
+import { formatIp, type Cidr, type Ip4 } from "../net/ip";
 
 function subnetId(c: Cidr): number {
   return c.addr * 64 + c.prefixlen;

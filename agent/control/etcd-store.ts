@@ -2,7 +2,7 @@
 // that imports etcd3. Everything it returns is decoded through lease.ts.
 import { readFileSync } from "node:fs";
 import { Etcd3, type IOptions, type Lease as EtcdLease, type Watcher } from "etcd3";
-import { OverlayError } from "./errors";
+import { OverlayError } from "../errors";
 import {
   configKey,
   decodeLeaseAttrs,
@@ -13,7 +13,7 @@ import {
   type Lease,
   type LeaseAttrs,
 } from "./lease";
-import { type Cidr } from "./net/ip";
+import { type Cidr } from "../net/ip";
 
 export interface EtcdOptions {
   endpoints: string[];
