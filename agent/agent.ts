@@ -14,6 +14,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { Registry } from "prom-client";
 import { type NetworkConfig, parseNetworkConfig } from "./control/config";
+import { createBackend, type Backend } from "./backend";
 import { type Datapath, type DecapChoice } from "./bpf/datapath";
 import { F_LOCAL } from "./bpf/codec";
 import { libbpf } from "./bpf/libbpf";
@@ -42,7 +43,7 @@ import {
   replaceRoute,
   setOverlayAddress,
 } from "./net/link";
-import { overlayMtu, setupNode } from "./node/node-setup";
+import { backendMtu, setupNode } from "./node/node-setup";
 import { disablePodBridge, PodBridge } from "./node/pod-bridge";
 import { previousSubnet, writeSubnetEnv } from "./control/subnet-env";
 import { Reconciler } from "./control/reconciler";
@@ -81,7 +82,10 @@ export class Agent {
   readonly metrics: AgentMetrics;
   private readonly store: EtcdStore;
   private config: NetworkConfig | undefined;
+  private backend: Backend | undefined;
   private configError: string | undefined;
+  /** Unknown config keys already logged (once each). */
+  private readonly unknownLogged = new Set<string>();
   private publicIp: Ip4 = 0;
   private vtepMac = "";
   private mtu = 0;
@@ -155,12 +159,20 @@ export class Agent {
         }),
       );
     }
-    this.config = await this.waitForConfig();
     const u = chooseUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp });
     this.publicIp = u.publicIp;
-    this.mtu = overlayMtu(mustLink(u.iface).mtu);
+    const underlayMtu = mustLink(u.iface).mtu;
+    // A config this node cannot run (an MTU the underlay cannot carry,
+    // host-gw behind NAT) is waited out like a bad one: nothing is touched.
+    this.config = await this.waitForConfig((cfg, key) => {
+      const backend = createBackend(cfg.backend, { log: this.log });
+      backend.check({ iface: u.iface, publicIp: u.publicIp });
+      this.mtu = backendMtu(backend, underlayMtu, key);
+      this.backend = backend;
+    });
+    const backend = this.backend as Backend;
     // The overlay device first: its MAC is the VtepMAC the lease announces.
-    this.vtepMac = ensureOverlayDevice(o.overlayIface, this.mtu, this.config.backend.port).mac;
+    this.vtepMac = ensureOverlayDevice(o.overlayIface, this.mtu, backend.device()).mac;
     this.log.info("underlay chosen", {
       iface: u.iface,
       publicIp: formatIp(u.publicIp),
@@ -197,6 +209,7 @@ export class Agent {
       subnet,
       vni: this.config.backend.vni,
       port: this.config.backend.port,
+      backend,
       pinPath: o.pinPath,
       objDir: o.objDir,
       decap: o.decap,
@@ -204,6 +217,7 @@ export class Agent {
     });
     this.datapath = node.datapath;
     this.mechanism = {
+      backend: backend.type,
       decap: node.mechanism,
       gro: node.kernelDecap ? "vxlan-socket" : "none",
       podBridge: o.podBridge,
@@ -227,6 +241,8 @@ export class Agent {
     this.reconciler = new Reconciler(this.map, this.log, {
       syncError: (op) => this.metrics.mapSyncErrors.inc({ op }),
       synced: (s) => this.metrics.mapSyncDuration.observe(s),
+      entryOf: (l, log) => backend.entryOf(l, log),
+      changed: () => backend.changed(),
     });
     this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
 
@@ -234,6 +250,11 @@ export class Agent {
     this.reconcileListing(listing, "start");
     await this.startWatch(listing.revision);
     this.startListing = undefined; // 65,536 leases' worth of objects: let them go
+    backend.start(map, (why) => {
+      if (this.stopping) return;
+      this.log.info("backend asks for a re-list", { why });
+      void this.serialize(() => this.relist("backend"));
+    });
     t.synced = performance.now();
     this.writeSubnetFile();
     if (o.ipMasq) this.startMasq();
@@ -267,6 +288,7 @@ export class Agent {
     this.stopping = true;
     if (this.masqTimer) clearInterval(this.masqTimer);
     this.podBridge?.stop();
+    this.backend?.stop();
     await this.watch?.close();
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
     this.held?.keepalive?.release();
@@ -279,19 +301,30 @@ export class Agent {
   }
 
   // --- config -------------------------------------------------------------
-  private async waitForConfig(): Promise<NetworkConfig> {
+  private async waitForConfig(
+    usable: (cfg: NetworkConfig, key: string) => void,
+  ): Promise<NetworkConfig> {
     const key = configKey(this.opts.etcd.prefix);
     for (let attempt = 0; ; attempt++) {
       if (this.stopping) throw new OverlayError("stopped while waiting for the network config");
       try {
         const cfg = parseNetworkConfig(await this.store.getConfig(), key);
-        this.configError = undefined;
         this.etcdConnected = true;
+        this.logUnknownKeys(cfg, key);
+        try {
+          usable(cfg, key);
+        } catch (e) {
+          if (e instanceof OverlayError && !e.recoverable) {
+            throw new ConfigError("config", `cannot be used on this node: ${e.message}`, key);
+          }
+          throw e;
+        }
+        this.configError = undefined;
         this.log.info("network config", {
           network: cfg.network.toString(),
           subnetLen: cfg.subnetLen,
-          vni: cfg.backend.vni,
-          port: cfg.backend.port,
+          ...(this.backend?.describe() ?? {}),
+          ...(cfg.enableNFTables ? { nftables: true } : {}),
         });
         return cfg;
       } catch (e) {
@@ -308,19 +341,32 @@ export class Agent {
     }
   }
 
+  /** Each unknown key once: ignored, as flannel ignores them. */
+  private logUnknownKeys(cfg: NetworkConfig, key: string): void {
+    for (const k of cfg.unknownKeys) {
+      if (this.unknownLogged.has(k)) continue;
+      this.unknownLogged.add(k);
+      this.log.warn("unknown config key ignored", { key, field: k });
+    }
+  }
+
   /** A config change while running: validated, reported, never torn down. */
   private onConfig(text: string | undefined): void {
     const key = configKey(this.opts.etcd.prefix);
     try {
       const cfg = parseNetworkConfig(text, key);
+      this.logUnknownKeys(cfg, key);
       const cur = this.config as NetworkConfig;
-      if (
-        !cfg.network.equals(cur.network) ||
-        cfg.subnetLen !== cur.subnetLen ||
-        cfg.backend.vni !== cur.backend.vni ||
-        cfg.backend.port !== cur.backend.port
-      ) {
-        this.configError = `${key}: Network/SubnetLen/VNI/Port changed; restart overlayd to apply (data path unchanged)`;
+      const changed = [
+        !cfg.network.equals(cur.network) && "Network",
+        cfg.subnetLen !== cur.subnetLen && "SubnetLen",
+        cfg.enableNFTables !== cur.enableNFTables && "EnableNFTables",
+        ...(["type", "vni", "port", "mtu", "gbp", "directRouting"] as const).map(
+          (f) => cfg.backend[f] !== cur.backend[f] && `Backend.${f}`,
+        ),
+      ].filter(Boolean);
+      if (changed.length) {
+        this.configError = `${key}: ${changed.join(", ")} changed; restart overlayd to apply (data path unchanged)`;
         this.log.error("config change needs a restart", { error: this.configError });
         return;
       }
@@ -353,13 +399,7 @@ export class Agent {
 
   // --- leases ---------------------------------------------------------------
   private attrs(): LeaseAttrs {
-    const cfg = this.config as NetworkConfig;
-    return {
-      publicIp: this.publicIp,
-      backendType: "vxlan",
-      vni: cfg.backend.vni,
-      vtepMac: this.vtepMac,
-    };
+    return (this.backend as Backend).leaseAttrs(this.publicIp, this.vtepMac);
   }
 
   private onLost = (err: Error): void => {

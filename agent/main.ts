@@ -12,6 +12,7 @@ import { DEFAULTS, dropUnknownEnv, etcdFlags, etcdOptions } from "./flags";
 import { createLogger, isLevel } from "./log";
 import { setLibbpfSink } from "./bpf/libbpf";
 import { removeMasq } from "./net/ipmasq";
+import { removeDirectRoutes } from "./backend/direct-routes";
 import { deleteLink, linkInfo, chooseUnderlay } from "./net/link";
 
 const VERSION: string = (
@@ -136,6 +137,7 @@ async function main(): Promise<number> {
     // Pod veths and pod bridges would otherwise go on encapsulating.
     const pods = detachPodEncap(listLinks());
     deleteLink(argv.overlayIface);
+    removeDirectRoutes(); // host-gw and DirectRouting routes (our protocol only)
     removeMasq();
     log.info("cleaned up", {
       pinPath: argv.pinPath,

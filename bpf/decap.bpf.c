@@ -30,6 +30,7 @@ struct decap_info {
 	__be32 peer; /* outer source */
 	__be32 inner_daddr;
 	__u8 inner_ttl;
+	__u32 gbp; /* GBP: the mark the header carries (OVL_CFG_GBP), else 0 */
 };
 
 /*
@@ -123,10 +124,21 @@ static __always_inline int decap_check(void *data, void *data_end, __u32 pkt_len
 	/* Constant offsets from data (ihl is known to be 5 now): the verifier
 	 * cannot bound a pointer derived from the variable-offset udp. */
 	vx = data + ETH_HLEN + sizeof(*ip) + sizeof(*udp);
-	if (vx->flags != OVL_VXLAN_FLAG_I || vx->reserved1[0] ||
-	    vx->reserved1[1] || vx->reserved1[2] ||
-	    (vx->vni_res & bpf_htonl(0xff)))
+	if ((ovl_cfg_flags & OVL_CFG_GBP) &&
+	    vx->flags == (OVL_VXLAN_FLAG_I | OVL_VXLAN_FLAG_G)) {
+		/* GBP: D and A in the second byte, the policy ID after it;
+		 * any other bit is as wrong as without GBP. */
+		if ((vx->reserved1[0] & ~(OVL_VXLAN_GBP_D | OVL_VXLAN_GBP_A)) ||
+		    (vx->vni_res & bpf_htonl(0xff)))
+			return OVL_DROP_BAD_VXLAN_FLAGS;
+		info->gbp = ((__u32)vx->reserved1[1] << 8 | vx->reserved1[2]) |
+			    (vx->reserved1[0] & OVL_VXLAN_GBP_D ? OVL_GBP_MARK_D : 0) |
+			    (vx->reserved1[0] & OVL_VXLAN_GBP_A ? OVL_GBP_MARK_A : 0);
+	} else if (vx->flags != OVL_VXLAN_FLAG_I || vx->reserved1[0] ||
+		   vx->reserved1[1] || vx->reserved1[2] ||
+		   (vx->vni_res & bpf_htonl(0xff))) {
 		return OVL_DROP_BAD_VXLAN_FLAGS;
+	}
 	if (bpf_ntohl(vx->vni_res) >> 8 != ovl_cfg_vni)
 		return OVL_DROP_WRONG_VNI;
 
@@ -264,6 +276,8 @@ int ovl_decap_tc(struct __sk_buff *skb)
 	if (bpf_skb_adjust_room(skb, -OVL_ENCAP_OVERHEAD, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO))
 		return rx_drop(OVL_DROP_DECAP_FAILED, len);
+	if (ovl_cfg_flags & OVL_CFG_GBP)
+		skb->mark = info.gbp; /* as the kernel's vxlan with gbp */
 	count_dir(OVL_DIR_RX, len);
 	count_peer(info.peer, 0, len);
 
@@ -332,6 +346,15 @@ int ovl_decap_dev(struct __sk_buff *skb)
 	ret = inner_check(peer, data, &info);
 	if (ret != DECAP_OK)
 		return rx_drop(ret, len);
+	if (ovl_cfg_flags & OVL_CFG_GBP) {
+		/* The socket (a gbp device) parsed the header into the tunnel
+		 * options; a collect_md device leaves skb->mark to us. */
+		struct { __u32 gbp; } md = {};
+
+		if (bpf_skb_get_tunnel_opt(skb, &md, sizeof(md)) < 0)
+			md.gbp = 0;
+		skb->mark = md.gbp;
+	}
 	count_dir(OVL_DIR_RX, len);
 	count_peer(info.peer, 0, len);
 
@@ -364,6 +387,10 @@ int ovl_decap_xdp(struct xdp_md *ctx)
 		count_drop(OVL_DIR_RX, ret, len);
 		return XDP_DROP;
 	}
+	/* XDP has no skb->mark: a GBP packet takes the overlay device's
+	 * socket, whose metadata ovl_decap_dev turns into the mark. */
+	if (info.gbp)
+		return XDP_PASS;
 	/* Drop outer Ethernet + IPv4 + UDP + VXLAN; the inner Ethernet header
 	 * becomes the frame's. */
 	if (bpf_xdp_adjust_head(ctx, OVL_ENCAP_OVERHEAD)) {

@@ -70,6 +70,61 @@ static __always_inline __u32 seg_l3_len(struct __sk_buff *skb, struct iphdr *ip,
 	return ihl + sizeof(struct udphdr) + skb->gso_size;
 }
 
+/* TTL work of ip_forward(), which the pod path bypasses. The caller has
+ * checked ttl > 1. Returns 0, or -1 if the packet is no longer readable. */
+static __always_inline int pod_ttl_dec(struct __sk_buff *skb, struct iphdr *ip)
+{
+	__u16 old, new;
+
+	old = *(__u16 *)&ip->ttl; /* ttl and protocol share a word */
+	ip->ttl--;
+	new = *(__u16 *)&ip->ttl;
+	return bpf_l3_csum_replace(skb, INNER_IP_OFF + offsetof(struct iphdr, check),
+				   old, new, sizeof(__u16)) ? -1 : 0;
+}
+
+/*
+ * A host on our own L2 network (OVL_F_DIRECT: host-gw, DirectRouting): the
+ * packet leaves the underlay as it is, to that host's MAC, the way a route
+ * `subnet via remote_ip` would send it.
+ */
+static __always_inline int direct(struct __sk_buff *skb, struct iphdr *ip, void *data_end,
+				  __be32 next_hop, const int from_pod)
+{
+	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = next_hop };
+	__u32 mtu_len = seg_l3_len(skb, ip, data_end);
+
+	if (bpf_check_mtu(skb, ovl_cfg_underlay_ifindex, &mtu_len, 0, 0)) {
+		if (from_pod)
+			return TC_ACT_OK;
+		return drop(OVL_DROP_MTU, skb);
+	}
+	if (from_pod) {
+		if (ip->ttl <= 1)
+			return TC_ACT_OK;
+		if (pod_ttl_dec(skb, ip))
+			return drop(OVL_DROP_ENCAP_FAILED, skb);
+	}
+	count_dir(OVL_DIR_DIRECT, skb->len);
+	count_peer(next_hop, 1, skb->len);
+	return bpf_redirect_neigh(ovl_cfg_underlay_ifindex, &nh, sizeof(nh), 0);
+}
+
+/* GBP: the group policy ID and the D and A bits from skb->mark, where the
+ * kernel's vxlan takes them; no G flag for a mark without them, as there. */
+static __always_inline void gbp_fill(struct ovl_encap_hdr *h, __u32 mark)
+{
+	__u16 id = mark & OVL_GBP_MARK_ID;
+
+	if (!(mark & (OVL_GBP_MARK_ID | OVL_GBP_MARK_D | OVL_GBP_MARK_A)))
+		return;
+	h->vxlan.flags |= OVL_VXLAN_FLAG_G;
+	h->vxlan.reserved1[0] = (mark & OVL_GBP_MARK_D ? OVL_VXLAN_GBP_D : 0) |
+				(mark & OVL_GBP_MARK_A ? OVL_VXLAN_GBP_A : 0);
+	h->vxlan.reserved1[1] = id >> 8;
+	h->vxlan.reserved1[2] = id & 0xff;
+}
+
 static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 {
 	void *data = (void *)(long)skb->data;
@@ -107,6 +162,12 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 		return drop(OVL_DROP_NO_PEER, skb);
 	}
 	remote_ip = dst->remote_ip;
+	if (dst->flags & OVL_F_DIRECT)
+		return direct(skb, ip, data_end, remote_ip, from_pod);
+	/* GBP carries the mark iptables sets, after this hook: pods take the
+	 * stack to the overlay device, where the mark is known. */
+	if (from_pod && (ovl_cfg_flags & OVL_CFG_GBP))
+		return TC_ACT_OK;
 	__builtin_memcpy(vtep_mac, dst->vtep_mac, ETH_ALEN);
 
 	mtu_len = seg_l3_len(skb, ip, data_end);
@@ -123,15 +184,9 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 	if (from_pod) {
 		/* We bypass ip_forward(), so do its TTL work; an expiring
 		 * packet goes to the stack, which sends time-exceeded. */
-		__u16 old, new;
-
 		if (ip->ttl <= 1)
 			return TC_ACT_OK;
-		old = *(__u16 *)&ip->ttl; /* ttl and protocol share a word */
-		ip->ttl--;
-		new = *(__u16 *)&ip->ttl;
-		bpf_l3_csum_replace(skb, INNER_IP_OFF + offsetof(struct iphdr, check),
-				    old, new, sizeof(__u16));
+		pod_ttl_dec(skb, ip);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 		if (data + ETH_HLEN + sizeof(*ip) > data_end)
@@ -163,6 +218,8 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 	h.udp.check = 0; /* RFC 7348: zero over IPv4, as the kernel's vxlan */
 	h.vxlan.flags = OVL_VXLAN_FLAG_I;
 	h.vxlan.vni_res = bpf_htonl(ovl_cfg_vni << 8);
+	if (ovl_cfg_flags & OVL_CFG_GBP)
+		gbp_fill(&h, skb->mark);
 	__builtin_memcpy(h.inner_eth.h_dest, vtep_mac, ETH_ALEN);
 	mac_copy(h.inner_eth.h_source, ovl_cfg_vtep_mac);
 	h.inner_eth.h_proto = bpf_htons(ETH_P_IP);

@@ -54,7 +54,7 @@ export const MAPS = {
   ovl_drops: {
     flags: 0,
     type: 6,
-    maxEntries: 34,
+    maxEntries: 51,
     keySize: 4,
     key: "__u32",
     valueSize: 16,
@@ -90,7 +90,7 @@ export const MAPS = {
   ovl_stats: {
     flags: 0,
     type: 6,
-    maxEntries: 2,
+    maxEntries: 3,
     keySize: 4,
     key: "__u32",
     valueSize: 16,
@@ -128,11 +128,17 @@ export const ENUMS = {
     OVL_MAX_ENDPOINTS: 16384,
     OVL_ENCAP_OVERHEAD: 50,
     OVL_VXLAN_FLAG_I: 8,
+    OVL_VXLAN_FLAG_G: 128,
+    OVL_VXLAN_GBP_D: 64,
+    OVL_VXLAN_GBP_A: 8,
+    OVL_GBP_MARK_D: 4194304,
+    OVL_GBP_MARK_A: 524288,
+    OVL_GBP_MARK_ID: 65535,
     OVL_DEFAULT_VNI: 1,
     OVL_DEFAULT_PORT: 8472,
   },
-  ovl_subnet_flags: { OVL_F_LOCAL: 1 },
-  ovl_dir: { OVL_DIR_TX: 0, OVL_DIR_RX: 1, OVL_DIR_MAX: 2 },
+  ovl_subnet_flags: { OVL_F_LOCAL: 1, OVL_F_DIRECT: 2 },
+  ovl_dir: { OVL_DIR_TX: 0, OVL_DIR_RX: 1, OVL_DIR_DIRECT: 2, OVL_DIR_MAX: 3 },
   ovl_drop_reason: {
     OVL_DROP_UNSPEC: 0,
     OVL_DROP_NO_PEER: 1,
@@ -153,7 +159,7 @@ export const ENUMS = {
     OVL_DROP_DECAP_FAILED: 16,
     OVL_DROP_MAX: 17,
   },
-  ovl_cfg_flags: { OVL_CFG_KERNEL_DECAP: 1 },
+  ovl_cfg_flags: { OVL_CFG_KERNEL_DECAP: 1, OVL_CFG_GBP: 2 },
 } as const;
 
 /** Program name -> object file that holds it. */

@@ -26,6 +26,7 @@ function readHostU64(b: Buffer, off: number): bigint {
 }
 
 export const F_LOCAL = ENUMS.ovl_subnet_flags.OVL_F_LOCAL;
+export const F_DIRECT = ENUMS.ovl_subnet_flags.OVL_F_DIRECT;
 export const ENCAP_OVERHEAD = ENUMS.ovl_wire.OVL_ENCAP_OVERHEAD;
 export const DROP_MAX = ENUMS.ovl_drop_reason.OVL_DROP_MAX;
 export const DIR_MAX = ENUMS.ovl_dir.OVL_DIR_MAX;
@@ -178,6 +179,7 @@ export const DROP_REASONS: ReadonlyMap<number, string> = new Map(
 export const DIRECTIONS: ReadonlyMap<number, string> = new Map([
   [ENUMS.ovl_dir.OVL_DIR_TX, "tx"],
   [ENUMS.ovl_dir.OVL_DIR_RX, "rx"],
+  [ENUMS.ovl_dir.OVL_DIR_DIRECT, "direct"],
 ]);
 
 export function dropIndex(dir: number, reason: number): number {
@@ -193,6 +195,8 @@ export interface RodataConfig {
   overlay: { ifindex: number; mac: string };
   /** The overlay device decapsulates what ovl_decap_tc leaves to it. */
   kernelDecap: boolean;
+  /** VXLAN Group Based Policy (Backend.GBP). */
+  gbp?: boolean;
 }
 
 /** Builds the .rodata image from the generated layout. */
@@ -206,6 +210,11 @@ export function rodataImage(c: RodataConfig): Buffer {
   hostU32(b, v.ovl_cfg_overlay_ifindex.offset, c.overlay.ifindex);
   parseMac(c.overlay.mac, "overlay MAC").copy(b, v.ovl_cfg_vtep_mac.offset);
   parseMac(c.underlay.mac, "underlay MAC").copy(b, v.ovl_cfg_underlay_mac.offset);
-  hostU32(b, v.ovl_cfg_flags.offset, c.kernelDecap ? ENUMS.ovl_cfg_flags.OVL_CFG_KERNEL_DECAP : 0);
+  const F = ENUMS.ovl_cfg_flags;
+  hostU32(
+    b,
+    v.ovl_cfg_flags.offset,
+    (c.kernelDecap ? F.OVL_CFG_KERNEL_DECAP : 0) | (c.gbp ? F.OVL_CFG_GBP : 0),
+  );
   return b;
 }

@@ -35,8 +35,9 @@ export const TC_HANDLE = 0x0ad1;
 export const TC_PRIORITY = 1;
 
 export type DecapMode = "tc" | "xdp";
-/** --decap: a mechanism, or "auto" to let the node's hardware decide. */
-export type DecapChoice = DecapMode | "auto";
+/** --decap: a mechanism, or "auto" to let the node's hardware decide;
+ * "none" for a backend that does not encapsulate (host-gw). */
+export type DecapChoice = DecapMode | "auto" | "none";
 
 /**
  * Is the interface backed by a device on a bus (a NIC, virtio) rather than a
@@ -61,6 +62,8 @@ export interface DatapathConfig {
   decap: DecapChoice;
   /** The overlay device is a collect_md VXLAN device (see OverlayDevice). */
   kernelDecap: boolean;
+  /** VXLAN Group Based Policy (Backend.GBP). */
+  gbp?: boolean;
 }
 
 /** Makes sure pinPath is a directory on a bpffs, mounting one if needed. */
@@ -150,7 +153,7 @@ export class Datapath {
   private objects: BpfObjectHandle[] = [];
   private readonly progFds = new Map<ProgramName, number>();
   /** The decap mechanism attached (what "auto" resolved to), after start(). */
-  mechanism: DecapMode | undefined;
+  mechanism: DecapMode | "none" | undefined;
   /** Why "auto" chose the mechanism it did. */
   reason = "";
 
@@ -213,11 +216,13 @@ export class Datapath {
   private attach(): void {
     const c = this.config;
     const u = c.underlay.ifindex;
-    this.mechanism = this.attachDecap();
+    this.mechanism = c.decap === "none" ? "none" : this.attachDecap();
+    if (c.decap === "none") this.reason = "the backend does not encapsulate";
     // New attachments first, then remove the other decap mode: no gap.
-    if (this.mechanism === "xdp") {
+    if (this.mechanism !== "tc") {
       libbpf.tcDetach(u, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, `${c.underlay.name} ingress`);
-    } else if (xdpIsOurs(u)) {
+    }
+    if (this.mechanism !== "xdp" && xdpIsOurs(u)) {
       libbpf.xdpDetach(u, 0, `${c.underlay.name} xdp`);
     }
     this.attachTc(c.overlay.ifindex, BPF_TC_EGRESS, "ovl_encap_dev", `${c.overlay.name} egress`);

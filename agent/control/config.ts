@@ -4,10 +4,26 @@
 import { ConfigError } from "../errors";
 import { Cidr, formatIp, parseIp, type Ip4 } from "../net/ip";
 
+/** The backends overlayd implements (flannel's pkg/backend/<type>). */
+export const BACKEND_TYPES = ["vxlan", "host-gw"] as const;
+export type BackendType = (typeof BACKEND_TYPES)[number];
+
 export interface BackendConfig {
-  type: "vxlan";
+  type: BackendType;
+  /** vxlan: VXLAN network identifier and UDP port (host-gw: unused). */
   vni: number;
   port: number;
+  /** vxlan `MTU`: the underlay MTU the overlay is cut from; undefined = the
+   * external interface's. The overlay device and FLANNEL_MTU get MTU - 50. */
+  mtu?: number;
+  /** vxlan `GBP`: Group Based Policy, the group id carried from skb->mark. */
+  gbp: boolean;
+  /** vxlan `DirectRouting`: no VXLAN towards peers on our own L2 network. */
+  directRouting: boolean;
+  /** vxlan `Learning`: accepted; overlayd programs every peer from etcd. */
+  learning: boolean;
+  /** vxlan `MacPrefix`: accepted (Windows only in flannel); unused on Linux. */
+  macPrefix?: string;
 }
 
 export interface NetworkConfig {
@@ -16,7 +32,46 @@ export interface NetworkConfig {
   subnetMin: Ip4;
   subnetMax: Ip4;
   backend: BackendConfig;
+  /** `EnableNFTables`: masquerade through nftables instead of iptables. */
+  enableNFTables: boolean;
+  /** Keys overlayd does not know ("Foo", "Backend.Bar"): ignored, as flannel
+   * ignores them, and logged once by the agent. */
+  unknownKeys: string[];
 }
+
+/** flannel's top-level config keys (pkg/subnet/config.go), any case. */
+const TOP_KEYS = [
+  "Network",
+  "SubnetLen",
+  "SubnetMin",
+  "SubnetMax",
+  "EnableIPv4",
+  "EnableIPv6",
+  "IPv6Network",
+  "IPv6SubnetLen",
+  "IPv6SubnetMin",
+  "IPv6SubnetMax",
+  "EnableNFTables",
+  "Backend",
+];
+/** What each backend reads from `Backend` (flannel's backend config structs). */
+const BACKEND_KEYS: Record<BackendType, string[]> = {
+  vxlan: ["Type", "VNI", "Port", "MTU", "GBP", "Learning", "DirectRouting", "MacPrefix"],
+  "host-gw": ["Type"],
+};
+/** flannel backends overlayd does not implement, for a precise error. */
+const OTHER_FLANNEL_BACKENDS = [
+  "udp",
+  "ipip",
+  "wireguard",
+  "ipsec",
+  "alloc",
+  "extension",
+  "aws-vpc",
+  "gce",
+  "ali-vpc",
+  "tencent-vpc",
+];
 
 export const DEFAULT_VNI = 1;
 export const DEFAULT_PORT = 8472;
@@ -30,6 +85,21 @@ function field(obj: Json, name: string): [unknown, string] {
     if (k.toLowerCase() === want) return [v, k];
   }
   return [undefined, name];
+}
+
+function unknownKeys(obj: Json, known: string[], prefix = ""): string[] {
+  const k = new Set(known.map((x) => x.toLowerCase()));
+  return Object.keys(obj)
+    .filter((x) => !k.has(x.toLowerCase()))
+    .map((x) => prefix + x);
+}
+
+function boolField(obj: Json, name: string, where: string): boolean | undefined {
+  const [v, as] = field(obj, name);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean")
+    throw new ConfigError(as, `must be true or false, got ${JSON.stringify(v)}`, where);
+  return v;
 }
 
 function intField(
@@ -158,29 +228,121 @@ export function parseNetworkConfig(text: string | undefined, where: string): Net
     );
   }
 
-  return { network, subnetLen, subnetMin, subnetMax, backend: parseBackend(obj, where) };
+  const backend = parseBackend(obj, where);
+  const [, bAs] = field(obj, "Backend");
+  const [b] = field(obj, "Backend");
+  const unknown = unknownKeys(obj, TOP_KEYS);
+  if (b && typeof b === "object" && !Array.isArray(b)) {
+    unknown.push(...unknownKeys(b as Json, BACKEND_KEYS[backend.type], `${bAs}.`));
+  }
+  return {
+    network,
+    subnetLen,
+    subnetMin,
+    subnetMax,
+    backend,
+    enableNFTables: boolField(obj, "EnableNFTables", where) ?? false,
+    unknownKeys: unknown,
+  };
 }
+
+const DEFAULT_BACKEND: BackendConfig = {
+  type: "vxlan",
+  vni: DEFAULT_VNI,
+  port: DEFAULT_PORT,
+  gbp: false,
+  directRouting: false,
+  learning: false,
+};
 
 function parseBackend(obj: Json, where: string): BackendConfig {
   const [b, bAs] = field(obj, "Backend");
-  if (b === undefined || b === null) return { type: "vxlan", vni: DEFAULT_VNI, port: DEFAULT_PORT };
+  if (b === undefined || b === null) return { ...DEFAULT_BACKEND };
   if (typeof b !== "object" || Array.isArray(b)) {
     throw new ConfigError(bAs, 'must be an object like {"Type": "vxlan"}', where);
   }
   const backend = b as Json;
-  const [type, typeAs] = field(backend, "Type");
-  if (type !== undefined && (typeof type !== "string" || type.toLowerCase() !== "vxlan")) {
+  const [rawType, typeAs] = field(backend, "Type");
+  let type: BackendType = "vxlan";
+  if (rawType !== undefined && rawType !== null && rawType !== "") {
+    const t = typeof rawType === "string" ? rawType.toLowerCase() : undefined;
+    if (t === undefined || !(BACKEND_TYPES as readonly string[]).includes(t)) {
+      const known = t !== undefined && OTHER_FLANNEL_BACKENDS.includes(t);
+      throw new ConfigError(
+        `${bAs}.${typeAs}`,
+        `${known ? `flannel's ${JSON.stringify(t)} backend is not implemented: ` : ""}` +
+          `only "vxlan" and "host-gw" are supported, got ${JSON.stringify(rawType)}`,
+        where,
+      );
+    }
+    type = t as BackendType;
+  }
+  const sub = `${where}: ${bAs}`;
+  if (type === "host-gw") return { ...DEFAULT_BACKEND, type };
+  const vni = intField(backend, "VNI", sub, 0, 0xffffff) ?? DEFAULT_VNI;
+  const port = intField(backend, "Port", sub, 0, 65535) ?? DEFAULT_PORT;
+  const mtu = intField(backend, "MTU", sub, 0, 65535);
+  const [mp, mpAs] = field(backend, "MacPrefix");
+  if (mp !== undefined && mp !== null && mp !== "") {
+    if (typeof mp !== "string" || !/^[0-9a-f]{2}-[0-9a-f]{2}$/i.test(mp)) {
+      throw new ConfigError(
+        mpAs,
+        `must be two hex bytes like "0E-2A", got ${JSON.stringify(mp)}`,
+        sub,
+      );
+    }
+  }
+  // flannel treats 0 as "default" for VNI, Port and MTU.
+  return {
+    type,
+    vni: vni || DEFAULT_VNI,
+    port: port || DEFAULT_PORT,
+    ...(mtu ? { mtu } : {}),
+    gbp: boolField(backend, "GBP", sub) ?? false,
+    directRouting: boolField(backend, "DirectRouting", sub) ?? false,
+    learning: boolField(backend, "Learning", sub) ?? false,
+    ...(typeof mp === "string" && mp ? { macPrefix: mp.toUpperCase() } : {}),
+  };
+}
+
+/** Encapsulation overhead of a backend: what the overlay MTU loses. */
+export function backendOverhead(b: BackendConfig, encapOverhead: number): number {
+  return b.type === "vxlan" ? encapOverhead : 0;
+}
+
+/** The smallest overlay MTU overlayd accepts (IPv6's minimum link MTU). */
+export const MIN_OVERLAY_MTU = 1280;
+
+/**
+ * The overlay (pod) MTU for an external interface of `underlayMtu`: the
+ * backend's MTU (or the interface's) minus the encapsulation. An MTU the
+ * underlay cannot carry, or one that leaves pods less than 1280 bytes, is a
+ * ConfigError naming Backend.MTU. Pure.
+ */
+export function overlayMtuOf(
+  b: BackendConfig,
+  underlayMtu: number,
+  encapOverhead: number,
+  where = "config",
+): number {
+  const overhead = backendOverhead(b, encapOverhead);
+  const base = b.mtu ?? underlayMtu;
+  if (b.mtu !== undefined && b.mtu > underlayMtu) {
     throw new ConfigError(
-      `${bAs}.${typeAs}`,
-      `only "vxlan" is supported, got ${JSON.stringify(type)}`,
+      "Backend.MTU",
+      `${b.mtu} is above the external interface's MTU ${underlayMtu}: frames would not fit the wire`,
       where,
     );
   }
-  const sub = `${where}: ${bAs}`;
-  const vni = intField(backend, "VNI", sub, 0, 0xffffff) ?? DEFAULT_VNI;
-  const port = intField(backend, "Port", sub, 0, 65535) ?? DEFAULT_PORT;
-  // flannel treats 0 as "default" for both.
-  return { type: "vxlan", vni: vni || DEFAULT_VNI, port: port || DEFAULT_PORT };
+  if (base - overhead < MIN_OVERLAY_MTU) {
+    throw new ConfigError(
+      b.mtu !== undefined ? "Backend.MTU" : "MTU",
+      `${base} leaves pods ${base - overhead} bytes after the ${overhead}-byte ` +
+        `encapsulation; at least ${MIN_OVERLAY_MTU + overhead} is needed`,
+      where,
+    );
+  }
+  return base - overhead;
 }
 
 /** Every subnet of the config's range, in order. */

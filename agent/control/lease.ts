@@ -63,7 +63,10 @@ export function encodeLeaseAttrs(a: LeaseAttrs): string {
     PublicIP: formatIp(a.publicIp),
     PublicIPv6: null,
     BackendType: a.backendType,
-    BackendData: { VNI: a.vni ?? 1, VtepMAC: a.vtepMac },
+    // host-gw has no backend data; flannel omits the field (omitempty).
+    ...(a.backendType === "host-gw"
+      ? {}
+      : { BackendData: { VNI: a.vni ?? 1, VtepMAC: a.vtepMac } }),
   });
 }
 
@@ -154,17 +157,21 @@ export function chooseFree(
   return free[Math.floor(random() * free.length)];
 }
 
+/** A backend's rule for the map entry of a peer's lease (hostEntryOf for vxlan). */
+export type EntryOf = (l: Lease, log: (msg: string) => void) => HostEntry | undefined;
+
 /** What the data path should hold for a set of leases. */
 export function desiredEntries(
   leases: Iterable<Lease>,
   own: Cidr | undefined,
   ownEntry: HostEntry | undefined,
   log: (msg: string) => void = () => {},
+  entryOf: EntryOf = hostEntryOf,
 ): Map<string, { subnet: Cidr; host: HostEntry }> {
   const want = new Map<string, { subnet: Cidr; host: HostEntry }>();
   for (const l of leases) {
     if (own && l.subnet.equals(own)) continue;
-    const entry = hostEntryOf(l, log);
+    const entry = entryOf(l, log);
     if (entry) want.set(l.subnet.toString(), { subnet: l.subnet, host: entry });
   }
   if (own && ownEntry)
@@ -178,7 +185,11 @@ export function hostEntryOf(
   log: (msg: string) => void = () => {},
 ): HostEntry | undefined {
   if (l.attrs.backendType !== "vxlan") {
-    log(`lease ${l.subnet}: BackendType "${l.attrs.backendType}" is not vxlan; not programmed`);
+    log(
+      `lease ${l.subnet} (PublicIP ${formatIp(l.attrs.publicIp)}): BackendType ` +
+        `"${l.attrs.backendType}" but this network's Backend.Type is "vxlan"; not programmed ` +
+        "(one backend per network)",
+    );
     return undefined;
   }
   if (!l.attrs.vtepMac) {

@@ -6,7 +6,14 @@
 // so 65,536 leases cost a few MB here and not the listing's objects.
 import { type HostEntry } from "../bpf/codec";
 import { type SubnetMapLike } from "../bpf/subnet-map";
-import { desiredEntries, hostEntryOf, planSync, type Lease, type SyncPlan } from "./lease";
+import {
+  desiredEntries,
+  hostEntryOf,
+  planSync,
+  type EntryOf,
+  type Lease,
+  type SyncPlan,
+} from "./lease";
 import { type Logger } from "../log";
 import { formatIp, type Cidr, type Ip4 } from "../net/ip";
 
@@ -19,6 +26,10 @@ export interface ReconcilerHooks {
   syncError?(op: string, err: unknown): void;
   /** A full or incremental sync finished. */
   synced?(seconds: number, entries: number): void;
+  /** The backend's map entry for a peer lease (default: vxlan's hostEntryOf). */
+  entryOf?: EntryOf;
+  /** The map changed (the backend's routes follow it). */
+  changed?(): void;
 }
 
 export class Reconciler {
@@ -58,7 +69,13 @@ export class Reconciler {
     const t0 = process.hrtime.bigint();
     this.leases.clear();
     for (const l of leases) this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
-    const desired = desiredEntries(leases, this.own, this.ownEntry, (m) => this.log.warn(m));
+    const desired = desiredEntries(
+      leases,
+      this.own,
+      this.ownEntry,
+      (m) => this.log.warn(m),
+      this.hooks.entryOf,
+    );
     let actual;
     try {
       actual = this.map.list();
@@ -84,7 +101,7 @@ export class Reconciler {
     const t0 = process.hrtime.bigint();
     this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
     if (this.own && l.subnet.equals(this.own)) return;
-    const entry = hostEntryOf(l, (m) => this.log.warn(m));
+    const entry = (this.hooks.entryOf ?? hostEntryOf)(l, (m) => this.log.warn(m));
     if (entry) this.apply({ upserts: [{ subnet: l.subnet, host: entry }], deletes: [] });
     else this.apply({ upserts: [], deletes: [l.subnet] });
     this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
@@ -103,6 +120,7 @@ export class Reconciler {
   }
 
   private apply(plan: SyncPlan): void {
+    if (plan.upserts.length || plan.deletes.length) this.hooks.changed?.();
     // Deletes first: a subnet that moved to another host never has two.
     for (const s of plan.deletes) {
       try {

@@ -14,7 +14,7 @@ export interface LinkInfo {
   kind?: string;
   up: boolean;
   /** For a vxlan device: collect_md ("external") mode and its UDP port. */
-  vxlan?: { external: boolean; port?: number };
+  vxlan?: { external: boolean; port?: number; gbp: boolean };
 }
 
 interface IpJsonLink {
@@ -23,7 +23,10 @@ interface IpJsonLink {
   mtu: number;
   address?: string;
   flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { external?: boolean; port?: number } };
+  linkinfo?: {
+    info_kind?: string;
+    info_data?: { external?: boolean; port?: number; gbp?: boolean };
+  };
   addr_info?: { family: string; local: string; prefixlen: number }[];
 }
 
@@ -44,6 +47,7 @@ export function linkInfo(name: string): LinkInfo | undefined {
           vxlan: {
             external: l.linkinfo.info_data?.external === true,
             port: l.linkinfo.info_data?.port,
+            gbp: l.linkinfo.info_data?.gbp === true,
           },
         }
       : {}),
@@ -135,14 +139,28 @@ export interface OverlayDevice extends LinkInfo {
  * created down, and `up` is left to the caller, so that ovl_decap_dev is
  * attached before its socket takes a packet.
  */
-export function ensureOverlayDevice(name: string, mtu: number, port: number): OverlayDevice {
+export interface OverlayDeviceOptions {
+  /** The VXLAN UDP port; undefined for a backend without encapsulation
+   * (host-gw), which gets a dummy device. */
+  port?: number;
+  /** VXLAN Group Based Policy on the device's socket (Backend.GBP). */
+  gbp?: boolean;
+}
+
+export function ensureOverlayDevice(
+  name: string,
+  mtu: number,
+  o: OverlayDeviceOptions,
+): OverlayDevice {
   let l = linkInfo(name);
   if (l && l.kind !== "dummy" && l.kind !== "ifb" && l.kind !== "vxlan") {
     throw new OverlayError(
       `interface ${name}: exists as ${l.kind ?? "unknown kind"}, not an overlay device`,
     );
   }
-  if (l?.vxlan?.external && l.vxlan.port === port) {
+  const port = o.port;
+  const gbp = o.gbp === true;
+  if (port !== undefined && l?.vxlan?.external && l.vxlan.port === port && l.vxlan.gbp === gbp) {
     run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu)]);
     return { ...mustLink(name), kernelDecap: true };
   }
@@ -161,22 +179,29 @@ export function ensureOverlayDevice(name: string, mtu: number, port: number): Ov
     "dstport",
     String(port),
     "nolearning",
+    ...(gbp ? ["gbp"] : []),
   ];
   // Without the vxlan module the old device, or a dummy, keeps the node
   // forwarding without kernel decap. (A port in use only shows when the
   // device goes up: node-setup names it then.)
-  if (tryRun(vxlan) !== undefined) {
+  if (port !== undefined && tryRun(vxlan) !== undefined) {
     if (l) run(["ip", "link", "del", "dev", name]);
     run(["ip", "link", "set", "dev", tmp, "name", name]);
     run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu)]);
     return { ...mustLink(name), kernelDecap: true };
   }
-  if (l?.kind === "vxlan") {
+  if (port !== undefined && l?.kind === "vxlan") {
     throw new OverlayError(
       `interface ${name}: a vxlan device that is not collect_md on port ${port}, and a new one cannot be made`,
     );
   }
-  if (!l && tryRun(["ip", "link", "add", name, "type", "dummy"]) === undefined) {
+  if (l?.kind === "vxlan") {
+    // host-gw after vxlan: the VXLAN socket goes, the MAC stays.
+    run(["ip", "link", "del", "dev", name]);
+    l = undefined;
+    run(["ip", "link", "add", name, ...(keepMac ? ["address", keepMac] : []), "type", "dummy"]);
+  }
+  if (!l && !linkInfo(name) && tryRun(["ip", "link", "add", name, "type", "dummy"]) === undefined) {
     run(["ip", "link", "add", name, "type", "ifb"]);
   }
   run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu), "up"]);

@@ -4,6 +4,8 @@
 // path loaded and attached, and our own subnet in the map as LOCAL.
 import { Datapath, type DecapChoice, type DecapMode } from "../bpf/datapath";
 import { ENCAP_OVERHEAD, F_LOCAL } from "../bpf/codec";
+import { type Backend } from "../backend";
+import { overlayMtuOf } from "../control/config";
 import { SubnetHostMap } from "../bpf/subnet-map";
 import { OverlayError } from "../errors";
 import { type Cidr, type Ip4 } from "../net/ip";
@@ -23,6 +25,8 @@ export interface NodeSetupOptions {
   subnet: Cidr;
   vni: number;
   port: number;
+  /** The network's backend: device kind, MTU, whether anything is decapsulated. */
+  backend: Backend;
   pinPath: string;
   objDir: string;
   decap: DecapChoice;
@@ -37,7 +41,7 @@ export interface NodeSetupResult {
   overlayIfindex: number;
   kernelDecap: boolean;
   /** The decap mechanism attached, and why (what --decap auto decided). */
-  mechanism: DecapMode;
+  mechanism: DecapMode | "none";
   reason: string;
 }
 
@@ -46,10 +50,15 @@ export function overlayMtu(underlayMtu: number): number {
   return underlayMtu - ENCAP_OVERHEAD;
 }
 
+/** The overlay (pod) MTU of a backend on an underlay: Backend.MTU checked. */
+export function backendMtu(backend: Backend, underlayMtu: number, where?: string): number {
+  return overlayMtuOf(backend.config, underlayMtu, backend.overhead, where);
+}
+
 export function setupNode(o: NodeSetupOptions): NodeSetupResult {
   const underlay = mustLink(o.underlay);
-  const mtu = overlayMtu(underlay.mtu);
-  const overlay = ensureOverlayDevice(o.overlayName, mtu, o.port);
+  const mtu = backendMtu(o.backend, underlay.mtu);
+  const overlay = ensureOverlayDevice(o.overlayName, mtu, o.backend.device());
   setSysctl(["net", "ipv4", "ip_forward"], "1");
   const datapath = new Datapath({
     pinPath: o.pinPath,
@@ -59,11 +68,12 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     localIp: o.publicIp,
     underlay: { name: underlay.name, ifindex: underlay.ifindex, mac: underlay.mac },
     overlay: { name: overlay.name, ifindex: overlay.ifindex, mac: overlay.mac },
-    decap: o.decap,
+    decap: o.backend.decapsulates ? o.decap : "none",
     kernelDecap: overlay.kernelDecap,
+    gbp: o.backend.config.gbp,
   });
   datapath.start();
-  const mechanism = datapath.mechanism as DecapMode;
+  const mechanism = datapath.mechanism as DecapMode | "none";
   if (mechanism === "xdp") {
     // XDP hands decapsulated packets to the stack on the underlay, whose
     // routes point the source subnet elsewhere: strict rp_filter drops them.

@@ -27,6 +27,18 @@ enum ovl_wire {
 	 * VXLAN + inner Ethernet; also underlay MTU - overlay MTU. */
 	OVL_ENCAP_OVERHEAD = 50,
 	OVL_VXLAN_FLAG_I = 0x08,
+	/* VXLAN Group Based Policy (draft-smith-vxlan-group-policy): the G
+	 * flag in the first byte, D (don't learn) and A (policy applied) in
+	 * the second, the 16-bit group policy ID in the third and fourth. */
+	OVL_VXLAN_FLAG_G = 0x80,
+	OVL_VXLAN_GBP_D = 0x40,
+	OVL_VXLAN_GBP_A = 0x08,
+	/* Where the kernel's vxlan keeps D and A in skb->mark / the tunnel
+	 * metadata (VXLAN_GBP_DONT_LEARN, VXLAN_GBP_POLICY_APPLIED); the
+	 * group policy ID is the mark's low 16 bits. */
+	OVL_GBP_MARK_D = 0x400000,
+	OVL_GBP_MARK_A = 0x80000,
+	OVL_GBP_MARK_ID = 0xffff,
 	OVL_DEFAULT_VNI = 1,
 	OVL_DEFAULT_PORT = 8472,
 };
@@ -53,6 +65,9 @@ struct ovl_subnet_key {
 
 enum ovl_subnet_flags {
 	OVL_F_LOCAL = 1, /* this node's own lease */
+	/* The host is on our own L2 network (host-gw, vxlan DirectRouting):
+	 * send the inner packet as is, with remote_ip as the next hop. */
+	OVL_F_DIRECT = 2,
 };
 
 struct ovl_subnet_val {
@@ -99,7 +114,8 @@ struct ovl_counter {
 enum ovl_dir {
 	OVL_DIR_TX = 0, /* encapsulated and sent */
 	OVL_DIR_RX = 1, /* received and decapsulated */
-	OVL_DIR_MAX = 2,
+	OVL_DIR_DIRECT = 2, /* sent unencapsulated to an OVL_F_DIRECT host */
+	OVL_DIR_MAX = 3,
 };
 
 /*
@@ -151,6 +167,10 @@ enum ovl_cfg_flags {
 	 * Without it ovl_decap_tc decapsulates everything (one run per frame
 	 * on a wire that does not hand over GSO frames). */
 	OVL_CFG_KERNEL_DECAP = 1,
+	/* VXLAN Group Based Policy (Backend.GBP): encap carries skb->mark as
+	 * the group policy ID, decap accepts the G flag and sets skb->mark
+	 * from it, as the kernel's vxlan does with `gbp`. */
+	OVL_CFG_GBP = 2,
 };
 
 /* Pulls every ABI enum into BTF; only bpf/abi.bpf.c (never loaded, read by

@@ -9,7 +9,7 @@ import { EndpointMap } from "../../agent/bpf/endpoint-map";
 import { libbpf } from "../../agent/bpf/libbpf";
 import { StatsReader } from "../../agent/bpf/stats";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";
-import { F_LOCAL } from "../../agent/bpf/codec";
+import { F_DIRECT, F_LOCAL } from "../../agent/bpf/codec";
 import { Cidr, parseIp } from "../../agent/net/ip";
 import {
   csum16,
@@ -544,6 +544,128 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
       const r = runKd("ovl_decap_dev", Buffer.from(inner));
       assert.equal(r.retval, TC_ACT_SHOT);
       assert.equal(drops("rx", "unknown_source"), src + 1n);
+    });
+  });
+
+  describe("direct peers (host-gw, DirectRouting: OVL_F_DIRECT)", function () {
+    const DIRECT_SUBNET = "10.5.3.0/24";
+    const DIRECT_IP = "172.31.0.3";
+    before(function () {
+      subnets.upsert(Cidr.parse(DIRECT_SUBNET), {
+        remoteIp: parseIp(DIRECT_IP),
+        vtepMac: "00:00:00:00:00:00",
+        flags: F_DIRECT,
+      });
+    });
+    after(function () {
+      subnets.delete(Cidr.parse(DIRECT_SUBNET));
+    });
+
+    it("sends a pod packet unencapsulated towards the peer (TTL - 1), counted as direct", function () {
+      const before = stats.read().traffic.get("direct")!.packets;
+      const tx = stats.read().traffic.get("tx")!.packets;
+      const inFrame = podFrame("10.5.3.9", 64, 17);
+      const r = run("ovl_encap_pod", inFrame);
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      assert.equal(r.data.length, inFrame.length, "no VXLAN header added");
+      assert.equal(r.data.readUInt8(14 + 8), 63, "TTL decremented");
+      assert.equal(csum16(r.data.subarray(14, 34)), 0, "inner IPv4 checksum still valid");
+      assert.deepEqual(r.data.subarray(26, 34), inFrame.subarray(26, 34), "addresses unchanged");
+      assert.equal(stats.read().traffic.get("direct")!.packets, before + 1n);
+      assert.equal(stats.read().traffic.get("tx")!.packets, tx, "not counted as encapsulated");
+      const peer = subnets.peerCounters().get(parseIp(DIRECT_IP));
+      assert.ok(peer && peer.txPackets > 0n, "counted for the peer");
+    });
+
+    it("on the overlay device too, without touching the TTL", function () {
+      const inFrame = podFrame("10.5.3.9", 64, 17);
+      const r = run("ovl_encap_dev", inFrame);
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      assert.deepEqual(r.data, inFrame);
+    });
+
+    it("leaves an expiring pod packet to the stack", function () {
+      const inFrame = podFrame("10.5.3.9", 1, 17);
+      assert.equal(run("ovl_encap_pod", inFrame).retval, TC_ACT_OK);
+    });
+  });
+
+  describe("VXLAN Group Based Policy (OVL_CFG_GBP)", function () {
+    let gbp: Datapath;
+    const good = {
+      outerSrc: PEER_IP,
+      outerDst: LOCAL_IP,
+      innerSrc: "10.5.2.7",
+      innerDst: "10.5.1.2",
+    };
+    before(function () {
+      gbp = new Datapath({ ...dp.config, gbp: true });
+      gbp.load();
+    });
+    after(function () {
+      gbp?.close();
+      dp.close();
+      dp = new Datapath(dp.config);
+      dp.load();
+    });
+    const runG = (prog: Parameters<Datapath["programFd"]>[0], frame: Buffer, ctx?: Buffer) =>
+      libbpf.testRun(gbp.programFd(prog), frame, ctx ?? null, prog);
+    /** struct __sk_buff with only mark (offset 8) set. */
+    const markCtx = (mark: number) => {
+      const c = Buffer.alloc(192);
+      c.writeUInt32LE(mark, 8);
+      return c;
+    };
+
+    it("carries skb->mark as G flag, D/A bits and group policy ID, as the kernel's vxlan", function () {
+      const f = podFrame("10.5.2.7", 64, 17);
+      const r = runG("ovl_encap_dev", f, markCtx(0x400000 | 0x1234));
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      const vx = r.data.subarray(14 + 20 + 8, 14 + 20 + 16);
+      assert.equal(vx[0], 0x88, "G and I flags");
+      assert.equal(vx[1], 0x40, "D bit from mark bit 22");
+      assert.equal(vx.readUInt16BE(2), 0x1234, "group policy ID from the mark");
+      assert.equal(vx.readUInt32BE(4) >>> 8, 1, "VNI");
+      const plain = runG("ovl_encap_dev", f, markCtx(0));
+      assert.equal(plain.data[14 + 20 + 8], 0x08, "no mark: no G flag");
+      const a = runG("ovl_encap_dev", f, markCtx(0x80000));
+      assert.equal(a.data[14 + 20 + 8 + 1], 0x08, "A bit from mark bit 19");
+    });
+
+    it("leaves pod packets to the stack, where iptables can mark them", function () {
+      assert.equal(runG("ovl_encap_pod", podFrame("10.5.2.7", 64, 17)).retval, TC_ACT_OK);
+    });
+
+    it("decap accepts the G flag, sets skb->mark from it, and still checks the reserved bits", function () {
+      const f = vxlanFrame({ ...good, vxlanFlags: 0x88 });
+      f.writeUInt8(0x08, 14 + 20 + 8 + 1); // A
+      f.writeUInt16BE(0x0bcd, 14 + 20 + 8 + 2);
+      const r = runG("ovl_decap_tc", f, Buffer.alloc(192));
+      assert.notEqual(r.retval, TC_ACT_SHOT);
+      assert.equal(r.data.length, f.length - 50, "decapsulated");
+      assert.equal(r.ctx!.readUInt32LE(8), 0x80000 | 0x0bcd, "skb->mark");
+      const bad = Buffer.from(f);
+      bad.writeUInt8(0x01, 14 + 20 + 8 + 1); // a reserved bit next to D/A
+      const n = drops("rx", "bad_vxlan_flags");
+      assert.equal(runG("ovl_decap_tc", bad).retval, TC_ACT_SHOT);
+      assert.equal(drops("rx", "bad_vxlan_flags"), n + 1n);
+    });
+
+    it("XDP leaves a GBP packet to the kernel path (XDP has no mark)", function () {
+      const f = vxlanFrame({ ...good, vxlanFlags: 0x88 });
+      f.writeUInt16BE(0x0001, 14 + 20 + 8 + 2);
+      const r = runG("ovl_decap_xdp", f);
+      assert.equal(r.retval, XDP_PASS);
+      assert.deepEqual(r.data, f, "not decapsulated");
+    });
+
+    it("without GBP the G flag is a bad flag, as for the kernel's vxlan", function () {
+      const n = drops("rx", "bad_vxlan_flags");
+      assert.equal(
+        run("ovl_decap_tc", vxlanFrame({ ...good, vxlanFlags: 0x88 })).retval,
+        TC_ACT_SHOT,
+      );
+      assert.equal(drops("rx", "bad_vxlan_flags"), n + 1n);
     });
   });
 });

@@ -13,18 +13,34 @@ import { Cidr, parseIp } from "../../agent/net/ip";
 import { mustLink } from "../../agent/net/link";
 import { setupNode } from "../../agent/node/node-setup";
 import { createLogger } from "../../agent/log";
+import { createBackend } from "../../agent/backend";
 import { PodBridge } from "../../agent/node/pod-bridge";
 
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === "setup") {
   const o = JSON.parse(args[0] as string);
+  const publicIp = parseIp(o.publicIp);
+  const backend = createBackend(
+    {
+      type: "vxlan",
+      vni: o.vni ?? 1,
+      port: o.port ?? 8472,
+      gbp: false,
+      directRouting: false,
+      learning: false,
+      ...(o.backend ?? {}),
+    },
+    { log: createLogger("warn") },
+  );
+  backend.check({ iface: o.underlay, publicIp });
   const r = setupNode({
     underlay: o.underlay,
-    publicIp: parseIp(o.publicIp),
+    publicIp,
     network: Cidr.parse(o.network),
     subnet: Cidr.parse(o.subnet),
     vni: o.vni ?? 1,
     port: o.port ?? 8472,
+    backend,
     pinPath: o.pinPath,
     objDir: o.objDir ?? join(__dirname, "../../../build/bpf"),
     decap: o.decap ?? "auto",

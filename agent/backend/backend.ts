@@ -1,0 +1,48 @@
+// What a backend is, as flannel's pkg/backend/<type> are: what it registers
+// in its lease, which map entry (if any) a peer's lease becomes, the overlay
+// device and decapsulation it needs, and the upkeep it does while running.
+// The agent's lifecycle code calls these and never branches on the type.
+import { type HostEntry } from "../bpf/codec";
+import { type SubnetMapLike } from "../bpf/subnet-map";
+import { type BackendConfig, type BackendType } from "../control/config";
+import { type Lease, type LeaseAttrs } from "../control/lease";
+import { type Logger } from "../log";
+import { type Ip4 } from "../net/ip";
+import { type OverlayDeviceOptions } from "../net/link";
+
+export interface BackendNode {
+  /** The external interface and the address the lease announces. */
+  iface: string;
+  publicIp: Ip4;
+}
+
+export interface Backend {
+  readonly type: BackendType;
+  readonly config: BackendConfig;
+  /** Bytes the encapsulation costs: underlay MTU - overlay MTU. */
+  readonly overhead: number;
+  /** Decapsulation programs are attached only for a backend that encapsulates. */
+  readonly decapsulates: boolean;
+  /** Refuses a node this backend cannot run on, before anything is touched. */
+  check(node: BackendNode): void;
+  /** How the overlay device is made (a VXLAN socket, or a plain dummy). */
+  device(): OverlayDeviceOptions;
+  /** What our lease announces. */
+  leaseAttrs(publicIp: Ip4, vtepMac: string): LeaseAttrs;
+  /** The map entry for a peer's lease; undefined (said through log) when
+   * it cannot be programmed. */
+  entryOf(l: Lease, log: (msg: string) => void): HostEntry | undefined;
+  /** Upkeep that follows the map (routes): after the first full sync.
+   * `resync` asks the agent for a full re-list (the backend's view of which
+   * peers it can reach changed). */
+  start(map: SubnetMapLike, resync: (why: string) => void): void;
+  /** The map changed: upkeep soon. */
+  changed(): void;
+  stop(): void;
+  /** One line for the log, /readyz and overlayctl status. */
+  describe(): Record<string, string | number | boolean>;
+}
+
+export interface BackendDeps {
+  log: Logger;
+}

@@ -1,0 +1,129 @@
+// Peers on our own L2 network (host-gw, vxlan DirectRouting): which peers
+// are directly reachable (flannel's rule: the route to the PublicIP is one
+// route without a gateway), and the kernel routes `subnet via PublicIP dev
+// <underlay>` that follow the map's OVL_F_DIRECT entries. The routes carry
+// overlayd's rtnetlink protocol, so only ours are ever removed; they are
+// re-checked every 10 s (a link flap or a route flush loses them) and right
+// after every map change. The programs do not need them (they send to the
+// next hop themselves); host traffic and reverse-path checks do.
+import { F_DIRECT, F_LOCAL } from "../bpf/codec";
+import { type SubnetMapLike } from "../bpf/subnet-map";
+import { type Logger } from "../log";
+import { formatIp, type Ip4 } from "../net/ip";
+import { isDirect, listRoutes, ROUTE_PROTO, syncRoutes, type RouteInfo } from "../net/routes";
+
+export const RECHECK_MS = 10_000;
+const DEBOUNCE_MS = 100;
+
+export class DirectRoutes {
+  private routes: RouteInfo[] = [];
+  /** Peer address -> directly reachable, as entries were last computed. */
+  private readonly seen = new Map<Ip4, boolean>();
+  private map: SubnetMapLike | undefined;
+  private resync: ((why: string) => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private pending: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly underlay: string,
+    private readonly log: Logger,
+  ) {
+    this.refresh();
+  }
+
+  /** Re-reads the routing table (one `ip route` call). */
+  refresh(): void {
+    this.routes = listRoutes();
+  }
+
+  /** Is the peer on a directly connected network of ours? Remembered, so
+   * that a change of the routing table can be noticed. */
+  direct(ip: Ip4): boolean {
+    const d = isDirect(this.routes, ip);
+    this.seen.set(ip, d);
+    return d;
+  }
+
+  start(map: SubnetMapLike, resync: (why: string) => void): void {
+    this.map = map;
+    this.resync = resync;
+    this.sync();
+    this.timer = setInterval(() => this.recheck(), RECHECK_MS);
+    this.timer.unref();
+  }
+
+  changed(): void {
+    if (!this.map || this.pending) return;
+    this.pending = setTimeout(() => {
+      this.pending = undefined;
+      this.sync();
+    }, DEBOUNCE_MS);
+    this.pending.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.pending) clearTimeout(this.pending);
+    this.timer = this.pending = undefined;
+    this.map = undefined; // routes stay: a restart keeps forwarding
+  }
+
+  /** Every 10 s: has any peer moved behind a router, or onto our network? */
+  recheck(): void {
+    try {
+      this.refresh();
+    } catch (e) {
+      this.log.error("cannot read the routing table", { error: (e as Error).message });
+      return;
+    }
+    const moved = [...this.seen].filter(([ip, was]) => isDirect(this.routes, ip) !== was);
+    if (moved.length && this.resync) {
+      const [ip, was] = moved[0] as [Ip4, boolean];
+      this.seen.clear();
+      this.resync(
+        `${moved.length} peer(s) changed reachability (${formatIp(ip)} is ` +
+          `${was ? "no longer" : "now"} on a directly connected network)`,
+      );
+      return; // the re-list changes the map, which syncs the routes
+    }
+    this.sync();
+  }
+
+  /** Makes our routes exactly the map's direct entries. */
+  sync(): void {
+    const map = this.map;
+    if (!map) return;
+    try {
+      const desired = map
+        .list()
+        .filter((e) => e.host.flags & F_DIRECT && !(e.host.flags & F_LOCAL))
+        .map((e) => ({ dst: e.subnet, via: e.host.remoteIp, dev: this.underlay }));
+      const r = syncRoutes(desired, { proto: ROUTE_PROTO });
+      for (const f of r.foreign) {
+        this.log.warn("replaced a conflicting route", {
+          dst: f.dst.toString(),
+          protocol: f.protocol,
+          dev: f.dev,
+        });
+      }
+      for (const f of r.failed) {
+        this.log.error("route not programmed", { command: f.command, error: f.error });
+      }
+      if (r.added || r.replaced || r.deleted) {
+        this.log.info("direct routes synced", {
+          added: r.added,
+          replaced: r.replaced,
+          deleted: r.deleted,
+          routes: desired.length,
+        });
+      }
+    } catch (e) {
+      this.log.error("direct routes not synced", { error: (e as Error).message });
+    }
+  }
+}
+
+/** `overlayd --cleanup`: removes every route overlayd made. */
+export function removeDirectRoutes(): void {
+  syncRoutes([], { proto: ROUTE_PROTO });
+}

@@ -1,0 +1,86 @@
+// flannel's host-gw backend: no encapsulation. Every peer must be on our own
+// L2 network; its subnet is routed `via PublicIP dev <external interface>`
+// (direct-routes.ts, re-checked every 10 s), and the programs send pod
+// packets to that next hop themselves (OVL_F_DIRECT). The lease carries
+// BackendType "host-gw" and no BackendData. Behind NAT it cannot work: the
+// PublicIP others route to must be the interface's own address.
+import { F_DIRECT, type HostEntry } from "../bpf/codec";
+import { type SubnetMapLike } from "../bpf/subnet-map";
+import { type BackendConfig } from "../control/config";
+import { type Lease, type LeaseAttrs } from "../control/lease";
+import { OverlayError } from "../errors";
+import { formatIp, type Ip4 } from "../net/ip";
+import { ipv4Addresses, type OverlayDeviceOptions } from "../net/link";
+import { type Backend, type BackendDeps, type BackendNode } from "./backend";
+import { DirectRoutes } from "./direct-routes";
+
+/** host-gw entries carry no VTEP: the inner frame goes to the next hop. */
+const NO_MAC = "00:00:00:00:00:00";
+
+export class HostGwBackend implements Backend {
+  readonly type = "host-gw" as const;
+  readonly overhead = 0;
+  readonly decapsulates = false;
+  private routes: DirectRoutes | undefined;
+
+  constructor(
+    readonly config: BackendConfig,
+    private readonly deps: BackendDeps,
+  ) {}
+
+  check(node: BackendNode): void {
+    const own = ipv4Addresses().filter((a) => a.ifname === node.iface);
+    if (!own.some((a) => a.ip === node.publicIp)) {
+      throw new OverlayError(
+        `host-gw backend: PublicIP ${formatIp(node.publicIp)} is not an address of ` +
+          `${node.iface} (${own.map((a) => formatIp(a.ip)).join(", ") || "no IPv4 address"}); ` +
+          "behind NAT peers cannot route to it: use the vxlan backend",
+      );
+    }
+    this.routes = new DirectRoutes(node.iface, this.deps.log);
+  }
+
+  device(): OverlayDeviceOptions {
+    return {}; // a dummy: ovl_encap_dev catches what the routes miss
+  }
+
+  leaseAttrs(publicIp: Ip4): LeaseAttrs {
+    return { publicIp, backendType: "host-gw" };
+  }
+
+  entryOf(l: Lease, log: (msg: string) => void): HostEntry | undefined {
+    const ip = formatIp(l.attrs.publicIp);
+    if (l.attrs.backendType !== "host-gw") {
+      log(
+        `lease ${l.subnet} (PublicIP ${ip}): BackendType "${l.attrs.backendType}" but this ` +
+          `network's Backend.Type is "host-gw"; not programmed (one backend per network)`,
+      );
+      return undefined;
+    }
+    if (!this.routes?.direct(l.attrs.publicIp)) {
+      log(
+        `lease ${l.subnet}: PublicIP ${ip} is not on a directly connected network of ` +
+          `${this.routes?.underlay ?? "the external interface"}; host-gw needs direct L2 ` +
+          "between hosts (use vxlan, or DirectRouting with vxlan); not programmed",
+      );
+      return undefined;
+    }
+    return { remoteIp: l.attrs.publicIp, vtepMac: NO_MAC, flags: F_DIRECT };
+  }
+
+  start(map: SubnetMapLike, resync: (why: string) => void): void {
+    this.routes?.start(map, resync);
+  }
+
+  changed(): void {
+    this.routes?.changed();
+  }
+
+  stop(): void {
+    this.routes?.stop();
+  }
+
+  describe(): Record<string, string | number | boolean> {
+    return { type: "host-gw" };
+  }
+}

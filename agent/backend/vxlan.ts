@@ -1,0 +1,67 @@
+// flannel's vxlan backend: the overlay device is a collect_md VXLAN device
+// (GRO and kernel decap, see agent/net/link.ts), the programs encapsulate
+// towards each peer's PublicIP and VtepMAC, and the lease carries
+// BackendData {VNI, VtepMAC}. DirectRouting sends to peers on our own L2
+// network without VXLAN (OVL_F_DIRECT entries plus routes, direct-routes.ts).
+import { ENCAP_OVERHEAD, F_DIRECT, type HostEntry } from "../bpf/codec";
+import { type SubnetMapLike } from "../bpf/subnet-map";
+import { type BackendConfig } from "../control/config";
+import { hostEntryOf, type Lease, type LeaseAttrs } from "../control/lease";
+import { type Ip4 } from "../net/ip";
+import { type OverlayDeviceOptions } from "../net/link";
+import { type Backend, type BackendDeps, type BackendNode } from "./backend";
+import { DirectRoutes } from "./direct-routes";
+
+export class VxlanBackend implements Backend {
+  readonly type = "vxlan" as const;
+  readonly overhead = ENCAP_OVERHEAD;
+  readonly decapsulates = true;
+  private routes: DirectRoutes | undefined;
+
+  constructor(
+    readonly config: BackendConfig,
+    private readonly deps: BackendDeps,
+  ) {}
+
+  check(node: BackendNode): void {
+    if (this.config.directRouting) this.routes = new DirectRoutes(node.iface, this.deps.log);
+  }
+
+  device(): OverlayDeviceOptions {
+    return { port: this.config.port, gbp: this.config.gbp };
+  }
+
+  leaseAttrs(publicIp: Ip4, vtepMac: string): LeaseAttrs {
+    return { publicIp, backendType: "vxlan", vni: this.config.vni, vtepMac };
+  }
+
+  entryOf(l: Lease, log: (msg: string) => void): HostEntry | undefined {
+    const e = hostEntryOf(l, log);
+    if (e && this.routes?.direct(l.attrs.publicIp)) e.flags |= F_DIRECT;
+    return e;
+  }
+
+  start(map: SubnetMapLike, resync: (why: string) => void): void {
+    this.routes?.start(map, resync);
+  }
+
+  changed(): void {
+    this.routes?.changed();
+  }
+
+  stop(): void {
+    this.routes?.stop();
+  }
+
+  describe(): Record<string, string | number | boolean> {
+    const c = this.config;
+    return {
+      type: "vxlan",
+      vni: c.vni,
+      port: c.port,
+      gbp: c.gbp,
+      directRouting: c.directRouting,
+      ...(c.mtu ? { mtu: c.mtu } : {}),
+    };
+  }
+}
