@@ -27,7 +27,7 @@ TSC_STAMP := $(BUILD)/.tsc-stamp
 
 # Debian packages the build, the tests and the demo need (command -> package).
 APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
-	iptables:iptables etcd:etcd-server etcdctl:etcd-client iperf3:iperf3 \
+	iptables:iptables nft:nftables etcd:etcd-server etcdctl:etcd-client iperf3:iperf3 \
 	qperf:qperf ping:iputils-ping tcpdump:tcpdump nsenter:util-linux \
 	prometheus:prometheus promtool:prometheus \
 	/usr/lib/cni/bridge:containernetworking-plugins \

@@ -1,6 +1,8 @@
 // --ip-masq: flannel's masquerade rules in a nat chain of our own
 // (OVERLAYD-POSTRTG), jumped to from POSTROUTING. Traffic from the cluster
-// network to the outside is masqueraded; pod <-> pod is not. Applied with
+// network to the outside is masqueraded; pod <-> pod is not, nor is what
+// kube-proxy marked for its own masquerade (flannel's first rule, on both its
+// iptables and nftables paths: it avoids NAT twice). Applied with
 // iptables-restore --noflush (our chain is replaced atomically, nobody
 // else's rules are touched), re-checked periodically, and never removed when
 // the agent stops: a restart must not break connections.
@@ -9,12 +11,17 @@ import { run, tryRun } from "./run";
 
 export const CHAIN = "OVERLAYD-POSTRTG";
 const COMMENT = "overlayd masquerade";
+/** The bit kube-proxy's KUBE-MARK-MASQ sets (flannel's KubeProxyMark, 0x4000/0x4000). */
+export const KUBE_PROXY_MARK = 0x4000;
+const MARK = `0x${KUBE_PROXY_MARK.toString(16)}/0x${KUBE_PROXY_MARK.toString(16)}`;
 
 /** The chain body, one rule per line in iptables-save syntax. Pure. */
 export function masqRules(network: Cidr, subnet: Cidr): string[] {
   const n = network.toString();
   const s = subnet.toString();
   return [
+    // kube-proxy masquerades these itself: do not NAT twice
+    `-A ${CHAIN} -m mark --mark ${MARK} -m comment --comment "${COMMENT}" -j RETURN`,
     // pod <-> pod (this node's subnet to the cluster, and back): as is
     `-A ${CHAIN} -s ${s} -d ${n} -m comment --comment "${COMMENT}" -j RETURN`,
     `-A ${CHAIN} -s ${n} -d ${s} -m comment --comment "${COMMENT}" -j RETURN`,

@@ -43,10 +43,11 @@ describe("unit: subnet.env, masquerade rules, flags, logging", function () {
     }
   });
 
-  it("masquerades pods to the outside but not pod to pod", function () {
+  it("masquerades pods to the outside but not pod to pod, nor what kube-proxy marked", function () {
     const rules = masqRules(env.network, env.subnet);
+    assert.match(rules[0]!, /^-A OVERLAYD-POSTRTG -m mark --mark 0x4000\/0x4000 .* -j RETURN$/);
     assert.match(
-      rules[0]!,
+      rules[1]!,
       /^-A OVERLAYD-POSTRTG -s 10\.5\.7\.0\/24 -d 10\.5\.0\.0\/16 .* -j RETURN$/,
     );
     assert.ok(

@@ -1,0 +1,259 @@
+// --ip-masq through iptables and through nftables (flannel's EnableNFTables)
+// make the same decisions: for every flow below, the receiver sees the same
+// source address under either. Node 1 holds the rules; node 2 is "another
+// node" (host-gw style routes on the underlay switch stand in for the
+// overlay); "out" is the outside, on a link of its own to node 1:
+//
+//   p1 10.5.1.2 -- cni0 [n1] eth0 172.31.0.1 -- sw -- 172.31.0.2 eth0 [n2] cni0 -- p2 10.5.2.2
+//                    ext0 198.51.100.1
+//                      |
+//                 out 198.51.100.2, .3
+//
+// Each probe is a few UDP datagrams to a fresh port (so no earlier conntrack
+// entry, and its NAT binding, is reused); the receiver prints the source.
+import assert from "node:assert/strict";
+import { type ChildProcess } from "node:child_process";
+import { Cidr } from "../../agent/net/ip";
+import { CHAIN } from "../../agent/net/ipmasq";
+import { NFT_TABLE, nftMasqTable, normalizeNftListing } from "../../agent/net/nftmasq";
+import { requireEnv } from "../lib/require";
+import { inNs, sh, shStatus, spawnInNs, waitFor } from "../lib/sh";
+import { NETWORK, Topology } from "../lib/topology";
+
+const HELPER = `${__dirname}/../lib/masq-helper.js`;
+const N1_EXT = "198.51.100.1";
+const OUT = "198.51.100.2";
+/** A second outside address: node 1 marks pod traffic to it as kube-proxy would. */
+const OUT_MARKED = "198.51.100.3";
+/** kube-proxy's bit and another one: the rule tests the bit, as iptables' 0x4000/0x4000. */
+const MARK = "0x00014000";
+const MARK_TABLE = "overlayd-test-mark";
+
+interface Flow {
+  name: string;
+  from: string;
+  to: string;
+  dst: string;
+  /** Source address the sender binds to (the host flow). */
+  src?: string;
+}
+
+/** Prints the source of the first datagram on the port given, after "ready". */
+const RECEIVE =
+  'const s=require("dgram").createSocket("udp4");' +
+  's.on("message",(m,r)=>{process.stdout.write("from "+r.address+"\\n");process.exit(0)});' +
+  's.bind(+process.argv[1],()=>process.stdout.write("ready\\n"))';
+/** Sends 5 datagrams, 100 ms apart, from one socket (one flow). */
+const SEND =
+  "const [dst,port,src]=process.argv.slice(1);" +
+  'const s=require("dgram").createSocket("udp4");' +
+  'const go=()=>{let n=0;const t=setInterval(()=>{s.send("probe",+port,dst);' +
+  "if(++n===5){clearInterval(t);setTimeout(()=>s.close(),50)}},100)};" +
+  "src?s.bind({address:src},go):go()";
+
+let nextPort = 41000;
+
+/** The source address the receiver sees for one flow, or "nothing". */
+async function sourceSeen(f: Flow): Promise<string> {
+  const port = String(nextPort++);
+  const rx: ChildProcess = spawnInNs(f.to, ["node", "-e", RECEIVE, port]);
+  let out = "";
+  rx.stdout?.on("data", (d) => (out += d));
+  try {
+    await waitFor(`receiver in ${f.to} on ${port}`, () => out.includes("ready"), 10000);
+    const tx = shStatus(inNs(f.from, ["node", "-e", SEND, f.dst, port, ...(f.src ? [f.src] : [])]));
+    assert.equal(tx.status, 0, `${f.name}: sender failed: ${tx.stderr}`);
+    try {
+      await waitFor(`a datagram for ${f.name}`, () => /from \S+\n/.test(out), 3000);
+    } catch {
+      return "nothing";
+    }
+    return /from (\S+)\n/.exec(out)![1]!;
+  } finally {
+    rx.kill("SIGKILL");
+  }
+}
+
+async function seen(flows: Flow[]): Promise<Record<string, string>> {
+  const r: Record<string, string> = {};
+  for (const f of flows) r[f.name] = await sourceSeen(f);
+  return r;
+}
+
+describe("e2e: masquerade through iptables and nftables", function () {
+  this.timeout(180000);
+  const topo = new Topology();
+  const network = Cidr.parse(NETWORK);
+  let subnet: Cidr;
+  let n1: string;
+  let out: string;
+  let flows: Flow[];
+  /** What each flow's receiver sees with no rules: the sender's own address. */
+  let asSent: Record<string, string>;
+  /** What each flow's receiver sees with the rules on node 1. */
+  let masqueraded: Record<string, string>;
+  let gateway: string;
+  let viaIptables: Record<string, string> | undefined;
+
+  function helper(path: "iptables" | "nftables", cmd: string, ...args: string[]): unknown {
+    return JSON.parse(sh(inNs(n1, ["node", HELPER, path, cmd, ...args])));
+  }
+  const ensure = (path: "iptables" | "nftables", s = subnet) =>
+    helper(path, "ensure", network.toString(), s.toString());
+  const inPlace = (path: "iptables" | "nftables") =>
+    helper(path, "in-place", network.toString(), subnet.toString());
+  const nftTables = () => sh(inNs(n1, ["nft", "list", "tables"]));
+  const natChains = () => sh(inNs(n1, ["iptables", "-w", "-t", "nat", "-S"]));
+
+  before(function () {
+    requireEnv(this, { root: true, tools: ["ip", "iptables", "iptables-restore", "nft"] });
+    topo.create();
+    const node1 = topo.addNode(1);
+    const node2 = topo.addNode(2);
+    const p1 = topo.addPod(node1);
+    const p2 = topo.addPod(node2);
+    n1 = node1.ns;
+    subnet = Cidr.parse(node1.subnet);
+    gateway = node1.gateway;
+    out = `${topo.prefix}-out`;
+    topo.addNs(out);
+    sh([
+      "ip",
+      "link",
+      "add",
+      "ext0",
+      "netns",
+      n1,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      out,
+    ]);
+    sh(inNs(n1, ["ip", "addr", "add", `${N1_EXT}/24`, "dev", "ext0"]));
+    sh(inNs(n1, ["ip", "link", "set", "ext0", "up"]));
+    sh(inNs(out, ["ip", "addr", "add", `${OUT}/24`, "dev", "eth0"]));
+    sh(inNs(out, ["ip", "addr", "add", `${OUT_MARKED}/24`, "dev", "eth0"]));
+    sh(inNs(out, ["ip", "link", "set", "eth0", "up"]));
+    // Every way back exists, so nothing here depends on rp_filter.
+    sh(inNs(out, ["ip", "route", "add", NETWORK, "via", N1_EXT]));
+    sh(inNs(n1, ["ip", "route", "add", node2.subnet, "via", node2.underlayIp]));
+    sh(inNs(node2.ns, ["ip", "route", "add", node1.subnet, "via", node1.underlayIp]));
+    sh(inNs(node2.ns, ["ip", "route", "add", "198.51.100.0/24", "via", node1.underlayIp]));
+    // What kube-proxy's KUBE-MARK-MASQ does, in a table of the test's own.
+    sh(inNs(n1, ["nft", "-f", "-"]), {
+      input:
+        `table ip ${MARK_TABLE} {\n\tchain pre {\n` +
+        "\t\ttype filter hook prerouting priority mangle; policy accept;\n" +
+        `\t\tip saddr ${p1.ip} ip daddr ${OUT_MARKED} meta mark set ${MARK}\n\t}\n}\n`,
+    });
+    flows = [
+      { name: "pod -> outside", from: p1.ns, to: out, dst: OUT },
+      { name: "pod -> outside, kube-proxy marked", from: p1.ns, to: out, dst: OUT_MARKED },
+      { name: "pod -> other node's pod", from: p1.ns, to: p2.ns, dst: p2.ip },
+      { name: "other node's pod -> our pod", from: p2.ns, to: p1.ns, dst: p1.ip },
+      { name: "outside -> our pod", from: out, to: p1.ns, dst: p1.ip },
+      { name: "outside -> other node's pod", from: out, to: p2.ns, dst: p2.ip },
+      // The host's own address towards node 2 would be what masquerading
+      // picks anyway; from another of its addresses the rule shows.
+      { name: "host -> other node's pod", from: n1, to: p2.ns, dst: p2.ip, src: N1_EXT },
+    ];
+    asSent = {
+      "pod -> outside": p1.ip,
+      "pod -> outside, kube-proxy marked": p1.ip,
+      "pod -> other node's pod": p1.ip,
+      "other node's pod -> our pod": p2.ip,
+      "outside -> our pod": OUT,
+      "outside -> other node's pod": OUT,
+      "host -> other node's pod": N1_EXT,
+    };
+    masqueraded = {
+      "pod -> outside": N1_EXT,
+      "pod -> outside, kube-proxy marked": p1.ip,
+      "pod -> other node's pod": p1.ip,
+      "other node's pod -> our pod": p2.ip,
+      "outside -> our pod": OUT,
+      "outside -> other node's pod": node1.underlayIp,
+      "host -> other node's pod": node1.underlayIp,
+    };
+  });
+
+  after(function () {
+    topo.destroy();
+  });
+
+  it("without rules every receiver sees the sender (so the probes can see masquerading)", async function () {
+    const got = await seen(flows);
+    assert.deepEqual(got, asSent);
+    for (const f of ["pod -> outside", "outside -> other node's pod", "host -> other node's pod"]) {
+      assert.notEqual(got[f], masqueraded[f], `${f}: masquerading must change what is seen`);
+    }
+  });
+
+  it("iptables: ensureMasq applies once, then is in place; receivers see the masqueraded sources", async function () {
+    assert.equal(inPlace("iptables"), false);
+    assert.equal(ensure("iptables"), true);
+    assert.equal(ensure("iptables"), false, "a second ensure changes nothing");
+    assert.equal(inPlace("iptables"), true);
+    viaIptables = await seen(flows);
+    assert.deepEqual(viaIptables, masqueraded);
+    helper("iptables", "remove");
+    assert.ok(!natChains().includes(CHAIN), "removeMasq leaves no chain");
+    assert.deepEqual(await seen(flows.slice(0, 1)), { "pod -> outside": asSent["pod -> outside"] });
+  });
+
+  it("nftables: ensureNftMasq applies once, reads back as loaded, and the receivers see exactly the same sources", async function () {
+    helper("iptables", "remove"); // whatever a failed iptables test left
+    assert.ok(!natChains().includes(CHAIN), "no iptables chain meanwhile");
+    assert.ok(!nftTables().includes(NFT_TABLE));
+    assert.equal(inPlace("nftables"), false);
+    assert.equal(ensure("nftables"), true);
+    assert.equal(ensure("nftables"), false, "a second ensure changes nothing");
+    assert.equal(inPlace("nftables"), true);
+    assert.deepEqual(
+      normalizeNftListing(sh(inNs(n1, ["nft", "list", "table", "ip", NFT_TABLE]))),
+      normalizeNftListing(nftMasqTable(network, subnet)),
+    );
+    const got = await seen(flows);
+    assert.deepEqual(got, masqueraded);
+    if (viaIptables) assert.deepEqual(got, viaIptables, "the same as through iptables");
+  });
+
+  it("nftables: a hand-deleted rule is seen as missing and put back", async function () {
+    const listing = sh(inNs(n1, ["nft", "-a", "list", "chain", "ip", NFT_TABLE, "postrtg"]));
+    const rule = `ip saddr != ${NETWORK} ip daddr ${subnet} return`;
+    const m = new RegExp(`${rule.replace(/[./]/g, "\\$&")} .*# handle (\\d+)`).exec(listing);
+    assert.ok(m, `no "${rule}" in\n${listing}`);
+    sh(inNs(n1, ["nft", "delete", "rule", "ip", NFT_TABLE, "postrtg", "handle", m[1]!]));
+    assert.equal(inPlace("nftables"), false);
+    const inbound = flows.filter((f) => f.name === "outside -> our pod");
+    // Without it the last rule masquerades the outside to our own pods.
+    assert.deepEqual(await seen(inbound), { "outside -> our pod": gateway });
+    assert.equal(ensure("nftables"), true);
+    assert.equal(inPlace("nftables"), true);
+    assert.deepEqual(await seen(inbound), { "outside -> our pod": OUT });
+  });
+
+  it("nftables: follows a new subnet by replacing the table", function () {
+    const other = Cidr.parse("10.5.9.0/24");
+    assert.equal(ensure("nftables", other), true);
+    assert.equal(inPlace("nftables"), false, "no longer the old subnet's rules");
+    assert.deepEqual(
+      normalizeNftListing(sh(inNs(n1, ["nft", "list", "table", "ip", NFT_TABLE]))),
+      normalizeNftListing(nftMasqTable(network, other)),
+    );
+    assert.equal(ensure("nftables"), true);
+    assert.equal(inPlace("nftables"), true);
+  });
+
+  it("nftables: removeNftMasq leaves no table (and nobody else's goes), and again without error", function () {
+    helper("nftables", "remove");
+    const tables = nftTables();
+    assert.ok(!tables.includes(NFT_TABLE), tables);
+    assert.ok(tables.includes(MARK_TABLE), "only our table is removed");
+    helper("nftables", "remove");
+    assert.equal(inPlace("nftables"), false);
+  });
+});

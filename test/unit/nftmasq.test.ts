@@ -1,0 +1,167 @@
+// The nftables masquerade ruleset (flannel's EnableNFTables): the same
+// decisions as the iptables chain, flannel's table and chain names, one
+// atomic transaction; and a clear error when nft is not installed.
+import assert from "node:assert/strict";
+import { OverlayError } from "../../agent/errors";
+import { Cidr } from "../../agent/net/ip";
+import { masqRules } from "../../agent/net/ipmasq";
+import {
+  ensureNftMasq,
+  NFT_CHAIN,
+  NFT_TABLE,
+  NFT_TABLE6,
+  nftMasqInPlace,
+  nftMasqRules,
+  nftMasqRuleset,
+  nftMasqTable,
+  normalizeNftListing,
+  removeNftMasq,
+} from "../../agent/net/nftmasq";
+
+/** One rule's decision, whichever syntax wrote it. */
+interface Decision {
+  mark?: string;
+  src?: string;
+  dst?: string;
+  verdict: string;
+}
+
+/** `-m mark --mark M`, `[!] -s X`, `[!] -d Y`, `-j RETURN|MASQUERADE [--random-fully]`. */
+function fromIptables(rule: string): Decision {
+  const d: Decision = { verdict: "" };
+  const mark = / -m mark --mark (\S+)/.exec(rule);
+  if (mark) d.mark = mark[1]!;
+  const src = /( !)? -s (\S+)/.exec(rule);
+  if (src) d.src = `${src[1] ? "!" : ""}${src[2]}`;
+  const dst = /( !)? -d (\S+)/.exec(rule);
+  if (dst) d.dst = `${dst[1] ? "!" : ""}${dst[2]}`;
+  d.verdict = / -j (RETURN|MASQUERADE --random-fully)/.exec(rule)![1]!;
+  return d;
+}
+
+/** `meta mark & M == M`, `ip saddr [!=] X`, `ip daddr [!=] Y`, `return|masquerade fully-random`. */
+function fromNft(rule: string): Decision {
+  const d: Decision = { verdict: "" };
+  const mark = /^meta mark & (0x[0-9a-f]+) == (0x[0-9a-f]+) /.exec(rule);
+  if (mark) {
+    assert.equal(mark[1], mark[2], "tests the bit, not the whole mark");
+    const m = `0x${parseInt(mark[1]!, 16).toString(16)}`;
+    d.mark = `${m}/${m}`;
+  }
+  const src = /ip saddr (!= )?(\S+)/.exec(rule);
+  if (src) d.src = `${src[1] ? "!" : ""}${src[2]}`;
+  const dst = /ip daddr (!= )?(\S+)/.exec(rule);
+  if (dst) d.dst = `${dst[1] ? "!" : ""}${dst[2]}`;
+  const v = / (return|masquerade fully-random) comment /.exec(rule)![1]!;
+  d.verdict = v === "return" ? "RETURN" : "MASQUERADE --random-fully";
+  return d;
+}
+
+describe("unit: nftables masquerade (EnableNFTables)", function () {
+  const network = Cidr.parse("10.5.0.0/16");
+  const subnet = Cidr.parse("10.5.7.0/24");
+
+  it("makes every decision of the iptables chain, in the same order", function () {
+    const nft = nftMasqRules(network, subnet).map(fromNft);
+    assert.deepEqual(nft, masqRules(network, subnet).map(fromIptables));
+    assert.deepEqual(nft, [
+      { mark: "0x4000/0x4000", verdict: "RETURN" },
+      { src: "10.5.7.0/24", dst: "10.5.0.0/16", verdict: "RETURN" },
+      { src: "10.5.0.0/16", dst: "10.5.7.0/24", verdict: "RETURN" },
+      { src: "!10.5.0.0/16", dst: "10.5.7.0/24", verdict: "RETURN" },
+      { src: "10.5.0.0/16", dst: "!224.0.0.0/4", verdict: "MASQUERADE --random-fully" },
+      { src: "!10.5.0.0/16", dst: "10.5.0.0/16", verdict: "MASQUERADE --random-fully" },
+    ]);
+  });
+
+  it("masquerades fully-random and comments every rule", function () {
+    const rules = nftMasqRules(network, subnet);
+    const masq = rules.filter((r) => /\bmasquerade\b/.test(r.replace(/ comment ".*"$/, "")));
+    assert.equal(masq.length, 2);
+    for (const r of masq) assert.match(r, / masquerade fully-random comment /);
+    for (const r of rules) assert.match(r, / comment "overlayd masquerade"$/);
+  });
+
+  it("uses flannel's names: table ip flannel-ipv4, chain postrtg at postrouting srcnat", function () {
+    assert.equal(NFT_TABLE, "flannel-ipv4");
+    assert.equal(NFT_TABLE6, "flannel-ipv6");
+    assert.equal(NFT_CHAIN, "postrtg");
+    const table = nftMasqTable(network, subnet);
+    assert.match(table, /^table ip flannel-ipv4 \{\n\tcomment "overlayd masquerade"\n/);
+    assert.match(
+      table,
+      /\n\tchain postrtg \{\n\t\tcomment "overlayd masquerade"\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n/,
+    );
+    assert.equal((table.match(/\bchain /g) ?? []).length, 1, "one chain");
+    assert.ok(!table.includes(NFT_TABLE6), "no IPv6 table yet");
+  });
+
+  it("replaces the table in one transaction that never fails on absence, touching no other", function () {
+    const input = nftMasqRuleset(network, subnet);
+    assert.ok(
+      input.startsWith(
+        "table ip flannel-ipv4 {}\ndelete table ip flannel-ipv4\ntable ip flannel-ipv4 {\n",
+      ),
+      input,
+    );
+    assert.ok(input.endsWith(nftMasqTable(network, subnet)));
+    assert.doesNotMatch(input, /flush ruleset|\btable (ip6|inet|arp|bridge|netdev)\b/);
+    const tables = [...input.matchAll(/\btable (\S+) (\S+)/g)].map((m) => `${m[1]} ${m[2]}`);
+    assert.deepEqual([...new Set(tables)], ["ip flannel-ipv4"]);
+  });
+
+  it("writes a /32 as nft prints it, and follows the lease's subnet", function () {
+    const rules = nftMasqRules(network, Cidr.parse("10.5.9.4/32"));
+    assert.ok(
+      rules.includes(`ip saddr 10.5.9.4 ip daddr 10.5.0.0/16 return comment "overlayd masquerade"`),
+    );
+    assert.ok(!rules.join("\n").includes("10.5.7.0"));
+  });
+
+  it("reads a listing back: handles, padding and priority spelling aside, every line counts", function () {
+    const want = normalizeNftListing(nftMasqTable(network, subnet));
+    const listed = nftMasqTable(network, subnet)
+      .replace("table ip flannel-ipv4 {", "table ip flannel-ipv4 { # handle 7")
+      .replace("priority srcnat;", "priority 100;")
+      .replace(/0x00004000/g, "0x4000")
+      .replace(/("overlayd masquerade")\n(\t\t[^\t])/g, "$1 # handle 3\n$2")
+      .replace(/\t/g, "    ");
+    assert.deepEqual(normalizeNftListing(listed), want);
+    const oneGone = nftMasqTable(network, subnet).replace(/\t\tip saddr != .* return .*\n/, "");
+    assert.notDeepEqual(normalizeNftListing(oneGone), want);
+    const otherSubnet = nftMasqTable(network, Cidr.parse("10.5.8.0/24"));
+    assert.notDeepEqual(normalizeNftListing(otherSubnet), want);
+    const noRandom = nftMasqTable(network, subnet).replace(/ fully-random/g, "");
+    assert.notDeepEqual(normalizeNftListing(noRandom), want);
+  });
+
+  describe("without nft", function () {
+    const path = process.env.PATH;
+    before(function () {
+      process.env.PATH = "/nonexistent-overlayd-test";
+    });
+    after(function () {
+      process.env.PATH = path;
+    });
+
+    it("names nft and the package when it is missing", function () {
+      for (const f of [
+        () => ensureNftMasq(network, subnet),
+        () => nftMasqInPlace(network, subnet),
+      ]) {
+        assert.throws(f, (e: unknown) => {
+          assert.ok(e instanceof OverlayError);
+          assert.match(
+            e.message,
+            /^nftables masquerade: cannot run nft \(.*ENOENT\): install the nftables package/,
+          );
+          return true;
+        });
+      }
+    });
+
+    it("cleans up without error: nothing an absent nft could have made", function () {
+      assert.doesNotThrow(() => removeNftMasq());
+    });
+  });
+});
