@@ -7,6 +7,8 @@ export function run(argv: string[], input?: string): string {
   const r = spawnSync(argv[0] as string, argv.slice(1), {
     encoding: "utf8",
     input,
+    // Route and neighbour listings of large clusters exceed the 1 MiB default.
+    maxBuffer: 256 << 20,
     stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
   });
   if (r.error) throw new CommandError(argv, null, r.error.message);
