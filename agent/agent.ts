@@ -35,7 +35,7 @@ import { LeaseManager } from "./control/lease-manager";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
 import { Cidr, formatIp, type Ip4 } from "./net/ip";
-import { ensureMasq } from "./net/ipmasq";
+import { ensureMasquerade } from "./net/masq";
 import {
   chooseUnderlay,
   ensureOverlayDevice,
@@ -434,7 +434,7 @@ export class Agent {
     setOverlayAddress(this.opts.overlayIface, subnet.addr, cfg.network);
     replaceRoute(cfg.network, this.opts.overlayIface, subnet.addr);
     this.writeSubnetFile();
-    if (this.opts.ipMasq) ensureMasq(cfg.network, subnet);
+    if (this.opts.ipMasq) ensureMasquerade(this.masqMode(), cfg.network, subnet);
     this.log.warn("subnet changed; pods on the old subnet must be recreated", {
       from: old?.toString(),
       to: subnet.toString(),
@@ -570,13 +570,19 @@ export class Agent {
     this.subnetFileWritten = true;
   }
 
+  private masqMode(): "iptables" | "nftables" {
+    return this.config?.enableNFTables ? "nftables" : "iptables";
+  }
+
   private startMasq(): void {
     const check = () => {
       const cfg = this.config as NetworkConfig;
       const subnet = this.held?.lease.subnet;
       if (!subnet) return;
       try {
-        if (ensureMasq(cfg.network, subnet)) this.log.info("ip-masq rules (re)applied");
+        if (ensureMasquerade(this.masqMode(), cfg.network, subnet)) {
+          this.log.info("ip-masq rules (re)applied", { mode: this.masqMode() });
+        }
       } catch (e) {
         this.log.error("ip-masq rules failed", { error: (e as Error).message });
       }

@@ -11,7 +11,7 @@ import { effectiveCaps, missingCaps, REQUIRED } from "./caps";
 import { DEFAULTS, dropUnknownEnv, etcdFlags, etcdOptions } from "./flags";
 import { createLogger, isLevel } from "./log";
 import { setLibbpfSink } from "./bpf/libbpf";
-import { removeMasq } from "./net/ipmasq";
+import { removeMasquerade } from "./net/masq";
 import { removeDirectRoutes } from "./backend/direct-routes";
 import { deleteLink, linkInfo, chooseUnderlay } from "./net/link";
 
@@ -138,7 +138,7 @@ async function main(): Promise<number> {
     const pods = detachPodEncap(listLinks());
     deleteLink(argv.overlayIface);
     removeDirectRoutes(); // host-gw and DirectRouting routes (our protocol only)
-    removeMasq();
+    removeMasquerade(); // iptables and nftables
     log.info("cleaned up", {
       pinPath: argv.pinPath,
       overlay: argv.overlayIface,

@@ -1,7 +1,7 @@
 // overlayctl map dump: the pinned subnet map with live per-peer counters.
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";
-import { F_LOCAL } from "../../agent/bpf/codec";
+import { F_DIRECT, F_LOCAL } from "../../agent/bpf/codec";
 import { formatIp } from "../../agent/net/ip";
 import { outputOption, print, table, type Format } from "../output";
 
@@ -19,7 +19,11 @@ export function dumpRows(map: SubnetHostMap) {
       subnet: e.subnet.toString(),
       remoteIp: formatIp(e.host.remoteIp),
       vtepMac: e.host.vtepMac,
-      flags: local ? ["local"] : [],
+      flags: [
+        ...(local ? ["local"] : []),
+        // sent without VXLAN to this host (host-gw, DirectRouting)
+        ...(e.host.flags & F_DIRECT ? ["direct"] : []),
+      ],
       txPackets: c?.txPackets ?? 0n,
       txBytes: c?.txBytes ?? 0n,
       rxPackets: c?.rxPackets ?? 0n,

@@ -136,7 +136,8 @@ export const status: CommandModule<object, Args> = {
       return [
         agentLine,
         `abi:     ${abi}`,
-        `datapath: decap=${mechanism.decap} gro=${mechanism.gro} pod-bridge=${mechanism.podBridge}` +
+        `datapath: ${agent.info?.backend ? `backend=${agent.info.backend} ` : ""}` +
+          `decap=${mechanism.decap} gro=${mechanism.gro} pod-bridge=${mechanism.podBridge}` +
           (agent.info?.reason ? `  (${agent.info.reason})` : ""),
         "",
         attached.length

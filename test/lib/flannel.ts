@@ -13,7 +13,15 @@ export interface FlannelLease {
 
 export function flannelUp(
   ns: string,
-  o: { publicIp: string; subnet: string; vni?: number; port?: number; underlay?: string },
+  o: {
+    publicIp: string;
+    subnet: string;
+    vni?: number;
+    port?: number;
+    underlay?: string;
+    /** flannel's Backend.GBP: the device carries skb->mark as the group policy ID. */
+    gbp?: boolean;
+  },
 ): string {
   const dev = o.underlay ?? "eth0";
   const mtu = JSON.parse(sh(inNs(ns, ["ip", "-j", "link", "show", dev])))[0].mtu - 50;
@@ -34,6 +42,7 @@ export function flannelUp(
       "dstport",
       String(o.port ?? 8472),
       "nolearning",
+      ...(o.gbp ? ["gbp"] : []),
     ]),
   );
   sh(inNs(ns, ["ip", "link", "set", "flannel.1", "mtu", String(mtu), "up"]));

@@ -146,6 +146,80 @@ export class Topology {
     return node;
   }
 
+  /**
+   * A node behind a router: its own segment 172.31.100.0/24 (one node
+   * there), reached from the switch's 172.31.0.0/24 through a router
+   * namespace at 172.31.0.253 / 172.31.100.254. Call routeToRouted() once
+   * every node exists, so that the switch's nodes (and etcd) can reach it.
+   */
+  addRoutedNode(index: number): NodeInfo {
+    const rt = `${this.prefix}-rt`;
+    this.addNs(rt);
+    sh([
+      "ip",
+      "link",
+      "add",
+      "up0",
+      "netns",
+      rt,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "rt",
+      "netns",
+      this.switchNs,
+    ]);
+    sh(inNs(this.switchNs, ["ip", "link", "set", "rt", "master", "br0", "up"]));
+    sh(inNs(rt, ["ip", "addr", "add", "172.31.0.253/24", "dev", "up0"]));
+    sh(inNs(rt, ["ip", "link", "set", "up0", "up"]));
+    sh(inNs(rt, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    const ns = `${this.prefix}-n${index}`;
+    this.addNs(ns);
+    sh([
+      "ip",
+      "link",
+      "add",
+      "eth0",
+      "netns",
+      ns,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "dn0",
+      "netns",
+      rt,
+    ]);
+    sh(inNs(rt, ["ip", "addr", "add", "172.31.100.254/24", "dev", "dn0"]));
+    sh(inNs(rt, ["ip", "link", "set", "dn0", "up"]));
+    const underlayIp = `172.31.100.${index}`;
+    sh(inNs(ns, ["ip", "addr", "add", `${underlayIp}/24`, "dev", "eth0"]));
+    sh(inNs(ns, ["ip", "link", "set", "eth0", "up"]));
+    sh(inNs(ns, ["ip", "route", "add", "default", "via", "172.31.100.254"]));
+    sh(inNs(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    const node: NodeInfo = {
+      index,
+      ns,
+      underlayIp,
+      subnet: `10.5.${index}.0/24`,
+      gateway: `10.5.${index}.1`,
+      pinPath: join(this.bpffs, `n${index}`),
+      pods: [],
+    };
+    this.nodes.push(node);
+    return node;
+  }
+
+  /** Routes the routed node's segment from the switch and its nodes. */
+  routeToRouted(): void {
+    const via = ["172.31.100.0/24", "via", "172.31.0.253"];
+    sh(inNs(this.switchNs, ["ip", "route", "replace", ...via]));
+    for (const n of this.nodes) {
+      if (n.underlayIp.startsWith("172.31.0.")) sh(inNs(n.ns, ["ip", "route", "replace", ...via]));
+    }
+  }
+
   /** Gives the switch an address on the underlay (for an etcd there). */
   switchAddress(ip = "172.31.0.254"): string {
     sh(inNs(this.switchNs, ["ip", "addr", "add", `${ip}/24`, "dev", "br0"]));

@@ -134,28 +134,28 @@ export async function underLoadBetween(
 }
 
 /**
- * Lengths of the VXLAN frames an interface sent while fn() ran (tcpdump on
- * the switch's port towards a node sees them after any segmentation there).
+ * What tcpdump printed (-nn -e, one line per packet) for the frames that
+ * matched `filter` on an interface while fn() ran.
  */
-export async function framesSent(
+export async function capture(
   ns: string,
   iface: string,
+  filter: string[],
   fn: () => Promise<void>,
-): Promise<number[]> {
+  direction: "in" | "out" | "inout" = "out",
+): Promise<string[]> {
   const dump = spawnInNs(ns, [
     "tcpdump",
     "-i",
     iface,
     "-Q",
-    "out",
+    direction,
     "-nn",
     "-e",
     "-l",
     "-c",
     "20000",
-    "udp",
-    "port",
-    "8472",
+    ...filter,
   ]);
   let out = "";
   dump.stdout?.on("data", (d) => (out += d));
@@ -170,7 +170,23 @@ export async function framesSent(
     dump.kill("SIGINT");
     await new Promise((r) => dump.on("exit", r));
   }
-  return [...out.matchAll(/ethertype IPv4 \(0x0800\), length (\d+):/g)].map((m) => Number(m[1]));
+  return out.split("\n").filter(Boolean);
+}
+
+/**
+ * Lengths of the VXLAN frames an interface sent while fn() ran (tcpdump on
+ * the switch's port towards a node sees them after any segmentation there).
+ */
+export async function framesSent(
+  ns: string,
+  iface: string,
+  fn: () => Promise<void>,
+): Promise<number[]> {
+  const lines = await capture(ns, iface, ["udp", "port", "8472"], fn);
+  return lines.flatMap((l) => {
+    const m = /ethertype IPv4 \(0x0800\), length (\d+):/.exec(l);
+    return m ? [Number(m[1])] : [];
+  });
 }
 
 /** What underLoad saw, when nothing may be lost: every ping answered and
