@@ -9,6 +9,7 @@ import { type Lease, type LeaseAttrs } from "../control/lease";
 import { type Logger } from "../log";
 import { type Ip4 } from "../net/ip";
 import { type OverlayDeviceOptions } from "../net/link";
+import { type RouteInfo } from "../net/routes";
 
 export interface BackendNode {
   /** The external interface and the address the lease announces. */
@@ -45,4 +46,8 @@ export interface Backend {
 
 export interface BackendDeps {
   log: Logger;
+  /** The main routing table (default: listRoutes(); tests inject one). */
+  readRoutes?: () => RouteInfo[];
+  /** The node's IPv4 addresses (default: ipv4Addresses()). */
+  addresses?: () => { ifname: string; ip: Ip4 }[];
 }

@@ -27,13 +27,14 @@ export class DirectRoutes {
   constructor(
     readonly underlay: string,
     private readonly log: Logger,
+    private readonly read: () => RouteInfo[] = () => listRoutes(),
   ) {
     this.refresh();
   }
 
   /** Re-reads the routing table (one `ip route` call). */
   refresh(): void {
-    this.routes = listRoutes();
+    this.routes = this.read();
   }
 
   /** Is the peer on a directly connected network of ours? Remembered, so

@@ -29,7 +29,7 @@ export class HostGwBackend implements Backend {
   ) {}
 
   check(node: BackendNode): void {
-    const own = ipv4Addresses().filter((a) => a.ifname === node.iface);
+    const own = (this.deps.addresses ?? ipv4Addresses)().filter((a) => a.ifname === node.iface);
     if (!own.some((a) => a.ip === node.publicIp)) {
       throw new OverlayError(
         `host-gw backend: PublicIP ${formatIp(node.publicIp)} is not an address of ` +
@@ -37,7 +37,7 @@ export class HostGwBackend implements Backend {
           "behind NAT peers cannot route to it: use the vxlan backend",
       );
     }
-    this.routes = new DirectRoutes(node.iface, this.deps.log);
+    this.routes = new DirectRoutes(node.iface, this.deps.log, this.deps.readRoutes);
   }
 
   device(): OverlayDeviceOptions {

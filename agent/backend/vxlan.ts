@@ -24,7 +24,8 @@ export class VxlanBackend implements Backend {
   ) {}
 
   check(node: BackendNode): void {
-    if (this.config.directRouting) this.routes = new DirectRoutes(node.iface, this.deps.log);
+    if (this.config.directRouting)
+      this.routes = new DirectRoutes(node.iface, this.deps.log, this.deps.readRoutes);
   }
 
   device(): OverlayDeviceOptions {

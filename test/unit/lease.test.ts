@@ -57,6 +57,11 @@ describe("unit: leases", function () {
       text,
       '{"PublicIP":"172.31.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}}',
     );
+    assert.equal(
+      encodeLeaseAttrs({ publicIp: parseIp("172.31.0.3"), backendType: "host-gw" }),
+      '{"PublicIP":"172.31.0.3","PublicIPv6":null,"BackendType":"host-gw"}',
+      "host-gw: no BackendData, as flannel omits it",
+    );
     const a = decodeLeaseAttrs(
       '{"publicip":"172.31.0.9","backendtype":"vxlan","backenddata":{"vtepmac":"AA:BB:CC:DD:EE:01"}}',
       "k",
@@ -128,7 +133,10 @@ describe("unit: leases", function () {
     );
     assert.equal(desired.get("10.5.1.0/24")?.host.flags, F_LOCAL);
     assert.equal(desired.has("10.5.4.0/24"), false);
-    assert.match(logs.join(), /10.5.4.0\/24: BackendType "host-gw" is not vxlan/);
+    assert.match(
+      logs.join(),
+      /lease 10.5.4.0\/24 \(PublicIP 172.31.0.4\): BackendType "host-gw" but this network's Backend.Type is "vxlan"; not programmed \(one backend per network\)/,
+    );
     const plan = planSync(desired, [
       {
         subnet: own,

@@ -1,0 +1,132 @@
+import assert from "node:assert/strict";
+import { F_DIRECT } from "../../agent/bpf/codec";
+import { createBackend } from "../../agent/backend";
+import { parseNetworkConfig } from "../../agent/control/config";
+import { type Lease } from "../../agent/control/lease";
+import { createLogger } from "../../agent/log";
+import { Cidr, parseIp } from "../../agent/net/ip";
+import { parseRoutes } from "../../agent/net/routes";
+
+// The routing table of a node on 172.31.0.0/24 whose default route is a
+// router at 172.31.0.254 (as `ip -N -4 -j -d route show table main` prints it).
+const TABLE = JSON.stringify([
+  {
+    type: "unicast",
+    dst: "default",
+    gateway: "172.31.0.254",
+    dev: "eth0",
+    protocol: 4,
+    scope: "global",
+    flags: [],
+  },
+  {
+    type: "unicast",
+    dst: "172.31.0.0/24",
+    dev: "eth0",
+    protocol: 2,
+    scope: "link",
+    prefsrc: "172.31.0.1",
+    flags: [],
+  },
+  { type: "unicast", dst: "10.5.0.0/16", dev: "ovl0", protocol: 4, scope: "link", flags: [] },
+]);
+const quiet = createLogger("error", () => {});
+const deps = {
+  log: quiet,
+  readRoutes: () => parseRoutes(TABLE),
+  addresses: () => [{ ifname: "eth0", ip: parseIp("172.31.0.1") }],
+};
+const node = { iface: "eth0", publicIp: parseIp("172.31.0.1") };
+
+function lease(subnet: string, publicIp: string, type = "vxlan"): Lease {
+  return {
+    subnet: Cidr.parse(subnet),
+    attrs: {
+      publicIp: parseIp(publicIp),
+      backendType: type,
+      ...(type === "vxlan" ? { vni: 1, vtepMac: "0e:00:00:00:00:02" } : {}),
+    },
+    leaseId: "1",
+    modRevision: "1",
+  };
+}
+
+function backend(conf: Record<string, unknown>) {
+  const cfg = parseNetworkConfig(JSON.stringify({ Network: "10.5.0.0/16", Backend: conf }), "k");
+  const b = createBackend(cfg.backend, deps);
+  b.check(node);
+  return b;
+}
+
+describe("unit: backends (agent/backend)", function () {
+  it("vxlan: every peer is encapsulated; its lease carries VNI and VtepMAC", function () {
+    const b = backend({ Type: "vxlan", VNI: 4 });
+    const e = b.entryOf(lease("10.5.2.0/24", "172.31.0.2"), () => {});
+    assert.deepEqual(e, {
+      remoteIp: parseIp("172.31.0.2"),
+      vtepMac: "0e:00:00:00:00:02",
+      flags: 0,
+    });
+    assert.deepEqual(b.leaseAttrs(parseIp("172.31.0.1"), "0e:00:00:00:00:01"), {
+      publicIp: parseIp("172.31.0.1"),
+      backendType: "vxlan",
+      vni: 4,
+      vtepMac: "0e:00:00:00:00:01",
+    });
+    assert.equal(b.decapsulates, true);
+    assert.equal(b.overhead, 50);
+    assert.deepEqual(b.device(), { port: 8472, gbp: false });
+  });
+
+  it("vxlan DirectRouting: direct to a peer on a connected network, VXLAN behind the router", function () {
+    const b = backend({ Type: "vxlan", DirectRouting: true });
+    const near = b.entryOf(lease("10.5.2.0/24", "172.31.0.2"), () => {});
+    const far = b.entryOf(lease("10.5.3.0/24", "192.168.7.3"), () => {});
+    assert.equal(near?.flags, F_DIRECT);
+    assert.equal(far?.flags, 0);
+  });
+
+  it("host-gw: direct entries, no VTEP, no decapsulation, a lease without BackendData", function () {
+    const b = backend({ Type: "host-gw" });
+    const e = b.entryOf(lease("10.5.2.0/24", "172.31.0.2", "host-gw"), () => {});
+    assert.deepEqual(e, {
+      remoteIp: parseIp("172.31.0.2"),
+      vtepMac: "00:00:00:00:00:00",
+      flags: F_DIRECT,
+    });
+    assert.deepEqual(b.leaseAttrs(parseIp("172.31.0.1"), "x"), {
+      publicIp: parseIp("172.31.0.1"),
+      backendType: "host-gw",
+    });
+    assert.equal(b.decapsulates, false);
+    assert.equal(b.overhead, 0);
+    assert.deepEqual(b.device(), {});
+  });
+
+  it("host-gw: refuses a peer behind a router and a lease of another backend, saying why", function () {
+    const b = backend({ Type: "host-gw" });
+    const logs: string[] = [];
+    assert.equal(
+      b.entryOf(lease("10.5.3.0/24", "192.168.7.3", "host-gw"), (m) => logs.push(m)),
+      undefined,
+    );
+    assert.match(logs[0]!, /192.168.7.3 is not on a directly connected network of eth0/);
+    assert.equal(
+      b.entryOf(lease("10.5.4.0/24", "172.31.0.4", "vxlan"), (m) => logs.push(m)),
+      undefined,
+    );
+    assert.match(logs[1]!, /BackendType "vxlan" but this network's Backend.Type is "host-gw"/);
+  });
+
+  it("host-gw: refuses a node whose PublicIP is not its interface's (NAT), before anything is made", function () {
+    const cfg = parseNetworkConfig(
+      JSON.stringify({ Network: "10.5.0.0/16", Backend: { Type: "host-gw" } }),
+      "k",
+    );
+    const b = createBackend(cfg.backend, deps);
+    assert.throws(
+      () => b.check({ iface: "eth0", publicIp: parseIp("203.0.113.9") }),
+      /PublicIP 203.0.113.9 is not an address of eth0 \(172.31.0.1\); behind NAT/,
+    );
+  });
+});
