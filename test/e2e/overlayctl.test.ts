@@ -209,7 +209,7 @@ describe("e2e: overlayctl", function () {
     const table = ctl(n1, ["status"]).stdout;
     assert.match(
       table,
-      /datapath: decap=tc gro=vxlan-socket pod-bridge=cni0 {2}\(eth0 is a software device/,
+      /datapath: backend=vxlan decap=tc gro=vxlan-socket pod-bridge=cni0 {2}\(eth0 is a software device/,
     );
     assert.ok(
       hooks.some((h: string) => /\/tc-ingress\/ovl_encap_pod$/.test(h)),
