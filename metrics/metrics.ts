@@ -85,7 +85,7 @@ export class AgentMetrics {
     readCounter(
       reg,
       M.packets,
-      "Packets encapsulated (tx) and decapsulated (rx) by the data path.",
+      "Packets encapsulated (tx), decapsulated (rx) and sent unencapsulated to a direct peer (direct) by the data path.",
       ["direction"],
       (set) => {
         for (const [dir, c] of stats()?.traffic ?? []) set({ direction: dir }, c.packets);
@@ -94,7 +94,7 @@ export class AgentMetrics {
     readCounter(
       reg,
       M.bytes,
-      "Bytes encapsulated (tx, outer) and decapsulated (rx, outer).",
+      "Bytes encapsulated (tx, outer), decapsulated (rx, outer) and sent to a direct peer (direct).",
       ["direction"],
       (set) => {
         for (const [dir, c] of stats()?.traffic ?? []) set({ direction: dir }, c.bytes);
