@@ -265,6 +265,7 @@ describe("e2e: vxlan GBP and MTU", function () {
       config: JSON.stringify({
         Network: "10.5.0.0/16",
         EnableNFTables: true,
+        Colour: "blue",
         Backend: { Type: "vxlan", GBP: true, MTU: 1400 },
       }),
       agentFlags: ["--ip-masq"],
@@ -366,6 +367,11 @@ describe("e2e: vxlan GBP and MTU", function () {
     } finally {
       sh(inNs(n1.ns, ["iptables", "-w", "-D", ...rule]), { allowFail: true });
     }
+  });
+
+  it("ignores an unknown key, as flannel does, and logs it once", function () {
+    const said = c.agent(n1).logs.match(/unknown config key ignored".*field=Colour/g) ?? [];
+    assert.equal(said.length, 1, c.agent(n1).logs.slice(-2000));
   });
 
   it("EnableNFTables: masquerades through nftables, with no iptables chain beside it", function () {

@@ -86,6 +86,19 @@ describe("unit: backends (agent/backend)", function () {
     assert.equal(far?.flags, 0);
   });
 
+  it("vxlan DirectRouting: a peer with no route at all stays VXLAN, no error", function () {
+    const cfg = parseNetworkConfig(
+      JSON.stringify({ Network: "10.5.0.0/16", Backend: { DirectRouting: true } }),
+      "k",
+    );
+    const noDefault = JSON.stringify([
+      { type: "unicast", dst: "172.31.0.0/24", dev: "eth0", protocol: 2, scope: "link", flags: [] },
+    ]);
+    const b = createBackend(cfg.backend, { ...deps, readRoutes: () => parseRoutes(noDefault) });
+    b.check(node);
+    assert.equal(b.entryOf(lease("10.5.9.0/24", "198.51.100.9"), () => {})?.flags, 0);
+  });
+
   it("host-gw: direct entries, no VTEP, no decapsulation, a lease without BackendData", function () {
     const b = backend({ Type: "host-gw" });
     const e = b.entryOf(lease("10.5.2.0/24", "172.31.0.2", "host-gw"), () => {});
