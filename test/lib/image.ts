@@ -44,6 +44,9 @@ export class ImageRun {
   readonly base = `localhost/overlayd-test-base:${this.id}`;
   readonly image = `localhost/overlayd-test:${this.id}`;
   readonly buildLog = join(this.dir, "build.log");
+  /** podman refuses a runroot longer than 50 characters, so it lives under
+   *  /run whatever the checkout's path (storage stays under build/). */
+  readonly runroot = `/run/overlayd-img-${this.id}`;
 
   /** podman with this run's storage, runtime and no journald. */
   podman(args: string[]): string[] {
@@ -52,7 +55,7 @@ export class ImageRun {
       "--root",
       join(this.dir, "storage"),
       "--runroot",
-      join(this.dir, "runroot"),
+      this.runroot,
       "--tmpdir",
       join(this.dir, "tmp"),
       "--runtime",
@@ -176,17 +179,18 @@ export class ImageRun {
 
   /** Removes this run's containers, images and storage; nothing else. */
   destroy(): void {
-    if (!existsSync(this.dir)) return;
+    if (!existsSync(this.dir) && !existsSync(this.runroot)) return;
     shStatus(this.podman(["rm", "-a", "-f", "-t", "0"]));
     shStatus(this.podman(["rmi", "-a", "-f"]));
     // Whatever podman left mounted under the storage (overlay layers, shm).
     const mounts = shStatus(["findmnt", "-rn", "-o", "TARGET"])
       .stdout.split("\n")
-      .filter((m) => m.startsWith(this.dir))
+      .filter((m) => m.startsWith(this.dir) || m.startsWith(this.runroot))
       .sort()
       .reverse();
     for (const m of mounts) shStatus(["umount", "-l", m]);
     rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.runroot, { recursive: true, force: true });
     if (existsSync(this.dir)) throw new Error(`could not remove ${this.dir}`);
   }
 }
