@@ -89,6 +89,8 @@ export class Agent {
   private publicIp: Ip4 = 0;
   private vtepMac = "";
   private mtu = 0;
+  /** The external interface, as chosen at start. */
+  private node = { iface: "", publicIp: 0, mtu: 0 };
   private held: HeldLease | undefined;
   private leases: LeaseManager | undefined;
   /** The listing start-up works from (the lease manager's latest). */
@@ -161,14 +163,13 @@ export class Agent {
     }
     const u = chooseUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp });
     this.publicIp = u.publicIp;
-    const underlayMtu = mustLink(u.iface).mtu;
+    this.node = { iface: u.iface, publicIp: u.publicIp, mtu: mustLink(u.iface).mtu };
     // A config this node cannot run (an MTU the underlay cannot carry,
     // host-gw behind NAT) is waited out like a bad one: nothing is touched.
     this.config = await this.waitForConfig((cfg, key) => {
-      const backend = createBackend(cfg.backend, { log: this.log });
-      backend.check({ iface: u.iface, publicIp: u.publicIp });
-      this.mtu = backendMtu(backend, underlayMtu, key);
-      this.backend = backend;
+      const r = this.usable(cfg, key);
+      this.mtu = r.mtu;
+      this.backend = r.backend;
     });
     const backend = this.backend as Backend;
     // The overlay device first: its MAC is the VtepMAC the lease announces.
@@ -301,6 +302,24 @@ export class Agent {
   }
 
   // --- config -------------------------------------------------------------
+  /**
+   * Can this node run the config? Its backend's checks (host-gw: no NAT) and
+   * Backend.MTU against the interface. A refusal is a ConfigError naming
+   * the key. Touches nothing.
+   */
+  private usable(cfg: NetworkConfig, key: string): { backend: Backend; mtu: number } {
+    const backend = createBackend(cfg.backend, { log: this.log });
+    try {
+      backend.check({ iface: this.node.iface, publicIp: this.node.publicIp });
+    } catch (e) {
+      if (e instanceof OverlayError && !e.recoverable) {
+        throw new ConfigError("config", `cannot be used on this node: ${e.message}`, key);
+      }
+      throw e;
+    }
+    return { backend, mtu: backendMtu(backend, this.node.mtu, key) };
+  }
+
   private async waitForConfig(
     usable: (cfg: NetworkConfig, key: string) => void,
   ): Promise<NetworkConfig> {
@@ -311,14 +330,7 @@ export class Agent {
         const cfg = parseNetworkConfig(await this.store.getConfig(), key);
         this.etcdConnected = true;
         this.logUnknownKeys(cfg, key);
-        try {
-          usable(cfg, key);
-        } catch (e) {
-          if (e instanceof OverlayError && !e.recoverable) {
-            throw new ConfigError("config", `cannot be used on this node: ${e.message}`, key);
-          }
-          throw e;
-        }
+        usable(cfg, key);
         this.configError = undefined;
         this.log.info("network config", {
           network: cfg.network.toString(),
@@ -356,6 +368,7 @@ export class Agent {
     try {
       const cfg = parseNetworkConfig(text, key);
       this.logUnknownKeys(cfg, key);
+      this.usable(cfg, key).backend.stop(); // say precisely why a config cannot run here
       const cur = this.config as NetworkConfig;
       const changed = [
         !cfg.network.equals(cur.network) && "Network",

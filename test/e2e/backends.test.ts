@@ -398,6 +398,16 @@ describe("e2e: vxlan GBP and MTU", function () {
     assert.ok(ping(pod(n1).ns, pod(fl).ip, { count: 2 }), "still forwarding");
     c.etcd.put(
       `${PREFIX}/config`,
+      JSON.stringify({ ...good, Backend: { Type: "vxlan", GBP: true, MTU: 1600 } }),
+    );
+    await waitFor("MTU error reported", () =>
+      /Backend.MTU: 1600 is above the external interface's MTU 1500/.test(
+        c.agent(n1).http("/readyz").body,
+      ),
+    );
+    assert.ok(ping(pod(n1).ns, pod(fl).ip, { count: 2 }), "still forwarding");
+    c.etcd.put(
+      `${PREFIX}/config`,
       JSON.stringify({ ...good, Backend: { Type: "vxlan", GBP: true, MTU: 1400 } }),
     );
     await waitFor("ready again", () => c.agent(n1).http("/readyz").status === 200);
