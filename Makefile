@@ -38,7 +38,7 @@ APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
 	podman:podman runc:runc catatonit:catatonit debootstrap:debootstrap
 
 .PHONY: help deps build bpf ts abi abi-check check lint format test test-unit \
-	test-bpf test-e2e image-test demo demo-clean bench bench-control clean
+	test-bpf test-e2e image-args image-test demo demo-clean bench bench-control clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
@@ -83,7 +83,19 @@ $(TSC_STAMP): $(TS_SRCS) tsconfig.json | $(STAMP)
 	$(Q)npx tsc -p tsconfig.json
 	$(Q)touch $@
 
-build: bpf ts ## build everything (BPF objects and TypeScript)
+# The commit this build is from (overlayd --version, overlayctl version, the
+# image label). Outside a git checkout (the image's build stage) pass
+# GIT_COMMIT=...; rewritten only when it changes, so nothing rebuilds.
+GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+VERSION_JSON := $(BUILD)/version.json
+
+.PHONY: version
+version: | $(STAMP)
+	$(Q)mkdir -p $(BUILD) && printf '{"commit":"%s"}\n' "$(GIT_COMMIT)" > $(VERSION_JSON).tmp && \
+	if cmp -s $(VERSION_JSON).tmp $(VERSION_JSON); then rm -f $(VERSION_JSON).tmp; \
+	else mv $(VERSION_JSON).tmp $(VERSION_JSON); fi
+
+build: bpf ts version ## build everything (BPF objects and TypeScript)
 
 abi: bpf ts ## regenerate agent/bpf/abi.generated.ts from the objects' BTF
 	$(call msg,GEN,agent/bpf/abi.generated.ts)
@@ -120,6 +132,9 @@ test-bpf: build ## BPF_PROG_RUN fixtures only (root)
 
 test-e2e: build ## end-to-end tier only (root, namespaces)
 	$(Q)node test/run.js e2e
+
+image-args: build ## the podman build --build-arg flags that label an image of this checkout
+	$(Q)node -p 'const b = require("./dist/agent/version").buildInfo(); ["GIT_COMMIT=" + b.commit, "VERSION=" + b.version, "ABI_HASH=" + b.abi].map((a) => "--build-arg " + a).join(" ")'
 
 image-test: build ## build deploy/Dockerfile with podman and run it as a cluster node (root)
 	$(Q)node test/run.js image

@@ -48,6 +48,7 @@ import { disablePodBridge, PodBridge } from "./node/pod-bridge";
 import { previousSubnet, writeSubnetEnv } from "./control/subnet-env";
 import { Reconciler } from "./control/reconciler";
 import { AgentMetrics } from "../metrics/metrics";
+import { buildInfo } from "./version";
 
 export interface AgentOptions {
   etcd: EtcdOptions;
@@ -116,8 +117,11 @@ export class Agent {
     private readonly log: Logger,
   ) {
     this.store = new EtcdStore(opts.etcd);
+    const build = buildInfo();
     this.metrics = new AgentMetrics(new Registry(), {
       version: opts.version,
+      commit: build.commit,
+      abi: build.abi,
       libbpf: libbpf.version(),
     });
   }

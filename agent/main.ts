@@ -1,7 +1,5 @@
 // overlayd: the node agent. `overlayd --help` lists every flag; each is also
 // read from OVERLAYD_<FLAG> (e.g. OVERLAYD_ETCD_ENDPOINTS).
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import yargs from "yargs";
 import { Agent } from "./agent";
 import { cleanupDatapath, detachPodEncap } from "./bpf/datapath";
@@ -12,14 +10,11 @@ import { DEFAULTS, dropUnknownEnv, etcdFlags, etcdOptions } from "./flags";
 import { createLogger, isLevel } from "./log";
 import { setLibbpfSink } from "./bpf/libbpf";
 import { removeMasquerade } from "./net/masq";
+import { buildInfo, versionLine } from "./version";
 import { removeDirectRoutes } from "./backend/direct-routes";
 import { deleteLink, linkInfo, chooseUnderlay } from "./net/link";
 
-const VERSION: string = (
-  JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8")) as {
-    version: string;
-  }
-).version;
+const BUILD = buildInfo();
 
 // grpc-js sets the TLS ServerName to an IP address for https://<ip> etcd
 // endpoints, and node prints a deprecation warning for it on every connect:
@@ -104,7 +99,7 @@ async function main(): Promise<number> {
       default: false,
       describe: "detach programs, remove pins, the overlay device and masquerade rules, then exit",
     })
-    .version(VERSION)
+    .version(versionLine("overlayd"))
     .help();
   // getOptions() is public in yargs but missing from its type definitions.
   const known = (
@@ -171,7 +166,7 @@ async function main(): Promise<number> {
       overlayIface: argv.overlayIface,
       healthzAddr: argv.healthzAddr,
       metricsAddr: argv.metricsAddr,
-      version: VERSION,
+      version: BUILD.version,
     },
     log,
   );

@@ -9,6 +9,7 @@ import { mapDump } from "./commands/map-dump";
 import { mapGet } from "./commands/map-get";
 import { stats } from "./commands/stats";
 import { status } from "./commands/status";
+import { version } from "./commands/version";
 import { describeError } from "./output";
 
 // grpc-js sets the TLS ServerName to an IP address for https://<ip> etcd
@@ -61,6 +62,7 @@ etcdFlags(
       .demandCommand(1, "config needs a subcommand: get or set"),
   )
   .command(status)
+  .command(version)
   .demandCommand(1, "give a command")
   .strict()
   .help()

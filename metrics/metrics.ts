@@ -66,7 +66,7 @@ export class AgentMetrics {
 
   constructor(
     readonly registry: Registry,
-    info: { version: string; libbpf: string },
+    info: { version: string; commit: string; abi: string; libbpf: string },
   ) {
     const reg = registry;
     const src = () => this.source;
@@ -194,7 +194,7 @@ export class AgentMetrics {
     const build = new Gauge({
       name: M.buildInfo,
       help: "Build information; always 1.",
-      labelNames: ["version", "libbpf"],
+      labelNames: ["version", "commit", "abi", "libbpf"],
       registers: [reg],
     });
     build.set(info, 1);

@@ -171,6 +171,9 @@ export const PROGRAMS = {
   ovl_encap_pod: "encap.bpf.o",
 } as const;
 
+/** sha256 of the layouts above (first 16 hex digits): the ABI's name. */
+export const ABI_HASH = "9fc01d8631688cf9";
+
 export type MapName = keyof typeof MAPS;
 export type ProgramName = keyof typeof PROGRAMS;
 export type RodataVar = keyof typeof RODATA.vars;

@@ -6,6 +6,7 @@
 // whose other two nodes run overlayd from this checkout. The container joins
 // node 3's namespace, which is that simulated node's host network.
 import assert from "node:assert/strict";
+import { buildInfo } from "../../agent/version";
 import {
   copyFileSync,
   existsSync,
@@ -223,6 +224,34 @@ describe("image: the container image, run as the DaemonSet runs it", function ()
       [],
       "no compiler in the runtime image",
     );
+  });
+
+  it("says what it is: overlayd --version, overlayctl version and the image labels agree with this checkout", function () {
+    const b = buildInfo();
+    assert.notEqual(b.commit, "unknown", "the checkout's commit is known (git)");
+    const probe = (entrypoint: string, args: string[]) =>
+      img.runOnce(
+        {
+          name: `overlayd-${img.id}-v${entrypoint.length}`,
+          netns: n1.ns,
+          volumes: [],
+          privileged: false,
+          entrypoint,
+        },
+        args,
+      );
+    const agent = probe("node", ["/opt/overlayd/bin/overlayd", "--version"]);
+    assert.equal(agent.status, 0, agent.stderr);
+    assert.equal(agent.stdout.trim(), `overlayd ${b.version} (commit ${b.commit}, abi ${b.abi})`);
+    const ctl = probe("overlayctl", ["version", "-o", "json"]);
+    assert.equal(ctl.status, 0, ctl.stderr);
+    assert.deepEqual(JSON.parse(ctl.stdout), b);
+    const labels = JSON.parse(
+      sh(img.podman(["image", "inspect", "--format", "{{json .Labels}}", img.image])),
+    );
+    assert.equal(labels["org.opencontainers.image.revision"], b.commit);
+    assert.equal(labels["org.opencontainers.image.version"], b.version);
+    assert.equal(labels["io.overlayd.abi"], b.abi);
   });
 
   it("the init container installs the CNI plugin and the ConfigMap's conflist on the host", function () {

@@ -8,6 +8,7 @@
 // host's Node >= 20 (Debian's nodejs is 18) and the host's extra CA
 // certificates (the build fetches npm packages over TLS through whatever the
 // host trusts).
+import { buildInfo } from "../../agent/version";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
@@ -133,6 +134,13 @@ export class ImageRun {
           join(REPO, "deploy", "Dockerfile"),
           "--build-arg",
           `BASE=${this.base}`,
+          // What `make image-args` passes: the labels name this build.
+          "--build-arg",
+          `GIT_COMMIT=${buildInfo().commit}`,
+          "--build-arg",
+          `VERSION=${buildInfo().version}`,
+          "--build-arg",
+          `ABI_HASH=${buildInfo().abi}`,
           "-t",
           this.image,
           REPO,

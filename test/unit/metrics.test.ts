@@ -49,7 +49,7 @@ describe("unit: scrape-time metrics", function () {
   beforeEach(function () {
     reg = new Registry();
     src = new FakeSource();
-    new AgentMetrics(reg, { version: "t", libbpf: "1.1" }).setSource(src);
+    new AgentMetrics(reg, { version: "t", commit: "c", abi: "a", libbpf: "1.1" }).setSource(src);
   });
 
   it("reads the stats and peer maps once per scrape, and afresh the next scrape", async function () {
