@@ -30,7 +30,7 @@ import {
 } from "./control/etcd-store";
 import { ConfigError, OverlayError } from "./errors";
 import { serve, type Readiness } from "./http";
-import { configKey, type LeaseAttrs } from "./control/lease";
+import { configKey, desiredEntries, type LeaseAttrs } from "./control/lease";
 import { LeaseManager } from "./control/lease-manager";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
@@ -219,7 +219,14 @@ export class Agent {
       objDir: o.objDir,
       decap: o.decap,
       overlayName: o.overlayIface,
+      refill: (staged) => this.refill(staged, subnet),
     });
+    const carried = node.pinPlan.filter((p) => p.action !== "reuse" && p.action !== "new");
+    if (carried.length) {
+      this.log.warn("pinned maps carried over an ABI change", {
+        maps: carried.map((p) => `${p.name}:${p.action} (${p.why})`).join("; "),
+      });
+    }
     this.datapath = node.datapath;
     this.mechanism = {
       backend: backend.type,
@@ -303,6 +310,27 @@ export class Agent {
     this.stats?.close();
     this.datapath?.close(); // programs stay attached, maps stay pinned
     this.log.info("stopped; data path left forwarding");
+  }
+
+  /** New subnet maps of an upgrade: our own entry and every lease, before
+   *  any program reads them. */
+  private refill(staged: string, subnet: Cidr): void {
+    const backend = this.backend as Backend;
+    const m = SubnetHostMap.openPinned(staged);
+    try {
+      const own = { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL };
+      const want = desiredEntries(
+        this.startListing?.leases ?? [],
+        subnet,
+        own,
+        (msg) => this.log.warn(msg),
+        (l, log) => backend.entryOf(l, log),
+      );
+      m.upsertMany([...want.values()]);
+      this.log.info("new subnet maps filled from etcd", { entries: want.size });
+    } finally {
+      m.close();
+    }
   }
 
   // --- config -------------------------------------------------------------

@@ -12,10 +12,10 @@
 // survive), new programs replace the old ones atomically (tc filter replace
 // at the same handle/priority, XDP replace), and nothing is detached when the
 // agent exits. Only cleanup() removes what start() made.
-import { existsSync, mkdirSync, statfsSync, unlinkSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmdirSync, statfsSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { AbiMismatchError, BpfError, OverlayError } from "../errors";
-import { MAPS, PROGRAMS, type MapName, type ProgramName } from "./abi.generated";
+import { BPF_MAP_TYPE, MAPS, PROGRAMS, type MapName, type ProgramName } from "./abi.generated";
 import {
   BPF_TC_EGRESS,
   BPF_TC_INGRESS,
@@ -23,11 +23,12 @@ import {
   XDP_FLAGS_DRV_MODE,
   type BpfObjectHandle,
 } from "./libbpf";
-import { BpfMap } from "./map";
+import { BpfMap, mapInfo, type MapInfo } from "./map";
 import { rodataImage } from "./codec";
 import { type Ip4 } from "../net/ip";
 import { effectiveCaps, missingCaps } from "../caps";
 import { run } from "../net/run";
+import { listLinks } from "../net/neigh";
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 /** Our tc filters: a handle and priority of our own, replaced in place. */
@@ -91,6 +92,68 @@ export function checkPinnedMaps(pinPath: string): void {
     if (existsSync(path)) BpfMap.openPinned(pinPath, name).close(); // throws on a mismatch
   }
 }
+
+/**
+ * What start-up does with a pinned map that another build left:
+ *   reuse   same layout: the programs take it over, state and counters live on;
+ *   copy    same key and value layout, another size: a new map, its entries
+ *           copied over (counters, endpoints);
+ *   create  another layout of a map the agent fills itself (the subnet maps,
+ *           from etcd): a new map, filled before any program uses it;
+ *   refuse  another layout of a map only its writers know (ovl_endpoints,
+ *           written by the CNI plugin and the pod bridge): nothing is touched.
+ */
+export type PinAction = "reuse" | "copy" | "create" | "refuse";
+
+/** Maps whose whole content the agent rebuilds from etcd. */
+export const REFILLED_FROM_ETCD: ReadonlySet<MapName> = new Set([
+  "ovl_subnets",
+  "ovl_peers",
+  "ovl_peer_stats",
+]);
+
+/** Pure: the action for one pinned map (undefined info: nothing pinned). */
+export function planPinnedMap(
+  name: MapName,
+  info: Pick<MapInfo, "type" | "keySize" | "valueSize" | "maxEntries"> | undefined,
+): { action: PinAction | "new"; why: string } {
+  const want = MAPS[name];
+  if (!info) return { action: "new", why: "not pinned yet" };
+  const diffs: string[] = [];
+  if (info.type !== want.type) diffs.push(`type ${info.type} -> ${want.type}`);
+  if (info.keySize !== want.keySize) diffs.push(`key ${info.keySize} -> ${want.keySize} B`);
+  if (info.valueSize !== want.valueSize) {
+    diffs.push(`value ${info.valueSize} -> ${want.valueSize} B`);
+  }
+  const layout = diffs.length > 0;
+  if (info.maxEntries !== want.maxEntries) {
+    diffs.push(`max entries ${info.maxEntries} -> ${want.maxEntries}`);
+  }
+  if (!diffs.length) return { action: "reuse", why: "same layout" };
+  const why = diffs.join(", ");
+  if (!layout) return { action: "copy", why };
+  if (REFILLED_FROM_ETCD.has(name)) return { action: "create", why };
+  return { action: "refuse", why };
+}
+
+/** The plan for every map of this build against what is pinned. */
+export function planPins(
+  pinPath: string,
+): { name: MapName; action: PinAction | "new"; why: string }[] {
+  return (Object.keys(MAPS) as MapName[]).map((name) => {
+    const path = join(pinPath, name);
+    if (!existsSync(path)) return { name, ...planPinnedMap(name, undefined) };
+    const fd = libbpf.objGet(path);
+    try {
+      return { name, ...planPinnedMap(name, mapInfo(fd, path)) };
+    } finally {
+      libbpf.close(fd);
+    }
+  });
+}
+
+/** Where an upgrade across an ABI change stages the new build's pins. */
+export const STAGING_DIR = "upgrade-staging"; // bpffs refuses names with a dot
 
 function progName(fd: number): string {
   const info = Buffer.alloc(256);
@@ -159,17 +222,80 @@ export class Datapath {
 
   constructor(readonly config: DatapathConfig) {}
 
-  /** Load (reusing pinned maps), pin, attach. Safe to call on a live node. */
-  start(): void {
-    this.load();
-    this.attach();
-  }
+  /** What start() did with each pinned map (an upgrade's plan), for the log. */
+  pinPlan: { name: MapName; action: PinAction | "new"; why: string }[] = [];
 
-  /** Loads and pins without attaching (BPF_PROG_RUN fixtures use this). */
-  load(): void {
+  /**
+   * Load (reusing pinned maps), pin, attach. Safe to call on a live node.
+   * Pinned maps of another layout (an upgrade across an ABI change) are
+   * replaced without a gap: the new build's maps are made beside them under
+   * <pin-path>/.upgrade, filled (entries copied; `refill` writes what comes
+   * from etcd), the programs swapped, and only then the pins renamed over
+   * the old ones. A map that cannot be carried over stops it before
+   * anything is touched.
+   */
+  start(opts: { refill?: (stagedPinPath: string) => void } = {}): void {
     const c = this.config;
     ensureBpffs(c.pinPath);
-    checkPinnedMaps(c.pinPath);
+    this.pinPlan = planPins(c.pinPath);
+    const refused = this.pinPlan.filter((p) => p.action === "refuse");
+    if (refused.length) {
+      throw new AbiMismatchError(
+        refused.map((p) => `map ${p.name} at ${join(c.pinPath, p.name)}: ${p.why}`).join("; ") +
+          ": this build cannot carry it over (its content is only known to its writers); " +
+          "nothing was changed. Run the build that made it, or `overlayd --cleanup` and restart",
+      );
+    }
+    const changed = this.pinPlan.filter((p) => p.action === "copy" || p.action === "create");
+    if (!changed.length) {
+      this.load();
+      this.attach();
+      return;
+    }
+    const staged = join(c.pinPath, STAGING_DIR);
+    this.stage(staged);
+    this.load(staged);
+    for (const p of changed) if (p.action === "copy") copyEntries(c.pinPath, staged, p.name);
+    if (changed.some((p) => p.action === "create")) opts.refill?.(staged);
+    this.attach();
+    // The programs now use the staged maps: make them the pins everyone opens.
+    for (const name of Object.keys(MAPS) as MapName[]) {
+      renameSync(join(staged, name), join(c.pinPath, name));
+    }
+    rmdirSync(staged);
+  }
+
+  /** An empty staging directory holding the maps that stay (pinned twice). */
+  private stage(staged: string): void {
+    if (existsSync(staged)) {
+      for (const name of Object.keys(MAPS)) {
+        const p = join(staged, name);
+        if (existsSync(p)) unlinkSync(p); // a crashed earlier attempt
+      }
+    } else {
+      mkdirSync(staged);
+    }
+    for (const p of this.pinPlan) {
+      if (p.action !== "reuse") continue;
+      const fd = libbpf.objGet(join(this.config.pinPath, p.name));
+      try {
+        libbpf.objPin(fd, join(staged, p.name));
+      } finally {
+        libbpf.close(fd);
+      }
+    }
+  }
+
+  /**
+   * Loads and pins without attaching (BPF_PROG_RUN fixtures use this).
+   * Maps are pinned under mapDir (default: the pin path); programs always
+   * under the pin path, where the CNI plugin and overlayctl find them.
+   */
+  load(mapDir?: string): void {
+    const c = this.config;
+    ensureBpffs(c.pinPath);
+    if (!mapDir) checkPinnedMaps(c.pinPath);
+    const maps = mapDir ?? c.pinPath;
     const rodata = rodataImage(c);
     const files = [...new Set(Object.values(PROGRAMS))];
     for (const file of files) {
@@ -177,7 +303,7 @@ export class Datapath {
       const obj = libbpf.openObject(path);
       this.objects.push(obj);
       for (const name of Object.keys(MAPS) as MapName[]) {
-        libbpf.setPinPath(libbpf.findMap(obj, name), join(c.pinPath, name), name);
+        libbpf.setPinPath(libbpf.findMap(obj, name), join(maps, name), name);
       }
       libbpf.setInitialValue(libbpf.findMap(obj, ".rodata"), rodata, `${file} .rodata`);
       try {
@@ -234,7 +360,18 @@ export class Datapath {
         `${c.overlay.name} ingress`,
       );
     }
+    // Pod veths and pod bridges run the ovl_encap_pod they were given when
+    // attached; replace it with this build's, which uses this build's maps.
+    this.podsReattached = 0;
+    for (const l of listLinks()) {
+      if (l.ifindex === c.underlay.ifindex || !podEncapAttached(l.ifindex)) continue;
+      this.attachTc(l.ifindex, BPF_TC_INGRESS, "ovl_encap_pod", `${l.name} ingress`);
+      this.podsReattached++;
+    }
   }
+
+  /** Interfaces whose ovl_encap_pod start() replaced. */
+  podsReattached = 0;
 
   /** Attaches the decap program the config asks for; "auto" probes. */
   private attachDecap(): DecapMode {
@@ -324,8 +461,37 @@ export function cleanupDatapath(
     libbpf.tcDetach(overlayIfindex, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY, "overlay egress");
     libbpf.tcDetach(overlayIfindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, "overlay ingress");
   }
-  for (const name of [...Object.keys(MAPS), ...Object.keys(PROGRAMS)]) {
-    const p = join(pinPath, name);
-    if (existsSync(p)) unlinkSync(p);
+  for (const dir of [join(pinPath, STAGING_DIR), pinPath]) {
+    for (const name of [...Object.keys(MAPS), ...Object.keys(PROGRAMS)]) {
+      const p = join(dir, name);
+      if (existsSync(p)) unlinkSync(p);
+    }
+  }
+  if (existsSync(join(pinPath, STAGING_DIR))) rmdirSync(join(pinPath, STAGING_DIR));
+}
+
+/**
+ * Copies every entry of the pinned map `name` under `from` into the map of
+ * the same name under `to` (same key and value layout, another size). Array
+ * indexes the new map cannot hold are dropped.
+ */
+export function copyEntries(from: string, to: string, name: MapName): number {
+  const oldFd = libbpf.objGet(join(from, name));
+  const newFd = libbpf.objGet(join(to, name));
+  try {
+    const old = new BpfMap(name, oldFd);
+    const fresh = new BpfMap(name, newFd);
+    const type: number = MAPS[name].type;
+    const isArray = type === BPF_MAP_TYPE.ARRAY || type === BPF_MAP_TYPE.PERCPU_ARRAY;
+    let n = 0;
+    for (const [k, v] of old.entries()) {
+      if (isArray && k.readUInt32LE(0) >= MAPS[name].maxEntries) continue;
+      fresh.update(k, v);
+      n++;
+    }
+    return n;
+  } finally {
+    libbpf.close(oldFd);
+    libbpf.close(newFd);
   }
 }

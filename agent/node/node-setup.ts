@@ -31,6 +31,9 @@ export interface NodeSetupOptions {
   objDir: string;
   decap: DecapChoice;
   overlayName: string;
+  /** An upgrade across an ABI change made new subnet maps under this pin
+   * directory: fill them (from etcd) before the programs use them. */
+  refill?: (stagedPinPath: string) => void;
 }
 
 export interface NodeSetupResult {
@@ -43,6 +46,8 @@ export interface NodeSetupResult {
   /** The decap mechanism attached, and why (what --decap auto decided). */
   mechanism: DecapMode | "none";
   reason: string;
+  /** What happened to each pinned map (reuse, or carried over an ABI change). */
+  pinPlan: Datapath["pinPlan"];
 }
 
 /** The overlay MTU flannel's vxlan backend uses: underlay MTU - 50. */
@@ -72,7 +77,7 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     kernelDecap: overlay.kernelDecap,
     gbp: o.backend.config.gbp,
   });
-  datapath.start();
+  datapath.start({ refill: o.refill });
   const mechanism = datapath.mechanism as DecapMode | "none";
   if (mechanism === "xdp") {
     // XDP hands decapsulated packets to the stack on the underlay, whose
@@ -106,5 +111,6 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     kernelDecap: overlay.kernelDecap,
     mechanism,
     reason: datapath.reason,
+    pinPlan: datapath.pinPlan,
   };
 }

@@ -93,27 +93,34 @@ export class Cluster {
     return join(this.topo.runDir, `n${node.index}`, "subnet.env");
   }
 
-  startAgent(node: NodeInfo, flags: string[] = this.defaultFlags): AgentProc {
+  startAgent(node: NodeInfo, flags: string[] = this.defaultFlags, command?: string[]): AgentProc {
     const a = new AgentProc(
       node.ns,
-      [
-        "--etcd-endpoints",
-        this.endpoints(),
-        "--iface",
-        "eth0",
-        "--pin-path",
-        node.pinPath,
-        "--subnet-file",
-        this.subnetFile(node),
-        "--healthz-addr",
-        "127.0.0.1:9473",
-        "--metrics-addr",
-        "0.0.0.0:9474",
-        ...flags,
-      ],
+      this.agentArgs(node, flags),
       this.subnetFile(node),
+      [],
+      command,
     );
     return this.runAgent(node, a);
+  }
+
+  /** The flags every agent of this cluster runs with, then `flags`. */
+  agentArgs(node: NodeInfo, flags: string[] = this.defaultFlags): string[] {
+    return [
+      "--etcd-endpoints",
+      this.endpoints(),
+      "--iface",
+      "eth0",
+      "--pin-path",
+      node.pinPath,
+      "--subnet-file",
+      this.subnetFile(node),
+      "--healthz-addr",
+      "127.0.0.1:9473",
+      "--metrics-addr",
+      "0.0.0.0:9474",
+      ...flags,
+    ];
   }
 
   /** Starts an agent made elsewhere (e.g. in a container) as node's agent. */
