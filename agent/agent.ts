@@ -45,6 +45,7 @@ import {
 } from "./net/link";
 import { backendMtu, setupNode } from "./node/node-setup";
 import { disablePodBridge, PodBridge } from "./node/pod-bridge";
+import { findFlannelDevice, removeFlannelDevice } from "./node/flannel";
 import { previousSubnet, writeSubnetEnv } from "./control/subnet-env";
 import { Reconciler } from "./control/reconciler";
 import { AgentMetrics } from "../metrics/metrics";
@@ -176,8 +177,21 @@ export class Agent {
       this.backend = r.backend;
     });
     const backend = this.backend as Backend;
+    // A node that still runs flannel's vxlan backend is taken over: ovl0
+    // gets flannel.1's MAC, and flannel.1 goes only once our path is up.
+    const flannel =
+      backend.type === "vxlan" ? findFlannelDevice(this.config.backend.vni) : undefined;
+    if (flannel) {
+      this.log.warn("flannel's VXLAN device found: taking this node over from flannel", {
+        device: flannel.name,
+        vtepMac: flannel.mac,
+      });
+    }
     // The overlay device first: its MAC is the VtepMAC the lease announces.
-    this.vtepMac = ensureOverlayDevice(o.overlayIface, this.mtu, backend.device()).mac;
+    this.vtepMac = ensureOverlayDevice(o.overlayIface, this.mtu, {
+      ...backend.device(),
+      ...(flannel ? { mac: flannel.mac } : {}),
+    }).mac;
     this.log.info("underlay chosen", {
       iface: u.iface,
       publicIp: formatIp(u.publicIp),
@@ -220,6 +234,7 @@ export class Agent {
       decap: o.decap,
       overlayName: o.overlayIface,
       refill: (staged) => this.refill(staged, subnet),
+      deferUp: flannel !== undefined,
     });
     const carried = node.pinPlan.filter((p) => p.action !== "reuse" && p.action !== "new");
     if (carried.length) {
@@ -280,6 +295,17 @@ export class Agent {
         this.log,
       );
       this.podBridge.start();
+    }
+    if (flannel) {
+      // Everything of ours is in place: flannel's device (and with it its
+      // routes, neighbours and FDB entries) goes, ovl0 takes the port.
+      const t0 = performance.now();
+      removeFlannelDevice(flannel);
+      node.bringUp();
+      this.log.info("took this node over from flannel", {
+        removed: flannel.name,
+        switchMs: Math.round((performance.now() - t0) * 10) / 10,
+      });
     }
     const ms = (a: number, b: number) => Math.round(b - a);
     const mem = process.memoryUsage();

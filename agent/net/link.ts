@@ -145,6 +145,9 @@ export interface OverlayDeviceOptions {
   port?: number;
   /** VXLAN Group Based Policy on the device's socket (Backend.GBP). */
   gbp?: boolean;
+  /** The MAC a new device gets (an existing one keeps its own): taking over
+   * from flannel keeps flannel.1's, so the lease's VtepMAC stays. */
+  mac?: string;
 }
 
 export function ensureOverlayDevice(
@@ -164,7 +167,7 @@ export function ensureOverlayDevice(
     run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu)]);
     return { ...mustLink(name), kernelDecap: true };
   }
-  const keepMac = l?.mac;
+  const keepMac = l?.mac ?? o.mac;
   const tmp = `${name.slice(0, 11)}.new`;
   tryRun(["ip", "link", "del", "dev", tmp]);
   const vxlan = [

@@ -34,6 +34,10 @@ export interface NodeSetupOptions {
   /** An upgrade across an ABI change made new subnet maps under this pin
    * directory: fill them (from etcd) before the programs use them. */
   refill?: (stagedPinPath: string) => void;
+  /** Leave the overlay device down, without its address and route: the
+   * caller brings it up with `bringUp()` (taking over from flannel, whose
+   * device still holds the port and routes the node). */
+  deferUp?: boolean;
 }
 
 export interface NodeSetupResult {
@@ -48,6 +52,8 @@ export interface NodeSetupResult {
   reason: string;
   /** What happened to each pinned map (reuse, or carried over an ABI change). */
   pinPlan: Datapath["pinPlan"];
+  /** Up, address, route: done already unless deferUp. */
+  bringUp: () => void;
 }
 
 /** The overlay MTU flannel's vxlan backend uses: underlay MTU - 50. */
@@ -84,24 +90,27 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     // routes point the source subnet elsewhere: strict rp_filter drops them.
     setSysctl(["net", "ipv4", "conf", o.underlay, "rp_filter"], "2");
   }
-  // Up only now: ovl_decap_dev guards the device's socket from its first packet.
-  try {
-    linkUp(overlay.name);
-  } catch (e) {
-    throw new OverlayError(
-      `cannot bring ${overlay.name} up: is UDP port ${o.port} taken on this node ` +
-        `(another VXLAN device, such as flannel.1)? ${(e as Error).message}`,
-    );
-  }
   const map = SubnetHostMap.openPinned(o.pinPath);
   try {
     map.upsert(o.subnet, { remoteIp: o.publicIp, vtepMac: overlay.mac, flags: F_LOCAL });
   } finally {
     map.close();
   }
-  // Address and route last: traffic enters the overlay only once it works.
-  setOverlayAddress(overlay.name, o.subnet.addr, o.network);
-  replaceRoute(o.network, overlay.name, o.subnet.addr);
+  const bringUp = (): void => {
+    // Up only now: ovl_decap_dev guards the device's socket from its first packet.
+    try {
+      linkUp(overlay.name);
+    } catch (e) {
+      throw new OverlayError(
+        `cannot bring ${overlay.name} up: is UDP port ${o.port} taken on this node ` +
+          `(another VXLAN device, such as flannel.1)? ${(e as Error).message}`,
+      );
+    }
+    // Address and route last: traffic enters the overlay only once it works.
+    setOverlayAddress(overlay.name, o.subnet.addr, o.network);
+    replaceRoute(o.network, overlay.name, o.subnet.addr);
+  };
+  if (!o.deferUp) bringUp();
   return {
     datapath,
     vtepMac: overlay.mac,
@@ -112,5 +121,6 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     mechanism,
     reason: datapath.reason,
     pinPlan: datapath.pinPlan,
+    bringUp,
   };
 }

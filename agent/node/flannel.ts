@@ -1,0 +1,31 @@
+// Replacing flannel's vxlan backend on a live node. flannel's device
+// (`flannel.<VNI>`, a kernel VXLAN device bound to the VXLAN port) holds the
+// port ovl0 needs, and its per-subnet routes are more specific than
+// overlayd's network route. So start-up builds overlayd's whole path beside
+// it (ovl0 made down with flannel.1's MAC, so the lease's VtepMAC and every
+// peer's neighbour/FDB entries stay right; programs attached, the map
+// reconciled, the pod bridge's pods registered), and only then removes
+// flannel's device, which takes its routes, neighbour and FDB entries with
+// it, and brings ovl0 up on the freed port. Between the two, VXLAN for a
+// registered pod is decapsulated by ovl_decap_tc without any socket; only
+// what goes to the node itself waits for ovl0's socket.
+import { deleteLink, linkInfo } from "../net/link";
+
+export interface FlannelDevice {
+  name: string;
+  mac: string;
+  port?: number;
+}
+
+/** flannel's VXLAN device for this VNI, if this node still has one. */
+export function findFlannelDevice(vni: number): FlannelDevice | undefined {
+  const name = `flannel.${vni}`;
+  const l = linkInfo(name);
+  if (!l || l.kind !== "vxlan" || l.vxlan?.external) return undefined;
+  return { name, mac: l.mac, port: l.vxlan?.port };
+}
+
+/** Removes flannel's device (its routes, neighbours and FDB go with it). */
+export function removeFlannelDevice(d: FlannelDevice): void {
+  deleteLink(d.name);
+}
