@@ -37,12 +37,12 @@ APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
 	setpriv:util-linux capsh:libcap2-bin ethtool:ethtool \
 	podman:podman runc:runc catatonit:catatonit debootstrap:debootstrap
 
-.PHONY: help deps build bpf ts abi abi-check check lint format test test-unit \
+.PHONY: help deps build bpf ts abi abi-check manifests-check check lint format test test-unit \
 	test-bpf test-e2e image-args image-test demo demo-clean bench bench-control clean
 
 help: ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
-		awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
+		awk -F'\t' '{printf "  %-16s %s\n", $$1, $$2}'
 
 deps: $(STAMP) ## install missing Debian packages and npm modules
 ifeq ($(SKIP_DEPS),1)
@@ -111,7 +111,11 @@ abi-check: bpf ts ## fail if the generated ABI is stale
 		echo "abi-check: agent/bpf/abi.generated.ts is stale; run 'make abi'" >&2; \
 		rm -f $$tmp $$tmp.fmt; exit 1; fi; rm -f $$tmp $$tmp.fmt
 
-check: $(STAMP) abi-check ## typecheck, lint, format check, ABI check
+manifests-check: ts ## deploy/**/*.yaml against the Kubernetes API schemas and the DaemonSet rules
+	$(call msg,CHECK,manifests)
+	$(Q)node dist/scripts/check-manifests.js
+
+check: $(STAMP) abi-check manifests-check ## typecheck, lint, format check, ABI and manifest checks
 	$(call msg,CHECK,tsc eslint prettier)
 	$(Q)npx tsc -p tsconfig.json --noEmit
 	$(Q)npx eslint --max-warnings 0 .

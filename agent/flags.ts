@@ -8,6 +8,8 @@ export const DEFAULTS = {
   etcdPrefix: "/coreos.com/network",
   pinPath: "/sys/fs/bpf/overlay",
   subnetFile: "/run/flannel/subnet.env",
+  /** /healthz and /readyz: loopback, so only the node (its kubelet) reaches them. */
+  healthzAddr: "127.0.0.1:9473",
   /** Where the BPF objects are: build/bpf next to dist/ in a checkout. */
   bpfDir: join(__dirname, "..", "..", "build", "bpf"),
 } as const;

@@ -82,7 +82,7 @@ async function main(): Promise<number> {
     })
     .option("healthz-addr", {
       type: "string",
-      default: "127.0.0.1:9473",
+      default: DEFAULTS.healthzAddr,
       describe: "HOST:PORT for /healthz and /readyz ('' disables)",
     })
     .option("metrics-addr", {
