@@ -36,6 +36,7 @@ import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
 import { Cidr, formatIp, type Ip4 } from "./net/ip";
 import { ensureMasquerade } from "./net/masq";
+import { describeIptablesMode, detectedIptablesMode, iptablesMode } from "./net/iptables-mode";
 import {
   chooseUnderlay,
   ensureOverlayDevice,
@@ -142,7 +143,12 @@ export class Agent {
     };
     const ready = Object.values(checks).every((v) => v === true);
     this.metrics.ready.set(ready ? 1 : 0);
-    return { ready, checks, ...(this.mechanism ? { info: this.mechanism } : {}) };
+    const ipt = this.opts.ipMasq && this.masqMode() === "iptables" && detectedIptablesMode();
+    const info = this.mechanism && {
+      ...this.mechanism,
+      ...(ipt ? { iptables: describeIptablesMode(ipt) } : {}),
+    };
+    return { ready, checks, ...(info ? { info } : {}) };
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
@@ -646,6 +652,10 @@ export class Agent {
   }
 
   private startMasq(): void {
+    if (this.masqMode() === "iptables") {
+      const { mode, reason, commands } = iptablesMode();
+      this.log.info("iptables mode", { mode, reason, iptables: commands.iptables });
+    }
     const check = () => {
       const cfg = this.config as NetworkConfig;
       const subnet = this.held?.lease.subnet;

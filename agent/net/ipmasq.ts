@@ -5,9 +5,17 @@
 // iptables and nftables paths: it avoids NAT twice). Applied with
 // iptables-restore --noflush (our chain is replaced atomically, nobody
 // else's rules are touched), re-checked periodically, and never removed when
-// the agent stops: a restart must not break connections.
+// the agent stops: a restart must not break connections. The backend (legacy
+// or nft) is the node's, as iptables-mode.ts detects it, once per process.
 import { type Cidr } from "./ip";
-import { run, tryRun } from "./run";
+import {
+  iptablesMode,
+  PLAIN_COMMANDS,
+  variantCommands,
+  type IptablesCommands,
+  type IptablesMode,
+} from "./iptables-mode";
+import { probe, run, tryRun } from "./run";
 
 export const CHAIN = "OVERLAYD-POSTRTG";
 const COMMENT = "overlayd masquerade";
@@ -40,9 +48,12 @@ export function restoreInput(network: Cidr, subnet: Cidr): string {
 
 const JUMP = ["POSTROUTING", "-m", "comment", "--comment", COMMENT, "-j", CHAIN];
 
+/** The detected backend's iptables. */
+const ipt = () => iptablesMode().commands;
+
 /** True when the live chain and jump are exactly what we want. */
 export function masqInPlace(network: Cidr, subnet: Cidr): boolean {
-  const live = tryRun(["iptables", "-w", "-t", "nat", "-S", CHAIN]);
+  const live = tryRun([ipt().iptables, "-w", "-t", "nat", "-S", CHAIN]);
   if (live === undefined) return false;
   const have = live
     .split("\n")
@@ -52,24 +63,55 @@ export function masqInPlace(network: Cidr, subnet: Cidr): boolean {
   const norm = (l: string) => l.replace(/"/g, "").replace(/\/32\b/g, "");
   if (have.length !== want.length || have.some((l, i) => norm(l) !== norm(want[i] as string)))
     return false;
-  return tryRun(["iptables", "-w", "-t", "nat", "-C", ...JUMP]) !== undefined;
+  return tryRun([ipt().iptables, "-w", "-t", "nat", "-C", ...JUMP]) !== undefined;
 }
 
 /** Makes the chain and the jump what we want; returns true if it changed anything. */
 export function ensureMasq(network: Cidr, subnet: Cidr): boolean {
   if (masqInPlace(network, subnet)) return false;
-  run(["iptables-restore", "-w", "--noflush"], restoreInput(network, subnet));
-  if (tryRun(["iptables", "-w", "-t", "nat", "-C", ...JUMP]) === undefined) {
-    run(["iptables", "-w", "-t", "nat", "-A", ...JUMP]);
+  const { iptables, restore } = ipt();
+  run([restore, "-w", "--noflush"], restoreInput(network, subnet));
+  if (tryRun([iptables, "-w", "-t", "nat", "-C", ...JUMP]) === undefined) {
+    run([iptables, "-w", "-t", "nat", "-A", ...JUMP]);
   }
   return true;
 }
 
-/** `overlayd --cleanup`: remove the jump and the chain. */
-export function removeMasq(): void {
-  while (tryRun(["iptables", "-w", "-t", "nat", "-D", ...JUMP]) !== undefined) {
-    /* remove every copy */
+/** True when iptables-save output has our chain or a jump to it. Pure. */
+export function hasOurChain(save: string): boolean {
+  return new RegExp(`^:${CHAIN} |^-A .* -j ${CHAIN}(\\s|$)`, "m").test(save);
+}
+
+/**
+ * `overlayd --cleanup` (and a node that switched backends): remove the jump
+ * and the chain from every iptables backend, legacy and nft, or all but the
+ * one `keep` names. A backend is only touched when its iptables-save (no
+ * table named, so legacy creates none) shows our chain. Plain iptables stands
+ * in when neither iptables-legacy-save nor iptables-nft-save is installed
+ * (and, being the only one, is what `keep` means then).
+ */
+export function removeMasq(keep?: IptablesMode): void {
+  const backends: { mode?: IptablesMode; cmds: IptablesCommands; save: string }[] = [];
+  for (const mode of ["legacy", "nft"] as const) {
+    const cmds = variantCommands(mode);
+    const save = probe([cmds.save])?.stdout;
+    if (save !== undefined) backends.push({ mode, cmds, save });
   }
-  tryRun(["iptables", "-w", "-t", "nat", "-F", CHAIN]);
-  tryRun(["iptables", "-w", "-t", "nat", "-X", CHAIN]);
+  if (!backends.length && !keep) {
+    const save = probe([PLAIN_COMMANDS.save])?.stdout;
+    if (save !== undefined) backends.push({ cmds: PLAIN_COMMANDS, save });
+  }
+  for (const { mode, cmds, save } of backends) {
+    if ((keep && mode === keep) || !hasOurChain(save)) continue;
+    while (tryRun([cmds.iptables, "-w", "-t", "nat", "-D", ...JUMP]) !== undefined) {
+      /* remove every copy */
+    }
+    tryRun([cmds.iptables, "-w", "-t", "nat", "-F", CHAIN]);
+    tryRun([cmds.iptables, "-w", "-t", "nat", "-X", CHAIN]);
+  }
+}
+
+/** Our chain in the backend this node does not use (it switched). */
+export function removeStaleMasq(): void {
+  removeMasq(iptablesMode().mode);
 }

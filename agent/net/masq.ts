@@ -1,9 +1,10 @@
 // --ip-masq through the backend the network config asks for: flannel's
 // EnableNFTables picks nftables (nftmasq.ts), else iptables (ipmasq.ts).
 // Whichever is in use, the other one's rules are removed, so a node that
-// switches never masquerades twice.
+// switches never masquerades twice; on the iptables path that includes our
+// chain in the iptables backend (legacy or nft) the node no longer uses.
 import { type Cidr } from "./ip";
-import { ensureMasq, removeMasq } from "./ipmasq";
+import { ensureMasq, removeMasq, removeStaleMasq } from "./ipmasq";
 import { ensureNftMasq, removeNftMasq } from "./nftmasq";
 
 export type MasqMode = "iptables" | "nftables";
@@ -19,13 +20,16 @@ export function ensureMasquerade(mode: MasqMode, network: Cidr, subnet: Cidr): b
   // modes across a restart) and after any change.
   if (changed || !cleared.has(mode)) {
     if (mode === "nftables") removeMasq();
-    else removeNftMasq();
+    else {
+      removeNftMasq();
+      removeStaleMasq();
+    }
     cleared.add(mode);
   }
   return changed;
 }
 
-/** `overlayd --cleanup`: both modes' rules. */
+/** `overlayd --cleanup`: both modes' rules (iptables: legacy and nft). */
 export function removeMasquerade(): void {
   removeMasq();
   removeNftMasq();

@@ -24,3 +24,19 @@ export function tryRun(argv: string[]): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * A read-only probe (iptables-*-save and the like): its exit status and
+ * output, what it printed before failing included, or undefined when it
+ * cannot be run at all (not installed).
+ */
+export function probe(
+  argv: string[],
+): { status: number | null; stdout: string; stderr: string } | undefined {
+  const r = spawnSync(argv[0] as string, argv.slice(1), {
+    encoding: "utf8",
+    maxBuffer: 256 << 20,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return r.error ? undefined : { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}

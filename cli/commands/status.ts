@@ -1,11 +1,13 @@
 // overlayctl status: is the agent there and ready, where are the programs
-// attached, how full are the maps, does the pinned ABI match this build.
+// attached, how full are the maps, does the pinned ABI match this build,
+// which iptables backend the node uses.
 import { get } from "node:http";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { attachments, checkPinnedMaps } from "../../agent/bpf/datapath";
 import { MAPS, type MapName } from "../../agent/bpf/abi.generated";
 import { BpfMap } from "../../agent/bpf/map";
 import { parseHostPort } from "../../agent/http";
+import { describeIptablesMode, detectIptablesMode } from "../../agent/net/iptables-mode";
 import { run } from "../../agent/net/run";
 import { outputOption, print, table, type Format } from "../output";
 
@@ -122,7 +124,13 @@ export const status: CommandModule<object, Args> = {
       iface: names.get(x.ifindex),
     }));
     const mechanism = mechanismOf(attached, kinds);
-    const result = { agent, abi, mechanism, attachments: attached, maps };
+    // Detected here, as the agent does (same node, same rule), so it shows
+    // while the agent is down; the agent's own (made at its start) is added
+    // when it names another backend (the node switched since).
+    const iptables = detectIptablesMode();
+    const agentIptables = agent.info?.iptables;
+    const agentMode = agentIptables?.split(" ")[0];
+    const result = { agent, abi, mechanism, iptables, attachments: attached, maps };
     print(a.output, result, () => {
       const agentLine = !agent.reachable
         ? `agent:   not reachable at ${a.healthzAddr} (${agent.error}); the pinned data path keeps forwarding`
@@ -139,6 +147,8 @@ export const status: CommandModule<object, Args> = {
         `datapath: ${agent.info?.backend ? `backend=${agent.info.backend} ` : ""}` +
           `decap=${mechanism.decap} gro=${mechanism.gro} pod-bridge=${mechanism.podBridge}` +
           (agent.info?.reason ? `  (${agent.info.reason})` : ""),
+        `iptables: ${describeIptablesMode(iptables)}` +
+          (agentMode && agentMode !== iptables.mode ? `; the agent uses ${agentIptables}` : ""),
         "",
         attached.length
           ? table(

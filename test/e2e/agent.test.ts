@@ -126,6 +126,7 @@ describe("e2e: agents, etcd and pods", function () {
     assert.equal(body.ready, true);
     for (const k of ["config", "lease", "datapath", "synced", "subnetFile", "etcd"])
       assert.equal(body.checks[k], true, k);
+    assert.equal(body.info.iptables, undefined, "no iptables mode without --ip-masq");
   });
 
   it("installs the masquerade chain with --ip-masq, and leaves it in place across a restart", async function () {
@@ -143,6 +144,11 @@ describe("e2e: agents, etcd and pods", function () {
     );
     // pod <-> pod is not masqueraded: the receiver sees the pod's address
     assert.ok(ping(pod(n1).ns, pod(nodes[1]!).ip));
+    // The node's namespace has no legacy rules: nft, said once, and in /readyz.
+    const a = agents.get(1)!;
+    const said = a.logs.match(/msg="iptables mode" mode=nft reason="[^"]+" iptables=iptables-nft/g);
+    assert.equal(said?.length, 1, a.logs.slice(-3000));
+    assert.match(JSON.parse(a.http("/readyz").body).info.iptables, /^nft \(.+\)$/);
   });
 
   it("restarts an agent without losing a ping or changing its subnet", async function () {

@@ -106,7 +106,17 @@ describe("e2e: masquerade through iptables and nftables", function () {
   const natChains = () => sh(inNs(n1, ["iptables", "-w", "-t", "nat", "-S"]));
 
   before(function () {
-    requireEnv(this, { root: true, tools: ["ip", "iptables", "iptables-restore", "nft"] });
+    requireEnv(this, {
+      root: true,
+      tools: [
+        "ip",
+        "iptables",
+        "iptables-restore",
+        "iptables-legacy",
+        "iptables-legacy-save",
+        "nft",
+      ],
+    });
     topo.create();
     const node1 = topo.addNode(1);
     const node2 = topo.addNode(2);
@@ -202,6 +212,27 @@ describe("e2e: masquerade through iptables and nftables", function () {
     helper("iptables", "remove");
     assert.ok(!natChains().includes(CHAIN), "removeMasq leaves no chain");
     assert.deepEqual(await seen(flows.slice(0, 1)), { "pod -> outside": asSent["pod -> outside"] });
+  });
+
+  it("iptables, legacy backend (kubelet's hint chain there): the same sources, from the legacy tables", async function () {
+    const hint = (op: string) =>
+      inNs(n1, ["iptables-legacy", "-t", "mangle", op, "KUBE-IPTABLES-HINT"]);
+    sh(hint("-N"));
+    try {
+      assert.equal(ensure("iptables"), true);
+      assert.match(
+        sh(inNs(n1, ["iptables-legacy-save", "-t", "nat"])),
+        new RegExp(`-j ${CHAIN}$`, "m"),
+      );
+      assert.ok(!natChains().includes(CHAIN), "nothing in the nft tables");
+      const got = await seen(flows);
+      assert.deepEqual(got, masqueraded);
+      if (viaIptables) assert.deepEqual(got, viaIptables, "the same as through iptables-nft");
+      helper("iptables", "remove");
+      assert.ok(!sh(inNs(n1, ["iptables-legacy-save"])).includes(CHAIN), "removeMasq leaves none");
+    } finally {
+      sh(hint("-X"));
+    }
   });
 
   it("nftables: ensureNftMasq applies once, reads back as loaded, and the receivers see exactly the same sources", async function () {

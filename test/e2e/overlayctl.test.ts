@@ -211,6 +211,11 @@ describe("e2e: overlayctl", function () {
       table,
       /datapath: backend=vxlan decap=tc gro=vxlan-socket pod-bridge=cni0 {2}\(eth0 is a software device/,
     );
+    // The node's iptables backend, detected by overlayctl itself (nothing
+    // legacy in the node's namespace: nft).
+    assert.equal(s.iptables.mode, "nft");
+    assert.equal(s.iptables.commands.iptables, "iptables-nft");
+    assert.match(table, /^iptables: nft \(.+\)$/m);
     assert.ok(
       hooks.some((h: string) => /\/tc-ingress\/ovl_encap_pod$/.test(h)),
       "the CNI plugin attached the pod fast path",

@@ -192,6 +192,18 @@ describe("image: the container image, run as the DaemonSet runs it", function ()
   });
 
   it("has Node >= 20, libbpf, iproute2 and iptables, and no build toolchain", function () {
+    // Both iptables backends: the agent writes to the one the node uses.
+    const TOOLS = [
+      "ip",
+      "iptables",
+      "iptables-legacy",
+      "iptables-legacy-save",
+      "iptables-legacy-restore",
+      "iptables-nft",
+      "iptables-nft-save",
+      "iptables-nft-restore",
+      "overlayctl",
+    ];
     const r = img.runOnce(
       {
         name: `overlayd-${img.id}-probe`,
@@ -204,7 +216,7 @@ describe("image: the container image, run as the DaemonSet runs it", function ()
         "-c",
         "node --version; ldconfig -p | grep -c 'libbpf.so.1 '; " +
           "find /opt/overlayd ! -user 0 | wc -l; " +
-          "for t in ip iptables overlayctl; do command -v $t; done; " +
+          `for t in ${TOOLS.join(" ")}; do command -v $t; done; ` +
           "for t in clang gcc make npm; do command -v $t && echo has-$t; done; true",
       ],
     );
@@ -214,8 +226,8 @@ describe("image: the container image, run as the DaemonSet runs it", function ()
     assert.equal(libbpf, "1");
     assert.equal(notRoot, "0", "everything under /opt/overlayd is root's (built unprivileged)");
     assert.deepEqual(
-      rest.slice(0, 3).map((p) => p.split("/").pop()),
-      ["ip", "iptables", "overlayctl"],
+      rest.slice(0, TOOLS.length).map((p) => p.split("/").pop()),
+      TOOLS,
     );
     const tools = rest.filter((l) => l.startsWith("has-"));
     // npm comes with the base (it is Node's), the compilers must not.
