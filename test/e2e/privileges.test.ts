@@ -1,4 +1,4 @@
-// The agent runs with exactly CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (as
+// The agent runs with exactly CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW and CAP_PERFMON (as
 // root, with everything else out of the bounding set), and without any one of
 // them it refuses to start, naming the missing capability.
 import assert from "node:assert/strict";
@@ -37,20 +37,24 @@ describe("e2e: privileges", function () {
     return a.start();
   }
 
-  it("runs with only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON", async function () {
-    const a = limited("+bpf,+net_admin,+perfmon");
+  it("runs with only CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW and CAP_PERFMON", async function () {
+    const a = limited("+bpf,+net_admin,+net_raw,+perfmon");
     await a.waitReady();
     const caps = /CapEff:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${a.pid}/status`, "utf8"))?.[1];
-    // bits 12 (NET_ADMIN), 38 (PERFMON), 39 (BPF) and nothing else
-    assert.equal(caps, ((1n << 12n) | (1n << 38n) | (1n << 39n)).toString(16).padStart(16, "0"));
+    // bits 12 (NET_ADMIN), 13 (NET_RAW), 38 (PERFMON), 39 (BPF) and nothing else
+    assert.equal(
+      caps,
+      ((1n << 12n) | (1n << 13n) | (1n << 38n) | (1n << 39n)).toString(16).padStart(16, "0"),
+    );
     assert.ok(ping(c.pod(c.nodes[1]!).ns, c.pod(n1).ip));
     await a.stop("SIGTERM");
   });
 
   for (const [missing, caps] of [
-    ["CAP_BPF", "+net_admin,+perfmon"],
-    ["CAP_NET_ADMIN", "+bpf,+perfmon"],
-    ["CAP_PERFMON", "+bpf,+net_admin"],
+    ["CAP_BPF", "+net_admin,+net_raw,+perfmon"],
+    ["CAP_NET_ADMIN", "+bpf,+net_raw,+perfmon"],
+    ["CAP_NET_RAW", "+bpf,+net_admin,+perfmon"],
+    ["CAP_PERFMON", "+bpf,+net_admin,+net_raw"],
   ] as const) {
     it(`refuses to start without ${missing}, naming it`, async function () {
       const a = limited(caps);
@@ -59,7 +63,7 @@ describe("e2e: privileges", function () {
       assert.match(
         a.logs,
         new RegExp(
-          `^overlayd: missing capabilities: ${missing} \\(overlayd needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON`,
+          `^overlayd: missing capabilities: ${missing} \\(overlayd needs CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON`,
           "m",
         ),
       );
@@ -67,7 +71,7 @@ describe("e2e: privileges", function () {
   }
 
   it("names CAP_SYS_ADMIN when it would have to mount a bpffs", async function () {
-    const a = limited("+bpf,+net_admin,+perfmon", [
+    const a = limited("+bpf,+net_admin,+net_raw,+perfmon", [
       "--pin-path",
       `${c.topo.runDir}/not-bpffs/overlay`,
     ]);

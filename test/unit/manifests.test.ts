@@ -215,16 +215,18 @@ describe("unit: manifest checks (scripts/check-manifests.ts)", function () {
     assert.deepEqual(
       check((_ds, _pod, c) => (c.securityContext.capabilities.add = ["BPF", "NET_ADMIN"])),
       [
-        `${DS}: ${AGENT}.securityContext.capabilities.add: lacks PERFMON: the agent refuses to start without CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON [privileges]`,
+        `${DS}: ${AGENT}.securityContext.capabilities.add: lacks NET_RAW, PERFMON: the agent refuses to start without CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON [privileges]`,
       ],
     );
     assert.deepEqual(
       check((_ds, _pod, c) => {
-        c.securityContext.capabilities = { add: ["CAP_BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"] };
+        c.securityContext.capabilities = {
+          add: ["CAP_BPF", "NET_ADMIN", "NET_RAW", "PERFMON", "SYS_ADMIN"],
+        };
       }),
       [
         `${DS}: ${AGENT}.securityContext.capabilities.drop: not set, want ["ALL"] (or privileged: true) [privileges]`,
-        `${DS}: ${AGENT}.securityContext.capabilities.add: adds SYS_ADMIN, which the agent does not need (it needs BPF, NET_ADMIN, PERFMON) [privileges]`,
+        `${DS}: ${AGENT}.securityContext.capabilities.add: adds SYS_ADMIN, which the agent does not need (it needs BPF, NET_ADMIN, NET_RAW, PERFMON) [privileges]`,
       ],
     );
     assert.deepEqual(
