@@ -47,6 +47,7 @@ import {
 import { backendMtu, setupNode } from "./node/node-setup";
 import { disablePodBridge, PodBridge } from "./node/pod-bridge";
 import { findFlannelDevice, removeFlannelDevice } from "./node/flannel";
+import { describeOverlap, OverlapWatch } from "./node/overlap";
 import { previousSubnet, writeSubnetEnv } from "./control/subnet-env";
 import { Reconciler } from "./control/reconciler";
 import { AgentMetrics } from "../metrics/metrics";
@@ -106,6 +107,7 @@ export class Agent {
   private servers: Server[] = [];
   private masqTimer: NodeJS.Timeout | undefined;
   private podBridge: PodBridge | undefined;
+  private overlapWatch: OverlapWatch | undefined;
   /** The data path mechanism in use, for the log, /readyz and /metrics. */
   private mechanism: Record<string, string> | undefined;
   private stopping = false;
@@ -148,7 +150,15 @@ export class Agent {
       ...this.mechanism,
       ...(ipt ? { iptables: describeIptablesMode(ipt) } : {}),
     };
-    return { ready, checks, ...(info ? { info } : {}) };
+    const warnings = this.overlapWatch?.overlaps.map(
+      (o) => `${describeOverlap(o)} overlaps the cluster network`,
+    );
+    return {
+      ready,
+      checks,
+      ...(info ? { info } : {}),
+      ...(warnings?.length ? { warnings } : {}),
+    };
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
@@ -302,6 +312,15 @@ export class Agent {
       );
       this.podBridge.start();
     }
+    this.overlapWatch = new OverlapWatch(
+      this.config.network,
+      () => ({ overlayDev: o.overlayIface, subnet: this.held?.lease.subnet }),
+      this.log,
+      (found) => {
+        this.metrics.routeOverlap.reset();
+        for (const f of found) this.metrics.routeOverlap.set({ ...f }, 1);
+      },
+    );
     if (flannel) {
       // Everything of ours is in place: flannel's device (and with it its
       // routes, neighbours and FDB entries) goes, ovl0 takes the port.
@@ -313,6 +332,7 @@ export class Agent {
         switchMs: Math.round((performance.now() - t0) * 10) / 10,
       });
     }
+    this.overlapWatch.start(); // after flannel's routes are gone: they were its own
     const ms = (a: number, b: number) => Math.round(b - a);
     const mem = process.memoryUsage();
     this.log.info("ready", {
@@ -333,6 +353,7 @@ export class Agent {
     if (this.masqTimer) clearInterval(this.masqTimer);
     this.podBridge?.stop();
     this.backend?.stop();
+    this.overlapWatch?.stop();
     await this.watch?.close();
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
     this.held?.keepalive?.release();

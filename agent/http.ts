@@ -10,6 +10,8 @@ export interface Readiness {
   checks: Record<string, boolean | string>;
   /** Facts about the node that are not checks (the data path mechanism). */
   info?: Record<string, string>;
+  /** What is wrong around the node but does not stop it (route overlaps). */
+  warnings?: string[];
 }
 
 export function parseHostPort(addr: string, flag: string): { host: string; port: number } {

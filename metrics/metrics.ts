@@ -62,6 +62,7 @@ export class AgentMetrics {
   readonly configErrors: Counter<string>;
   readonly ready: Gauge<string>;
   readonly datapathInfo: Gauge<string>;
+  readonly routeOverlap: Gauge<string>;
   private source: DatapathSource | undefined;
 
   constructor(
@@ -202,6 +203,14 @@ export class AgentMetrics {
       name: M.datapathInfo,
       help: "The data path mechanism this node runs (decap hook, GRO socket, pod bridge); always 1.",
       labelNames: ["decap", "gro", "pod_bridge"],
+      registers: [reg],
+    });
+    this.routeOverlap = new Gauge({
+      name: M.routeOverlap,
+      help:
+        "A host route or address inside the cluster network that is not overlayd's (1 each): " +
+        "packets for those pods may go elsewhere.",
+      labelNames: ["kind", "prefix", "dev", "origin"],
       registers: [reg],
     });
     for (const l of ["acquired", "reused", "reserved", "race_lost", "network_full", "error"]) {

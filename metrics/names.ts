@@ -19,4 +19,5 @@ export const M = {
   ready: "overlay_ready",
   buildInfo: "overlay_build_info",
   datapathInfo: "overlay_datapath_info",
+  routeOverlap: "overlay_route_overlap",
 } as const;

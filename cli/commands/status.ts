@@ -22,6 +22,7 @@ function readyz(addr: string): Promise<{
   ready?: boolean;
   checks?: Record<string, unknown>;
   info?: Record<string, string>;
+  warnings?: string[];
   error?: string;
 }> {
   const { host, port } = parseHostPort(addr, "--healthz-addr");
@@ -37,8 +38,15 @@ function readyz(addr: string): Promise<{
               ready: boolean;
               checks: Record<string, unknown>;
               info?: Record<string, string>;
+              warnings?: string[];
             };
-            resolve({ reachable: true, ready: j.ready, checks: j.checks, info: j.info });
+            resolve({
+              reachable: true,
+              ready: j.ready,
+              checks: j.checks,
+              info: j.info,
+              warnings: j.warnings,
+            });
           } catch {
             resolve({ reachable: true, error: `unexpected /readyz answer: ${body.slice(0, 80)}` });
           }
@@ -144,6 +152,7 @@ export const status: CommandModule<object, Args> = {
       return [
         agentLine,
         `abi:     ${abi}`,
+        ...(agent.warnings ?? []).map((w) => `warning: ${w}`),
         `datapath: ${agent.info?.backend ? `backend=${agent.info.backend} ` : ""}` +
           `decap=${mechanism.decap} gro=${mechanism.gro} pod-bridge=${mechanism.podBridge}` +
           (agent.info?.reason ? `  (${agent.info.reason})` : ""),
