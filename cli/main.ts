@@ -10,7 +10,8 @@ import { mapGet } from "./commands/map-get";
 import { stats } from "./commands/stats";
 import { status } from "./commands/status";
 import { version } from "./commands/version";
-import { describeError } from "./output";
+import { traceCmd } from "./commands/trace";
+import { describeError, UsageError } from "./output";
 
 // grpc-js sets the TLS ServerName to an IP address for https://<ip> etcd
 // endpoints, and node prints a deprecation warning for it on every connect:
@@ -33,6 +34,7 @@ dropUnknownEnv("OVERLAYD", [
   "subnet-file",
   "healthz-addr",
   "output",
+  "overlay-iface",
 ]);
 
 etcdFlags(
@@ -62,11 +64,16 @@ etcdFlags(
       .demandCommand(1, "config needs a subcommand: get or set"),
   )
   .command(status)
+  .command(traceCmd)
   .command(version)
   .demandCommand(1, "give a command")
   .strict()
   .help()
   .fail((msg, err, y) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`overlayctl: ${err.message} (see --help)\n`);
+      process.exit(2);
+    }
     if (err && err.name !== "YError") {
       // A handler failed: one line naming what, no usage, no stack.
       process.stderr.write(`overlayctl: ${describeError(err)}\n`);
@@ -80,6 +87,10 @@ etcdFlags(
   .parseAsync()
   .catch((e: unknown) => {
     if (usageError) return;
+    if (e instanceof UsageError) {
+      process.stderr.write(`overlayctl: ${e.message} (see --help)\n`);
+      process.exit(2);
+    }
     process.stderr.write(`overlayctl: ${describeError(e)}\n`);
     process.exit(1);
   });

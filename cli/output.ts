@@ -38,6 +38,11 @@ export function print(format: Format, jsonValue: unknown, tableText: () => strin
   process.stdout.write(format === "json" ? json(jsonValue) : tableText());
 }
 
+/** A usage error found by a handler: exit 2 with one line naming it. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
 /** An operational failure: exit 1 with one line naming what failed. */
 export class CliError extends OverlayError {}
 

@@ -64,7 +64,7 @@ function readyz(addr: string): Promise<{
  * decapsulates for the stack (ovl_decap_dev on it: GRO through its UDP
  * socket), and which bridges carry the bridged-pod encap.
  */
-function mechanismOf(
+export function mechanismOf(
   attached: { iface?: string; hook: string; program: string }[],
   kinds: Map<string | undefined, string | undefined>,
 ): {

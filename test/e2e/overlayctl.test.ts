@@ -2,7 +2,7 @@
 // namespace, against the node's real pinned maps and the cluster's etcd.
 // Asserts exit codes, stdout and stderr, in table and JSON form.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Cluster, PREFIX } from "../lib/cluster";
 import { OVERLAYCTL } from "../lib/agent-proc";
@@ -266,5 +266,35 @@ describe("e2e: overlayctl", function () {
     );
     assert.equal(r.status, 1);
     assert.match(r.stderr, /^overlayctl: .*(EPERM|EACCES): needs CAP_BPF/);
+  });
+  it("trace: the path of a packet out of a pod, into a pod, to no lease, and usage errors", function () {
+    const sub = (n: NodeInfo) =>
+      /FLANNEL_SUBNET=(\d+\.\d+\.\d+)\./.exec(readFileSync(c.subnetFile(n), "utf8"))![1];
+    const withEnv = (args: string[]) => ctl(n1, [...args, "--subnet-file", c.subnetFile(n1)]);
+    const out = withEnv(["trace", c.pod(n1).ip, c.pod(n2).ip, "-o", "json"]);
+    assert.equal(out.status, 0, out.stderr);
+    const o = JSON.parse(out.stdout);
+    assert.equal(o.path, "encap");
+    assert.equal(o.peer, n2.underlayIp);
+    assert.equal(o.entry.subnet, `${sub(n2)}.0/24`);
+    assert.match(o.steps[0], /^ovl_encap_pod on veth/);
+    const into = JSON.parse(withEnv(["trace", c.pod(n2).ip, c.pod(n1).ip, "-o", "json"]).stdout);
+    assert.equal(into.path, "decap");
+    assert.equal(into.peer, n2.underlayIp);
+    assert.ok(
+      into.steps.some((x: string) => /bpf_redirect_peer/.test(x)),
+      into.steps.join("; "),
+    );
+    const none = JSON.parse(withEnv(["trace", c.pod(n1).ip, "10.5.254.9", "-o", "json"]).stdout);
+    assert.equal(none.path, "drop");
+    assert.equal(none.dropReason, "no_peer");
+    const spoof = JSON.parse(withEnv(["trace", "10.5.254.9", c.pod(n1).ip, "-o", "json"]).stdout);
+    assert.equal(spoof.dropReason, "spoofed_source");
+    const table = withEnv(["trace", c.pod(n1).ip, c.pod(n2).ip]);
+    assert.match(table.stdout, /^SRC\s+DST\s+PATH\s+ENTRY\s+PEER\s+VTEP MAC\s+DROP$/m);
+    assert.match(table.stdout, /^ {2}2\. VXLAN to /m);
+    const bad = withEnv(["trace", "10.5.1", c.pod(n2).ip]);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /src: "10.5.1" is not an IPv4 address/);
   });
 });
