@@ -11,3 +11,6 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct ovl_abi_enums ovl_abi_anchor SEC(".abi") __attribute__((used));
+
+/* Records that travel through the ring buffer are no map's key or value. */
+struct ovl_event ovl_abi_event SEC(".abi") __attribute__((used));

@@ -17,6 +17,7 @@
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/maps.h"
+#include "lib/events.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -161,9 +162,10 @@ static __always_inline void ttl_dec(struct __sk_buff *skb, struct iphdr *ip)
 			    sizeof(__u16));
 }
 
-static __always_inline int rx_drop(__u32 reason, __u32 len)
+static __always_inline int rx_drop(struct __sk_buff *skb, __u8 hook, __u32 reason, __u32 len)
 {
 	count_drop(OVL_DIR_RX, reason, len);
+	emit_skb(skb, OVL_EV_DROP, OVL_DIR_RX, reason, hook, 0);
 	return TC_ACT_SHOT;
 }
 
@@ -171,14 +173,14 @@ static __always_inline int rx_drop(__u32 reason, __u32 len)
  * first, the checksum helper invalidates packet pointers. The caller has
  * checked ttl > 1. */
 static __always_inline int deliver_pod(struct __sk_buff *skb, const struct ovl_endpoint *ep,
-				       __u32 len)
+				       __u32 len, __u8 hook)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 
 	if (data + ETH_HLEN + sizeof(struct iphdr) > data_end)
-		return rx_drop(OVL_DROP_DECAP_FAILED, len);
+		return rx_drop(skb, hook, OVL_DROP_DECAP_FAILED, len);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	__builtin_memcpy(eth->h_dest, ep->pod_mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, ep->host_mac, ETH_ALEN);
@@ -194,7 +196,7 @@ static __always_inline int deliver_pod(struct __sk_buff *skb, const struct ovl_e
  * sender hopping CPUs then sees its segments reordered. Returns -1 when the
  * stack must take it (our own address, expiring TTL, no route).
  */
-static __always_inline int deliver_fib(struct __sk_buff *skb, __u32 len)
+static __always_inline int deliver_fib(struct __sk_buff *skb, __u32 len, __u8 hook)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -225,7 +227,7 @@ static __always_inline int deliver_fib(struct __sk_buff *skb, __u32 len)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	if (data + ETH_HLEN + sizeof(struct iphdr) > data_end)
-		return rx_drop(OVL_DROP_DECAP_FAILED, len);
+		return rx_drop(skb, hook, OVL_DROP_DECAP_FAILED, len);
 	ttl_dec(skb, data + ETH_HLEN);
 	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
@@ -263,11 +265,13 @@ int ovl_decap_tc(struct __sk_buff *skb)
 	if (ret == DECAP_PASS)
 		return TC_ACT_OK;
 	if (ret != DECAP_OK)
-		return rx_drop(ret, len);
+		return rx_drop(skb, OVL_HOOK_DECAP_TC, ret, len);
 
 	ep = bpf_map_lookup_elem(&ovl_endpoints, &info.inner_daddr);
-	if ((ovl_cfg_flags & OVL_CFG_KERNEL_DECAP) && !(ep && info.inner_ttl > 1))
+	if ((ovl_cfg_flags & OVL_CFG_KERNEL_DECAP) && !(ep && info.inner_ttl > 1)) {
+		trace_skb(skb, OVL_DIR_RX, OVL_TR_TO_KERNEL, OVL_HOOK_DECAP_TC, info.peer);
 		return TC_ACT_OK; /* the kernel decapsulates, ovl_decap_dev delivers */
+	}
 
 	/* Remove outer IPv4 + UDP + VXLAN + inner Ethernet, keeping the outer
 	 * Ethernet header in front (rewritten below). FIXED_GSO: without it
@@ -275,15 +279,16 @@ int ovl_decap_tc(struct __sk_buff *skb)
 	 * drops packets as too big. */
 	if (bpf_skb_adjust_room(skb, -OVL_ENCAP_OVERHEAD, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO))
-		return rx_drop(OVL_DROP_DECAP_FAILED, len);
+		return rx_drop(skb, OVL_HOOK_DECAP_TC, OVL_DROP_DECAP_FAILED, len);
 	if (ovl_cfg_flags & OVL_CFG_GBP)
 		skb->mark = info.gbp; /* as the kernel's vxlan with gbp */
 	count_dir(OVL_DIR_RX, len);
 	count_peer(info.peer, 0, len);
+	trace_skb(skb, OVL_DIR_RX, OVL_TR_DECAP, OVL_HOOK_DECAP_TC, info.peer);
 
 	if (ep && info.inner_ttl > 1)
-		return deliver_pod(skb, ep, len);
-	ret = deliver_fib(skb, len);
+		return deliver_pod(skb, ep, len, OVL_HOOK_DECAP_TC);
+	ret = deliver_fib(skb, len, OVL_HOOK_DECAP_TC);
 	if (ret >= 0)
 		return ret;
 
@@ -294,7 +299,7 @@ int ovl_decap_tc(struct __sk_buff *skb)
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
-		return rx_drop(OVL_DROP_DECAP_FAILED, len);
+		return rx_drop(skb, OVL_HOOK_DECAP_TC, OVL_DROP_DECAP_FAILED, len);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	mac_copy(eth->h_dest, ovl_cfg_vtep_mac);
 	return bpf_redirect(ovl_cfg_overlay_ifindex, BPF_F_INGRESS);
@@ -326,26 +331,26 @@ int ovl_decap_dev(struct __sk_buff *skb)
 	 * kernel since 4.x accepts; newer headers' sizeof() is refused by older
 	 * kernels. An IPv6 outer header fails here and is refused too. */
 	if (bpf_skb_get_tunnel_key(skb, &tk, offsetof(struct bpf_tunnel_key, tunnel_label), 0))
-		return rx_drop(OVL_DROP_UNKNOWN_SOURCE, len);
+		return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_UNKNOWN_SOURCE, len);
 	if (tk.tunnel_id != ovl_cfg_vni)
-		return rx_drop(OVL_DROP_WRONG_VNI, len);
+		return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_WRONG_VNI, len);
 	info.peer = bpf_htonl(tk.remote_ipv4); /* the helper gives host order */
 	peer = bpf_map_lookup_elem(&ovl_peers, &info.peer);
 	if (!peer)
-		return rx_drop(OVL_DROP_UNKNOWN_SOURCE, len);
+		return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_UNKNOWN_SOURCE, len);
 
 	if (data + ETH_HLEN + sizeof(struct iphdr) > data_end) {
 		if (skb->len < ETH_HLEN + sizeof(struct iphdr) ||
 		    bpf_skb_pull_data(skb, ETH_HLEN + sizeof(struct iphdr)))
-			return rx_drop(OVL_DROP_TRUNCATED, len);
+			return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_TRUNCATED, len);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 		if (data + ETH_HLEN + sizeof(struct iphdr) > data_end)
-			return rx_drop(OVL_DROP_TRUNCATED, len);
+			return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_TRUNCATED, len);
 	}
 	ret = inner_check(peer, data, &info);
 	if (ret != DECAP_OK)
-		return rx_drop(ret, len);
+		return rx_drop(skb, OVL_HOOK_DECAP_DEV, ret, len);
 	if (ovl_cfg_flags & OVL_CFG_GBP) {
 		/* The socket (a gbp device) parsed the header into the tunnel
 		 * options; a collect_md device leaves skb->mark to us. */
@@ -357,11 +362,12 @@ int ovl_decap_dev(struct __sk_buff *skb)
 	}
 	count_dir(OVL_DIR_RX, len);
 	count_peer(info.peer, 0, len);
+	trace_skb(skb, OVL_DIR_RX, OVL_TR_DECAP, OVL_HOOK_DECAP_DEV, info.peer);
 
 	ep = bpf_map_lookup_elem(&ovl_endpoints, &info.inner_daddr);
 	if (ep && info.inner_ttl > 1)
-		return deliver_pod(skb, ep, len);
-	ret = deliver_fib(skb, len);
+		return deliver_pod(skb, ep, len, OVL_HOOK_DECAP_DEV);
+	ret = deliver_fib(skb, len, OVL_HOOK_DECAP_DEV);
 	if (ret >= 0)
 		return ret;
 	/* For this host: the stack takes it whatever inner MAC the sender
@@ -385,6 +391,7 @@ int ovl_decap_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (ret != DECAP_OK) {
 		count_drop(OVL_DIR_RX, ret, len);
+		emit_xdp(ctx, OVL_EV_DROP, OVL_DIR_RX, ret, 0);
 		return XDP_DROP;
 	}
 	/* XDP has no skb->mark: a GBP packet takes the overlay device's
@@ -395,10 +402,13 @@ int ovl_decap_xdp(struct xdp_md *ctx)
 	 * becomes the frame's. */
 	if (bpf_xdp_adjust_head(ctx, OVL_ENCAP_OVERHEAD)) {
 		count_drop(OVL_DIR_RX, OVL_DROP_DECAP_FAILED, len);
+		emit_xdp(ctx, OVL_EV_DROP, OVL_DIR_RX, OVL_DROP_DECAP_FAILED, 0);
 		return XDP_DROP;
 	}
 	count_dir(OVL_DIR_RX, len);
 	count_peer(info.peer, 0, len);
+	if (tracing())
+		emit_xdp(ctx, OVL_EV_TRACE, OVL_DIR_RX, OVL_TR_DECAP, info.peer);
 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
@@ -407,6 +417,7 @@ int ovl_decap_xdp(struct xdp_md *ctx)
 		/* Cannot happen (checked before the shrink); the verifier
 		 * wants the bound, and every drop is counted. */
 		count_drop(OVL_DIR_RX, OVL_DROP_DECAP_FAILED, len);
+		emit_xdp(ctx, OVL_EV_DROP, OVL_DIR_RX, OVL_DROP_DECAP_FAILED, 0);
 		return XDP_DROP;
 	}
 	/* Addressed to the underlay device so the stack takes it as ours and

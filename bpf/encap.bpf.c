@@ -16,6 +16,7 @@
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/maps.h"
+#include "lib/events.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -31,9 +32,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define INNER_IP_OFF ETH_HLEN
 
-static __always_inline int drop(__u32 reason, struct __sk_buff *skb)
+static __always_inline int drop(__u32 reason, struct __sk_buff *skb, const int from_pod)
 {
 	count_drop(OVL_DIR_TX, reason, skb->len);
+	emit_skb(skb, OVL_EV_DROP, OVL_DIR_TX, reason,
+		 from_pod ? OVL_HOOK_ENCAP_POD : OVL_HOOK_ENCAP_DEV, 0);
 	return TC_ACT_SHOT;
 }
 
@@ -52,6 +55,21 @@ static __always_inline __be16 flow_sport(struct __sk_buff *skb)
  * check: for a GSO skb that is the headers plus gso_size, not skb->len.
  * Returns 0 when it cannot tell (let bpf_check_mtu use skb->len).
  */
+/*
+ * Does one segment, grown by `overhead`, fit the underlay? bpf_check_mtu()
+ * waves any GSO skb through once the length given exceeds the MTU (it
+ * leaves segments to BPF_MTU_CHK_SEGS, which takes no length), but it
+ * always writes the device's MTU back: so compare the segment with that.
+ */
+static __always_inline int fits_underlay(struct __sk_buff *skb, __u32 seg, __u32 overhead)
+{
+	__u32 mtu = seg;
+
+	if (bpf_check_mtu(skb, ovl_cfg_underlay_ifindex, &mtu, overhead, 0))
+		return 0;
+	return !seg || seg + overhead <= mtu;
+}
+
 static __always_inline __u32 seg_l3_len(struct __sk_buff *skb, struct iphdr *ip,
 					void *data_end)
 {
@@ -92,21 +110,21 @@ static __always_inline int direct(struct __sk_buff *skb, struct iphdr *ip, void 
 				  __be32 next_hop, const int from_pod)
 {
 	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = next_hop };
-	__u32 mtu_len = seg_l3_len(skb, ip, data_end);
-
-	if (bpf_check_mtu(skb, ovl_cfg_underlay_ifindex, &mtu_len, 0, 0)) {
+	if (!fits_underlay(skb, seg_l3_len(skb, ip, data_end), 0)) {
 		if (from_pod)
 			return TC_ACT_OK;
-		return drop(OVL_DROP_MTU, skb);
+		return drop(OVL_DROP_MTU, skb, from_pod);
 	}
 	if (from_pod) {
 		if (ip->ttl <= 1)
 			return TC_ACT_OK;
 		if (pod_ttl_dec(skb, ip))
-			return drop(OVL_DROP_ENCAP_FAILED, skb);
+			return drop(OVL_DROP_ENCAP_FAILED, skb, from_pod);
 	}
 	count_dir(OVL_DIR_DIRECT, skb->len);
 	count_peer(next_hop, 1, skb->len);
+	trace_skb(skb, OVL_DIR_TX, OVL_TR_DIRECT,
+		  from_pod ? OVL_HOOK_ENCAP_POD : OVL_HOOK_ENCAP_DEV, next_hop);
 	return bpf_redirect_neigh(ovl_cfg_underlay_ifindex, &nh, sizeof(nh), 0);
 }
 
@@ -135,7 +153,7 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 	__be32 remote_ip;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__u32 mtu_len, ip_len;
+	__u32 ip_len;
 	__u8 tos, vtep_mac[ETH_ALEN];
 
 	if (data + ETH_HLEN + sizeof(*ip) > data_end) {
@@ -159,7 +177,7 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 		 * On the overlay device nothing else can deliver it. */
 		if (from_pod)
 			return TC_ACT_OK;
-		return drop(OVL_DROP_NO_PEER, skb);
+		return drop(OVL_DROP_NO_PEER, skb, from_pod);
 	}
 	remote_ip = dst->remote_ip;
 	if (dst->flags & OVL_F_DIRECT)
@@ -170,15 +188,13 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 		return TC_ACT_OK;
 	__builtin_memcpy(vtep_mac, dst->vtep_mac, ETH_ALEN);
 
-	mtu_len = seg_l3_len(skb, ip, data_end);
-	if (bpf_check_mtu(skb, ovl_cfg_underlay_ifindex, &mtu_len,
-			  OVL_ENCAP_OVERHEAD, 0)) {
+	if (!fits_underlay(skb, seg_l3_len(skb, ip, data_end), OVL_ENCAP_OVERHEAD)) {
 		/* A pod whose MTU ignores the overlay overhead: let the stack
 		 * forward it to the overlay device, whose smaller MTU makes the
 		 * kernel answer ICMP fragmentation-needed (or fragment it). */
 		if (from_pod)
 			return TC_ACT_OK;
-		return drop(OVL_DROP_MTU, skb);
+		return drop(OVL_DROP_MTU, skb, from_pod);
 	}
 
 	if (from_pod) {
@@ -190,7 +206,7 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 		if (data + ETH_HLEN + sizeof(*ip) > data_end)
-			return drop(OVL_DROP_ENCAP_FAILED, skb);
+			return drop(OVL_DROP_ENCAP_FAILED, skb, from_pod);
 		ip = data + ETH_HLEN;
 	}
 	tos = ip->tos;
@@ -226,12 +242,14 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 
 	if (bpf_skb_adjust_room(skb, OVL_ENCAP_OVERHEAD, BPF_ADJ_ROOM_MAC,
 				ENCAP_FLAGS))
-		return drop(OVL_DROP_ENCAP_FAILED, skb);
+		return drop(OVL_DROP_ENCAP_FAILED, skb, from_pod);
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, sizeof(h), 0))
-		return drop(OVL_DROP_ENCAP_FAILED, skb);
+		return drop(OVL_DROP_ENCAP_FAILED, skb, from_pod);
 
 	count_dir(OVL_DIR_TX, skb->len);
 	count_peer(remote_ip, 1, skb->len);
+	trace_skb(skb, OVL_DIR_TX, OVL_TR_ENCAP,
+		  from_pod ? OVL_HOOK_ENCAP_POD : OVL_HOOK_ENCAP_DEV, remote_ip);
 
 	/* The outer Ethernet header is left to the kernel: route lookup of the
 	 * outer destination and neighbour resolution on the underlay. */

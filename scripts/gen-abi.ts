@@ -51,6 +51,7 @@ const BPF_MAP_TYPES: Record<number, string> = {
   5: "PERCPU_HASH",
   6: "PERCPU_ARRAY",
   11: "LPM_TRIE",
+  27: "RINGBUF",
 };
 
 class Btf {
@@ -121,7 +122,8 @@ class Btf {
     for (const v of sec?.vars ?? []) {
       const variable = this.get(v.type_id);
       const def = this.resolve(variable.type_id as number);
-      const m: Partial<MapDef> = { flags: 0 };
+      // A ring buffer has no key or value.
+      const m: Partial<MapDef> = { flags: 0, keySize: 0, valueSize: 0, key: "", value: "" };
       for (const mem of def.members ?? []) {
         const ptr = this.get(mem.type_id);
         const target = ptr.type_id as number;
@@ -184,6 +186,9 @@ const ABI_STRUCTS = [
   "ovl_peer_counters",
   "ovl_endpoint",
   "ovl_counter",
+  "ovl_event",
+  "ovl_ev_bucket",
+  "ovl_monitor",
 ];
 
 function main(dir: string, output: string): void {

@@ -8,6 +8,7 @@ export const BPF_MAP_TYPE = {
   PERCPU_HASH: 5,
   PERCPU_ARRAY: 6,
   LPM_TRIE: 11,
+  RINGBUF: 27,
 } as const;
 
 export const STRUCTS = {
@@ -48,62 +49,115 @@ export const STRUCTS = {
     size: 16,
     fields: { packets: { offset: 0, size: 8 }, bytes: { offset: 8, size: 8 } },
   },
+  ovl_event: {
+    size: 160,
+    fields: {
+      ts_ns: { offset: 0, size: 8 },
+      type: { offset: 8, size: 1 },
+      dir: { offset: 9, size: 1 },
+      reason: { offset: 10, size: 1 },
+      hook: { offset: 11, size: 1 },
+      ifindex: { offset: 12, size: 4 },
+      len: { offset: 16, size: 4 },
+      peer: { offset: 20, size: 4 },
+      snap_len: { offset: 24, size: 4 },
+      pad: { offset: 28, size: 4 },
+      data: { offset: 32, size: 128 },
+    },
+  },
+  ovl_ev_bucket: {
+    size: 32,
+    fields: {
+      last_ns: { offset: 0, size: 8 },
+      tokens: { offset: 8, size: 8 },
+      suppressed_drop: { offset: 16, size: 8 },
+      suppressed_trace: { offset: 24, size: 8 },
+    },
+  },
+  ovl_monitor: { size: 8, fields: { trace: { offset: 0, size: 4 }, pad: { offset: 4, size: 4 } } },
 } as const;
 
 export const MAPS = {
   ovl_drops: {
     flags: 0,
+    keySize: 4,
+    valueSize: 16,
+    key: "__u32",
+    value: "ovl_counter",
     type: 6,
     maxEntries: 51,
-    keySize: 4,
-    key: "__u32",
-    valueSize: 16,
-    value: "ovl_counter",
   },
   ovl_endpoints: {
     flags: 0,
+    keySize: 4,
+    valueSize: 16,
+    key: "__be32",
+    value: "ovl_endpoint",
     type: 1,
     maxEntries: 16384,
+  },
+  ovl_ev_limit: {
+    flags: 0,
     keySize: 4,
-    key: "__be32",
-    valueSize: 16,
-    value: "ovl_endpoint",
+    valueSize: 32,
+    key: "__u32",
+    value: "ovl_ev_bucket",
+    type: 6,
+    maxEntries: 1,
+  },
+  ovl_events: {
+    flags: 0,
+    keySize: 0,
+    valueSize: 0,
+    key: "",
+    value: "",
+    type: 27,
+    maxEntries: 1048576,
+  },
+  ovl_monitor: {
+    flags: 0,
+    keySize: 4,
+    valueSize: 8,
+    key: "__u32",
+    value: "ovl_monitor",
+    type: 2,
+    maxEntries: 1,
   },
   ovl_peer_stats: {
     flags: 0,
+    keySize: 4,
+    valueSize: 32,
+    key: "__be32",
+    value: "ovl_peer_counters",
     type: 5,
     maxEntries: 65536,
-    keySize: 4,
-    key: "__be32",
-    valueSize: 32,
-    value: "ovl_peer_counters",
   },
   ovl_peers: {
     flags: 0,
+    keySize: 4,
+    valueSize: 8,
+    key: "__be32",
+    value: "ovl_peer",
     type: 1,
     maxEntries: 65536,
-    keySize: 4,
-    key: "__be32",
-    valueSize: 8,
-    value: "ovl_peer",
   },
   ovl_stats: {
     flags: 0,
+    keySize: 4,
+    valueSize: 16,
+    key: "__u32",
+    value: "ovl_counter",
     type: 6,
     maxEntries: 3,
-    keySize: 4,
-    key: "__u32",
-    valueSize: 16,
-    value: "ovl_counter",
   },
   ovl_subnets: {
     flags: 1,
+    keySize: 8,
+    valueSize: 12,
+    key: "ovl_subnet_key",
+    value: "ovl_subnet_val",
     type: 11,
     maxEntries: 65536,
-    keySize: 8,
-    key: "ovl_subnet_key",
-    valueSize: 12,
-    value: "ovl_subnet_val",
   },
 } as const;
 
@@ -160,6 +214,21 @@ export const ENUMS = {
     OVL_DROP_MAX: 17,
   },
   ovl_cfg_flags: { OVL_CFG_KERNEL_DECAP: 1, OVL_CFG_GBP: 2 },
+  ovl_event_consts: {
+    OVL_EV_SNAPLEN: 128,
+    OVL_EV_RATE: 1000,
+    OVL_EV_BURST: 200,
+    OVL_EV_RING_BYTES: 1048576,
+  },
+  ovl_event_type: { OVL_EV_DROP: 1, OVL_EV_TRACE: 2 },
+  ovl_hook: {
+    OVL_HOOK_ENCAP_POD: 1,
+    OVL_HOOK_ENCAP_DEV: 2,
+    OVL_HOOK_DECAP_TC: 3,
+    OVL_HOOK_DECAP_XDP: 4,
+    OVL_HOOK_DECAP_DEV: 5,
+  },
+  ovl_trace_action: { OVL_TR_ENCAP: 1, OVL_TR_DIRECT: 2, OVL_TR_DECAP: 3, OVL_TR_TO_KERNEL: 4 },
 } as const;
 
 /** Program name -> object file that holds it. */
@@ -172,7 +241,7 @@ export const PROGRAMS = {
 } as const;
 
 /** sha256 of the layouts above (first 16 hex digits): the ABI's name. */
-export const ABI_HASH = "9fc01d8631688cf9";
+export const ABI_HASH = "9ad3d67c6afc8a15";
 
 export type MapName = keyof typeof MAPS;
 export type ProgramName = keyof typeof PROGRAMS;

@@ -56,6 +56,15 @@ function installPrint(l: LibraryHandle): void {
   l.func("void *libbpf_set_print(overlayd_libbpf_print *fn)")(printCb);
 }
 
+const SampleFn = koffi.proto("int overlayd_ring_sample(void *ctx, void *data, size_t size)");
+
+/** A BPF ring buffer being read (libbpf's ring_buffer). */
+export interface RingReader {
+  /** Hands every record waiting now to the callback; returns how many. */
+  consume(): number;
+  free(): void;
+}
+
 /** Where libbpf's messages go from now on (default: stderr, as libbpf does). */
 export function setLibbpfSink(s: LibbpfSink | undefined): void {
   sink = s ?? stderrSink;
@@ -154,6 +163,38 @@ export const libbpf = {
     const major = fn("uint32_t libbpf_major_version(void)")();
     const minor = fn("uint32_t libbpf_minor_version(void)")();
     return `${major}.${minor}`;
+  },
+
+  /**
+   * Reads the ring buffer map `fd`: each record is copied into a Buffer for
+   * onRecord, from inside consume() (libbpf calls back synchronously).
+   */
+  ringReader(fd: number, onRecord: (data: Buffer) => void, what: string): RingReader {
+    const cb = koffi.register((_ctx: unknown, data: unknown, size: number | bigint) => {
+      const n = Number(size);
+      onRecord(Buffer.from(koffi.decode(data, koffi.array("uint8_t", n)) as number[]));
+      return 0;
+    }, koffi.pointer(SampleFn));
+    const rb = checkPtr(
+      fn("void *ring_buffer__new(int map_fd, overlayd_ring_sample *cb, void *ctx, void *opts)")(
+        fd,
+        cb,
+        null,
+        null,
+      ),
+      "ring buffer",
+      what,
+    );
+    let freed = false;
+    return {
+      consume: () => check(fn("int ring_buffer__consume(void *rb)")(rb), "ring consume", what),
+      free: () => {
+        if (freed) return;
+        freed = true;
+        fn("void ring_buffer__free(void *rb)")(rb);
+        koffi.unregister(cb);
+      },
+    };
   },
 
   numPossibleCpus(): number {

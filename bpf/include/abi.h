@@ -51,6 +51,9 @@ enum ovl_wire {
  *   ovl_endpoints   HASH          __be32 pod IP -> struct ovl_endpoint
  *   ovl_stats       PERCPU_ARRAY  enum ovl_dir -> struct ovl_counter
  *   ovl_drops       PERCPU_ARRAY  dir * OVL_DROP_MAX + reason -> struct ovl_counter
+ *   ovl_events      RINGBUF       struct ovl_event records (drops; traces when asked)
+ *   ovl_ev_limit    PERCPU_ARRAY  0 -> struct ovl_ev_bucket (per-CPU event rate limit)
+ *   ovl_monitor     ARRAY         0 -> struct ovl_monitor (what a monitor asks for)
  */
 
 /*
@@ -158,6 +161,69 @@ enum ovl_drop_reason {
  *   ovl_cfg_flags           host order, enum ovl_cfg_flags
  */
 
+/*
+ * Events for `overlayctl monitor`, through the ovl_events ring buffer. Every
+ * drop emits one, rate-limited per CPU by a token bucket (OVL_EV_RATE per
+ * second, bursts of OVL_EV_BURST); what the bucket or a full ring refuses is
+ * counted in ovl_ev_bucket.suppressed_*, while the drop itself is always
+ * counted exactly in ovl_drops. Trace events (one per forwarded packet) are
+ * emitted only while ovl_monitor.trace is set by a monitor.
+ */
+enum ovl_event_consts {
+	OVL_EV_SNAPLEN = 128, /* first bytes of the packet in each event */
+	OVL_EV_RATE = 1000, /* drop events per second per CPU */
+	OVL_EV_BURST = 200,
+	OVL_EV_RING_BYTES = 1 << 20,
+};
+
+enum ovl_event_type {
+	OVL_EV_DROP = 1,
+	OVL_EV_TRACE = 2,
+};
+
+/* Which program and hook saw the packet. */
+enum ovl_hook {
+	OVL_HOOK_ENCAP_POD = 1, /* ovl_encap_pod, pod veth / pod bridge TC ingress */
+	OVL_HOOK_ENCAP_DEV = 2, /* ovl_encap_dev, overlay device TC egress */
+	OVL_HOOK_DECAP_TC = 3, /* ovl_decap_tc, underlay TC ingress */
+	OVL_HOOK_DECAP_XDP = 4, /* ovl_decap_xdp, underlay XDP */
+	OVL_HOOK_DECAP_DEV = 5, /* ovl_decap_dev, overlay device TC ingress */
+};
+
+/* What a trace event says happened. */
+enum ovl_trace_action {
+	OVL_TR_ENCAP = 1, /* wrapped in VXLAN towards peer */
+	OVL_TR_DIRECT = 2, /* sent unencapsulated to peer (OVL_F_DIRECT) */
+	OVL_TR_DECAP = 3, /* unwrapped; snapshot is the inner frame */
+	OVL_TR_TO_KERNEL = 4, /* checked, left to the overlay device's socket */
+};
+
+struct ovl_event {
+	__u64 ts_ns; /* bpf_ktime_get_ns() */
+	__u8 type; /* enum ovl_event_type */
+	__u8 dir; /* enum ovl_dir */
+	__u8 reason; /* drops: enum ovl_drop_reason; traces: enum ovl_trace_action */
+	__u8 hook; /* enum ovl_hook */
+	__u32 ifindex; /* the interface the program runs on */
+	__u32 len; /* packet length */
+	__be32 peer; /* network order: underlay IPv4 of the peer, 0 if unknown */
+	__u32 snap_len; /* bytes of data[] that are the packet's */
+	__u32 pad;
+	__u8 data[OVL_EV_SNAPLEN]; /* the packet from its Ethernet header */
+};
+
+struct ovl_ev_bucket {
+	__u64 last_ns; /* last refill */
+	__u64 tokens; /* drop events allowed now */
+	__u64 suppressed_drop; /* drop events refused (rate limit or full ring) */
+	__u64 suppressed_trace; /* trace events refused (full ring) */
+};
+
+struct ovl_monitor {
+	__u32 trace; /* 1 while a monitor wants trace events */
+	__u32 pad;
+};
+
 /* Bits of ovl_cfg_flags. */
 enum ovl_cfg_flags {
 	/* The overlay device is a collect_md ("external") kernel VXLAN device
@@ -181,6 +247,10 @@ struct ovl_abi_enums {
 	enum ovl_dir dir;
 	enum ovl_drop_reason drop_reason;
 	enum ovl_cfg_flags cfg_flags;
+	enum ovl_event_consts event_consts;
+	enum ovl_event_type event_type;
+	enum ovl_hook hook;
+	enum ovl_trace_action trace_action;
 };
 
 #ifndef __cplusplus
@@ -190,6 +260,9 @@ _Static_assert(sizeof(struct ovl_peer) == 8, "ovl_peer");
 _Static_assert(sizeof(struct ovl_peer_counters) == 32, "ovl_peer_counters");
 _Static_assert(sizeof(struct ovl_endpoint) == 16, "ovl_endpoint");
 _Static_assert(sizeof(struct ovl_counter) == 16, "ovl_counter");
+_Static_assert(sizeof(struct ovl_event) == 32 + OVL_EV_SNAPLEN, "ovl_event");
+_Static_assert(sizeof(struct ovl_ev_bucket) == 32, "ovl_ev_bucket");
+_Static_assert(sizeof(struct ovl_monitor) == 8, "ovl_monitor");
 #endif
 
 #endif /* OVERLAYD_ABI_H */

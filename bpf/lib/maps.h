@@ -52,6 +52,25 @@ struct {
 	__type(value, struct ovl_counter);
 } ovl_drops SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, OVL_EV_RING_BYTES);
+} ovl_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ovl_ev_bucket);
+} ovl_ev_limit SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ovl_monitor);
+} ovl_monitor SEC(".maps");
+
 /* Per-CPU maps: plain increments are race-free within one CPU. */
 static __always_inline void count_dir(__u32 dir, __u64 bytes)
 {
