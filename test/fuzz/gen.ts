@@ -54,7 +54,7 @@ export class Rng {
 
 const mask = (p: number) => (p === 0 ? 0 : (0xffffffff << (32 - p)) >>> 0);
 const inPrefix = (rng: Rng, addr: number, p: number) =>
-  (((addr & mask(p)) | (rng.u32() & ~mask(p))) >>> 0);
+  ((addr & mask(p)) | (rng.u32() & ~mask(p))) >>> 0;
 
 export function randomConfig(rng: Rng): Config {
   return {
@@ -107,18 +107,33 @@ export function randomMaps(rng: Rng, cfg: Config): Maps {
   if (rng.chance(0.2)) {
     // a more specific non-local subnet inside our own lease (LPM must win)
     const p = Math.min(leaseLen + rng.range(1, 2), 32);
-    add({ addr: (inPrefix(rng, local, leaseLen) & mask(p)) >>> 0, prefixlen: p, remoteIp: rng.u32(), vtepMac: rng.mac(), flags: 0 });
+    add({
+      addr: (inPrefix(rng, local, leaseLen) & mask(p)) >>> 0,
+      prefixlen: p,
+      remoteIp: rng.u32(),
+      vtepMac: rng.mac(),
+      flags: 0,
+    });
   }
-  if (rng.chance(0.1)) add({ addr: 0, prefixlen: 0, remoteIp: rng.u32(), vtepMac: rng.mac(), flags: rng.pick([0, 2]) });
+  if (rng.chance(0.1))
+    add({
+      addr: 0,
+      prefixlen: 0,
+      remoteIp: rng.u32(),
+      vtepMac: rng.mac(),
+      flags: rng.pick([0, 2]),
+    });
   for (let i = rng.range(0, 3); i > 0; i--) {
     const p = rng.range(0, 32);
     const ip = rng.u32();
-    if (ip !== cfg.localIp && !peers.some((x) => x.ip === ip)) peers.push({ ip, subnet: (rng.u32() & mask(p)) >>> 0, prefixlen: p });
+    if (ip !== cfg.localIp && !peers.some((x) => x.ip === ip))
+      peers.push({ ip, subnet: (rng.u32() & mask(p)) >>> 0, prefixlen: p });
   }
   const endpoints: EndpointEntry[] = [];
   for (let i = rng.range(0, 8); i > 0; i--) {
     const ip = inPrefix(rng, local, leaseLen);
-    if (!endpoints.some((e) => e.ip === ip)) endpoints.push({ ip, ifindex: rng.range(1, 100), podMac: rng.mac(), hostMac: rng.mac() });
+    if (!endpoints.some((e) => e.ip === ip))
+      endpoints.push({ ip, ifindex: rng.range(1, 100), podMac: rng.mac(), hostMac: rng.mac() });
   }
   return { subnets, peers, endpoints };
 }
@@ -132,7 +147,18 @@ function ethHdr(dst: string, src: string, type: number): Buffer {
   return h;
 }
 
-function ipv4(o: { src: number; dst: number; proto: number; ttl: number; tos: number; frag?: number; options?: Buffer }, payload: Buffer): Buffer {
+function ipv4(
+  o: {
+    src: number;
+    dst: number;
+    proto: number;
+    ttl: number;
+    tos: number;
+    frag?: number;
+    options?: Buffer;
+  },
+  payload: Buffer,
+): Buffer {
   const opts = o.options ?? Buffer.alloc(0);
   const h = Buffer.alloc(20 + opts.length);
   h[0] = 0x40 | (h.length / 4);
@@ -190,7 +216,16 @@ function someDst(rng: Rng, maps: Maps): number {
 export function encapFlow(rng: Rng, _cfg: Config, maps: Maps): Input {
   const local = maps.subnets.find((s) => s.flags & 1) as SubnetEntry;
   const p = l4(rng);
-  const ip = ipv4({ src: inPrefix(rng, local.addr, local.prefixlen), dst: someDst(rng, maps), proto: p.proto, ttl: ttl(rng), tos: rng.chance(0.7) ? 0 : rng.int(256) }, p.bytes);
+  const ip = ipv4(
+    {
+      src: inPrefix(rng, local.addr, local.prefixlen),
+      dst: someDst(rng, maps),
+      proto: p.proto,
+      ttl: ttl(rng),
+      tos: rng.chance(0.7) ? 0 : rng.int(256),
+    },
+    p.bytes,
+  );
   const frame = Buffer.concat([ethHdr(rng.mac(), rng.mac(), 0x0800), ip]);
   return { frame, mark: randomMark(rng), gsoSize: gso(rng) };
 }
@@ -241,7 +276,10 @@ export function decapFlow(rng: Rng, cfg: Config, maps: Maps): Input {
   u.writeUInt16BE(cfg.port, 2);
   u.writeUInt16BE(8 + vx.length + inner.length, 4);
   const src = peer ? peer.ip : rng.chance(0.5) ? rng.pick(maps.subnets).remoteIp : rng.u32();
-  const ip = ipv4({ src, dst: cfg.localIp, proto: 17, ttl: ttl(rng), tos: 0 }, Buffer.concat([u, vx, inner]));
+  const ip = ipv4(
+    { src, dst: cfg.localIp, proto: 17, ttl: ttl(rng), tos: 0 },
+    Buffer.concat([u, vx, inner]),
+  );
   const frame = Buffer.concat([ethHdr(cfg.underlayMac, rng.mac(), 0x0800), ip]);
   return { frame, mark: randomMark(rng), gsoSize: gso(rng) };
 }
@@ -276,7 +314,21 @@ export const MUTATORS: Record<string, Mutator> = {
   truncate: (rng, b) => b.subarray(0, Math.max(14, rng.int(Math.min(b.length, 120) + 1))),
   outerTotLen: (rng, b) => {
     if (b.length < OUTER + 20) return b;
-    b.writeUInt16BE(rng.pick([0, 19, 20, 69, 70, 71, b.length - OUTER - 1, b.length - OUTER + 1, b.length, rng.int(65536)]), OUTER + 2);
+    b.writeUInt16BE(
+      rng.pick([
+        0,
+        19,
+        20,
+        69,
+        70,
+        71,
+        b.length - OUTER - 1,
+        b.length - OUTER + 1,
+        b.length,
+        rng.int(65536),
+      ]),
+      OUTER + 2,
+    );
     if (rng.chance(0.9)) fixCsum(b, OUTER);
     return b;
   },
@@ -300,7 +352,10 @@ export const MUTATORS: Record<string, Mutator> = {
     if (b.length < OUTER + 20) return b;
     const mf = rng.chance(0.5) ? 0x2000 : 0;
     const off = rng.chance(0.5) ? 0 : rng.range(1, 0x1fff);
-    b.writeUInt16BE(mf | off | (rng.chance(0.3) ? 0x4000 : 0) | (rng.chance(0.1) ? 0x8000 : 0), OUTER + 6);
+    b.writeUInt16BE(
+      mf | off | (rng.chance(0.3) ? 0x4000 : 0) | (rng.chance(0.1) ? 0x8000 : 0),
+      OUTER + 6,
+    );
     fixCsum(b, OUTER);
     return b;
   },
@@ -313,7 +368,8 @@ export const MUTATORS: Record<string, Mutator> = {
   vxlanFlags: (rng, b) => {
     if (b.length < VX + 8) return b;
     b[VX] = rng.chance(0.5) ? rng.int(256) : rng.pick([0x00, 0x08, 0x88, 0x80, 0x0c, 0x09, 0x18]);
-    if (rng.chance(0.5)) b[VX + 1] = rng.chance(0.5) ? rng.int(256) : rng.pick([0, 0x40, 0x08, 0x48, 0x01]);
+    if (rng.chance(0.5))
+      b[VX + 1] = rng.chance(0.5) ? rng.int(256) : rng.pick([0, 0x40, 0x08, 0x48, 0x01]);
     if (rng.chance(0.3)) b[VX + 2] = rng.int(256);
     if (rng.chance(0.3)) b[VX + 3] = rng.int(256);
     if (rng.chance(0.3)) b[VX + 7] = rng.int(256);
@@ -321,12 +377,19 @@ export const MUTATORS: Record<string, Mutator> = {
   },
   vni: (rng, b, cfg) => {
     if (b.length < VX + 8) return b;
-    b.writeUIntBE(rng.pick([0, 1, cfg.vni ^ 1, cfg.vni ^ 0x800000, 0xffffff, rng.int(0x1000000)]) & 0xffffff, VX + 4, 3);
+    b.writeUIntBE(
+      rng.pick([0, 1, cfg.vni ^ 1, cfg.vni ^ 0x800000, 0xffffff, rng.int(0x1000000)]) & 0xffffff,
+      VX + 4,
+      3,
+    );
     return b;
   },
   innerType: (rng, b) => {
     if (b.length < INNER_ETH + 14) return b;
-    b.writeUInt16BE(rng.pick([0x0806, 0x86dd, 0x8100, 0x0000, 0x0801, 0x8800, rng.int(65536)]), INNER_ETH + 12);
+    b.writeUInt16BE(
+      rng.pick([0x0806, 0x86dd, 0x8100, 0x0000, 0x0801, 0x8800, rng.int(65536)]),
+      INNER_ETH + 12,
+    );
     return b;
   },
   innerIp: (rng, b) => {
@@ -375,11 +438,24 @@ export const MUTATORS: Record<string, Mutator> = {
   },
 };
 
-const ENCAP_MUTATORS = ["bitflip", "truncate", "encapIp", "ipOptions", "fragment", "vlan", "ethType"];
+const ENCAP_MUTATORS = [
+  "bitflip",
+  "truncate",
+  "encapIp",
+  "ipOptions",
+  "fragment",
+  "vlan",
+  "ethType",
+];
 const DECAP_MUTATORS = Object.keys(MUTATORS).filter((m) => m !== "encapIp");
 
 /** One packet for prog: a valid flow, then (most of the time) 1-3 mutations. */
-export function packet(rng: Rng, prog: string, cfg: Config, maps: Maps): { input: Input; mutations: string[] } {
+export function packet(
+  rng: Rng,
+  prog: string,
+  cfg: Config,
+  maps: Maps,
+): { input: Input; mutations: string[] } {
   const isEncap = prog.startsWith("ovl_encap");
   const input = isEncap ? encapFlow(rng, cfg, maps) : decapFlow(rng, cfg, maps);
   const mutations: string[] = [];
@@ -393,6 +469,7 @@ export function packet(rng: Rng, prog: string, cfg: Config, maps: Maps): { input
     input.frame = b.length < 14 ? Buffer.concat([b, Buffer.alloc(14 - b.length)]) : b;
   }
   if (prog === "ovl_decap_dev") input.frame = Buffer.from(input.frame.subarray(INNER_ETH));
-  if (input.frame.length < 14) input.frame = Buffer.concat([input.frame, Buffer.alloc(14 - input.frame.length)]);
+  if (input.frame.length < 14)
+    input.frame = Buffer.concat([input.frame, Buffer.alloc(14 - input.frame.length)]);
   return { input, mutations };
 }

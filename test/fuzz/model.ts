@@ -49,8 +49,15 @@ export interface Config {
   kernelDecap: boolean;
   gbp: boolean;
 }
-export type Program = "ovl_encap_pod" | "ovl_encap_dev" | "ovl_decap_tc" | "ovl_decap_xdp" | "ovl_decap_dev";
-export const PROGRAMS: Program[] = ["ovl_encap_pod", "ovl_encap_dev", "ovl_decap_tc", "ovl_decap_xdp", "ovl_decap_dev"];
+export type Program =
+  "ovl_encap_pod" | "ovl_encap_dev" | "ovl_decap_tc" | "ovl_decap_xdp" | "ovl_decap_dev";
+export const PROGRAMS: Program[] = [
+  "ovl_encap_pod",
+  "ovl_encap_dev",
+  "ovl_decap_tc",
+  "ovl_decap_xdp",
+  "ovl_decap_dev",
+];
 
 export interface Input {
   frame: Buffer;
@@ -69,6 +76,8 @@ export interface Expected {
   mask?: number[];
   /** skb->mark afterwards (TC). */
   mark?: number;
+  /** The rule that decided, where several lead to one verdict ("mtu"). */
+  rule?: string;
   /** Counted as sent/received/direct (ovl_stats direction), with bytes. */
   count?: { dir: "tx" | "rx" | "direct"; bytes: number };
 }
@@ -124,7 +133,7 @@ function maskOf(prefixlen: number): number {
 export function lpm(subnets: SubnetEntry[], ip: number): SubnetEntry | undefined {
   let best: SubnetEntry | undefined;
   for (const s of subnets) {
-    if (((ip & maskOf(s.prefixlen)) >>> 0) !== ((s.addr & maskOf(s.prefixlen)) >>> 0)) continue;
+    if ((ip & maskOf(s.prefixlen)) >>> 0 !== (s.addr & maskOf(s.prefixlen)) >>> 0) continue;
     if (!best || s.prefixlen > best.prefixlen) best = s;
   }
   return best;
@@ -156,14 +165,17 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
   const segLen = (): number => {
     if (!inp.gsoSize) return f.length - ETH_HLEN;
     const ihl = ((f[ip] as number) & 0x0f) * 4;
-    const l4 = f[ip + 9] === IPPROTO_TCP ? (((f[ip + ihl + 12] ?? 0x50) >> 4) * 4) : 8;
+    const l4 = f[ip + 9] === IPPROTO_TCP ? ((f[ip + ihl + 12] ?? 0x50) >> 4) * 4 : 8;
     return ihl + l4 + inp.gsoSize;
   };
   // One segment plus what encapsulation adds must fit the underlay MTU.
   const fits = (extra: number) => segLen() + extra <= LO_MTU;
+  const tooBig: Expected = fromPod
+    ? { ...pass, rule: "mtu" }
+    : { verdict: "drop", reason: "mtu", mark: inp.mark, rule: "mtu" };
 
   if (dst.flags & F_DIRECT) {
-    if (!fits(0)) return fromPod ? pass : { verdict: "drop", reason: "mtu", mark: inp.mark };
+    if (!fits(0)) return tooBig;
     const out = Buffer.from(f);
     if (fromPod) {
       if (ttl <= 1) return pass;
@@ -172,7 +184,7 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
     return { verdict: "redirect", out, mark: inp.mark, count: { dir: "direct", bytes: f.length } };
   }
   if (fromPod && cfg.gbp) return pass;
-  if (!fits(OVERHEAD)) return fromPod ? pass : { verdict: "drop", reason: "mtu", mark: inp.mark };
+  if (!fits(OVERHEAD)) return tooBig;
   if (fromPod && ttl <= 1) return pass;
   // ENV: the kernel cannot grow a GSO skb without gso_type.
   if (inp.gsoSize) return { verdict: "drop", reason: "encap_failed", mark: inp.mark };
@@ -223,7 +235,10 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
 }
 
 // --- decapsulation ----------------------------------------------------------
-type Check = { ok: false; pass: true } | { ok: false; pass: false; reason: string } | { ok: true; peer: PeerEntry; mark: number; innerDst: number; innerTtl: number };
+type Check =
+  | { ok: false; pass: true }
+  | { ok: false; pass: false; reason: string }
+  | { ok: true; peer: PeerEntry; mark: number; innerDst: number; innerTtl: number };
 
 /**
  * Is this frame our VXLAN, and is it right? "Ours" is IPv4 UDP to our
@@ -281,7 +296,8 @@ function decapCheck(cfg: Config, maps: Maps, f: Buffer, gso: boolean): Check {
 /** The inner frame at off: IPv4, sane header, source in the sender's lease,
  *  destination in our own lease (the longest match must be LOCAL). */
 function innerCheck(maps: Maps, peer: PeerEntry, f: Buffer, off: number): Check {
-  if (f.readUInt16BE(off + 12) !== ETH_P_IP) return { ok: false, pass: false, reason: "inner_not_ipv4" };
+  if (f.readUInt16BE(off + 12) !== ETH_P_IP)
+    return { ok: false, pass: false, reason: "inner_not_ipv4" };
   const iip = off + ETH_HLEN;
   const vihl = f[iip] as number;
   const ihl = (vihl & 0x0f) * 4;
@@ -289,7 +305,7 @@ function innerCheck(maps: Maps, peer: PeerEntry, f: Buffer, off: number): Check 
     return { ok: false, pass: false, reason: "inner_bad_ip" };
   }
   const m = maskOf(peer.prefixlen);
-  if (((f.readUInt32BE(iip + 12) & m) >>> 0) !== peer.subnet >>> 0) {
+  if ((f.readUInt32BE(iip + 12) & m) >>> 0 !== peer.subnet >>> 0) {
     return { ok: false, pass: false, reason: "spoofed_source" };
   }
   const innerDst = f.readUInt32BE(iip + 16);

@@ -28,7 +28,15 @@ import {
   sumCounters,
 } from "../../agent/bpf/codec";
 import { Cidr } from "../../agent/net/ip";
-import { model, PROGRAMS, type Config, type Expected, type Input, type Maps, type Program } from "./model";
+import {
+  model,
+  PROGRAMS,
+  type Config,
+  type Expected,
+  type Input,
+  type Maps,
+  type Program,
+} from "./model";
 import { packet, randomConfig, randomMaps, Rng } from "./gen";
 
 const TC_ACT_OK = 0;
@@ -98,7 +106,13 @@ class Harness {
     this.dp?.close();
     this.dp = dp;
     if (!this.maps.size) {
-      for (const n of ["ovl_subnets", "ovl_peers", "ovl_endpoints", "ovl_drops", "ovl_stats"] as const) {
+      for (const n of [
+        "ovl_subnets",
+        "ovl_peers",
+        "ovl_endpoints",
+        "ovl_drops",
+        "ovl_stats",
+      ] as const) {
         this.maps.set(n, BpfMap.openPinned(join(this.dir, "pins"), n));
       }
     }
@@ -109,7 +123,8 @@ class Harness {
   }
 
   setMaps(m: Maps): void {
-    for (const s of this.current.subnets) this.map("ovl_subnets").delete(encodeSubnetKey(Cidr.of(s.addr, s.prefixlen)));
+    for (const s of this.current.subnets)
+      this.map("ovl_subnets").delete(encodeSubnetKey(Cidr.of(s.addr, s.prefixlen)));
     for (const p of this.current.peers) this.map("ovl_peers").delete(encodeIp(p.ip));
     for (const e of this.current.endpoints) this.map("ovl_endpoints").delete(encodeIp(e.ip));
     for (const s of m.subnets) {
@@ -118,9 +133,13 @@ class Harness {
         encodeHostEntry({ remoteIp: s.remoteIp, vtepMac: s.vtepMac, flags: s.flags }),
       );
     }
-    for (const p of m.peers) this.map("ovl_peers").update(encodeIp(p.ip), encodePeer(Cidr.of(p.subnet, p.prefixlen)));
+    for (const p of m.peers)
+      this.map("ovl_peers").update(encodeIp(p.ip), encodePeer(Cidr.of(p.subnet, p.prefixlen)));
     for (const e of m.endpoints) {
-      this.map("ovl_endpoints").update(encodeIp(e.ip), encodeEndpoint({ ifindex: e.ifindex, podMac: e.podMac, hostMac: e.hostMac }));
+      this.map("ovl_endpoints").update(
+        encodeIp(e.ip),
+        encodeEndpoint({ ifindex: e.ifindex, podMac: e.podMac, hostMac: e.hostMac }),
+      );
     }
     this.current = m;
   }
@@ -129,7 +148,8 @@ class Harness {
   drops(): bigint[] {
     const out: bigint[] = [];
     const m = this.map("ovl_drops");
-    for (let i = 0; i < 3 * DROP_MAX; i++) out.push(sumCounters(m.lookup(encodeIndex(i)) as Buffer, this.ncpu).packets);
+    for (let i = 0; i < 3 * DROP_MAX; i++)
+      out.push(sumCounters(m.lookup(encodeIndex(i)) as Buffer, this.ncpu).packets);
     return out;
   }
 
@@ -171,9 +191,14 @@ class Harness {
       if (e instanceof BpfError && e.code === "EINVAL") return undefined;
       throw e;
     }
-    const got: Got = { retval: r.retval, verdict: verdictOf(tc, r.retval), out: Buffer.from(r.data) };
+    const got: Got = {
+      retval: r.retval,
+      verdict: verdictOf(tc, r.retval),
+      out: Buffer.from(r.data),
+    };
     if (tc && r.ctx) got.mark = r.ctx.readUInt32LE(CTX_MARK);
-    if (got.verdict === "drop" && expIdx >= 0 && this.dropAt(expIdx) === before1 + 1n) got.reason = expectReason;
+    if (got.verdict === "drop" && expIdx >= 0 && this.dropAt(expIdx) === before1 + 1n)
+      got.reason = expectReason;
     return got;
   }
 
@@ -188,31 +213,63 @@ class Harness {
   }
 }
 
+/**
+ * Program bugs found by this fuzzer and reported (see the fuzz branch's
+ * report); a mismatch they explain is counted apart, and tolerated with
+ * --allow-known. Fixtures of them stay in test/fuzz/fixtures/ but out of
+ * the replay list of test/bpf/fuzz.test.ts until the program is fixed.
+ */
+export const KNOWN_BUGS: Record<
+  string,
+  { what: string; matches: (prog: Program, inp: Input, exp: Expected) => boolean }
+> = {
+  "gso-mtu": {
+    what:
+      "encap: a GSO skb whose segments do not fit the underlay after encapsulation is " +
+      "not caught: bpf_check_mtu() without BPF_MTU_CHK_SEGS reports success for any GSO " +
+      "skb once the given length exceeds the MTU, so seg_l3_len() is never effective",
+    matches: (prog, inp, exp) =>
+      prog.startsWith("ovl_encap") && inp.gsoSize !== 0 && exp.rule === "mtu",
+  },
+};
+
 function reasonNumber(name: string): number {
   for (const [n, s] of DROP_REASONS) if (s === name) return n;
   throw new Error(`unknown drop reason ${name}`);
 }
 
 function verdictOf(tc: boolean, rv: number): string {
-  if (tc) return rv === TC_ACT_OK ? "pass" : rv === TC_ACT_REDIRECT ? "redirect" : rv === TC_ACT_SHOT ? "drop" : `retval ${rv}`;
+  if (tc)
+    return rv === TC_ACT_OK
+      ? "pass"
+      : rv === TC_ACT_REDIRECT
+        ? "redirect"
+        : rv === TC_ACT_SHOT
+          ? "drop"
+          : `retval ${rv}`;
   return rv === XDP_PASS ? "pass" : rv === XDP_DROP ? "drop" : `retval ${rv}`;
 }
 
 /** Why got differs from expected, or "" when they agree. */
 function compare(prog: Program, exp: Expected, got: Got): string {
-  if (exp.verdict !== got.verdict) return `verdict: expected ${exp.verdict}${exp.reason ? ` (${exp.reason})` : ""}, got ${got.verdict}`;
+  if (exp.verdict !== got.verdict)
+    return `verdict: expected ${exp.verdict}${exp.reason ? ` (${exp.reason})` : ""}, got ${got.verdict}`;
   if (exp.verdict === "drop") {
-    if (got.reason !== exp.reason) return `drop reason: expected ${exp.reason}, got ${got.reason ?? "another counter"}`;
+    if (got.reason !== exp.reason)
+      return `drop reason: expected ${exp.reason}, got ${got.reason ?? "another counter"}`;
     return "";
   }
   if (exp.out) {
-    if (exp.out.length !== got.out.length) return `output length: expected ${exp.out.length}, got ${got.out.length}`;
+    if (exp.out.length !== got.out.length)
+      return `output length: expected ${exp.out.length}, got ${got.out.length}`;
     const masked = new Set(exp.mask ?? []);
     for (let i = 0; i < exp.out.length; i++) {
-      if (!masked.has(i) && exp.out[i] !== got.out[i]) return `output byte ${i}: expected 0x${hex2(exp.out[i])}, got 0x${hex2(got.out[i])}`;
+      if (!masked.has(i) && exp.out[i] !== got.out[i])
+        return `output byte ${i}: expected 0x${hex2(exp.out[i])}, got 0x${hex2(got.out[i])}`;
     }
     // The masked bytes are the outer UDP source port: any of 49152-65535.
-    if (masked.size && got.out.readUInt16BE(Math.min(...masked)) < 49152) return "outer UDP source port below 49152";
+    if (masked.size && got.out.readUInt16BE(Math.min(...masked)) < 49152)
+      return "outer UDP source port below 49152";
   }
   if (prog !== "ovl_decap_xdp" && exp.mark !== undefined && got.mark !== exp.mark) {
     return `skb->mark: expected 0x${(exp.mark >>> 0).toString(16)}, got 0x${((got.mark ?? 0) >>> 0).toString(16)}`;
@@ -221,7 +278,18 @@ function compare(prog: Program, exp: Expected, got: Got): string {
 }
 const hex2 = (n: number | undefined) => (n ?? 0).toString(16).padStart(2, "0");
 
-function fixture(prog: Program, seed: number, idx: number, mutations: string[], cfg: Config, maps: Maps, inp: Input, exp: Expected, got: Got, why: string): Fixture {
+function fixture(
+  prog: Program,
+  seed: number,
+  idx: number,
+  mutations: string[],
+  cfg: Config,
+  maps: Maps,
+  inp: Input,
+  exp: Expected,
+  got: Got,
+  why: string,
+): Fixture {
   return {
     program: prog,
     seed,
@@ -230,8 +298,19 @@ function fixture(prog: Program, seed: number, idx: number, mutations: string[], 
     config: cfg,
     maps,
     input: { frame: inp.frame.toString("hex"), mark: inp.mark, gsoSize: inp.gsoSize },
-    expected: { verdict: exp.verdict, reason: exp.reason, out: exp.out?.toString("hex"), mark: exp.mark },
-    got: { verdict: got.verdict, retval: got.retval, reason: got.reason, out: got.out.toString("hex"), mark: got.mark },
+    expected: {
+      verdict: exp.verdict,
+      reason: exp.reason,
+      out: exp.out?.toString("hex"),
+      mark: exp.mark,
+    },
+    got: {
+      verdict: got.verdict,
+      retval: got.retval,
+      reason: got.reason,
+      out: got.out.toString("hex"),
+      mark: got.mark,
+    },
     why,
   };
 }
@@ -298,7 +377,11 @@ function replay(h: Harness, files: string[]): number {
     const fx = JSON.parse(readFileSync(f, "utf8")) as Fixture;
     h.load(fx.config);
     h.setMaps(fx.maps);
-    const inp: Input = { frame: Buffer.from(fx.input.frame, "hex"), mark: fx.input.mark, gsoSize: fx.input.gsoSize };
+    const inp: Input = {
+      frame: Buffer.from(fx.input.frame, "hex"),
+      mark: fx.input.mark,
+      gsoSize: fx.input.gsoSize,
+    };
     const exp = model(fx.program, fx.config, fx.maps, inp);
     const got = h.run(fx.program, inp, exp.verdict === "drop" ? exp.reason : undefined);
     if (!got) {
@@ -306,8 +389,9 @@ function replay(h: Harness, files: string[]): number {
       bad++;
       continue;
     }
+    if (got.verdict === "drop" && got.reason !== exp.reason)
+      got.reason = h.whichDrop(fx.program, inp);
     const why = compare(fx.program, exp, got);
-    if (why && got.verdict === "drop" && !got.reason) got.reason = h.whichDrop(fx.program, inp);
     console.log(`${why ? "MISMATCH" : "ok"}  ${f}${why ? `: ${why}` : ""}`);
     if (why) bad++;
   }
@@ -316,16 +400,24 @@ function replay(h: Harness, files: string[]): number {
 
 function fuzz(h: Harness, args: Record<string, string[]>): number {
   const n = Number(args.n?.[0] ?? 1_000_000);
-  const seed = args.seed?.[0] !== undefined && args.seed[0] !== "" ? Number(args.seed[0]) >>> 0 : (Math.random() * 0x100000000) >>> 0;
+  const seed =
+    args.seed?.[0] !== undefined && args.seed[0] !== ""
+      ? Number(args.seed[0]) >>> 0
+      : (Math.random() * 0x100000000) >>> 0;
   const batch = Number(args.batch?.[0] ?? 1000);
-  const configEvery = Number(args["config-every"]?.[0] ?? 20); // batches per load
+  const configEvery = Number(args["config-every"]?.[0] ?? 1); // batches per load (a load is ~ms)
   const progs = (args.programs?.[0]?.split(",") ?? PROGRAMS) as Program[];
   const maxFixtures = Number(args["max-fixtures"]?.[0] ?? 10);
-  console.log(`fuzz: seed ${seed} (FUZZ_SEED=${seed} reproduces), ${n} packets per program, maps every ${batch}`);
+  console.log(
+    `fuzz: seed ${seed} (FUZZ_SEED=${seed} reproduces), ${n} packets per program, maps every ${batch}`,
+  );
   const rng = new Rng(seed);
   const done = new Map<Program, number>(progs.map((p) => [p, 0]));
   const time = new Map<Program, number>(progs.map((p) => [p, 0]));
   const mismatches = new Map<Program, number>(progs.map((p) => [p, 0]));
+  const allowKnown = new Set(args["allow-known"] ?? []);
+  const known = new Map<string, number>();
+  const coverage = new Map<string, number>();
   const refused = new Map<Program, number>(progs.map((p) => [p, 0]));
   const signatures = new Set<string>();
   let written = 0;
@@ -345,6 +437,7 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
       const drops0 = h.drops();
       const expStats = DIRS.map(() => ({ packets: 0n, bytes: 0n }));
       let expDrops = 0n;
+      let knownIn = 0; // batch totals cannot be checked across a known bug
       const t0 = process.hrtime.bigint();
       for (let i = 0; i < count; i++) {
         const { input, mutations } = packet(rng, prog, cfg, maps);
@@ -360,12 +453,18 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
           s.packets++;
           s.bytes += BigInt(exp.count.bytes);
         }
+        const cov = `${prog} ${exp.verdict}${exp.reason ? `/${exp.reason}` : ""}${exp.count ? ` counted ${exp.count.dir}` : ""}`;
+        coverage.set(cov, (coverage.get(cov) ?? 0) + 1);
         const why = compare(prog, exp, got);
         if (!why) continue;
         if (got.verdict === "drop" && !got.reason) got.reason = h.whichDrop(prog, input);
-        mismatches.set(prog, (mismatches.get(prog) as number) + 1);
+        const bug = Object.keys(KNOWN_BUGS).find((k) => KNOWN_BUGS[k]?.matches(prog, input, exp));
+        if (bug) known.set(bug, (known.get(bug) ?? 0) + 1);
+        if (bug) knownIn++;
+        if (!bug || !allowKnown.has(bug))
+          mismatches.set(prog, (mismatches.get(prog) as number) + 1);
         const sig = `${prog} ${why.replace(/0x[0-9a-f]+|\d+/g, "#")} ${exp.reason ?? ""}`;
-        if (signatures.has(sig) || written >= maxFixtures) continue;
+        if (signatures.has(sig) || written >= maxFixtures || (bug && allowKnown.has(bug))) continue;
         signatures.add(sig);
         const idx = (done.get(prog) as number) + i;
         const fx = fixture(prog, seed, idx, mutations, cfg, maps, input, exp, got, why);
@@ -373,25 +472,33 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
         const file = join(FIXTURES, `${prog}-${seed}-${idx}.json`);
         writeFileSync(file, JSON.stringify(fx, null, 2) + "\n");
         written++;
-        console.log(`MISMATCH ${prog} #${idx} (${mutations.join("+") || "valid flow"}): ${why}\n  -> ${file}`);
+        console.log(
+          `MISMATCH ${prog} #${idx} (${mutations.join("+") || "valid flow"}): ${why}\n  -> ${file}`,
+        );
       }
       time.set(prog, (time.get(prog) as number) + Number(process.hrtime.bigint() - t0) / 1e9);
       done.set(prog, (done.get(prog) as number) + count);
       // Batch totals: no uncounted drops, no drops counted twice, traffic counters.
       const drops1 = h.drops();
       const dropDelta = drops1.reduce((a, v, i) => a + v - (drops0[i] as bigint), 0n);
-      if (dropDelta !== expDrops) {
+      if (knownIn) {
+        // skip: a known bug's packet moved a counter the model did not expect
+      } else if (dropDelta !== expDrops) {
         mismatches.set(prog, (mismatches.get(prog) as number) + 1);
-        console.log(`MISMATCH ${prog} batch ${b}: ${dropDelta} drops counted, model expected ${expDrops}`);
+        console.log(
+          `MISMATCH ${prog} batch ${b}: ${dropDelta} drops counted, model expected ${expDrops}`,
+        );
       }
       const statsAfter = h.stats();
       DIRS.forEach((d, i) => {
         const dp = (statsAfter[i]?.packets ?? 0n) - (statsBefore[i]?.packets ?? 0n);
         const db = (statsAfter[i]?.bytes ?? 0n) - (statsBefore[i]?.bytes ?? 0n);
         const e = expStats[i] as { packets: bigint; bytes: bigint };
-        if (dp !== e.packets || db !== e.bytes) {
+        if (!knownIn && (dp !== e.packets || db !== e.bytes)) {
           mismatches.set(prog, (mismatches.get(prog) as number) + 1);
-          console.log(`MISMATCH ${prog} batch ${b}: ovl_stats ${d} +${dp} packets/+${db} bytes, model expected +${e.packets}/+${e.bytes}`);
+          console.log(
+            `MISMATCH ${prog} batch ${b}: ovl_stats ${d} +${dp} packets/+${db} bytes, model expected +${e.packets}/+${e.bytes}`,
+          );
         }
       });
     }
@@ -401,9 +508,20 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
     const m = mismatches.get(p) as number;
     total += m;
     const pps = Math.round((done.get(p) as number) / (time.get(p) as number));
-    console.log(`  ${p.padEnd(14)} ${String(done.get(p)).padStart(8)} packets  ${String(pps).padStart(7)} packets/s  ${m} mismatches  ${refused.get(p)} refused by BPF_PROG_RUN`);
+    console.log(
+      `  ${p.padEnd(14)} ${String(done.get(p)).padStart(8)} packets  ${String(pps).padStart(7)} packets/s  ${m} mismatches  ${refused.get(p)} refused by BPF_PROG_RUN`,
+    );
   }
-  console.log(`fuzz: seed ${seed}: ${total} mismatches${written ? `, ${written} fixtures written to ${FIXTURES}` : ""}`);
+  if (args.coverage)
+    for (const k of [...coverage.keys()].sort()) console.log(`  model: ${k}: ${coverage.get(k)}`);
+  for (const [k, c] of known) {
+    console.log(
+      `  known program bug ${k}: ${c} packets${allowKnown.has(k) ? " (allowed)" : ""}: ${KNOWN_BUGS[k]?.what}`,
+    );
+  }
+  console.log(
+    `fuzz: seed ${seed}: ${total} mismatches${written ? `, ${written} fixtures written to ${FIXTURES}` : ""}`,
+  );
   return total ? 1 : 0;
 }
 
