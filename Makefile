@@ -38,7 +38,7 @@ APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
 	podman:podman runc:runc catatonit:catatonit debootstrap:debootstrap
 
 .PHONY: help deps build bpf ts abi abi-check manifests-check check lint format test test-unit \
-	test-bpf test-e2e image-args image-test demo demo-clean bench bench-control clean
+	test-bpf test-e2e image-args image-test demo demo-clean fuzz bench bench-control clean
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
@@ -148,6 +148,11 @@ demo: build ## local etcd + 3 nodes in namespaces, pods pinging across (KEEP=1 k
 
 demo-clean: ## remove what a KEEP=1 demo left running
 	$(Q)node dist/scripts/demo.js clean
+
+FUZZ_N ?= 1000000
+FUZZ_SEED ?=
+fuzz: build ## differential fuzzing of the programs against test/fuzz/model.ts (root; FUZZ_N, FUZZ_SEED)
+	$(Q)node dist/test/fuzz/run.js --n $(FUZZ_N) --seed $(FUZZ_SEED)
 
 bench: build ## data path benchmark: host-gw vs flannel VXLAN vs overlayd (root)
 	$(Q)node dist/bench/datapath.js

@@ -1,0 +1,397 @@
+// Reference model of the encap and decap programs' decisions (issue 18),
+// written from the wire formats (RFC 791, RFC 768, RFC 7348,
+// draft-smith-vxlan-group-policy) and the project's rules (the comments in
+// bpf/include/abi.h, README "Drop reasons", "The data path", "GBP"), not by
+// translating bpf/*.c: where the two disagree, one of them is wrong.
+//
+// Pure: no FFI, no fs. Addresses are host-order numbers, MACs "aa:bb:..".
+//
+// Environment facts the model takes as given (BPF_PROG_RUN in a network
+// namespace of its own, see run.ts), each marked ENV below:
+//  - the underlay device is loopback (ifindex 1, MTU 65536);
+//  - the namespace has no routes, so no FIB lookup finds a next hop: a
+//    decapsulated packet that is not for a registered pod takes the
+//    "as if received on the overlay device" path;
+//  - the test runner cannot set gso_type, so the kernel refuses to grow or
+//    shrink a GSO skb (gso_size != 0): encap_failed / decap_failed.
+
+export interface SubnetEntry {
+  addr: number;
+  prefixlen: number;
+  remoteIp: number;
+  vtepMac: string;
+  flags: number; // 1 LOCAL, 2 DIRECT
+}
+export interface PeerEntry {
+  ip: number; // underlay address (the key)
+  subnet: number;
+  prefixlen: number;
+}
+export interface EndpointEntry {
+  ip: number;
+  ifindex: number;
+  podMac: string;
+  hostMac: string;
+}
+export interface Maps {
+  subnets: SubnetEntry[];
+  peers: PeerEntry[];
+  endpoints: EndpointEntry[];
+}
+export interface Config {
+  vni: number;
+  port: number;
+  localIp: number;
+  vtepMac: string; // overlay device MAC
+  underlayMac: string;
+  underlayIfindex: number;
+  overlayIfindex: number;
+  kernelDecap: boolean;
+  gbp: boolean;
+}
+export type Program =
+  "ovl_encap_pod" | "ovl_encap_dev" | "ovl_decap_tc" | "ovl_decap_xdp" | "ovl_decap_dev";
+export const PROGRAMS: Program[] = [
+  "ovl_encap_pod",
+  "ovl_encap_dev",
+  "ovl_decap_tc",
+  "ovl_decap_xdp",
+  "ovl_decap_dev",
+];
+
+export interface Input {
+  frame: Buffer;
+  mark: number; // skb->mark (TC only)
+  gsoSize: number; // skb gso_size (TC only); 0: not GSO
+}
+
+export type Verdict = "pass" | "redirect" | "drop";
+export interface Expected {
+  verdict: Verdict;
+  /** Drop reason name as in the README table, when verdict is drop. */
+  reason?: string;
+  /** Output bytes, when deterministic. */
+  out?: Buffer;
+  /** Offsets in out whose bytes are not deterministic (masked in the comparison). */
+  mask?: number[];
+  /** skb->mark afterwards (TC). */
+  mark?: number;
+  /** The rule that decided, where several lead to one verdict ("mtu"). */
+  rule?: string;
+  /** Counted as sent/received/direct (ovl_stats direction), with bytes. */
+  count?: { dir: "tx" | "rx" | "direct"; bytes: number };
+}
+
+// --- wire constants -------------------------------------------------------
+const ETH_HLEN = 14;
+const ETH_P_IP = 0x0800;
+const IPPROTO_UDP = 17;
+const IPPROTO_TCP = 6;
+const OVERHEAD = 50; // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+const VXLAN_I = 0x08;
+const VXLAN_G = 0x80;
+const GBP_D = 0x40;
+const GBP_A = 0x08;
+const MARK_D = 0x400000;
+const MARK_A = 0x80000;
+const F_LOCAL = 1;
+const F_DIRECT = 2;
+const LO_MTU = 65536; // ENV: the underlay is loopback
+
+export function macBytes(s: string): Buffer {
+  return Buffer.from(s.split(":").map((h) => parseInt(h, 16)));
+}
+
+/** RFC 1071 checksum over b (even length assumed for headers). */
+export function inetCsum(b: Buffer): number {
+  let s = 0;
+  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
+  if (b.length & 1) s += (b[b.length - 1] as number) << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+/** RFC 1624 incremental update HC' = ~(~HC + ~m + m') of one 16-bit word. */
+function csumUpdate(hc: number, oldWord: number, newWord: number): number {
+  let s = (~hc & 0xffff) + (~oldWord & 0xffff) + newWord;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+/** Forwarding's TTL work on the IPv4 header at off: TTL - 1, checksum patched. */
+function ttlDec(b: Buffer, off: number): void {
+  const oldWord = b.readUInt16BE(off + 8); // TTL and protocol share a word
+  b[off + 8] = ((b[off + 8] as number) - 1) & 0xff;
+  b.writeUInt16BE(csumUpdate(b.readUInt16BE(off + 10), oldWord, b.readUInt16BE(off + 8)), off + 10);
+}
+
+function maskOf(prefixlen: number): number {
+  return prefixlen === 0 ? 0 : (0xffffffff << (32 - Math.min(prefixlen, 32))) >>> 0;
+}
+
+/** Longest-prefix match, as an LPM trie answers. */
+export function lpm(subnets: SubnetEntry[], ip: number): SubnetEntry | undefined {
+  let best: SubnetEntry | undefined;
+  for (const s of subnets) {
+    if ((ip & maskOf(s.prefixlen)) >>> 0 !== (s.addr & maskOf(s.prefixlen)) >>> 0) continue;
+    if (!best || s.prefixlen > best.prefixlen) best = s;
+  }
+  return best;
+}
+
+// --- encapsulation ----------------------------------------------------------
+/**
+ * ovl_encap_pod / ovl_encap_dev. The rules: non-IPv4 is not the overlay's
+ * business (pass). A destination no remote lease covers is the stack's from
+ * a pod (pass) and undeliverable on the overlay device (no_peer). A DIRECT
+ * host gets the packet as is; any other host gets flannel's VXLAN. The pod
+ * path bypasses ip_forward(): expiring TTL -> stack, else TTL - 1. A pod
+ * packet that does not fit the underlay goes to the stack; on the device it
+ * is an mtu drop. With GBP, pod packets take the stack (the mark is set
+ * later); the device path carries the mark.
+ */
+export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Expected {
+  const f = inp.frame;
+  const pass: Expected = { verdict: "pass", out: f, mark: inp.mark };
+  if (f.length < ETH_HLEN + 20 || f.readUInt16BE(12) !== ETH_P_IP) return pass;
+  const ip = ETH_HLEN;
+  const dst = lpm(maps.subnets, f.readUInt32BE(ip + 16));
+  if (!dst || dst.flags & F_LOCAL) {
+    return fromPod ? pass : { verdict: "drop", reason: "no_peer", mark: inp.mark };
+  }
+  const ttl = f[ip + 8] as number;
+  // What one segment is on the wire: the packet itself, or, for GSO, its
+  // headers plus gso_size (IPv4 header + TCP header (doff) or UDP header).
+  const segLen = (): number => {
+    if (!inp.gsoSize) return f.length - ETH_HLEN;
+    const ihl = ((f[ip] as number) & 0x0f) * 4;
+    const l4 = f[ip + 9] === IPPROTO_TCP ? ((f[ip + ihl + 12] ?? 0x50) >> 4) * 4 : 8;
+    return ihl + l4 + inp.gsoSize;
+  };
+  // One segment plus what encapsulation adds must fit the underlay MTU.
+  const fits = (extra: number) => segLen() + extra <= LO_MTU;
+  const tooBig: Expected = fromPod
+    ? { ...pass, rule: "mtu" }
+    : { verdict: "drop", reason: "mtu", mark: inp.mark, rule: "mtu" };
+
+  if (dst.flags & F_DIRECT) {
+    if (!fits(0)) return tooBig;
+    const out = Buffer.from(f);
+    if (fromPod) {
+      if (ttl <= 1) return pass;
+      ttlDec(out, ip);
+    }
+    return { verdict: "redirect", out, mark: inp.mark, count: { dir: "direct", bytes: f.length } };
+  }
+  if (fromPod && cfg.gbp) return pass;
+  if (!fits(OVERHEAD)) return tooBig;
+  if (fromPod && ttl <= 1) return pass;
+  // ENV: the kernel cannot grow a GSO skb without gso_type.
+  if (inp.gsoSize) return { verdict: "drop", reason: "encap_failed", mark: inp.mark };
+
+  const inner = Buffer.from(f.subarray(ETH_HLEN));
+  if (fromPod) ttlDec(inner, 0);
+  const h = Buffer.alloc(OVERHEAD);
+  // Outer IPv4: tos copied from the inner header, DF, TTL 64, no options.
+  const totLen = Math.min(f.length - ETH_HLEN + OVERHEAD, 0xffff);
+  h[0] = 0x45;
+  h[1] = f[ip + 1] as number;
+  h.writeUInt16BE(totLen, 2);
+  h.writeUInt16BE(0, 4); // ID: DF packets need none (RFC 6864)
+  h.writeUInt16BE(0x4000, 6);
+  h[8] = 64;
+  h[9] = IPPROTO_UDP;
+  h.writeUInt32BE(cfg.localIp >>> 0, 12);
+  h.writeUInt32BE(dst.remoteIp >>> 0, 16);
+  h.writeUInt16BE(inetCsum(h.subarray(0, 20)), 10);
+  // UDP: the source port is the flow hash folded into 49152-65535; which
+  // port is not ours to predict, so the two bytes are masked in the
+  // comparison and only the range is checked (see checkOutput in run.ts).
+  h.writeUInt16BE(49152, 20);
+  h.writeUInt16BE(cfg.port, 22);
+  h.writeUInt16BE(totLen - 20, 24);
+  h.writeUInt16BE(0, 26); // zero checksum over IPv4 (RFC 7348)
+  // VXLAN: I flag, VNI; with GBP the mark's policy ID, D and A, G flag only
+  // when the mark has any of them.
+  h[28] = VXLAN_I;
+  h.writeUInt32BE(((cfg.vni & 0xffffff) << 8) >>> 0, 32);
+  if (cfg.gbp && inp.mark & (0xffff | MARK_D | MARK_A)) {
+    h[28] |= VXLAN_G;
+    h[29] = (inp.mark & MARK_D ? GBP_D : 0) | (inp.mark & MARK_A ? GBP_A : 0);
+    h.writeUInt16BE(inp.mark & 0xffff, 30);
+  }
+  // Inner Ethernet: the peer's VTEP MAC <- ours.
+  macBytes(dst.vtepMac).copy(h, 36);
+  macBytes(cfg.vtepMac).copy(h, 42);
+  h.writeUInt16BE(ETH_P_IP, 48);
+  const out = Buffer.concat([f.subarray(0, ETH_HLEN), h, inner]);
+  return {
+    verdict: "redirect",
+    out,
+    mask: [ETH_HLEN + 20, ETH_HLEN + 21],
+    mark: inp.mark,
+    count: { dir: "tx", bytes: out.length },
+  };
+}
+
+// --- decapsulation ----------------------------------------------------------
+type Check =
+  | { ok: false; pass: true }
+  | { ok: false; pass: false; reason: string }
+  | { ok: true; peer: PeerEntry; mark: number; innerDst: number; innerTtl: number };
+
+/**
+ * Is this frame our VXLAN, and is it right? "Ours" is IPv4 UDP to our
+ * address and port, and only a packet whose UDP header we can read can be
+ * attributed (a non-first fragment cannot, README). Anything ours that is
+ * wrong is dropped with the reason the README table gives. When several
+ * things are wrong the rules name no precedence; the model checks the
+ * outer header's shape (options, fragment, checksum), then lengths, then
+ * VXLAN, then the peer, then the inner frame.
+ */
+function decapCheck(cfg: Config, maps: Maps, f: Buffer, gso: boolean): Check {
+  const PASS = { ok: false, pass: true } as const;
+  const drop = (reason: string) => ({ ok: false, pass: false, reason }) as const;
+  if (f.length < ETH_HLEN + 20 || f.readUInt16BE(12) !== ETH_P_IP) return PASS;
+  const ip = ETH_HLEN;
+  const vihl = f[ip] as number;
+  const ihl = (vihl & 0x0f) * 4;
+  if (vihl >> 4 !== 4 || ihl < 20) return PASS; // not an IPv4 header we can walk
+  if (f[ip + 9] !== IPPROTO_UDP || f.readUInt32BE(ip + 16) !== cfg.localIp >>> 0) return PASS;
+  const frag = f.readUInt16BE(ip + 6);
+  if (frag & 0x1fff) return PASS;
+  const udp = ip + ihl;
+  if (f.length < udp + 8 || f.readUInt16BE(udp + 2) !== cfg.port) return PASS;
+
+  if (ihl !== 20) return drop("ip_options");
+  if (frag & 0x2000) return drop("fragment");
+  if (inetCsum(f.subarray(ip, ip + 20)) !== 0) return drop("bad_ip_hdr");
+  const totLen = f.readUInt16BE(ip + 2);
+  const need = 20 + 8 + 8 + 14 + 20; // outer IPv4 .. inner IPv4 header
+  if (f.length < ETH_HLEN + need || totLen < need) return drop("truncated");
+  if (!gso) {
+    // A GSO super-packet's headers describe one segment: not checkable.
+    if (totLen > f.length - ETH_HLEN) return drop("truncated");
+    if (f.readUInt16BE(udp + 4) !== totLen - 20) return drop("bad_udp_len");
+  }
+  const vx = udp + 8;
+  const flags = f[vx] as number;
+  let mark = 0;
+  if (cfg.gbp && flags === (VXLAN_I | VXLAN_G)) {
+    const gf = f[vx + 1] as number;
+    if (gf & ~(GBP_D | GBP_A) || f[vx + 7] !== 0) return drop("bad_vxlan_flags");
+    mark = f.readUInt16BE(vx + 2) | (gf & GBP_D ? MARK_D : 0) | (gf & GBP_A ? MARK_A : 0);
+  } else if (flags !== VXLAN_I || f[vx + 1] || f[vx + 2] || f[vx + 3] || f[vx + 7]) {
+    return drop("bad_vxlan_flags");
+  }
+  if (f.readUIntBE(vx + 4, 3) !== cfg.vni) return drop("wrong_vni");
+  const src = f.readUInt32BE(ip + 12);
+  const peer = maps.peers.find((p) => p.ip >>> 0 === src);
+  if (!peer) return drop("unknown_source");
+  const r = innerCheck(maps, peer, f, vx + 8);
+  if (!r.ok) return r;
+  return { ...r, mark };
+}
+
+/** The inner frame at off: IPv4, sane header, source in the sender's lease,
+ *  destination in our own lease (the longest match must be LOCAL). */
+function innerCheck(maps: Maps, peer: PeerEntry, f: Buffer, off: number): Check {
+  if (f.readUInt16BE(off + 12) !== ETH_P_IP)
+    return { ok: false, pass: false, reason: "inner_not_ipv4" };
+  const iip = off + ETH_HLEN;
+  const vihl = f[iip] as number;
+  const ihl = (vihl & 0x0f) * 4;
+  if (vihl >> 4 !== 4 || ihl < 20 || f.readUInt16BE(iip + 2) < ihl) {
+    return { ok: false, pass: false, reason: "inner_bad_ip" };
+  }
+  const m = maskOf(peer.prefixlen);
+  if ((f.readUInt32BE(iip + 12) & m) >>> 0 !== peer.subnet >>> 0) {
+    return { ok: false, pass: false, reason: "spoofed_source" };
+  }
+  const innerDst = f.readUInt32BE(iip + 16);
+  const local = lpm(maps.subnets, innerDst);
+  if (!local || !(local.flags & F_LOCAL)) return { ok: false, pass: false, reason: "not_local" };
+  return { ok: true, peer, mark: 0, innerDst, innerTtl: f[iip + 8] as number };
+}
+
+/**
+ * ovl_decap_tc. Right packets for a registered pod (TTL > 1) are stripped
+ * here and handed to the pod with its MACs and TTL - 1. Other right ones:
+ * with KERNEL_DECAP left untouched to the overlay device's socket; without,
+ * stripped here and (ENV: no route in this namespace) entered into the
+ * stack as if received on the overlay device: destination MAC our VTEP MAC,
+ * TTL untouched. With GBP the mark comes from the header.
+ */
+export function decapTc(cfg: Config, maps: Maps, inp: Input): Expected {
+  const f = inp.frame;
+  const r = decapCheck(cfg, maps, f, inp.gsoSize !== 0);
+  if (!r.ok) {
+    if (r.pass) return { verdict: "pass", out: f, mark: inp.mark };
+    return { verdict: "drop", reason: r.reason, mark: inp.mark };
+  }
+  const ep = maps.endpoints.find((e) => e.ip >>> 0 === r.innerDst);
+  const toPod = ep !== undefined && r.innerTtl > 1;
+  if (cfg.kernelDecap && !toPod) return { verdict: "pass", out: f, mark: inp.mark };
+  if (inp.gsoSize) return { verdict: "drop", reason: "decap_failed", mark: inp.mark }; // ENV
+  const out = Buffer.concat([f.subarray(0, ETH_HLEN), f.subarray(ETH_HLEN + OVERHEAD)]);
+  out.writeUInt16BE(ETH_P_IP, 12);
+  if (toPod) {
+    macBytes(ep.podMac).copy(out, 0);
+    macBytes(ep.hostMac).copy(out, 6);
+    ttlDec(out, ETH_HLEN);
+  } else {
+    macBytes(cfg.vtepMac).copy(out, 0);
+  }
+  return {
+    verdict: "redirect",
+    out,
+    mark: cfg.gbp ? r.mark : inp.mark,
+    count: { dir: "rx", bytes: f.length },
+  };
+}
+
+/**
+ * ovl_decap_xdp: the same checks (XDP has no GSO); a right packet becomes
+ * its inner frame addressed to the underlay device's MAC, passed to the
+ * stack. XDP cannot set a mark, so a packet carrying a GBP policy is left
+ * whole to the overlay device's socket. (A G-flagged header whose policy ID
+ * and D/A bits are all zero carries mark 0, the same as no mark: either
+ * path gives the same result, the model takes the XDP one.)
+ */
+export function decapXdp(cfg: Config, maps: Maps, inp: Input): Expected {
+  const f = inp.frame;
+  const r = decapCheck(cfg, maps, f, false);
+  if (!r.ok) {
+    if (r.pass) return { verdict: "pass", out: f };
+    return { verdict: "drop", reason: r.reason };
+  }
+  if (r.mark !== 0) return { verdict: "pass", out: f };
+  const out = Buffer.from(f.subarray(OVERHEAD));
+  macBytes(cfg.underlayMac).copy(out, 0);
+  return { verdict: "pass", out, count: { dir: "rx", bytes: f.length } };
+}
+
+/**
+ * ovl_decap_dev: the peer comes from the tunnel metadata the kernel's VXLAN
+ * receive path attaches. BPF_PROG_RUN cannot attach any, and a packet
+ * without it did not come through the socket: the only branch reachable
+ * here is "no metadata -> unknown_source".
+ */
+export function decapDev(_cfg: Config, _maps: Maps, inp: Input): Expected {
+  return { verdict: "drop", reason: "unknown_source", mark: inp.mark };
+}
+
+export function model(prog: Program, cfg: Config, maps: Maps, inp: Input): Expected {
+  switch (prog) {
+    case "ovl_encap_pod":
+      return encap(true, cfg, maps, inp);
+    case "ovl_encap_dev":
+      return encap(false, cfg, maps, inp);
+    case "ovl_decap_tc":
+      return decapTc(cfg, maps, inp);
+    case "ovl_decap_xdp":
+      return decapXdp(cfg, maps, inp);
+    case "ovl_decap_dev":
+      return decapDev(cfg, maps, inp);
+  }
+}
