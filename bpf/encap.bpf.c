@@ -53,7 +53,7 @@ static __always_inline __be16 flow_sport(struct __sk_buff *skb)
 /*
  * Length of one IPv4 packet on the wire after segmentation, for the MTU
  * check: for a GSO skb that is the headers plus gso_size, not skb->len.
- * Returns 0 when it cannot tell (let bpf_check_mtu use skb->len).
+ * Returns 0 for a packet that is not GSO (bpf_check_mtu uses skb->len).
  */
 /*
  * Does one segment, grown by `overhead`, fit the underlay? bpf_check_mtu()
@@ -81,8 +81,10 @@ static __always_inline __u32 seg_l3_len(struct __sk_buff *skb, struct iphdr *ip,
 		/* doff is the high nibble of byte 12 of the TCP header. */
 		__u8 *doff = (void *)ip + ihl + 12;
 
+		/* Header not readable: count the smallest TCP header, so the
+		 * check errs towards "too big" rather than waving it through. */
 		if (ihl < 20 || ihl > 60 || (void *)(doff + 1) > data_end)
-			return 0;
+			return ihl + 20 + skb->gso_size;
 		return ihl + (*doff >> 4) * 4 + skb->gso_size;
 	}
 	return ihl + sizeof(struct udphdr) + skb->gso_size;

@@ -11,6 +11,7 @@ import { stats } from "./commands/stats";
 import { status } from "./commands/status";
 import { version } from "./commands/version";
 import { traceCmd } from "./commands/trace";
+import { monitor } from "./commands/monitor";
 import { describeError, UsageError } from "./output";
 
 // grpc-js sets the TLS ServerName to an IP address for https://<ip> etcd
@@ -35,6 +36,12 @@ dropUnknownEnv("OVERLAYD", [
   "healthz-addr",
   "output",
   "overlay-iface",
+  "type",
+  "pod",
+  "peer",
+  "reason",
+  "count",
+  "vxlan-port",
 ]);
 
 etcdFlags(
@@ -65,6 +72,7 @@ etcdFlags(
   )
   .command(status)
   .command(traceCmd)
+  .command(monitor)
   .command(version)
   .demandCommand(1, "give a command")
   .strict()

@@ -123,6 +123,19 @@ export class AgentMetrics {
         }
       },
     );
+    readCounter(
+      reg,
+      M.eventsSuppressed,
+      "Monitor events the data path did not emit: drop events over the per-CPU rate " +
+        "limit or with the ring full, trace events with the ring full. The drops " +
+        "themselves are always counted in overlay_drops_total.",
+      ["type"],
+      (set) => {
+        const s = stats()?.suppressed;
+        set({ type: "drop" }, s?.drop ?? 0n);
+        set({ type: "trace" }, s?.trace ?? 0n);
+      },
+    );
     const peerCounter = (name: string, help: string, pick: (c: PeerCounters) => bigint) =>
       readCounter(reg, name, help, ["peer"], (set) => {
         for (const [ip, c] of peers() ?? []) set({ peer: formatIp(ip) }, pick(c));

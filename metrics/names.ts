@@ -20,4 +20,5 @@ export const M = {
   buildInfo: "overlay_build_info",
   datapathInfo: "overlay_datapath_info",
   routeOverlap: "overlay_route_overlap",
+  eventsSuppressed: "overlay_monitor_events_suppressed_total",
 } as const;

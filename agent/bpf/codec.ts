@@ -143,6 +143,19 @@ export function percpuStride(valueSize: number): number {
   return Math.ceil(valueSize / 8) * 8;
 }
 
+const EB = STRUCTS.ovl_ev_bucket;
+/** The per-CPU event buckets' suppressed counts, summed. */
+export function sumSuppressed(b: Buffer, ncpu: number): { drop: bigint; trace: bigint } {
+  const stride = percpuStride(EB.size);
+  let drop = 0n;
+  let trace = 0n;
+  for (let i = 0; i < ncpu; i++) {
+    drop += readHostU64(b, i * stride + EB.fields.suppressed_drop.offset);
+    trace += readHostU64(b, i * stride + EB.fields.suppressed_trace.offset);
+  }
+  return { drop, trace };
+}
+
 const C = STRUCTS.ovl_counter;
 export function sumCounters(b: Buffer, ncpu: number): Counter {
   const stride = percpuStride(C.size);

@@ -9,6 +9,7 @@ import {
   dropIndex,
   encodeIndex,
   sumCounters,
+  sumSuppressed,
   type Counter,
 } from "./codec";
 
@@ -20,24 +21,29 @@ export interface DropCount extends Counter {
 export interface DatapathStats {
   traffic: Map<string, Counter>;
   drops: DropCount[];
+  /** Monitor events the data path did not emit (rate limit, full ring). */
+  suppressed: { drop: bigint; trace: bigint };
 }
 
 export class StatsReader {
   constructor(
     private readonly stats: BpfMap,
     private readonly drops: BpfMap,
+    private readonly evLimit: BpfMap,
   ) {}
 
   static openPinned(pinPath: string): StatsReader {
     return new StatsReader(
       BpfMap.openPinned(pinPath, "ovl_stats"),
       BpfMap.openPinned(pinPath, "ovl_drops"),
+      BpfMap.openPinned(pinPath, "ovl_ev_limit"),
     );
   }
 
   close(): void {
     this.stats.close();
     this.drops.close();
+    this.evLimit.close();
   }
 
   read(): DatapathStats {
@@ -59,6 +65,7 @@ export class StatsReader {
         });
       }
     }
-    return { traffic, drops };
+    const b = this.evLimit.lookup(encodeIndex(0));
+    return { traffic, drops, suppressed: b ? sumSuppressed(b, ncpu) : { drop: 0n, trace: 0n } };
   }
 }

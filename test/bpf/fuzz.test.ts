@@ -16,11 +16,8 @@ const PER_PROGRAM = "20000";
  * Fixtures of program bugs not yet fixed: kept, but not replayed (they would
  * fail). Remove a name here once bpf/*.c is fixed. See KNOWN_BUGS in run.ts.
  */
-const PROGRAM_BUGS = new Set([
-  "ovl_encap_dev-1-283.json", // gso-mtu: direct peer, oversized GSO segments redirected
-  "ovl_encap_dev-1-1153.json", // gso-mtu: encap_failed where mtu is due
-  "ovl_encap_pod-1-1832.json", // gso-mtu: dropped where the stack should get it
-]);
+/** Fixtures of program bugs not fixed yet (none: gso-mtu is fixed). */
+const PROGRAM_BUGS = new Set<string>([]);
 
 function fuzz(args: string[]): { status: number | null; out: string } {
   const r = spawnSync(process.execPath, [RUN, ...args], { encoding: "utf8" });
@@ -33,18 +30,8 @@ describe("bpf: differential fuzzing against the reference model", function () {
   });
 
   it(`agrees on ${PER_PROGRAM} packets per program (seed ${SEED})`, function () {
-    // gso-mtu is a known program bug (reported, not yet fixed): counted and
-    // printed, not failed on; every other disagreement fails.
-    const r = fuzz([
-      "--n",
-      PER_PROGRAM,
-      "--seed",
-      SEED,
-      "--allow-known",
-      "gso-mtu",
-      "--max-fixtures",
-      "0",
-    ]);
+    // Every disagreement fails (no known program bug is tolerated).
+    const r = fuzz(["--n", PER_PROGRAM, "--seed", SEED, "--max-fixtures", "0"]);
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /: 0 mismatches/, r.out);
   });

@@ -165,7 +165,10 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
   const segLen = (): number => {
     if (!inp.gsoSize) return f.length - ETH_HLEN;
     const ihl = ((f[ip] as number) & 0x0f) * 4;
-    const l4 = f[ip + 9] === IPPROTO_TCP ? ((f[ip + ihl + 12] ?? 0x50) >> 4) * 4 : 8;
+    // A TCP header that cannot be read where the IPv4 header says (an ihl
+    // outside 20..60, or beyond the frame) counts as the smallest one.
+    const doff = ihl >= 20 && ihl <= 60 ? f[ip + ihl + 12] : undefined;
+    const l4 = f[ip + 9] === IPPROTO_TCP ? (doff === undefined ? 20 : (doff >> 4) * 4) : 8;
     return ihl + l4 + inp.gsoSize;
   };
   // One segment plus what encapsulation adds must fit the underlay MTU.

@@ -26,6 +26,7 @@ class FakeSource implements DatapathSource {
         { direction: "rx", reason: "no_lease", packets: 3n, bytes: 300n },
         { direction: "rx", reason: "unspec", packets: 0n, bytes: 0n },
       ],
+      suppressed: { drop: 4n, trace: 0n },
     };
   }
   peers(): Map<Ip4, PeerCounters> {
