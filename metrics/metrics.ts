@@ -230,6 +230,11 @@ export class AgentMetrics {
       this.leaseAcquisitions.inc({ result: l }, 0);
     }
     for (const op of ["upsert", "delete", "list"]) this.mapSyncErrors.inc({ op }, 0);
+    // Every known reason from the start, so a dashboard panel or alert has a
+    // series (at 0) before the first restart.
+    for (const reason of ["compacted", "canceled", "reconnected"]) {
+      this.watchRestarts.inc({ reason }, 0);
+    }
     collectDefaultMetrics({ register: reg });
     // prom-client names these gauges *_total, which promtool (rightly)
     // rejects; the rest of the process metrics stay.
