@@ -10,7 +10,7 @@ import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:f
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { DROP_REASONS } from "../../agent/bpf/codec";
 import { decodeEvent, EventSource, type MonitorEvent } from "../../agent/bpf/events";
-import { outputOption, UsageError, type Format } from "../output";
+import { CliError, outputOption, UsageError, type Format } from "../output";
 
 interface Args {
   pinPath: string;
@@ -73,31 +73,36 @@ function lockPath(pinPath: string): string {
   return `/run/overlayctl-monitor.${pinPath.replace(/[^A-Za-z0-9]+/g, "_")}.pid`;
 }
 
+function alive(pid: number): boolean {
+  if (!(pid > 0)) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function takeLock(path: string): void {
   for (let attempt = 0; attempt < 2; attempt++) {
+    let fd: number;
     try {
-      const fd = openSync(path, "wx");
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return;
+      fd = openSync(path, "wx");
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       const pid = Number(readFileSync(path, "utf8").trim());
-      let alive = false;
-      try {
-        process.kill(pid, 0);
-        alive = pid > 0;
-      } catch {
-        alive = false;
-      }
-      if (alive) {
-        throw new Error(
+      if (alive(pid)) {
+        throw new CliError(
           `another overlayctl monitor (pid ${pid}) is reading this node's events: a BPF ring ` +
             "buffer has one reader, so a second would take the first one's events; stop it first",
         );
       }
       unlinkSync(path); // left by a monitor that died
+      continue;
     }
+    writeSync(fd, `${process.pid}\n`);
+    closeSync(fd);
+    return;
   }
 }
 

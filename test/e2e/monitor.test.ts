@@ -176,7 +176,7 @@ describe("e2e: overlayctl monitor", function () {
         `${outsider.underlayIp} ${c.agent(n2).subnet()} ${c.pod(n1).ip} 50 unknown_source >/dev/null; wait`,
     ]);
     assert.equal(piped.status, 0, piped.stderr);
-    assert.match(piped.stdout, /^DROP  rx unknown_source decap_tc /);
+    assert.match(piped.stdout, /^DROP {2}rx unknown_source decap_tc /);
     assert.match(piped.stderr, /monitor exit 0/);
     const again = startMonitor([]);
     await sleep(700);
