@@ -64,7 +64,28 @@ function readyz(addr: string): Promise<{
  * decapsulates for the stack (ovl_decap_dev on it: GRO through its UDP
  * socket), and which bridges carry the bridged-pod encap.
  */
-export function mechanismOf(
+/**
+ * What this namespace's kernel says: every link (one `ip` call), our
+ * programs attached to them, and the mechanism those amount to.
+ */
+export function liveDatapath() {
+  const links = JSON.parse(run(["ip", "-d", "-j", "link", "show"])) as {
+    ifname: string;
+    ifindex: number;
+    linkinfo?: { info_kind?: string };
+  }[];
+  const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
+  const kinds = new Map<string | undefined, string | undefined>(
+    links.map((l) => [l.ifname, l.linkinfo?.info_kind]),
+  );
+  const attached = attachments(links.map((l) => l.ifindex)).map((x) => ({
+    ...x,
+    iface: names.get(x.ifindex),
+  }));
+  return { names, attached, mechanism: mechanismOf(attached, kinds) };
+}
+
+function mechanismOf(
   attached: { iface?: string; hook: string; program: string }[],
   kinds: Map<string | undefined, string | undefined>,
 ): {
@@ -118,20 +139,7 @@ export const status: CommandModule<object, Args> = {
         });
       }
     }
-    const links = JSON.parse(run(["ip", "-d", "-j", "link", "show"])) as {
-      ifname: string;
-      ifindex: number;
-      linkinfo?: { info_kind?: string };
-    }[];
-    const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
-    const kinds = new Map<string | undefined, string | undefined>(
-      links.map((l) => [l.ifname, l.linkinfo?.info_kind]),
-    );
-    const attached = attachments(links.map((l) => l.ifindex)).map((x) => ({
-      ...x,
-      iface: names.get(x.ifindex),
-    }));
-    const mechanism = mechanismOf(attached, kinds);
+    const { attached, mechanism } = liveDatapath();
     // Detected here, as the agent does (same node, same rule), so it shows
     // while the agent is down; the agent's own (made at its start) is added
     // when it names another backend (the node switched since).

@@ -2,16 +2,14 @@
 // node's data path, computed from the live maps and attachments (cli/trace.ts).
 import { existsSync, readFileSync } from "node:fs";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { attachments } from "../../agent/bpf/datapath";
 import { EndpointMap } from "../../agent/bpf/endpoint-map";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";
 import { parseSubnetEnv } from "../../agent/control/subnet-env";
 import { DEFAULTS } from "../../agent/flags";
 import { Cidr, parseIp, type Ip4 } from "../../agent/net/ip";
-import { run } from "../../agent/net/run";
 import { outputOption, print, table, UsageError, type Format } from "../output";
 import { trace } from "../trace";
-import { mechanismOf } from "./status";
+import { liveDatapath } from "./status";
 
 interface Args {
   pinPath: string;
@@ -54,19 +52,7 @@ export const traceCmd: CommandModule<object, Args> = {
     }
     const src = parseIp(a.src, "src");
     const dst = parseIp(a.dst, "dst");
-    const links = JSON.parse(run(["ip", "-d", "-j", "link", "show"])) as {
-      ifname: string;
-      ifindex: number;
-      linkinfo?: { info_kind?: string };
-    }[];
-    const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
-    const kinds = new Map<string | undefined, string | undefined>(
-      links.map((l) => [l.ifname, l.linkinfo?.info_kind]),
-    );
-    const attached = attachments(links.map((l) => l.ifindex)).map((x) => ({
-      ...x,
-      iface: names.get(x.ifindex),
-    }));
+    const { names, attached, mechanism } = liveDatapath();
     const underlay = attached.find(
       (x) => x.program === "ovl_decap_tc" || x.program === "ovl_decap_xdp",
     )?.iface;
@@ -88,7 +74,7 @@ export const traceCmd: CommandModule<object, Args> = {
         srcEndpoint: endpoint(src),
         dstEndpoint: endpoint(dst),
         network: env.FLANNEL_NETWORK ? Cidr.parse(env.FLANNEL_NETWORK) : undefined,
-        mechanism: mechanismOf(attached, kinds),
+        mechanism,
         overlayDev: a.overlayIface,
         underlayDev: underlay,
       });
