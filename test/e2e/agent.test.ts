@@ -10,7 +10,7 @@ import { EndpointMap } from "../../agent/bpf/endpoint-map";
 import { Cidr, parseIp } from "../../agent/net/ip";
 import { AgentProc } from "../lib/agent-proc";
 import { EtcdServer } from "../lib/etcd";
-import { flannelAddLease, flannelUp } from "../lib/flannel";
+import { flannelJoin } from "../lib/flannel";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, sleep, waitFor } from "../lib/sh";
 import { Topology, type NodeInfo } from "../lib/topology";
@@ -282,32 +282,8 @@ describe("e2e: agents, etcd and pods", function () {
   it("interoperates with a node whose kernel VXLAN is programmed from the leases, flannel-style", async function () {
     const n5 = topo.addNode(5);
     // The flannel-style node writes its lease with an etcd lease, as flanneld does.
-    const grant = etcd.ctl(["lease", "grant", "600"]);
-    const id = /lease ([0-9a-f]+) granted/.exec(grant)?.[1];
-    assert.ok(id, grant);
     const subnet = "10.5.250.0/24";
-    const vtep = flannelUp(n5.ns, { publicIp: n5.underlayIp, subnet });
-    etcd.ctl([
-      "put",
-      "--lease",
-      id,
-      `${PREFIX}/subnets/10.5.250.0-24`,
-      JSON.stringify({
-        PublicIP: n5.underlayIp,
-        PublicIPv6: null,
-        BackendType: "vxlan",
-        BackendData: { VNI: 1, VtepMAC: vtep },
-      }),
-    ]);
-    for (const [k, v] of etcd.list(`${PREFIX}/subnets/`)) {
-      const l = JSON.parse(v.value);
-      if (l.PublicIP === n5.underlayIp) continue;
-      flannelAddLease(n5.ns, {
-        subnet: k.split("/").pop()!.replace("-", "/"),
-        publicIp: l.PublicIP,
-        vtepMac: l.BackendData.VtepMAC,
-      });
-    }
+    flannelJoin(etcd, PREFIX, n5.ns, { publicIp: n5.underlayIp, subnet, ttl: 600 });
     topo.addPod(n5, { subnet });
     await waitFor("flannel lease in the overlayd maps", () => entries(nodes[0]!).includes(subnet));
     for (const n of nodes) {

@@ -11,7 +11,7 @@ import { F_DIRECT } from "../../agent/bpf/codec";
 import { formatIp } from "../../agent/net/ip";
 import { ROUTE_PROTO } from "../../agent/net/routes";
 import { Cluster, PREFIX } from "../lib/cluster";
-import { flannelAddLease, flannelUp } from "../lib/flannel";
+import { flannelJoin } from "../lib/flannel";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, sleep, waitFor } from "../lib/sh";
 import { type NodeInfo, type PodInfo } from "../lib/topology";
@@ -277,25 +277,7 @@ describe("e2e: vxlan GBP and MTU", function () {
     // A flannel node whose kernel VXLAN device has gbp, as flannel makes it
     // with Backend.GBP.
     fl = c.topo.addNode(5);
-    const vtep = flannelUp(fl.ns, { publicIp: fl.underlayIp, subnet: FL_SUBNET, gbp: true });
-    c.etcd.put(
-      `${PREFIX}/subnets/10.5.250.0-24`,
-      JSON.stringify({
-        PublicIP: fl.underlayIp,
-        PublicIPv6: null,
-        BackendType: "vxlan",
-        BackendData: { VNI: 1, VtepMAC: vtep },
-      }),
-    );
-    for (const [k, v] of c.etcd.list(`${PREFIX}/subnets/`)) {
-      const l = JSON.parse(v.value);
-      if (l.PublicIP === fl.underlayIp) continue;
-      flannelAddLease(fl.ns, {
-        subnet: k.split("/").pop()!.replace("-", "/"),
-        publicIp: l.PublicIP,
-        vtepMac: l.BackendData.VtepMAC,
-      });
-    }
+    flannelJoin(c.etcd, PREFIX, fl.ns, { publicIp: fl.underlayIp, subnet: FL_SUBNET, gbp: true });
     c.topo.addPod(fl, { subnet: FL_SUBNET, mtu: 1350 });
     await waitFor("flannel lease in n1's map", () =>
       mapEntries(n1).some((e) => e.subnet === FL_SUBNET),

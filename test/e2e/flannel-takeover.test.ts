@@ -12,7 +12,7 @@ import { StatsReader } from "../../agent/bpf/stats";
 import { formatIp } from "../../agent/net/ip";
 import { OVERLAYD } from "../lib/agent-proc";
 import { Cluster, PREFIX } from "../lib/cluster";
-import { flannelAddLease, flannelUp } from "../lib/flannel";
+import { flannelJoin } from "../lib/flannel";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, shStatus, sleep, waitFor } from "../lib/sh";
 import { type NodeInfo, type PodInfo } from "../lib/topology";
@@ -31,32 +31,11 @@ describe("e2e: replacing flannel on a live node", function () {
 
   /** flanneld's part: flannel.1, the peers' entries, its lease. */
   function runFlannel(): string {
-    const mac = flannelUp(fl.ns, { publicIp: fl.underlayIp, subnet: FL_SUBNET });
-    const grant = c.etcd.ctl(["lease", "grant", "600"]);
-    const id = /lease ([0-9a-f]+) granted/.exec(grant)?.[1];
-    assert.ok(id, grant);
-    c.etcd.ctl([
-      "put",
-      "--lease",
-      id,
-      FL_KEY,
-      JSON.stringify({
-        PublicIP: fl.underlayIp,
-        PublicIPv6: null,
-        BackendType: "vxlan",
-        BackendData: { VNI: 1, VtepMAC: mac },
-      }),
-    ]);
-    for (const [k, v] of c.etcd.list(`${PREFIX}/subnets/`)) {
-      const l = JSON.parse(v.value);
-      if (l.PublicIP === fl.underlayIp) continue;
-      flannelAddLease(fl.ns, {
-        subnet: k.split("/").pop()!.replace("-", "/"),
-        publicIp: l.PublicIP,
-        vtepMac: l.BackendData.VtepMAC,
-      });
-    }
-    return mac;
+    return flannelJoin(c.etcd, PREFIX, fl.ns, {
+      publicIp: fl.underlayIp,
+      subnet: FL_SUBNET,
+      ttl: 600,
+    });
   }
 
   function entryFor(n: NodeInfo, subnet: string) {
