@@ -5,10 +5,8 @@
 // must return series, and every alert expression must run and find data for
 // each metric it names: no panel is empty because of a typo.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { Cluster } from "../lib/cluster";
+import { Prometheus } from "../lib/prometheus";
 import {
   dashboardProblems,
   dashboardQueries,
@@ -18,41 +16,24 @@ import {
   substitute,
 } from "../lib/promql";
 import { requireEnv } from "../lib/require";
-import { httpInNs, inNs, sh, sleep, waitFor } from "../lib/sh";
+import { inNs, sh, sleep, waitFor } from "../lib/sh";
 import { iperf, ping } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
 
 /** Added by another change; until an agent exports it, its panel may be empty. */
 const SUPPRESSED = "overlay_monitor_events_suppressed_total";
 
-interface Series {
-  metric: Record<string, string>;
-  value: [number, string];
-}
-
 describe("e2e: Grafana dashboard and alert rules against a real Prometheus", function () {
   this.timeout(240000);
   const c = new Cluster();
   // Unique per run, like the namespaces: two runs never share a listener.
   const port = 19090 + (parseInt(c.topo.id, 16) % 1000);
-  let addr = "";
-  let prom: ChildProcess | undefined;
-  let promLog = "";
+  const prom = new Prometheus(c, `172.31.0.254:${port}`);
   let n1: NodeInfo;
   let n2: NodeInfo;
   let suppressedExported = false;
 
-  function api(path: string): { status: string; error?: string; data?: { result: Series[] } } {
-    const r = httpInNs(c.topo.switchNs, `http://${addr}${path}`);
-    if (r.status === 0) throw new Error(`prometheus at ${addr}: ${r.body}`);
-    return JSON.parse(r.body);
-  }
-
-  function query(expr: string): Series[] {
-    const j = api(`/api/v1/query?query=${encodeURIComponent(expr)}`);
-    if (j.status !== "success") throw new Error(`query ${expr}: ${j.status} ${j.error}`);
-    return j.data?.result ?? [];
-  }
+  const query = (expr: string) => prom.query(expr);
 
   /** VXLAN datagrams to n1's port from `from`'s namespace, with this VNI. */
   function sendVxlan(from: string, vni: number, count: number): void {
@@ -69,37 +50,7 @@ describe("e2e: Grafana dashboard and alert rules against a real Prometheus", fun
     requireEnv(this, { root: true, tools: ["prometheus", "etcd", "ip", "ping", "iperf3"] });
     await c.start(2);
     [n1, n2] = c.nodes as [NodeInfo, NodeInfo];
-    addr = `172.31.0.254:${port}`;
-    const dir = join(c.topo.runDir, `prometheus-${port}`);
-    mkdirSync(join(dir, "data"), { recursive: true });
-    const targets = c.nodes.map((n) => `"${n.underlayIp}:9474"`).join(", ");
-    writeFileSync(
-      join(dir, "prometheus.yml"),
-      `global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: overlayd\n    static_configs:\n      - targets: [${targets}]\n`,
-    );
-    prom = spawn("ip", [
-      "netns",
-      "exec",
-      c.topo.switchNs,
-      "prometheus",
-      `--config.file=${join(dir, "prometheus.yml")}`,
-      `--storage.tsdb.path=${join(dir, "data")}`,
-      `--web.listen-address=${addr}`,
-      "--log.level=warn",
-    ]);
-    prom.stderr?.on("data", (d) => (promLog = (promLog + d).slice(-3000)));
-    await waitFor(
-      "both targets up",
-      () => {
-        if (prom?.exitCode !== null) throw new Error(`prometheus exited: ${promLog}`);
-        try {
-          return query('up{job="overlayd"} == 1').length === 2;
-        } catch {
-          return false;
-        }
-      },
-      60000,
-    );
+    await prom.start();
 
     // Traffic both ways, ICMP and TCP.
     assert.ok(ping(c.pod(n1).ns, c.pod(n2).ip, { count: 20 }), "pod 1 -> pod 2");
@@ -134,12 +85,7 @@ describe("e2e: Grafana dashboard and alert rules against a real Prometheus", fun
   });
 
   after(async function () {
-    if (prom && prom.exitCode === null) {
-      await new Promise((r) => {
-        prom!.once("exit", r);
-        prom!.kill("SIGKILL");
-      });
-    }
+    await prom.stop();
     await c.stop();
   });
 

@@ -2,12 +2,11 @@
 // agents over the underlay. Counters move while pods talk; a malformed VXLAN
 // packet shows up under its drop reason; promtool finds nothing to lint.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Cluster } from "../lib/cluster";
+import { Prometheus } from "../lib/prometheus";
 import { requireEnv } from "../lib/require";
-import { httpInNs, inNs, sh, waitFor } from "../lib/sh";
+import { inNs, sh, waitFor } from "../lib/sh";
 import { ping } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
 
@@ -16,19 +15,11 @@ const PROM = "172.31.0.254:9090";
 describe("e2e: metrics scraped by a real Prometheus", function () {
   this.timeout(180000);
   const c = new Cluster();
-  let prom: ChildProcess | undefined;
-  let promLog = "";
+  const prom = new Prometheus(c, PROM);
   let n1: NodeInfo;
   let n2: NodeInfo;
 
-  function query(expr: string): { metric: Record<string, string>; value: [number, string] }[] {
-    const r = httpInNs(
-      c.topo.switchNs,
-      `http://${PROM}/api/v1/query?query=${encodeURIComponent(expr)}`,
-    );
-    if (r.status !== 200) throw new Error(`query ${expr}: ${r.status} ${r.body}`);
-    return JSON.parse(r.body).data.result;
-  }
+  const query = (expr: string) => prom.query(expr);
 
   function value(expr: string): number | undefined {
     const v = query(expr)[0]?.value[1];
@@ -39,45 +30,11 @@ describe("e2e: metrics scraped by a real Prometheus", function () {
     requireEnv(this, { root: true, tools: ["prometheus", "promtool", "etcd", "ip", "ping"] });
     await c.start(2);
     [n1, n2] = c.nodes as [NodeInfo, NodeInfo];
-    const dir = join(c.topo.runDir, "prometheus");
-    mkdirSync(join(dir, "data"), { recursive: true });
-    const targets = c.nodes.map((n) => `"${n.underlayIp}:9474"`).join(", ");
-    writeFileSync(
-      join(dir, "prometheus.yml"),
-      `global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: overlayd\n    static_configs:\n      - targets: [${targets}]\n`,
-    );
-    prom = spawn("ip", [
-      "netns",
-      "exec",
-      c.topo.switchNs,
-      "prometheus",
-      `--config.file=${join(dir, "prometheus.yml")}`,
-      `--storage.tsdb.path=${join(dir, "data")}`,
-      `--web.listen-address=${PROM}`,
-      "--log.level=warn",
-    ]);
-    prom.stderr?.on("data", (d) => (promLog = (promLog + d).slice(-3000)));
-    await waitFor(
-      "both targets up",
-      () => {
-        if (prom?.exitCode !== null) throw new Error(`prometheus exited: ${promLog}`);
-        try {
-          return query('up{job="overlayd"} == 1').length === 2;
-        } catch {
-          return false;
-        }
-      },
-      60000,
-    );
+    await prom.start();
   });
 
   after(async function () {
-    if (prom && prom.exitCode === null) {
-      await new Promise((r) => {
-        prom!.once("exit", r);
-        prom!.kill("SIGKILL");
-      });
-    }
+    await prom.stop();
     await c.stop();
   });
 
