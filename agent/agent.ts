@@ -30,7 +30,7 @@ import {
 } from "./control/etcd-store";
 import { ConfigError, OverlayError } from "./errors";
 import { serve, type Readiness } from "./http";
-import { configKey, desiredEntries, type LeaseAttrs } from "./control/lease";
+import { configKey, type LeaseAttrs } from "./control/lease";
 import { LeaseManager } from "./control/lease-manager";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
@@ -371,16 +371,11 @@ export class Agent {
     const backend = this.backend as Backend;
     const m = SubnetHostMap.openPinned(staged);
     try {
-      const own = { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL };
-      const want = desiredEntries(
-        this.startListing?.leases ?? [],
-        subnet,
-        own,
-        (msg) => this.log.warn(msg),
-        (l, log) => backend.entryOf(l, log),
-      );
-      m.upsertMany([...want.values()]);
-      this.log.info("new subnet maps filled from etcd", { entries: want.size });
+      // The reconciler that later keeps the map, run once on the new map.
+      const r = new Reconciler(m, this.log, { entryOf: (l, log) => backend.entryOf(l, log) });
+      r.setOwn(subnet, { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+      const plan = r.fullSync(this.startListing?.leases ?? []);
+      this.log.info("new subnet maps filled from etcd", { entries: plan.upserts.length });
     } finally {
       m.close();
     }

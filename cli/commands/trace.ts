@@ -59,8 +59,9 @@ export const traceCmd: CommandModule<object, Args> = {
     const map = SubnetHostMap.openPinned(a.pinPath);
     const eps = EndpointMap.openPinned(a.pinPath);
     try {
+      const listed = eps.list();
       const endpoint = (ip: Ip4) => {
-        const e = eps.list().find((x) => x.podIp === ip)?.endpoint;
+        const e = listed.find((x) => x.podIp === ip)?.endpoint;
         return e ? { ...e, iface: names.get(e.ifindex) } : undefined;
       };
       const env = existsSync(a.subnetFile)
