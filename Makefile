@@ -77,6 +77,15 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) | $(STAMP)
 	$(Q)bpftool gen object $@ $@.tmp.o
 	$(Q)rm -f $@.tmp.o
 
+# The same objects with the trace hooks compiled out, for bench/progrun.ts.
+BPF_NOTRACE_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf-notrace/%.bpf.o,$(BPF_SRCS))
+$(BUILD)/bpf-notrace/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) | $(STAMP)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(BUILD)/bpf-notrace
+	$(Q)$(CLANG) $(BPF_CFLAGS) -DOVL_NO_TRACE -c $< -o $@.tmp.o
+	$(Q)bpftool gen object $@ $@.tmp.o
+	$(Q)rm -f $@.tmp.o
+
 ts: $(TSC_STAMP) ## compile the TypeScript
 $(TSC_STAMP): $(TS_SRCS) tsconfig.json | $(STAMP)
 	$(call msg,TSC,dist/)
@@ -154,7 +163,7 @@ FUZZ_SEED ?=
 fuzz: build ## differential fuzzing of the programs against test/fuzz/model.ts (root; FUZZ_N, FUZZ_SEED)
 	$(Q)node dist/test/fuzz/run.js --n $(FUZZ_N) --seed $(FUZZ_SEED)
 
-bench: build ## data path benchmark: host-gw vs flannel VXLAN vs overlayd (root)
+bench: build $(BPF_NOTRACE_OBJS) ## data path benchmark: host-gw vs flannel VXLAN vs overlayd (root)
 	$(Q)node dist/bench/datapath.js
 
 bench-control: build ## control plane benchmark against a real etcd (root)

@@ -17,7 +17,11 @@
 //         the fabric sends is printed for every case, to prove it.
 // Paths: host-gw (plain routes, the limit), flannel-vxlan (kernel VXLAN as
 // flannel's vxlan backend programs it), overlayd-tc and overlayd-xdp (the
-// two decap mechanisms; encapsulation is TC in both).
+// two decap mechanisms; encapsulation is TC in both), and overlayd-tc-trace:
+// overlayd-tc while `overlayctl monitor --type trace -o json` runs on both
+// nodes (one trace event per forwarded packet), for the cni kind: what
+// tracing costs when someone watches. What it costs each program per packet,
+// off, on, and compiled out, comes from bench/progrun.ts (BPF_PROG_RUN).
 //
 // Measured in interleaved rounds (every case once per round): TCP 1 and 4
 // streams (iperf3), TCP request/response latency (qperf tcp_lat), 64-byte
@@ -28,6 +32,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { BpfMap } from "../agent/bpf/map";
 import { flannelAddLease, flannelUp } from "../test/lib/flannel";
 import {
   loadNode,
@@ -38,19 +43,27 @@ import {
 } from "../test/lib/overlay";
 import { inNs, sh, shStatus, sleep } from "../test/lib/sh";
 import { nicLike, type Wire } from "../test/lib/topology";
+import { progCostsIsolated, type ProgCost } from "./progrun";
 import { barChart, markdownTable, median, writeResults } from "./report";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 
-type PathName = "host-gw" | "flannel-vxlan" | "overlayd-tc" | "overlayd-xdp";
+type PathName = "host-gw" | "flannel-vxlan" | "overlayd-tc" | "overlayd-xdp" | "overlayd-tc-trace";
 type Kind = "cni" | "bridged" | "host";
 const WIRES: Wire[] = ["veth", "nic"];
-const PATHS: PathName[] = ["host-gw", "flannel-vxlan", "overlayd-tc", "overlayd-xdp"];
-const OVERLAYD: PathName[] = ["overlayd-tc", "overlayd-xdp"];
+const PATHS: PathName[] = [
+  "host-gw",
+  "flannel-vxlan",
+  "overlayd-tc",
+  "overlayd-xdp",
+  "overlayd-tc-trace",
+];
+const OVERLAYD: PathName[] = ["overlayd-tc", "overlayd-xdp", "overlayd-tc-trace"];
+const TRACED: PathName = "overlayd-tc-trace";
 /** The kinds a path serves; the baselines have no CNI plugin of ours. */
 const kindsOf = (p: PathName): Kind[] =>
-  OVERLAYD.includes(p) ? ["cni", "bridged", "host"] : ["bridged", "host"];
+  p === TRACED ? ["cni"] : OVERLAYD.includes(p) ? ["cni", "bridged", "host"] : ["bridged", "host"];
 /** What an overlayd kind is compared with on a baseline path. */
 const baseKind = (k: Kind): Kind => (k === "host" ? "host" : "bridged");
 const DEFAULT_PATH: PathName = "overlayd-tc"; // what --decap auto picks on veth
@@ -77,6 +90,8 @@ interface Topo {
   a: Node;
   b: Node;
   servers: ChildProcess[];
+  /** overlayd's programs attached in this topology, once it is up. */
+  progIds?: Set<number>;
 }
 
 const id = randomBytes(3).toString("hex");
@@ -159,6 +174,7 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
     flannelAddLease(b.ns, { subnet: a.subnet, publicIp: a.underlayIp, vtepMac: a.vtep as string });
   } else {
     setupOverlayd(t, path === "overlayd-xdp" ? "xdp" : "tc");
+    if (path === TRACED) for (const n of [a, b]) t.servers.push(traceMonitor(n));
   }
   for (const pod of b.pods) {
     t.servers.push(spawn("ip", ["netns", "exec", pod.ns, "iperf3", "-s"], { stdio: "ignore" }));
@@ -176,6 +192,26 @@ function setupOverlayd(t: Topo, decap: "tc" | "xdp"): void {
     programPeers(n, [{ node: peer, vtepMac: peer.vtep as string }]);
     // Pod 1 as the CNI plugin registers it; pod 2 stays a plain bridge port.
     registerPod(n, n.pods[0] as Pod);
+  }
+}
+
+/** `overlayctl monitor --type trace -o json` on a node, its output discarded. */
+function traceMonitor(n: Node): ChildProcess {
+  const cli = join(__dirname, "../cli/main.js");
+  return spawn(
+    process.execPath,
+    [cli, "monitor", "--pin-path", n.pinPath, "--type", "trace", "-o", "json"],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
+}
+
+/** Whether a monitor has switched trace events on for a node. */
+function traceOn(n: Node): boolean {
+  const m = BpfMap.openPinned(n.pinPath, "ovl_monitor");
+  try {
+    return (m.lookup(Buffer.alloc(4))?.readUInt32LE(0) ?? 0) !== 0;
+  } finally {
+    m.close();
   }
 }
 
@@ -274,21 +310,54 @@ function measure(t: Topo, kind: Kind): Sample {
   };
 }
 
-/** Average BPF run time per invocation, from kernel.bpf_stats_enabled. */
-function bpfProfile(): Record<string, { runs: number; avgNs: number }> {
+/** Run time and count of every loaded ovl_ program, by id (kernel.bpf_stats_enabled). */
+function progStats(): Map<number, { name: string; ns: number; runs: number }> {
   const progs = JSON.parse(sh(["bpftool", "-j", "prog", "show"])) as {
+    id: number;
     name?: string;
     run_time_ns?: number;
     run_cnt?: number;
   }[];
-  const out: Record<string, { runs: number; avgNs: number }> = {};
+  const out = new Map<number, { name: string; ns: number; runs: number }>();
   for (const p of progs) {
-    if (!p.name?.startsWith("ovl_") || !p.run_cnt) continue;
-    const cur = out[p.name] ?? { runs: 0, avgNs: 0 };
-    const runs = cur.runs + p.run_cnt;
-    out[p.name] = { runs, avgNs: (cur.avgNs * cur.runs + (p.run_time_ns ?? 0)) / runs };
+    if (!p.name?.startsWith("ovl_")) continue;
+    out.set(p.id, { name: p.name, ns: p.run_time_ns ?? 0, runs: p.run_cnt ?? 0 });
   }
   return out;
+}
+
+type Profile = Record<string, Record<string, { runs: number; ns: number }>>;
+
+/** Ids of the programs attached in a topology's node namespaces. */
+function topoProgIds(t: Topo): Set<number> {
+  const ids = new Set<number>();
+  for (const n of [t.a, t.b]) {
+    const net = JSON.parse(sh(inNs(n.ns, ["bpftool", "-j", "net", "show"]))) as {
+      xdp?: { id?: number }[];
+      tc?: { id?: number }[];
+    }[];
+    for (const x of net.flatMap((e) => [...(e.xdp ?? []), ...(e.tc ?? [])])) {
+      if (x.id) ids.add(x.id);
+    }
+  }
+  return ids;
+}
+
+/** Adds what a topology's programs ran between two progStats() to its path's profile. */
+function addProfile(
+  profile: Profile,
+  t: Topo,
+  before: ReturnType<typeof progStats>,
+  after: ReturnType<typeof progStats>,
+): void {
+  for (const [id, a] of after) {
+    if (!t.progIds?.has(id)) continue;
+    const b = before.get(id) ?? { ns: 0, runs: 0 };
+    if (a.runs <= b.runs) continue;
+    const cur = ((profile[t.path] ??= {})[a.name] ??= { runs: 0, ns: 0 });
+    cur.runs += a.runs - b.runs;
+    cur.ns += a.ns - b.ns;
+  }
 }
 
 const caseName = (t: Topo, kind: Kind) => `${t.wire} ${t.path} ${kind}`;
@@ -316,12 +385,23 @@ async function main(): Promise<void> {
     for (const t of topos.filter((x) => OVERLAYD.includes(x.path))) {
       for (const n of [t.a, t.b]) syncPodBridge(n);
     }
+    for (const t of topos) t.progIds = topoProgIds(t);
+    for (const t of topos.filter((x) => x.path === TRACED)) {
+      for (const n of [t.a, t.b]) {
+        if (!traceOn(n)) throw new Error(`${t.wire} ${TRACED}: no monitor switched tracing on`);
+      }
+    }
+    // Per-packet cost of tracing in each program, before the traffic rounds.
+    const progrun = progCostsIsolated(join(__dirname, "../../build"));
     sh(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"]);
     const samples: Record<string, Sample[]> = {};
+    const profile: Profile = {};
     for (let r = 1; r <= ROUNDS; r++) {
       for (const t of topos) {
         for (const kind of kindsOf(t.path)) {
+          const before = progStats();
           const s = measure(t, kind);
+          addProfile(profile, t, before, progStats());
           (samples[caseName(t, kind)] ??= []).push(s);
           process.stderr.write(
             `round ${r}/${ROUNDS} ${caseName(t, kind).padEnd(26)} tcp1 ${s.tcp1Gbps.toFixed(2)} Gbit/s  tcp4 ${s.tcp4Gbps.toFixed(2)}  lat ${s.latencyUs.toFixed(1)} us  udp64 ${s.udp64Kpps.toFixed(0)} kpps  cpu ${s.cpuSecPerGb.toFixed(2)} s/GB  frame ${s.frameBytes.toFixed(0)} B\n`,
@@ -329,7 +409,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    report(samples, bpfProfile());
+    report(samples, profile, progrun);
   } finally {
     sh(["sysctl", "-qw", `kernel.bpf_stats_enabled=${statsBefore}`], { allowFail: true });
     for (const t of topos) for (const s of t.servers) s.kill("SIGKILL");
@@ -359,10 +439,7 @@ interface Target {
   ok: boolean;
 }
 
-function report(
-  samples: Record<string, Sample[]>,
-  profile: Record<string, { runs: number; avgNs: number }>,
-): void {
+function report(samples: Record<string, Sample[]>, profile: Profile, progrun: ProgCost[]): void {
   const vals = (c: string, k: Metric) =>
     (samples[c] ?? []).map((s) => s[k]).filter((x) => Number.isFinite(x));
   const med = (c: string, k: Metric) => median(vals(c, k));
@@ -433,7 +510,7 @@ function report(
     groups: WIRES.flatMap((w) =>
       (["cni", "bridged", "host"] as Kind[]).map((k) => ({
         label: `${w} wire, ${k}`,
-        bars: PATHS.map((p) => {
+        bars: PATHS.filter((p) => p !== TRACED).map((p) => {
           const c = `${w} ${p} ${OVERLAYD.includes(p) ? k : baseKind(k)}`;
           return { label: p, value: ratio(c, "tcp1Gbps", base(w, "host-gw", k)) };
         }),
@@ -470,11 +547,49 @@ function report(
       ]),
     ),
     "",
-    "BPF time per packet (kernel.bpf_stats_enabled, all rounds, both wires):",
+    "BPF time per packet by path (kernel.bpf_stats_enabled, all rounds, both wires):",
     "",
     markdownTable(
-      ["program", "runs", "avg ns/run"],
-      Object.entries(profile).map(([k, v]) => [k, v.runs, v.avgNs.toFixed(0)]),
+      ["path", "program", "runs", "avg ns/run"],
+      Object.entries(profile).flatMap(([p, progs]) =>
+        Object.entries(progs).map(([k, v]) => [p, k, v.runs, (v.ns / v.runs).toFixed(0)]),
+      ),
+    ),
+    "",
+    "What tracing costs. With a monitor asking for trace events on both nodes",
+    `(${TRACED}), against ${DEFAULT_PATH} with nobody watching, cni pods:`,
+    "",
+    markdownTable(
+      ["wire", ...RATIO_METRICS.map((m) => m.label)],
+      WIRES.map((w) => [
+        w,
+        ...RATIO_METRICS.map(
+          (m) => `${ratio(`${w} ${TRACED} cni`, m.key, `${w} ${DEFAULT_PATH} cni`).toFixed(2)}×`,
+        ),
+      ]),
+    ),
+    "",
+    "Per packet, through BPF_PROG_RUN (one MTU-sized TCP frame per run, mean of",
+    "20,000 runs, median of 7): objects built without the trace hooks, tracing off",
+    "(the default: nobody watches) and tracing on (events drained as a monitor does):",
+    "",
+    markdownTable(
+      [
+        "program",
+        "hooks compiled out (ns)",
+        "tracing off (ns)",
+        "off vs compiled out",
+        "tracing on (ns)",
+        "on vs off",
+      ],
+      progrun.map((c) => [
+        c.program,
+        c.noHooksNs.toFixed(0),
+        c.offNs.toFixed(0),
+        `${(c.offNs / c.noHooksNs).toFixed(2)}×`,
+        c.onNs.toFixed(0),
+        `+${(c.onNs - c.offNs).toFixed(0)} ns`,
+      ]),
     ),
     "",
     "![TCP 1 stream, ratio to host-gw](results/datapath-latest.svg)",
@@ -482,7 +597,7 @@ function report(
   ].join("\n");
   const file = writeResults(
     "datapath",
-    { when, kernel, cpus, rounds: ROUNDS, seconds: SECONDS, samples, profile, targets },
+    { when, kernel, cpus, rounds: ROUNDS, seconds: SECONDS, samples, profile, progrun, targets },
     md,
     { svg },
   );

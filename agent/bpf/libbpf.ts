@@ -473,7 +473,8 @@ export const libbpf = {
     dataIn: Buffer,
     ctxIn: Buffer | null,
     what: string,
-  ): { retval: number; data: Buffer; ctx: Buffer | null } {
+    repeat = 1,
+  ): { retval: number; data: Buffer; ctx: Buffer | null; durationNs: number } {
     const dataOut = Buffer.alloc(dataIn.length + 512);
     const ctxOut = ctxIn ? Buffer.alloc(ctxIn.length) : null;
     const opts = {
@@ -487,7 +488,7 @@ export const libbpf = {
       ctx_size_in: ctxIn ? ctxIn.length : 0,
       ctx_size_out: ctxOut ? ctxOut.length : 0,
       retval: 0,
-      repeat: 1,
+      repeat,
       duration: 0,
       flags: 0,
       cpu: 0,
@@ -502,6 +503,8 @@ export const libbpf = {
       retval: opts.retval,
       data: dataOut.subarray(0, opts.data_size_out),
       ctx: ctxOut ? ctxOut.subarray(0, opts.ctx_size_out) : null,
+      /** The kernel's mean time per run over `repeat` runs. */
+      durationNs: opts.duration,
     };
   },
 };
