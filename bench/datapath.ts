@@ -51,14 +51,19 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 
 type PathName = "host-gw" | "flannel-vxlan" | "overlayd-tc" | "overlayd-xdp" | "overlayd-tc-trace";
 type Kind = "cni" | "bridged" | "host";
-const WIRES: Wire[] = ["veth", "nic"];
-const PATHS: PathName[] = [
-  "host-gw",
-  "flannel-vxlan",
-  "overlayd-tc",
-  "overlayd-xdp",
-  "overlayd-tc-trace",
-];
+/** BENCH_WIRES / BENCH_PATHS (comma-separated) narrow a run, for experiments. */
+function pick<T extends string>(all: T[], env: string | undefined): T[] {
+  if (!env) return all;
+  const want = env.split(",");
+  const bad = want.filter((w) => !all.includes(w as T));
+  if (bad.length) throw new Error(`unknown ${bad.join(", ")}: choose from ${all.join(", ")}`);
+  return all.filter((x) => want.includes(x));
+}
+const WIRES: Wire[] = pick(["veth", "nic"], process.env.BENCH_WIRES);
+const PATHS: PathName[] = pick(
+  ["host-gw", "flannel-vxlan", "overlayd-tc", "overlayd-xdp", "overlayd-tc-trace"],
+  process.env.BENCH_PATHS,
+);
 const OVERLAYD: PathName[] = ["overlayd-tc", "overlayd-xdp", "overlayd-tc-trace"];
 const TRACED: PathName = "overlayd-tc-trace";
 /** The kinds a path serves; the baselines have no CNI plugin of ours. */
@@ -386,6 +391,14 @@ async function main(): Promise<void> {
       for (const n of [t.a, t.b]) syncPodBridge(n);
     }
     for (const t of topos) t.progIds = topoProgIds(t);
+    if (process.env.BENCH_HOLD) {
+      // Experiments: the topologies stay up until SIGUSR1, then the rounds run.
+      for (const t of topos) {
+        process.stderr.write(`${t.wire} ${t.path}: a=${t.a.ns} b=${t.b.ns} fabric=${t.fabric}\n`);
+      }
+      process.stderr.write(`holding; kill -USR1 ${process.pid} to go on\n`);
+      await new Promise((r) => process.once("SIGUSR1", r));
+    }
     for (const t of topos.filter((x) => x.path === TRACED)) {
       for (const n of [t.a, t.b]) {
         if (!traceOn(n)) throw new Error(`${t.wire} ${TRACED}: no monitor switched tracing on`);
