@@ -65,6 +65,30 @@ static __always_inline int inner_check(const struct ovl_peer *peer, struct ethhd
 	return DECAP_OK;
 }
 
+/* The VXLAN header: the I flag and nothing else (or GBP's bits, with
+ * OVL_CFG_GBP, whose mark goes to *gbp), our VNI. */
+static __always_inline int vxlan_check(const struct vxlanhdr *vx, __u32 *gbp)
+{
+	if ((ovl_cfg_flags & OVL_CFG_GBP) &&
+	    vx->flags == (OVL_VXLAN_FLAG_I | OVL_VXLAN_FLAG_G)) {
+		/* GBP: D and A in the second byte, the policy ID after it;
+		 * any other bit is as wrong as without GBP. */
+		if ((vx->reserved1[0] & ~(OVL_VXLAN_GBP_D | OVL_VXLAN_GBP_A)) ||
+		    (vx->vni_res & bpf_htonl(0xff)))
+			return OVL_DROP_BAD_VXLAN_FLAGS;
+		*gbp = ((__u32)vx->reserved1[1] << 8 | vx->reserved1[2]) |
+		       (vx->reserved1[0] & OVL_VXLAN_GBP_D ? OVL_GBP_MARK_D : 0) |
+		       (vx->reserved1[0] & OVL_VXLAN_GBP_A ? OVL_GBP_MARK_A : 0);
+	} else if (vx->flags != OVL_VXLAN_FLAG_I || vx->reserved1[0] ||
+		   vx->reserved1[1] || vx->reserved1[2] ||
+		   (vx->vni_res & bpf_htonl(0xff))) {
+		return OVL_DROP_BAD_VXLAN_FLAGS;
+	}
+	if (bpf_ntohl(vx->vni_res) >> 8 != ovl_cfg_vni)
+		return OVL_DROP_WRONG_VNI;
+	return DECAP_OK;
+}
+
 /*
  * Returns DECAP_PASS, DECAP_OK, or an enum ovl_drop_reason.
  * pkt_len is the full frame length; gso says the lengths in the headers
@@ -79,6 +103,7 @@ static __always_inline int decap_check(void *data, void *data_end, __u32 pkt_len
 	struct iphdr *ip;
 	struct udphdr *udp;
 	__u32 ihl, tot_len;
+	int ret;
 
 	if (data + ETH_HLEN + sizeof(*ip) > data_end)
 		return DECAP_PASS;
@@ -125,23 +150,9 @@ static __always_inline int decap_check(void *data, void *data_end, __u32 pkt_len
 	/* Constant offsets from data (ihl is known to be 5 now): the verifier
 	 * cannot bound a pointer derived from the variable-offset udp. */
 	vx = data + ETH_HLEN + sizeof(*ip) + sizeof(*udp);
-	if ((ovl_cfg_flags & OVL_CFG_GBP) &&
-	    vx->flags == (OVL_VXLAN_FLAG_I | OVL_VXLAN_FLAG_G)) {
-		/* GBP: D and A in the second byte, the policy ID after it;
-		 * any other bit is as wrong as without GBP. */
-		if ((vx->reserved1[0] & ~(OVL_VXLAN_GBP_D | OVL_VXLAN_GBP_A)) ||
-		    (vx->vni_res & bpf_htonl(0xff)))
-			return OVL_DROP_BAD_VXLAN_FLAGS;
-		info->gbp = ((__u32)vx->reserved1[1] << 8 | vx->reserved1[2]) |
-			    (vx->reserved1[0] & OVL_VXLAN_GBP_D ? OVL_GBP_MARK_D : 0) |
-			    (vx->reserved1[0] & OVL_VXLAN_GBP_A ? OVL_GBP_MARK_A : 0);
-	} else if (vx->flags != OVL_VXLAN_FLAG_I || vx->reserved1[0] ||
-		   vx->reserved1[1] || vx->reserved1[2] ||
-		   (vx->vni_res & bpf_htonl(0xff))) {
-		return OVL_DROP_BAD_VXLAN_FLAGS;
-	}
-	if (bpf_ntohl(vx->vni_res) >> 8 != ovl_cfg_vni)
-		return OVL_DROP_WRONG_VNI;
+	ret = vxlan_check(vx, &info->gbp);
+	if (ret != DECAP_OK)
+		return ret;
 
 	peer = bpf_map_lookup_elem(&ovl_peers, &ip->saddr);
 	if (!peer)
@@ -232,6 +243,220 @@ static __always_inline int deliver_fib(struct __sk_buff *skb, __u32 len, __u8 ho
 	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 
+/* ---- IPv6 underlay (dual-stack) -----------------------------------------
+ *
+ * flannel-v6.1's wire format: outer IPv6 between the nodes' PublicIPv6
+ * addresses, UDP with a checksum, VXLAN, an inner IPv6 frame. The same
+ * rules as IPv4: our VNI, an outer source that holds a lease (ovl_peers6),
+ * an inner source inside that lease's IPv6 subnet, an inner destination
+ * inside ours. Outer extension headers are left to the stack: whatever its
+ * socket decapsulates meets ovl_decap_dev's checks.
+ */
+
+/* Everything up to and including the inner IPv6 header. */
+#define DECAP6_HDRS (ETH_HLEN + OVL_ENCAP6_OVERHEAD + sizeof(struct ipv6hdr))
+
+struct decap_info6 {
+	struct ovl_ip6 peer; /* outer source */
+	struct ovl_ip6 inner_daddr;
+	__u8 inner_hop;
+	__u32 gbp;
+};
+
+static __always_inline int inner_check6(const struct ovl_peer6 *peer, struct ethhdr *ieth,
+					struct decap_info6 *info)
+{
+	struct ovl_subnet6_key key = { .prefixlen = 128 };
+	struct ipv6hdr *iip = (void *)(ieth + 1);
+	struct ovl_subnet6_val *local;
+
+	if (ieth->h_proto != bpf_htons(ETH_P_IPV6))
+		return OVL_DROP_INNER_NOT_IPV6;
+	if (iip->version != 6)
+		return OVL_DROP_INNER_BAD_IP;
+	if (!ip6_in_subnet(iip->saddr.in6_u.u6_addr32, peer->subnet, peer->prefixlen))
+		return OVL_DROP_SPOOFED_SOURCE;
+	__builtin_memcpy(key.addr, &iip->daddr, sizeof(key.addr));
+	local = bpf_map_lookup_elem(&ovl_subnets6, &key);
+	if (!local || !(local->flags & OVL_F_LOCAL))
+		return OVL_DROP_NOT_LOCAL;
+	__builtin_memcpy(info->inner_daddr.addr, &iip->daddr, sizeof(info->inner_daddr.addr));
+	info->inner_hop = iip->hop_limit;
+	return DECAP_OK;
+}
+
+static __always_inline int decap_check6(void *data, void *data_end, __u32 pkt_len, int gso,
+					struct decap_info6 *info)
+{
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	struct ovl_peer6 *peer;
+	struct udphdr *udp;
+	__u32 payload;
+	int ret;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return DECAP_PASS;
+	if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
+		return DECAP_PASS;
+	if (ip6->daddr.in6_u.u6_addr32[0] != ovl_cfg_local_ip6[0] ||
+	    ip6->daddr.in6_u.u6_addr32[1] != ovl_cfg_local_ip6[1] ||
+	    ip6->daddr.in6_u.u6_addr32[2] != ovl_cfg_local_ip6[2] ||
+	    ip6->daddr.in6_u.u6_addr32[3] != ovl_cfg_local_ip6[3])
+		return DECAP_PASS;
+	udp = (void *)(ip6 + 1);
+	if ((void *)(udp + 1) > data_end)
+		return DECAP_PASS;
+	if (udp->dest != bpf_htons(ovl_cfg_port))
+		return DECAP_PASS;
+
+	/* From here on the packet claims to be our VXLAN. */
+	if (pkt_len < DECAP6_HDRS || data + DECAP6_HDRS > data_end)
+		return OVL_DROP_TRUNCATED;
+	payload = bpf_ntohs(ip6->payload_len);
+	if (!gso) {
+		if (!payload)
+			return OVL_DROP_BAD_IP6_HDR; /* a jumbogram needs hop-by-hop */
+		if (payload < DECAP6_HDRS - ETH_HLEN - sizeof(*ip6) ||
+		    payload > pkt_len - ETH_HLEN - sizeof(*ip6))
+			return OVL_DROP_TRUNCATED;
+		if (bpf_ntohs(udp->len) != payload)
+			return OVL_DROP_BAD_UDP_LEN;
+	}
+	if (!udp->check)
+		return OVL_DROP_UDP_ZERO_CSUM; /* as the kernel without udp6zerocsumrx */
+	ret = vxlan_check(data + ETH_HLEN + sizeof(*ip6) + sizeof(*udp), &info->gbp);
+	if (ret != DECAP_OK)
+		return ret;
+
+	__builtin_memcpy(info->peer.addr, &ip6->saddr, sizeof(info->peer.addr));
+	peer = bpf_map_lookup_elem(&ovl_peers6, &info->peer);
+	if (!peer)
+		return OVL_DROP_UNKNOWN_SOURCE;
+	return inner_check6(peer, data + ETH_HLEN + sizeof(*ip6) + sizeof(*udp) +
+				      sizeof(struct vxlanhdr), info);
+}
+
+/* deliver_pod() for IPv6 (no header checksum to fix). */
+static __always_inline int deliver_pod6(struct __sk_buff *skb, const struct ovl_endpoint *ep,
+					__u32 len, __u8 hook)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return rx_drop(skb, hook, OVL_DROP_DECAP_FAILED, len);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	__builtin_memcpy(eth->h_dest, ep->pod_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, ep->host_mac, ETH_ALEN);
+	ip6->hop_limit--;
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/* ovl_decap_tc for an IPv6 frame. */
+static __noinline int decap_tc6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct decap_info6 info = {};
+	struct ovl_endpoint *ep;
+	struct ethhdr *eth;
+	__u32 len = skb->len;
+	int ret;
+
+	if (data + DECAP6_HDRS > data_end && len >= DECAP6_HDRS) {
+		bpf_skb_pull_data(skb, DECAP6_HDRS);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	ret = decap_check6(data, data_end, len, skb->gso_size != 0, &info);
+	if (ret == DECAP_PASS)
+		return TC_ACT_OK;
+	if (ret != DECAP_OK)
+		return rx_drop(skb, OVL_HOOK_DECAP_TC, ret, len);
+
+	ep = bpf_map_lookup_elem(&ovl_endpoints6, &info.inner_daddr);
+	if ((ovl_cfg_flags & OVL_CFG_KERNEL_DECAP) && !(ep && info.inner_hop > 1)) {
+		trace_skb(skb, OVL_DIR_RX, OVL_TR_TO_KERNEL, OVL_HOOK_DECAP_TC, 0);
+		return TC_ACT_OK;
+	}
+	/* Outer IPv6 + UDP + VXLAN + inner Ethernet: 70 bytes. */
+	if (bpf_skb_adjust_room(skb, -OVL_ENCAP6_OVERHEAD, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO))
+		return rx_drop(skb, OVL_HOOK_DECAP_TC, OVL_DROP_DECAP_FAILED, len);
+	if (ovl_cfg_flags & OVL_CFG_GBP)
+		skb->mark = info.gbp;
+	count_dir(OVL_DIR_RX, len);
+	count_peer6(&info.peer, 0, len);
+	trace_skb(skb, OVL_DIR_RX, OVL_TR_DECAP, OVL_HOOK_DECAP_TC, 0);
+	if (ep && info.inner_hop > 1)
+		return deliver_pod6(skb, ep, len, OVL_HOOK_DECAP_TC);
+
+	/* No kernel device: the stack takes it as received on the overlay. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return rx_drop(skb, OVL_HOOK_DECAP_TC, OVL_DROP_DECAP_FAILED, len);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	mac_copy(eth->h_dest, ovl_cfg_vtep_mac);
+	return bpf_redirect(ovl_cfg_overlay_ifindex, BPF_F_INGRESS);
+}
+
+/* ovl_decap_dev for what the socket received over IPv6. */
+static __noinline int decap_dev6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 len = skb->len + OVL_ENCAP6_OVERHEAD;
+	struct bpf_tunnel_key tk = {};
+	struct decap_info6 info = {};
+	struct ovl_endpoint *ep;
+	struct ovl_peer6 *peer;
+	int ret;
+
+	if (bpf_skb_get_tunnel_key(skb, &tk, offsetof(struct bpf_tunnel_key, tunnel_label),
+				   BPF_F_TUNINFO_IPV6))
+		return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_UNKNOWN_SOURCE, len);
+	if (tk.tunnel_id != ovl_cfg_vni)
+		return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_WRONG_VNI, len);
+	/* remote_ipv6 comes in network order (unlike remote_ipv4). */
+	__builtin_memcpy(info.peer.addr, tk.remote_ipv6, sizeof(info.peer.addr));
+	peer = bpf_map_lookup_elem(&ovl_peers6, &info.peer);
+	if (!peer)
+		return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_UNKNOWN_SOURCE, len);
+
+	if (data + ETH_HLEN + sizeof(struct ipv6hdr) > data_end) {
+		if (skb->len < ETH_HLEN + sizeof(struct ipv6hdr) ||
+		    bpf_skb_pull_data(skb, ETH_HLEN + sizeof(struct ipv6hdr)))
+			return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_TRUNCATED, len);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + ETH_HLEN + sizeof(struct ipv6hdr) > data_end)
+			return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_TRUNCATED, len);
+	}
+	ret = inner_check6(peer, data, &info);
+	if (ret != DECAP_OK)
+		return rx_drop(skb, OVL_HOOK_DECAP_DEV, ret, len);
+	if (ovl_cfg_flags & OVL_CFG_GBP) {
+		struct { __u32 gbp; } md = {};
+
+		if (bpf_skb_get_tunnel_opt(skb, &md, sizeof(md)) < 0)
+			md.gbp = 0;
+		skb->mark = md.gbp;
+	}
+	count_dir(OVL_DIR_RX, len);
+	count_peer6(&info.peer, 0, len);
+	trace_skb(skb, OVL_DIR_RX, OVL_TR_DECAP, OVL_HOOK_DECAP_DEV, 0);
+
+	ep = bpf_map_lookup_elem(&ovl_endpoints6, &info.inner_daddr);
+	if (ep && info.inner_hop > 1)
+		return deliver_pod6(skb, ep, len, OVL_HOOK_DECAP_DEV);
+	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+	return TC_ACT_OK;
+}
+
 /*
  * TC ingress of the underlay. Every VXLAN packet for us is checked here and
  * dropped (counted) when wrong. A right one for a registered pod is
@@ -262,8 +487,13 @@ int ovl_decap_tc(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 	}
 	ret = decap_check(data, data_end, len, skb->gso_size != 0, &info);
-	if (ret == DECAP_PASS)
+	if (ret == DECAP_PASS) {
+		eth = data;
+		if (have_ip6() && (void *)(eth + 1) <= data_end &&
+		    eth->h_proto == bpf_htons(ETH_P_IPV6))
+			return decap_tc6(skb);
 		return TC_ACT_OK;
+	}
 	if (ret != DECAP_OK)
 		return rx_drop(skb, OVL_HOOK_DECAP_TC, ret, len);
 
@@ -311,8 +541,8 @@ int ovl_decap_tc(struct __sk_buff *skb)
  * underlay (already checked there) or from anywhere else (a pod or the host
  * sending to our port, another interface, a reassembled fragment). The same
  * rules hold: our VNI, an outer source that holds a lease, the inner checks.
- * Nothing but VXLAN for IPv4 peers reaches this device, so a packet without
- * IPv4 tunnel metadata is dropped too.
+ * Nothing but VXLAN reaches this device, so a packet without tunnel metadata
+ * (or with IPv6 metadata while the network has no IPv6) is dropped too.
  */
 SEC("tc")
 int ovl_decap_dev(struct __sk_buff *skb)
@@ -330,8 +560,11 @@ int ovl_decap_dev(struct __sk_buff *skb)
 	/* The IPv4 part of the key only (up to tunnel_label): the size every
 	 * kernel since 4.x accepts; newer headers' sizeof() is refused by older
 	 * kernels. An IPv6 outer header fails here and is refused too. */
-	if (bpf_skb_get_tunnel_key(skb, &tk, offsetof(struct bpf_tunnel_key, tunnel_label), 0))
+	if (bpf_skb_get_tunnel_key(skb, &tk, offsetof(struct bpf_tunnel_key, tunnel_label), 0)) {
+		if (have_ip6())
+			return decap_dev6(skb); /* IPv6 tunnel metadata, or none */
 		return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_UNKNOWN_SOURCE, len);
+	}
 	if (tk.tunnel_id != ovl_cfg_vni)
 		return rx_drop(skb, OVL_HOOK_DECAP_DEV, OVL_DROP_WRONG_VNI, len);
 	info.peer = bpf_htonl(tk.remote_ipv4); /* the helper gives host order */

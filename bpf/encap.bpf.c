@@ -145,6 +145,159 @@ static __always_inline void gbp_fill(struct ovl_encap_hdr *h, __u32 mark)
 	h->vxlan.reserved1[2] = id & 0xff;
 }
 
+/* ---- IPv6 (dual-stack) ------------------------------------------------
+ *
+ * An IPv6 pod packet goes to the IPv6 host of its subnet (ovl_subnets6),
+ * over an outer IPv6 header, as flannel-v6.1 sends it. Over IPv6 the outer
+ * UDP checksum is required (flannel's device drops zero checksums) and
+ * bpf_skb_adjust_room() cannot ask the kernel for it on GSO segments, so
+ * the kernel's collect_md VXLAN device (the overlay device, which is one
+ * with OVL_CFG_KERNEL_DECAP) wraps it: we set the tunnel key (peer, VNI,
+ * our PublicIPv6 as source) and the inner MACs, and hand it over.
+ */
+#define INNER_IP6_END (ETH_HLEN + sizeof(struct ipv6hdr))
+
+/* seg_l3_len() for IPv6 (TCP or UDP right after the fixed header). */
+static __always_inline __u32 seg6_l3_len(struct __sk_buff *skb, struct ipv6hdr *ip6,
+					 void *data_end)
+{
+	if (!skb->gso_size)
+		return 0;
+	if (ip6->nexthdr == IPPROTO_TCP) {
+		__u8 *doff = (void *)(ip6 + 1) + 12;
+
+		if ((void *)(doff + 1) > data_end)
+			return sizeof(*ip6) + 20 + skb->gso_size;
+		return sizeof(*ip6) + (*doff >> 4) * 4 + skb->gso_size;
+	}
+	return sizeof(*ip6) + sizeof(struct udphdr) + skb->gso_size;
+}
+
+static __always_inline int direct6(struct __sk_buff *skb, struct ipv6hdr *ip6, void *data_end,
+				   const struct ovl_ip6 *next_hop, const int from_pod)
+{
+	struct bpf_redir_neigh nh = { .nh_family = AF_INET6 };
+
+	__builtin_memcpy(nh.ipv6_nh, next_hop->addr, sizeof(nh.ipv6_nh));
+	if (!fits_underlay(skb, seg6_l3_len(skb, ip6, data_end), 0)) {
+		if (from_pod)
+			return TC_ACT_OK;
+		return drop(OVL_DROP_MTU, skb, from_pod);
+	}
+	if (from_pod)
+		ip6->hop_limit--; /* no header checksum in IPv6 */
+	count_dir(OVL_DIR_DIRECT, skb->len);
+	count_peer6(next_hop, 1, skb->len);
+	trace_skb(skb, OVL_DIR_TX, OVL_TR_DIRECT,
+		  from_pod ? OVL_HOOK_ENCAP_POD : OVL_HOOK_ENCAP_DEV, 0);
+	return bpf_redirect_neigh(ovl_cfg_underlay_ifindex, &nh, sizeof(nh), 0);
+}
+
+static __noinline int encap6(struct __sk_buff *skb, const int from_pod)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ovl_subnet6_key key; /* every byte set below: an initializer
+				     * would become a .rodata constant */
+	struct ovl_subnet6_val *dst;
+	struct bpf_tunnel_key tk = {};
+	struct ovl_ip6 remote;
+	struct ipv6hdr *ip6;
+	struct ethhdr *eth;
+	__u8 vtep_mac[ETH_ALEN];
+	__u16 flags;
+	__u32 len;
+
+	if (data + INNER_IP6_END > data_end) {
+		if (skb->len < INNER_IP6_END || bpf_skb_pull_data(skb, INNER_IP6_END))
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + INNER_IP6_END > data_end)
+			return TC_ACT_OK;
+	}
+	/* On the overlay device: a pod's packet that encap6 already keyed and
+	 * redirected here goes on to the device as it is. */
+	if (!from_pod && !bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), BPF_F_TUNINFO_IPV6))
+		return TC_ACT_OK;
+	__builtin_memset(&tk, 0, sizeof(tk));
+
+	ip6 = data + ETH_HLEN;
+	/* Link-local and multicast (neighbour discovery, MLD, router
+	 * solicitations the kernel sends on any device) are no overlay
+	 * traffic: the device drops them as it did before IPv6 existed here. */
+	if ((ip6->daddr.in6_u.u6_addr8[0] == 0xff) ||
+	    (ip6->daddr.in6_u.u6_addr8[0] == 0xfe && (ip6->daddr.in6_u.u6_addr8[1] & 0xc0) == 0x80))
+		return TC_ACT_OK;
+	key.prefixlen = 128;
+	__builtin_memcpy(key.addr, &ip6->daddr, sizeof(key.addr));
+	dst = bpf_map_lookup_elem(&ovl_subnets6, &key);
+	if (!dst || (dst->flags & OVL_F_LOCAL)) {
+		if (from_pod)
+			return TC_ACT_OK;
+		return drop(OVL_DROP_NO_PEER, skb, from_pod);
+	}
+	__builtin_memcpy(remote.addr, dst->remote_ip, sizeof(remote.addr));
+	__builtin_memcpy(vtep_mac, dst->vtep_mac, ETH_ALEN);
+	flags = dst->flags;
+	/* Expiring: the stack answers with ICMPv6 time exceeded. */
+	if (from_pod && ip6->hop_limit <= 1)
+		return TC_ACT_OK;
+	if (flags & OVL_F_DIRECT)
+		return direct6(skb, ip6, data_end, &remote, from_pod);
+
+	/* Without the kernel's device or an IPv6 address of ours there is no
+	 * IPv6 tunnel; a pod's packet then meets the stack's routes. */
+	if (!(ovl_cfg_flags & OVL_CFG_KERNEL_DECAP) || !have_ip6()) {
+		if (from_pod)
+			return TC_ACT_OK;
+		return drop(OVL_DROP_ENCAP_FAILED, skb, from_pod);
+	}
+	if (from_pod && (ovl_cfg_flags & OVL_CFG_GBP))
+		return TC_ACT_OK; /* as for IPv4: the mark is set after this hook */
+	if (!fits_underlay(skb, seg6_l3_len(skb, ip6, data_end), OVL_ENCAP6_OVERHEAD)) {
+		/* The stack sends it to the overlay device, whose IPv6 route MTU
+		 * makes it answer ICMPv6 packet-too-big. */
+		if (from_pod)
+			return TC_ACT_OK;
+		return drop(OVL_DROP_MTU, skb, from_pod);
+	}
+	if (from_pod)
+		ip6->hop_limit--;
+	tk.tunnel_tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+
+	/* The inner Ethernet header as flannel-v6.1 expects it. */
+	eth = data;
+	__builtin_memcpy(eth->h_dest, vtep_mac, ETH_ALEN);
+	mac_copy(eth->h_source, ovl_cfg_vtep_mac);
+
+	__builtin_memcpy(tk.remote_ipv6, remote.addr, sizeof(tk.remote_ipv6));
+	tk.local_ipv6[0] = ovl_cfg_local_ip6[0];
+	tk.local_ipv6[1] = ovl_cfg_local_ip6[1];
+	tk.local_ipv6[2] = ovl_cfg_local_ip6[2];
+	tk.local_ipv6[3] = ovl_cfg_local_ip6[3];
+	tk.tunnel_id = ovl_cfg_vni;
+	tk.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), BPF_F_TUNINFO_IPV6))
+		return drop(OVL_DROP_ENCAP_FAILED, skb, from_pod);
+	if (ovl_cfg_flags & OVL_CFG_GBP) {
+		/* The device (created with gbp) writes the header from this. */
+		struct { __u32 gbp; } md = { .gbp = skb->mark };
+
+		if (bpf_skb_set_tunnel_opt(skb, &md, sizeof(md)))
+			return drop(OVL_DROP_ENCAP_FAILED, skb, from_pod);
+	}
+
+	len = skb->len + OVL_ENCAP6_OVERHEAD; /* as it will leave the underlay */
+	count_dir(OVL_DIR_TX, len);
+	count_peer6(&remote, 1, len);
+	trace_skb(skb, OVL_DIR_TX, OVL_TR_ENCAP,
+		  from_pod ? OVL_HOOK_ENCAP_POD : OVL_HOOK_ENCAP_DEV, 0);
+	if (!from_pod)
+		return TC_ACT_OK; /* already on the overlay device */
+	return bpf_redirect(ovl_cfg_overlay_ifindex, 0);
+}
+
 static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 {
 	void *data = (void *)(long)skb->data;
@@ -168,8 +321,13 @@ static __always_inline int encap(struct __sk_buff *skb, const int from_pod)
 			return TC_ACT_OK;
 	}
 	eth = data;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		if (!have_ip6())
+			return TC_ACT_OK; /* no IPv6 in this network */
+		return encap6(skb, from_pod);
+	}
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK; /* ARP, IPv6: not the overlay's business */
+		return TC_ACT_OK; /* ARP and the rest: not the overlay's business */
 	ip = data + ETH_HLEN;
 
 	key.addr = ip->daddr;

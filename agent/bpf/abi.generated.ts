@@ -85,13 +85,22 @@ export const MAPS = {
     key: "__u32",
     value: "ovl_counter",
     type: 6,
-    maxEntries: 51,
+    maxEntries: 60,
   },
   ovl_endpoints: {
     flags: 0,
     keySize: 4,
     valueSize: 16,
     key: "__be32",
+    value: "ovl_endpoint",
+    type: 1,
+    maxEntries: 16384,
+  },
+  ovl_endpoints6: {
+    flags: 0,
+    keySize: 16,
+    valueSize: 16,
+    key: "ovl_ip6",
     value: "ovl_endpoint",
     type: 1,
     maxEntries: 16384,
@@ -132,12 +141,30 @@ export const MAPS = {
     type: 5,
     maxEntries: 65536,
   },
+  ovl_peer_stats6: {
+    flags: 0,
+    keySize: 16,
+    valueSize: 32,
+    key: "ovl_ip6",
+    value: "ovl_peer_counters",
+    type: 5,
+    maxEntries: 65536,
+  },
   ovl_peers: {
     flags: 0,
     keySize: 4,
     valueSize: 8,
     key: "__be32",
     value: "ovl_peer",
+    type: 1,
+    maxEntries: 65536,
+  },
+  ovl_peers6: {
+    flags: 0,
+    keySize: 16,
+    valueSize: 20,
+    key: "ovl_ip6",
+    value: "ovl_peer6",
     type: 1,
     maxEntries: 65536,
   },
@@ -159,10 +186,19 @@ export const MAPS = {
     type: 11,
     maxEntries: 65536,
   },
+  ovl_subnets6: {
+    flags: 1,
+    keySize: 20,
+    valueSize: 24,
+    key: "ovl_subnet6_key",
+    value: "ovl_subnet6_val",
+    type: 11,
+    maxEntries: 65536,
+  },
 } as const;
 
 export const RODATA = {
-  size: 36,
+  size: 52,
   vars: {
     ovl_cfg_vni: { offset: 0, size: 4 },
     ovl_cfg_port: { offset: 4, size: 2 },
@@ -173,6 +209,7 @@ export const RODATA = {
     ovl_cfg_vtep_mac: { offset: 20, size: 6 },
     ovl_cfg_underlay_mac: { offset: 26, size: 6 },
     ovl_cfg_flags: { offset: 32, size: 4 },
+    ovl_cfg_local_ip6: { offset: 36, size: 16 },
   },
 } as const;
 
@@ -181,6 +218,7 @@ export const ENUMS = {
     OVL_MAX_SUBNETS: 65536,
     OVL_MAX_ENDPOINTS: 16384,
     OVL_ENCAP_OVERHEAD: 50,
+    OVL_ENCAP6_OVERHEAD: 70,
     OVL_VXLAN_FLAG_I: 8,
     OVL_VXLAN_FLAG_G: 128,
     OVL_VXLAN_GBP_D: 64,
@@ -211,7 +249,10 @@ export const ENUMS = {
     OVL_DROP_SPOOFED_SOURCE: 14,
     OVL_DROP_NOT_LOCAL: 15,
     OVL_DROP_DECAP_FAILED: 16,
-    OVL_DROP_MAX: 17,
+    OVL_DROP_BAD_IP6_HDR: 17,
+    OVL_DROP_UDP_ZERO_CSUM: 18,
+    OVL_DROP_INNER_NOT_IPV6: 19,
+    OVL_DROP_MAX: 20,
   },
   ovl_cfg_flags: { OVL_CFG_KERNEL_DECAP: 1, OVL_CFG_GBP: 2 },
   ovl_event_consts: {
@@ -241,7 +282,7 @@ export const PROGRAMS = {
 } as const;
 
 /** sha256 of the layouts above (first 16 hex digits): the ABI's name. */
-export const ABI_HASH = "9ad3d67c6afc8a15";
+export const ABI_HASH = "f70393c817b7a253";
 
 export type MapName = keyof typeof MAPS;
 export type ProgramName = keyof typeof PROGRAMS;

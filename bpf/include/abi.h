@@ -26,6 +26,9 @@ enum ovl_wire {
 	/* Bytes added in front of the inner IPv4 header: outer IPv4 + UDP +
 	 * VXLAN + inner Ethernet; also underlay MTU - overlay MTU. */
 	OVL_ENCAP_OVERHEAD = 50,
+	/* The same over an IPv6 underlay: outer IPv6 (40) + UDP + VXLAN +
+	 * inner Ethernet; flannel-v6.1's MTU is the underlay's minus this. */
+	OVL_ENCAP6_OVERHEAD = 70,
 	OVL_VXLAN_FLAG_I = 0x08,
 	/* VXLAN Group Based Policy (draft-smith-vxlan-group-policy): the G
 	 * flag in the first byte, D (don't learn) and A (policy applied) in
@@ -54,7 +57,36 @@ enum ovl_wire {
  *   ovl_events      RINGBUF       struct ovl_event records (drops; traces when asked)
  *   ovl_ev_limit    PERCPU_ARRAY  0 -> struct ovl_ev_bucket (per-CPU event rate limit)
  *   ovl_monitor     ARRAY         0 -> struct ovl_monitor (what a monitor asks for)
+ * IPv6 has maps of its own (an address family never changes a map's layout,
+ * so an upgrade never has to refuse a pinned map):
+ *   ovl_subnets6    LPM_TRIE      struct ovl_subnet6_key -> struct ovl_subnet6_val
+ *   ovl_peers6      HASH          struct ovl_ip6 underlay IPv6 -> struct ovl_peer6
+ *   ovl_peer_stats6 PERCPU_HASH   struct ovl_ip6 underlay IPv6 -> struct ovl_peer_counters
+ *   ovl_endpoints6  HASH          struct ovl_ip6 pod IPv6 -> struct ovl_endpoint
  */
+
+/* An IPv6 address, network order, as four 32-bit words. */
+struct ovl_ip6 {
+	__be32 addr[4];
+};
+
+/* ovl_subnets6: the IPv6 subnet of each lease (dual-stack), same flags. */
+struct ovl_subnet6_key {
+	__u32 prefixlen; /* host order, 0..128 */
+	__be32 addr[4]; /* network order */
+};
+
+struct ovl_subnet6_val {
+	__be32 remote_ip[4]; /* network order: the host's PublicIPv6 */
+	__u8 vtep_mac[6]; /* the VtepMAC of the host's BackendV6Data */
+	__u16 flags; /* host order, enum ovl_subnet_flags */
+};
+
+/* ovl_peers6: underlay IPv6 -> the IPv6 subnet that host's lease holds. */
+struct ovl_peer6 {
+	__be32 subnet[4]; /* network order */
+	__u32 prefixlen; /* host order */
+};
 
 /*
  * ovl_subnets: BPF_MAP_TYPE_LPM_TRIE, subnet -> host that holds its lease.
@@ -146,7 +178,11 @@ enum ovl_drop_reason {
 	OVL_DROP_SPOOFED_SOURCE = 14, /* inner source outside sender's lease */
 	OVL_DROP_NOT_LOCAL = 15, /* inner destination outside our lease */
 	OVL_DROP_DECAP_FAILED = 16, /* bpf_skb_adjust_room/xdp_adjust_head */
-	OVL_DROP_MAX = 17,
+	/* rx, IPv6 underlay */
+	OVL_DROP_BAD_IP6_HDR = 17, /* outer IPv6 payload length wrong */
+	OVL_DROP_UDP_ZERO_CSUM = 18, /* UDP over IPv6 without a checksum */
+	OVL_DROP_INNER_NOT_IPV6 = 19, /* inner ethertype is not IPv6 */
+	OVL_DROP_MAX = 20,
 };
 
 /*
@@ -155,6 +191,8 @@ enum ovl_drop_reason {
  *   ovl_cfg_vni             host order, 24-bit VXLAN network identifier
  *   ovl_cfg_port            host order, UDP destination port
  *   ovl_cfg_local_ip        network order, our underlay IPv4
+ *   ovl_cfg_local_ip6       network order, our underlay IPv6 (PublicIPv6),
+ *                           all zero when the network has no IPv6
  *   ovl_cfg_vtep_mac        our VTEP MAC (the overlay device's MAC)
  *   ovl_cfg_underlay_ifindex, ovl_cfg_underlay_mac
  *   ovl_cfg_overlay_ifindex
@@ -255,6 +293,10 @@ struct ovl_abi_enums {
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct ovl_subnet_key) == 8, "ovl_subnet_key");
+_Static_assert(sizeof(struct ovl_ip6) == 16, "ovl_ip6");
+_Static_assert(sizeof(struct ovl_subnet6_key) == 20, "ovl_subnet6_key");
+_Static_assert(sizeof(struct ovl_subnet6_val) == 24, "ovl_subnet6_val");
+_Static_assert(sizeof(struct ovl_peer6) == 20, "ovl_peer6");
 _Static_assert(sizeof(struct ovl_subnet_val) == 12, "ovl_subnet_val");
 _Static_assert(sizeof(struct ovl_peer) == 8, "ovl_peer");
 _Static_assert(sizeof(struct ovl_peer_counters) == 32, "ovl_peer_counters");

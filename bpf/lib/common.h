@@ -7,6 +7,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -16,6 +17,9 @@
 
 #ifndef AF_INET
 #define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
 #endif
 
 #define IP_MF 0x2000
@@ -72,6 +76,19 @@ static __always_inline __be32 prefix_mask(__u32 prefixlen)
 	if (prefixlen >= 32)
 		return 0xffffffff;
 	return bpf_htonl(~((1U << (32 - prefixlen)) - 1));
+}
+
+/* Is a (network order, four words) inside subnet/prefixlen? */
+static __always_inline int ip6_in_subnet(const __be32 *a, const __be32 *subnet, __u32 prefixlen)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 bits = prefixlen > 32 * i ? prefixlen - 32 * i : 0;
+
+		if ((a[i] & prefix_mask(bits)) != subnet[i])
+			return 0;
+	}
+	return 1;
 }
 
 static __always_inline void mac_copy(__u8 *dst, const volatile __u8 *src)

@@ -39,6 +39,35 @@ struct {
 } ovl_endpoints SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, OVL_MAX_SUBNETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ovl_subnet6_key);
+	__type(value, struct ovl_subnet6_val);
+} ovl_subnets6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OVL_MAX_SUBNETS);
+	__type(key, struct ovl_ip6);
+	__type(value, struct ovl_peer6);
+} ovl_peers6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, OVL_MAX_SUBNETS);
+	__type(key, struct ovl_ip6);
+	__type(value, struct ovl_peer_counters);
+} ovl_peer_stats6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OVL_MAX_ENDPOINTS);
+	__type(key, struct ovl_ip6);
+	__type(value, struct ovl_endpoint);
+} ovl_endpoints6 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, OVL_DIR_MAX);
 	__type(key, __u32);
@@ -94,10 +123,8 @@ static __always_inline void count_drop(__u32 dir, __u32 reason, __u64 bytes)
 	}
 }
 
-static __always_inline void count_peer(__be32 peer, int tx, __u64 bytes)
+static __always_inline void count_peer_in(struct ovl_peer_counters *c, int tx, __u64 bytes)
 {
-	struct ovl_peer_counters *c = bpf_map_lookup_elem(&ovl_peer_stats, &peer);
-
 	/* Entries are created by the agent with the lease, so a peer that was
 	 * just removed is simply not counted; no insert on the fast path. */
 	if (!c)
@@ -109,6 +136,16 @@ static __always_inline void count_peer(__be32 peer, int tx, __u64 bytes)
 		c->rx_packets++;
 		c->rx_bytes += bytes;
 	}
+}
+
+static __always_inline void count_peer(__be32 peer, int tx, __u64 bytes)
+{
+	count_peer_in(bpf_map_lookup_elem(&ovl_peer_stats, &peer), tx, bytes);
+}
+
+static __always_inline void count_peer6(const struct ovl_ip6 *peer, int tx, __u64 bytes)
+{
+	count_peer_in(bpf_map_lookup_elem(&ovl_peer_stats6, peer), tx, bytes);
 }
 
 #endif /* OVERLAYD_MAPS_H */
