@@ -210,6 +210,8 @@ export interface RodataConfig {
   kernelDecap: boolean;
   /** VXLAN Group Based Policy (Backend.GBP). */
   gbp?: boolean;
+  /** Our underlay IPv6 (PublicIPv6), 16 bytes in network order; absent: no IPv6. */
+  localIp6?: Buffer;
 }
 
 /** Builds the .rodata image from the generated layout. */
@@ -229,5 +231,11 @@ export function rodataImage(c: RodataConfig): Buffer {
     v.ovl_cfg_flags.offset,
     (c.kernelDecap ? F.OVL_CFG_KERNEL_DECAP : 0) | (c.gbp ? F.OVL_CFG_GBP : 0),
   );
+  if (c.localIp6) {
+    if (c.localIp6.length !== v.ovl_cfg_local_ip6.size) {
+      throw new RangeError(`local IPv6 address: ${c.localIp6.length} bytes, want 16`);
+    }
+    c.localIp6.copy(b, v.ovl_cfg_local_ip6.offset);
+  }
   return b;
 }

@@ -65,6 +65,8 @@ export interface DatapathConfig {
   kernelDecap: boolean;
   /** VXLAN Group Based Policy (Backend.GBP). */
   gbp?: boolean;
+  /** Our PublicIPv6, 16 bytes in network order, in a dual-stack network. */
+  localIp6?: Buffer;
 }
 
 /** Makes sure pinPath is a directory on a bpffs, mounting one if needed. */
