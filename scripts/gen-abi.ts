@@ -189,6 +189,10 @@ const ABI_STRUCTS = [
   "ovl_event",
   "ovl_ev_bucket",
   "ovl_monitor",
+  "ovl_ip6",
+  "ovl_subnet6_key",
+  "ovl_subnet6_val",
+  "ovl_peer6",
 ];
 
 function main(dir: string, output: string): void {

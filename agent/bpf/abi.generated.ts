@@ -75,6 +75,23 @@ export const STRUCTS = {
     },
   },
   ovl_monitor: { size: 8, fields: { trace: { offset: 0, size: 4 }, pad: { offset: 4, size: 4 } } },
+  ovl_ip6: { size: 16, fields: { addr: { offset: 0, size: 16 } } },
+  ovl_subnet6_key: {
+    size: 20,
+    fields: { prefixlen: { offset: 0, size: 4 }, addr: { offset: 4, size: 16 } },
+  },
+  ovl_subnet6_val: {
+    size: 24,
+    fields: {
+      remote_ip: { offset: 0, size: 16 },
+      vtep_mac: { offset: 16, size: 6 },
+      flags: { offset: 22, size: 2 },
+    },
+  },
+  ovl_peer6: {
+    size: 20,
+    fields: { subnet: { offset: 0, size: 16 }, prefixlen: { offset: 16, size: 4 } },
+  },
 } as const;
 
 export const MAPS = {
@@ -282,7 +299,7 @@ export const PROGRAMS = {
 } as const;
 
 /** sha256 of the layouts above (first 16 hex digits): the ABI's name. */
-export const ABI_HASH = "f70393c817b7a253";
+export const ABI_HASH = "ddd626a25f041a37";
 
 export type MapName = keyof typeof MAPS;
 export type ProgramName = keyof typeof PROGRAMS;

@@ -11,14 +11,14 @@ export function hostU32(b: Buffer, off: number, v: number): void {
   if (LE) b.writeUInt32LE(v >>> 0, off);
   else b.writeUInt32BE(v >>> 0, off);
 }
-function readHostU32(b: Buffer, off: number): number {
+export function readHostU32(b: Buffer, off: number): number {
   return LE ? b.readUInt32LE(off) : b.readUInt32BE(off);
 }
 export function hostU16(b: Buffer, off: number, v: number): void {
   if (LE) b.writeUInt16LE(v, off);
   else b.writeUInt16BE(v, off);
 }
-function readHostU16(b: Buffer, off: number): number {
+export function readHostU16(b: Buffer, off: number): number {
   return LE ? b.readUInt16LE(off) : b.readUInt16BE(off);
 }
 function readHostU64(b: Buffer, off: number): bigint {

@@ -1,7 +1,8 @@
-// Packet bytes for fixtures: Ethernet, IPv4 (with correct checksums unless
-// told otherwise), UDP, ICMP echo, VXLAN. Pure; used by the BPF tier and by
-// the hostile-packet tests.
+// Packet bytes for fixtures: Ethernet, IPv4 and IPv6 (with correct checksums
+// unless told otherwise), UDP, ICMP echo, VXLAN. Pure; used by the BPF tier
+// and by the hostile-packet tests.
 import { parseIp } from "../../agent/net/ip";
+import { ip6ToBytes, parseIp6 } from "../../agent/net/ip6";
 
 export function mac(s: string): Buffer {
   return Buffer.from(s.split(":").map((h) => parseInt(h, 16)));
@@ -112,4 +113,100 @@ export function vxlanFrame(o: {
   const u = udp(40000, o.port ?? 8472, v);
   const ip = ipv4({ src: o.outerSrc, dst: o.outerDst, proto: 17, flags: 0x4000, ...o.outer }, u);
   return eth("02:aa:aa:aa:aa:01", "02:bb:bb:bb:bb:02", ETH_P_IP, ip);
+}
+
+// --- IPv6 ------------------------------------------------------------------------
+
+export interface Ipv6Opts {
+  src: string;
+  dst: string;
+  next: number; // next header
+  hop?: number;
+  trafficClass?: number;
+  payloadLen?: number; // override
+}
+
+export function ipv6(o: Ipv6Opts, payload: Buffer): Buffer {
+  const h = Buffer.alloc(40);
+  const tc = o.trafficClass ?? 0;
+  h.writeUInt32BE(((6 << 28) | (tc << 20)) >>> 0, 0);
+  h.writeUInt16BE(o.payloadLen ?? payload.length, 4);
+  h[6] = o.next;
+  h[7] = o.hop ?? 64;
+  ip6ToBytes(parseIp6(o.src)).copy(h, 8);
+  ip6ToBytes(parseIp6(o.dst)).copy(h, 24);
+  return Buffer.concat([h, payload]);
+}
+
+/** The upper-layer checksum over IPv6 (RFC 8200 8.1 pseudo-header). */
+export function csum6(src: string, dst: string, next: number, l4: Buffer): number {
+  const ph = Buffer.alloc(40);
+  ip6ToBytes(parseIp6(src)).copy(ph, 0);
+  ip6ToBytes(parseIp6(dst)).copy(ph, 16);
+  ph.writeUInt32BE(l4.length, 32);
+  ph[39] = next;
+  return csum16(Buffer.concat([ph, l4]));
+}
+
+/** UDP over IPv6, with its checksum (0 only when told: RFC 8200 forbids it). */
+export function udp6(
+  src: string,
+  dst: string,
+  sport: number,
+  dport: number,
+  payload: Buffer,
+  o: { lenOverride?: number; zeroChecksum?: boolean } = {},
+): Buffer {
+  const b = Buffer.concat([Buffer.alloc(8), payload]);
+  b.writeUInt16BE(sport, 0);
+  b.writeUInt16BE(dport, 2);
+  b.writeUInt16BE(o.lenOverride ?? b.length, 4);
+  const c = o.zeroChecksum ? 0 : csum6(src, dst, 17, b) || 0xffff;
+  b.writeUInt16BE(c, 6);
+  return b;
+}
+
+export function icmp6Echo(src: string, dst: string, id: number, seq: number): Buffer {
+  const b = Buffer.concat([Buffer.alloc(8), Buffer.alloc(32, 0xab)]);
+  b[0] = 128; // echo request
+  b.writeUInt16BE(id, 4);
+  b.writeUInt16BE(seq, 6);
+  b.writeUInt16BE(csum6(src, dst, 58, b), 2);
+  return b;
+}
+
+/** A complete VXLAN frame over IPv6, as flannel-v6.1 or overlayd sends it. */
+export function vxlan6Frame(o: {
+  outerSrc: string;
+  outerDst: string;
+  innerSrc: string;
+  innerDst: string;
+  vni?: number;
+  port?: number;
+  innerHop?: number;
+  innerMac?: string;
+  vxlanFlags?: number;
+  zeroChecksum?: boolean;
+  udpLen?: number;
+  payloadLen?: number;
+  inner?: Buffer; // full inner Ethernet frame, overrides the ICMPv6 echo
+}): Buffer {
+  const innerFrame =
+    o.inner ??
+    eth(
+      o.innerMac ?? "02:00:00:00:00:01",
+      "02:00:00:00:00:02",
+      ETH_P_IPV6,
+      ipv6(
+        { src: o.innerSrc, dst: o.innerDst, next: 58, hop: o.innerHop ?? 64 },
+        icmp6Echo(o.innerSrc, o.innerDst, 7, 1),
+      ),
+    );
+  const v = vxlan(o.vni ?? 1, innerFrame, o.vxlanFlags ?? 0x08);
+  const u = udp6(o.outerSrc, o.outerDst, 40000, o.port ?? 8472, v, {
+    lenOverride: o.udpLen,
+    zeroChecksum: o.zeroChecksum,
+  });
+  const ip = ipv6({ src: o.outerSrc, dst: o.outerDst, next: 17, payloadLen: o.payloadLen }, u);
+  return eth("02:aa:aa:aa:aa:01", "02:bb:bb:bb:bb:02", ETH_P_IPV6, ip);
 }
