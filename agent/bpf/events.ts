@@ -6,6 +6,7 @@ import { DIRECTIONS, DROP_REASONS } from "./codec";
 import { libbpf, type RingReader } from "./libbpf";
 import { BpfMap } from "./map";
 import { formatIp } from "../net/ip";
+import { formatIp6, ip6FromBytes } from "../net/ip6";
 
 const E = STRUCTS.ovl_event;
 const F = E.fields;
@@ -65,20 +66,50 @@ function tupleAt(d: Buffer, off: number): FiveTuple | undefined {
   return t;
 }
 
-/** The outer and inner tuples of a frame (a VXLAN frame has both). */
-export function tuples(d: Buffer, vxlanPort?: number): { outer?: FiveTuple; inner?: FiveTuple } {
-  if (d.length < 14 || d.readUInt16BE(12) !== 0x0800) return {};
-  const first = tupleAt(d, 14);
-  if (!first) return {};
-  const ihl = (d[14]! & 0x0f) * 4;
-  const isVxlan =
-    first.proto === 17 && (vxlanPort === undefined ? true : first.dport === vxlanPort);
-  const innerEth = 14 + ihl + 8 + 8;
-  if (isVxlan && d.length >= innerEth + 14 && d.readUInt16BE(innerEth + 12) === 0x0800) {
-    const inner = tupleAt(d, innerEth + 14);
-    if (inner) return { outer: first, inner };
+/** IPv6 5-tuple at `off` (the fixed header; extension headers are not walked). */
+function tuple6At(d: Buffer, off: number): FiveTuple | undefined {
+  if (d.length < off + 40 || d[off]! >> 4 !== 6) return undefined;
+  const proto = d[off + 6]!;
+  const t: FiveTuple = {
+    src: formatIp6(ip6FromBytes(d.subarray(off + 8, off + 24))),
+    dst: formatIp6(ip6FromBytes(d.subarray(off + 24, off + 40))),
+    proto,
+  };
+  if ((proto === 6 || proto === 17) && d.length >= off + 44) {
+    t.sport = d.readUInt16BE(off + 40);
+    t.dport = d.readUInt16BE(off + 42);
   }
-  return { inner: first };
+  return t;
+}
+
+const ETH_P_IP = 0x0800;
+const ETH_P_IPV6 = 0x86dd;
+
+/** The tuple of the IP header behind an Ethernet header at `off`, and where its L4 starts. */
+function l3At(d: Buffer, off: number): { t: FiveTuple; l4: number } | undefined {
+  if (d.length < off + 14) return undefined;
+  const type = d.readUInt16BE(off + 12);
+  const ip = off + 14;
+  if (type === ETH_P_IP) {
+    const t = tupleAt(d, ip);
+    return t && { t, l4: ip + (d[ip]! & 0x0f) * 4 };
+  }
+  if (type === ETH_P_IPV6) {
+    const t = tuple6At(d, ip);
+    return t && { t, l4: ip + 40 };
+  }
+  return undefined;
+}
+
+/** The outer and inner tuples of a frame (a VXLAN frame has both), IPv4 or IPv6. */
+export function tuples(d: Buffer, vxlanPort?: number): { outer?: FiveTuple; inner?: FiveTuple } {
+  const first = l3At(d, 0);
+  if (!first) return {};
+  const isVxlan =
+    first.t.proto === 17 && (vxlanPort === undefined ? true : first.t.dport === vxlanPort);
+  const inner = isVxlan ? l3At(d, first.l4 + 8 + 8) : undefined;
+  if (inner) return { outer: first.t, inner: inner.t };
+  return { inner: first.t };
 }
 
 /** Decodes one ring record. Pure. */
@@ -89,6 +120,9 @@ export function decodeEvent(b: Buffer, vxlanPort?: number): MonitorEvent {
   const data = b.subarray(F.data.offset, F.data.offset + snap);
   const peer = b.readUInt32BE(F.peer.offset);
   const t = tuples(data, vxlanPort);
+  // IPv6 events carry no peer (the field is 32 bits): the outer header names it.
+  const outerPeer = (o: FiveTuple) =>
+    DIRECTIONS.get(b.readUInt8(F.dir.offset)) === "rx" ? o.src : o.dst;
   return {
     ts: b.readBigUInt64LE(F.ts_ns.offset).toString(),
     type,
@@ -97,7 +131,7 @@ export function decodeEvent(b: Buffer, vxlanPort?: number): MonitorEvent {
     hook: HOOKS.get(b.readUInt8(F.hook.offset)) ?? "?",
     ifindex: b.readUInt32LE(F.ifindex.offset),
     len: b.readUInt32LE(F.len.offset),
-    peer: peer ? formatIp(peer) : null,
+    peer: peer ? formatIp(peer) : t.outer?.src.includes(":") ? outerPeer(t.outer) : null,
     outer: t.outer ?? null,
     inner: t.inner ?? null,
     head: data.toString("hex"),

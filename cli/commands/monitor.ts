@@ -10,6 +10,7 @@ import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:f
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { DROP_REASONS } from "../../agent/bpf/codec";
 import { decodeEvent, EventSource, type MonitorEvent } from "../../agent/bpf/events";
+import { formatIp6, isIp6, parseIp6 } from "../../agent/net/ip6";
 import { CliError, outputOption, UsageError, type Format } from "../output";
 
 interface Args {
@@ -26,12 +27,13 @@ interface Args {
 const TRACE_ACTIONS = ["encap", "direct", "decap", "to_kernel"];
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
-function checkIp(flag: string, v: string | undefined): void {
-  if (v === undefined) return;
+/** An address filter as events print addresses (IPv6 canonical), or a usage error. */
+export function filterIp(flag: string, v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
   const m = IPV4.exec(v);
-  if (!m || m.slice(1).some((o) => Number(o) > 255)) {
-    throw new UsageError(`--${flag}: "${v}" is not an IPv4 address`);
-  }
+  if (m && m.slice(1).every((o) => Number(o) <= 255)) return v;
+  if (isIp6(v)) return formatIp6(parseIp6(v));
+  throw new UsageError(`--${flag}: "${v}" is not an IPv4 or IPv6 address`);
 }
 
 function tupleText(t: MonitorEvent["outer"]): string {
@@ -139,8 +141,8 @@ export const monitor: CommandModule<object, Args> = {
         "every packet of one pod, as JSON",
       ) as Argv<Args>,
   handler: async (a: ArgumentsCamelCase<Args>) => {
-    checkIp("pod", a.pod);
-    checkIp("peer", a.peer);
+    a.pod = filterIp("pod", a.pod);
+    a.peer = filterIp("peer", a.peer);
     const reasons = [...DROP_REASONS.values(), ...TRACE_ACTIONS];
     if (a.reason && !reasons.includes(a.reason)) {
       throw new UsageError(

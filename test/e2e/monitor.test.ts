@@ -189,7 +189,7 @@ describe("e2e: overlayctl monitor", function () {
       inNs(n1.ns, ["node", OVERLAYCTL, "monitor", "--pin-path", n1.pinPath, "--pod", "10.5.1"]),
     );
     assert.equal(bad.status, 2);
-    assert.match(bad.stderr, /--pod: "10.5.1" is not an IPv4 address/);
+    assert.match(bad.stderr, /--pod: "10.5.1" is not an IPv4 or IPv6 address/);
     const reason = shStatus(
       inNs(n1.ns, ["node", OVERLAYCTL, "monitor", "--pin-path", n1.pinPath, "--reason", "nope"]),
     );
