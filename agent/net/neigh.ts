@@ -3,6 +3,7 @@
 // bridge's neighbour entries and its FDB. Inputs for agent/node/pods.ts.
 import { type BridgeLink, type FdbEntry, type Neighbour } from "../node/pods";
 import { parseIp } from "./ip";
+import { parseIp6, type Ip6 } from "./ip6";
 import { run } from "./run";
 
 interface IpJsonLink {
@@ -14,7 +15,7 @@ interface IpJsonLink {
   addr_info?: { family: string; local: string; prefixlen: number }[];
 }
 
-/** Every link with its kind, master and IPv4 addresses: one `ip -d addr`. */
+/** Every link with its kind, master and addresses: one `ip -d addr`. */
 export function listLinks(): BridgeLink[] {
   const links = JSON.parse(run(["ip", "-d", "-j", "addr", "show"])) as IpJsonLink[];
   return links.map((l) => ({
@@ -26,16 +27,36 @@ export function listLinks(): BridgeLink[] {
     addrs: (l.addr_info ?? [])
       .filter((a) => a.family === "inet")
       .map((a) => ({ ip: parseIp(a.local), prefixlen: a.prefixlen })),
+    addrs6: (l.addr_info ?? [])
+      .filter((a) => a.family === "inet6")
+      .map((a) => ({ ip: parseIp6(a.local), prefixlen: a.prefixlen })),
   }));
 }
 
+interface IpJsonNeigh {
+  dst: string;
+  lladdr?: string;
+  state?: string[];
+}
+
+function neighbours(dev: string, family: "-4" | "-6"): IpJsonNeigh[] {
+  return JSON.parse(run(["ip", "-j", family, "neigh", "show", "dev", dev])) as IpJsonNeigh[];
+}
+
 export function listNeighbours(dev: string): Neighbour[] {
-  const out = JSON.parse(run(["ip", "-j", "-4", "neigh", "show", "dev", dev])) as {
-    dst: string;
-    lladdr?: string;
-    state?: string[];
-  }[];
-  return out.map((n) => ({ ip: parseIp(n.dst), mac: n.lladdr, state: n.state ?? [] }));
+  return neighbours(dev, "-4").map((n) => ({
+    ip: parseIp(n.dst),
+    mac: n.lladdr,
+    state: n.state ?? [],
+  }));
+}
+
+export function listNeighbours6(dev: string): Neighbour<Ip6>[] {
+  return neighbours(dev, "-6").map((n) => ({
+    ip: parseIp6(n.dst),
+    mac: n.lladdr,
+    state: n.state ?? [],
+  }));
 }
 
 export function listFdb(bridge: string): FdbEntry[] {

@@ -15,12 +15,13 @@
 // path until it is.
 import { spawn, type ChildProcess } from "node:child_process";
 import { attachPodFromPin, detachPodEncap, podEncapAttached } from "../bpf/datapath";
-import { EndpointMap } from "../bpf/endpoint-map";
+import { EndpointMap, EndpointMap6, type EndpointMapOf } from "../bpf/endpoint-map";
 import { type Endpoint } from "../bpf/codec";
 import { type Logger } from "../log";
-import { listFdb, listLinks, listNeighbours } from "../net/neigh";
+import { listFdb, listLinks, listNeighbours, listNeighbours6 } from "../net/neigh";
 import { formatIp, type Cidr, type Ip4 } from "../net/ip";
-import { discoverEndpoints, findPodBridge, planEndpoints } from "./pods";
+import { formatIp6, type Cidr6, type Ip6 } from "../net/ip6";
+import { discoverEndpoints, findPodBridge, planEndpoints, scope4, scope6 } from "./pods";
 
 export interface PodBridgeSync {
   bridge?: string;
@@ -29,8 +30,17 @@ export interface PodBridgeSync {
   deletes: number;
 }
 
+/** One address family's side of a sync. */
+interface FamilySync<A> {
+  map: EndpointMapOf<A & (number | bigint)>;
+  owned: Set<A>;
+  discovered: Map<A, Endpoint>;
+  format(ip: A): string;
+}
+
 export class PodBridge {
   private readonly owned = new Set<Ip4>();
+  private readonly owned6 = new Set<Ip6>();
   private attached: number | undefined;
   private monitor: ChildProcess | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -44,9 +54,11 @@ export class PodBridge {
     /** A bridge name, or undefined to find the one holding our subnet. */
     private readonly name: string | undefined,
     private readonly log: Logger,
+    /** Our lease's IPv6 subnet, in a dual-stack network. */
+    private readonly subnet6: () => Cidr6 | undefined = () => undefined,
   ) {}
 
-  /** One pass: find the bridge, attach encap to it, sync the endpoints. */
+  /** One pass: find the bridge, attach encap to it, sync the endpoints of both families. */
   sync(): PodBridgeSync {
     const subnet = this.subnet();
     if (!subnet) return { endpoints: 0, upserts: 0, deletes: 0 };
@@ -57,48 +69,93 @@ export class PodBridge {
       this.attached = bridge.ifindex;
       this.log.info("pod bridge fast path attached", { bridge: bridge.name });
     }
-    const discovered = bridge
-      ? discoverEndpoints({
-          bridge,
-          subnet,
-          links,
-          neighbours: listNeighbours(bridge.name),
-          fdb: listFdb(bridge.name),
-        })
-      : new Map<Ip4, Endpoint>();
-    const map = EndpointMap.openPinned(this.pinPath);
+    const fdb = bridge ? listFdb(bridge.name) : [];
+    const live = new Set(links.map((l) => l.ifindex));
+    const out: PodBridgeSync = { bridge: bridge?.name, endpoints: 0, upserts: 0, deletes: 0 };
+    const add = (r: Omit<PodBridgeSync, "bridge">) => {
+      out.endpoints += r.endpoints;
+      out.upserts += r.upserts;
+      out.deletes += r.deletes;
+    };
+    const v4 = EndpointMap.openPinned(this.pinPath);
     try {
-      const actual = new Map(map.list().map((e) => [e.podIp, e.endpoint] as const));
-      const plan = planEndpoints({
-        discovered,
-        actual,
-        owned: this.owned,
-        liveIfindexes: new Set(links.map((l) => l.ifindex)),
-      });
-      for (const ip of plan.deletes) {
-        map.delete(ip);
-        this.owned.delete(ip);
-      }
-      for (const [ip, ep] of plan.upserts) {
-        map.upsert(ip, ep);
-        this.owned.add(ip);
-      }
-      if (plan.upserts.length || plan.deletes.length) {
-        this.log.debug("bridged pods synced", {
-          bridge: bridge?.name,
-          added: plan.upserts.map(([ip]) => formatIp(ip)).join(","),
-          removed: plan.deletes.map(formatIp).join(","),
-        });
-      }
-      return {
-        bridge: bridge?.name,
-        endpoints: discovered.size,
-        upserts: plan.upserts.length,
-        deletes: plan.deletes.length,
-      };
+      add(
+        this.syncFamily(bridge?.name, live, {
+          map: v4,
+          owned: this.owned,
+          discovered: bridge
+            ? discoverEndpoints({
+                bridge,
+                scope: scope4(bridge, subnet),
+                links,
+                neighbours: listNeighbours(bridge.name),
+                fdb,
+              })
+            : new Map(),
+          format: formatIp,
+        }),
+      );
     } finally {
-      map.close();
+      v4.close();
     }
+    const subnet6 = this.subnet6();
+    if (!subnet6) return out;
+    const v6 = EndpointMap6.openPinned(this.pinPath);
+    try {
+      add(
+        this.syncFamily(bridge?.name, live, {
+          map: v6,
+          owned: this.owned6,
+          discovered: bridge
+            ? discoverEndpoints({
+                bridge,
+                scope: scope6(bridge, subnet6),
+                links,
+                neighbours: listNeighbours6(bridge.name),
+                fdb,
+              })
+            : new Map(),
+          format: formatIp6,
+        }),
+      );
+    } finally {
+      v6.close();
+    }
+    return out;
+  }
+
+  private syncFamily<A extends number | bigint>(
+    bridge: string | undefined,
+    live: ReadonlySet<number>,
+    f: FamilySync<A>,
+  ): Omit<PodBridgeSync, "bridge"> {
+    const actual = new Map(f.map.list().map((e) => [e.podIp, e.endpoint] as const));
+    const plan = planEndpoints({
+      discovered: f.discovered,
+      actual,
+      owned: f.owned,
+      liveIfindexes: live,
+    });
+    for (const ip of plan.deletes) {
+      f.map.delete(ip);
+      f.owned.delete(ip);
+    }
+    for (const [ip, ep] of plan.upserts) {
+      f.map.upsert(ip, ep);
+      f.owned.add(ip);
+    }
+    if (plan.upserts.length || plan.deletes.length) {
+      this.log.debug("bridged pods synced", {
+        bridge,
+        added: plan.upserts.map(([ip]) => f.format(ip)).join(","),
+        removed: plan.deletes.map((ip) => f.format(ip)).join(","),
+      });
+    }
+    return {
+      endpoints: f.discovered.size,
+      upserts: plan.upserts.length,
+      deletes: plan.deletes.length,
+    };
   }
 
   /** Syncs now, within a second of a link/neighbour change, and every 10 s. */
@@ -157,17 +214,20 @@ export class PodBridge {
 export function disablePodBridge(pinPath: string, log: Logger): void {
   const links = listLinks();
   const bridges = detachPodEncap(links.filter((l) => l.kind === "bridge"));
-  const map = EndpointMap.openPinned(pinPath);
   const removed: string[] = [];
-  try {
-    for (const e of map.list()) {
-      if (podEncapAttached(e.endpoint.ifindex)) continue;
-      map.delete(e.podIp);
-      removed.push(formatIp(e.podIp));
+  const sweep = <A extends number | bigint>(map: EndpointMapOf<A>, format: (ip: A) => string) => {
+    try {
+      for (const e of map.list()) {
+        if (podEncapAttached(e.endpoint.ifindex)) continue;
+        map.delete(e.podIp);
+        removed.push(format(e.podIp));
+      }
+    } finally {
+      map.close();
     }
-  } finally {
-    map.close();
-  }
+  };
+  sweep(EndpointMap.openPinned(pinPath), formatIp);
+  sweep(EndpointMap6.openPinned(pinPath), formatIp6);
   if (bridges.length || removed.length) {
     log.info("pod bridge fast path removed", {
       bridges: bridges.join(","),

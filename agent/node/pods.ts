@@ -8,9 +8,12 @@
 // ARP for its gateway or by ours for it), a learned FDB entry (MAC -> bridge
 // port) and the port being a veth. Together they are exactly what the CNI
 // plugin registers: the veth to redirect into, the pod's MAC, the MAC the
-// pod sees its gateway with (the bridge's).
+// pod sees its gateway with (the bridge's). The same holds for IPv6 (the
+// pod's neighbour solicitation for its gateway makes the entry), so the
+// discovery is written once for an address type A: Ip4 or Ip6.
 import { type Endpoint } from "../bpf/codec";
 import { type Cidr, type Ip4 } from "../net/ip";
+import { type Cidr6, type Ip6 } from "../net/ip6";
 
 export interface BridgeLink {
   name: string;
@@ -21,10 +24,12 @@ export interface BridgeLink {
   master?: string;
   /** IPv4 addresses with their prefix lengths. */
   addrs: { ip: Ip4; prefixlen: number }[];
+  /** IPv6 addresses (global and link-local) with their prefix lengths. */
+  addrs6?: { ip: Ip6; prefixlen: number }[];
 }
 
-export interface Neighbour {
-  ip: Ip4;
+export interface Neighbour<A = Ip4> {
+  ip: A;
   mac?: string;
   state: string[];
 }
@@ -59,20 +64,36 @@ export function findPodBridge(
 
 const UNUSABLE = new Set(["FAILED", "INCOMPLETE", "NOARP"]);
 
+/** Which addresses of one family are pods of ours: inside our lease, not the bridge's own. */
+export interface FamilyScope<A> {
+  contains(ip: A): boolean;
+  own: ReadonlySet<A>;
+}
+
+export function scope4(bridge: BridgeLink, subnet: Cidr): FamilyScope<Ip4> {
+  return { contains: (ip) => subnet.contains(ip), own: new Set(bridge.addrs.map((a) => a.ip)) };
+}
+
+export function scope6(bridge: BridgeLink, subnet: Cidr6): FamilyScope<Ip6> {
+  return {
+    contains: (ip) => subnet.contains(ip),
+    own: new Set((bridge.addrs6 ?? []).map((a) => a.ip)),
+  };
+}
+
 /** The endpoints the bridge's pods should have, by pod IP. */
-export function discoverEndpoints(o: {
+export function discoverEndpoints<A>(o: {
   bridge: BridgeLink;
-  subnet: Cidr;
+  scope: FamilyScope<A>;
   links: BridgeLink[];
-  neighbours: Neighbour[];
+  neighbours: Neighbour<A>[];
   fdb: FdbEntry[];
-}): Map<Ip4, Endpoint> {
+}): Map<A, Endpoint> {
   const ports = new Map(
     o.links
       .filter((l) => l.master === o.bridge.name && l.kind === "veth")
       .map((l) => [l.name, l] as const),
   );
-  const own = new Set(o.bridge.addrs.map((a) => a.ip));
   const portOf = new Map<string, BridgeLink>();
   for (const f of o.fdb) {
     const port = ports.get(f.port);
@@ -80,9 +101,9 @@ export function discoverEndpoints(o: {
     if (f.flags.includes("self")) continue;
     portOf.set(f.mac.toLowerCase(), port);
   }
-  const out = new Map<Ip4, Endpoint>();
+  const out = new Map<A, Endpoint>();
   for (const n of o.neighbours) {
-    if (!n.mac || own.has(n.ip) || !o.subnet.contains(n.ip)) continue;
+    if (!n.mac || o.scope.own.has(n.ip) || !o.scope.contains(n.ip)) continue;
     if (n.state.some((s) => UNUSABLE.has(s))) continue;
     const port = portOf.get(n.mac.toLowerCase());
     if (!port) continue;
@@ -91,9 +112,9 @@ export function discoverEndpoints(o: {
   return out;
 }
 
-export interface EndpointPlan {
-  upserts: Array<[Ip4, Endpoint]>;
-  deletes: Ip4[];
+export interface EndpointPlan<A = Ip4> {
+  upserts: Array<[A, Endpoint]>;
+  deletes: A[];
 }
 
 /** Same pod on the same veth; the source MAC it is handed packets with is
@@ -108,14 +129,14 @@ const same = (a: Endpoint, b: Endpoint) =>
  * an entry whose veth no longer exists goes whoever wrote it, since
  * redirecting to it would lose the packet.
  */
-export function planEndpoints(o: {
-  discovered: Map<Ip4, Endpoint>;
-  actual: Map<Ip4, Endpoint>;
-  owned: ReadonlySet<Ip4>;
+export function planEndpoints<A>(o: {
+  discovered: Map<A, Endpoint>;
+  actual: Map<A, Endpoint>;
+  owned: ReadonlySet<A>;
   liveIfindexes: ReadonlySet<number>;
-}): EndpointPlan {
-  const upserts: Array<[Ip4, Endpoint]> = [];
-  const deletes: Ip4[] = [];
+}): EndpointPlan<A> {
+  const upserts: Array<[A, Endpoint]> = [];
+  const deletes: A[] = [];
   for (const [ip, ep] of o.discovered) {
     const have = o.actual.get(ip);
     if (!have || !same(have, ep)) upserts.push([ip, ep]);

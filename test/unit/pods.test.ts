@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import { type Endpoint } from "../../agent/bpf/codec";
 import { Cidr, parseIp, type Ip4 } from "../../agent/net/ip";
+import { Cidr6, parseIp6 } from "../../agent/net/ip6";
 import {
   discoverEndpoints,
   findPodBridge,
   planEndpoints,
+  scope4,
+  scope6,
   type BridgeLink,
   type FdbEntry,
 } from "../../agent/node/pods";
@@ -58,7 +61,7 @@ describe("unit: bridged pods (agent/node/pods.ts)", function () {
   it("turns neighbour + learned FDB entry + veth port into the endpoint the CNI plugin would write", function () {
     const eps = discoverEndpoints({
       bridge: cni0,
-      subnet: SUBNET,
+      scope: scope4(cni0, SUBNET),
       links: LINKS,
       neighbours: [
         { ip: parseIp("10.5.1.2"), mac: "0A:00:00:00:00:02", state: ["STALE"] },
@@ -88,6 +91,27 @@ describe("unit: bridged pods (agent/node/pods.ts)", function () {
         [parseIp("10.5.1.2"), { ifindex: 4, podMac: "0a:00:00:00:00:02", hostMac: BR_MAC }],
         [parseIp("10.5.1.3"), { ifindex: 5, podMac: "0a:00:00:00:00:03", hostMac: BR_MAC }],
       ],
+    );
+  });
+
+  it("finds IPv6 pods the same way: global addresses in our IPv6 subnet, not link-local, not the bridge's own", function () {
+    const br6 = { ...cni0, addrs6: [{ ip: parseIp6("fc00:0:0:1::1"), prefixlen: 64 }] };
+    const eps = discoverEndpoints({
+      bridge: br6,
+      scope: scope6(br6, Cidr6.parse("fc00:0:0:1::/64")),
+      links: LINKS,
+      neighbours: [
+        { ip: parseIp6("fc00:0:0:1::2"), mac: "0a:00:00:00:00:02", state: ["REACHABLE"] },
+        { ip: parseIp6("fe80::800:ff:fe00:2"), mac: "0a:00:00:00:00:02", state: ["STALE"] },
+        { ip: parseIp6("fc00:0:0:1::1"), mac: BR_MAC, state: ["PERMANENT"] },
+        { ip: parseIp6("fc00:0:0:2::3"), mac: "0a:00:00:00:00:03", state: ["STALE"] },
+        { ip: parseIp6("fc00:0:0:1::3"), mac: "0a:00:00:00:00:03", state: ["FAILED"] },
+      ],
+      fdb: [learned("0a:00:00:00:00:02", "veth1"), learned("0a:00:00:00:00:03", "veth2")],
+    });
+    assert.deepEqual(
+      [...eps],
+      [[parseIp6("fc00:0:0:1::2"), { ifindex: 4, podMac: "0a:00:00:00:00:02", hostMac: BR_MAC }]],
     );
   });
 
