@@ -3,14 +3,22 @@
 // the subnet's first address /32) and, per remote lease, a route
 // "subnet via subnet-address onlink", a permanent neighbour entry for the
 // remote VTEP MAC and an FDB entry pointing that MAC at the remote PublicIP.
+// With `v6`, the same for IPv6 as flannel's dual-stack does it: a second
+// device "flannel-v6.1" between the PublicIPv6 addresses (MTU underlay - 50
+// too, flannel's choice), the IPv6 subnet's first address /128, and per
+// remote lease the same three entries over IPv6.
 import { type EtcdServer } from "./etcd";
 import { inNs, sh } from "./sh";
 
 export interface FlannelLease {
-  subnet: string; // 10.5.1.0/24
-  publicIp: string;
+  subnet: string; // 10.5.1.0/24, or fc00:0:0:1::/64 with v6
+  publicIp: string; // the PublicIP, or the PublicIPv6 with v6
   vtepMac: string;
 }
+
+/** flannel's device for a family. */
+export const flannelDev = (v6?: boolean, vni = 1): string =>
+  v6 ? `flannel-v6.${vni}` : "flannel.1";
 
 export function flannelUp(
   ns: string,
@@ -22,16 +30,19 @@ export function flannelUp(
     underlay?: string;
     /** flannel's Backend.GBP: the device carries skb->mark as the group policy ID. */
     gbp?: boolean;
+    /** flannel-v6.1: publicIp is the PublicIPv6, subnet the IPv6 subnet. */
+    v6?: boolean;
   },
 ): string {
   const dev = o.underlay ?? "eth0";
+  const name = flannelDev(o.v6, o.v6 ? (o.vni ?? 1) : 1);
   const mtu = JSON.parse(sh(inNs(ns, ["ip", "-j", "link", "show", dev])))[0].mtu - 50;
   sh(
     inNs(ns, [
       "ip",
       "link",
       "add",
-      "flannel.1",
+      name,
       "type",
       "vxlan",
       "id",
@@ -46,37 +57,45 @@ export function flannelUp(
       ...(o.gbp ? ["gbp"] : []),
     ]),
   );
-  sh(inNs(ns, ["ip", "link", "set", "flannel.1", "mtu", String(mtu), "up"]));
+  sh(inNs(ns, ["ip", "link", "set", name, "mtu", String(mtu), "up"]));
   const first = o.subnet.split("/")[0] as string;
-  sh(inNs(ns, ["ip", "addr", "add", `${first}/32`, "dev", "flannel.1"]));
-  return JSON.parse(sh(inNs(ns, ["ip", "-j", "link", "show", "flannel.1"])))[0].address as string;
+  const host = o.v6
+    ? ["-6", "addr", "add", `${first}/128`, "dev", name, "nodad"]
+    : ["addr", "add", `${first}/32`, "dev", name];
+  sh(inNs(ns, ["ip", ...host]));
+  return JSON.parse(sh(inNs(ns, ["ip", "-j", "link", "show", name])))[0].address as string;
 }
 
-export function flannelAddLease(ns: string, l: FlannelLease): void {
+export function flannelAddLease(ns: string, l: FlannelLease, v6?: boolean): void {
   const gw = l.subnet.split("/")[0] as string;
+  const dev = flannelDev(v6);
+  const fam = v6 ? ["-6"] : [];
   sh(
     inNs(ns, [
       "ip",
+      ...fam,
       "neigh",
       "replace",
       gw,
       "lladdr",
       l.vtepMac,
       "dev",
-      "flannel.1",
+      dev,
       "nud",
       "permanent",
     ]),
   );
-  sh(inNs(ns, ["bridge", "fdb", "replace", l.vtepMac, "dev", "flannel.1", "dst", l.publicIp]));
-  sh(inNs(ns, ["ip", "route", "replace", l.subnet, "via", gw, "dev", "flannel.1", "onlink"]));
+  sh(inNs(ns, ["bridge", "fdb", "replace", l.vtepMac, "dev", dev, "dst", l.publicIp]));
+  sh(inNs(ns, ["ip", ...fam, "route", "replace", l.subnet, "via", gw, "dev", dev, "onlink"]));
 }
 
-export function flannelDelLease(ns: string, l: FlannelLease): void {
+export function flannelDelLease(ns: string, l: FlannelLease, v6?: boolean): void {
   const gw = l.subnet.split("/")[0] as string;
-  sh(inNs(ns, ["ip", "route", "del", l.subnet]), { allowFail: true });
-  sh(inNs(ns, ["bridge", "fdb", "del", l.vtepMac, "dev", "flannel.1"]), { allowFail: true });
-  sh(inNs(ns, ["ip", "neigh", "del", gw, "dev", "flannel.1"]), { allowFail: true });
+  const dev = flannelDev(v6);
+  const fam = v6 ? ["-6"] : [];
+  sh(inNs(ns, ["ip", ...fam, "route", "del", l.subnet]), { allowFail: true });
+  sh(inNs(ns, ["bridge", "fdb", "del", l.vtepMac, "dev", dev]), { allowFail: true });
+  sh(inNs(ns, ["ip", ...fam, "neigh", "del", gw, "dev", dev]), { allowFail: true });
 }
 
 /**
