@@ -28,6 +28,8 @@ import {
   sumCounters,
 } from "../../agent/bpf/codec";
 import { Cidr } from "../../agent/net/ip";
+import { encodeHostEntry6, encodeIp6, encodePeer6, encodeSubnet6Key } from "../../agent/bpf/codec6";
+import { Cidr6, formatIp6, ip6ToBytes, parseIp6 } from "../../agent/net/ip6";
 import {
   model,
   PROGRAMS,
@@ -101,6 +103,7 @@ class Harness {
       decap: "tc",
       kernelDecap: cfg.kernelDecap,
       gbp: cfg.gbp,
+      localIp6: cfg.localIp6 === undefined ? undefined : ip6ToBytes(cfg.localIp6),
     });
     dp.load();
     this.dp?.close();
@@ -112,6 +115,9 @@ class Harness {
         "ovl_endpoints",
         "ovl_drops",
         "ovl_stats",
+        "ovl_subnets6",
+        "ovl_peers6",
+        "ovl_endpoints6",
       ] as const) {
         this.maps.set(n, BpfMap.openPinned(join(this.dir, "pins"), n));
       }
@@ -127,6 +133,11 @@ class Harness {
       this.map("ovl_subnets").delete(encodeSubnetKey(Cidr.of(s.addr, s.prefixlen)));
     for (const p of this.current.peers) this.map("ovl_peers").delete(encodeIp(p.ip));
     for (const e of this.current.endpoints) this.map("ovl_endpoints").delete(encodeIp(e.ip));
+    for (const s of this.current.subnets6 ?? [])
+      this.map("ovl_subnets6").delete(encodeSubnet6Key(Cidr6.of(s.addr, s.prefixlen)));
+    for (const p of this.current.peers6 ?? []) this.map("ovl_peers6").delete(encodeIp6(p.ip));
+    for (const e of this.current.endpoints6 ?? [])
+      this.map("ovl_endpoints6").delete(encodeIp6(e.ip));
     for (const s of m.subnets) {
       this.map("ovl_subnets").update(
         encodeSubnetKey(Cidr.of(s.addr, s.prefixlen)),
@@ -138,6 +149,20 @@ class Harness {
     for (const e of m.endpoints) {
       this.map("ovl_endpoints").update(
         encodeIp(e.ip),
+        encodeEndpoint({ ifindex: e.ifindex, podMac: e.podMac, hostMac: e.hostMac }),
+      );
+    }
+    for (const s of m.subnets6 ?? []) {
+      this.map("ovl_subnets6").update(
+        encodeSubnet6Key(Cidr6.of(s.addr, s.prefixlen)),
+        encodeHostEntry6({ remoteIp: s.remoteIp, vtepMac: s.vtepMac, flags: s.flags }),
+      );
+    }
+    for (const p of m.peers6 ?? [])
+      this.map("ovl_peers6").update(encodeIp6(p.ip), encodePeer6(Cidr6.of(p.subnet, p.prefixlen)));
+    for (const e of m.endpoints6 ?? []) {
+      this.map("ovl_endpoints6").update(
+        encodeIp6(e.ip),
         encodeEndpoint({ ifindex: e.ifindex, podMac: e.podMac, hostMac: e.hostMac }),
       );
     }
@@ -309,6 +334,16 @@ function fixture(
   };
 }
 
+// Fixtures are JSON; IPv6 addresses (bigints in the model) are written as
+// "ip6:<address>" and read back.
+const IP6_TAG = "ip6:";
+const toJson = (x: unknown) =>
+  JSON.stringify(x, (_k, v: unknown) => (typeof v === "bigint" ? IP6_TAG + formatIp6(v) : v), 2);
+const fromJson = (text: string): unknown =>
+  JSON.parse(text, (_k, v: unknown) =>
+    typeof v === "string" && v.startsWith(IP6_TAG) ? parseIp6(v.slice(IP6_TAG.length)) : v,
+  );
+
 function parseArgs(argv: string[]): Record<string, string[]> {
   const o: Record<string, string[]> = { _: [] };
   let key = "_";
@@ -368,7 +403,7 @@ function main(): number {
 function replay(h: Harness, files: string[]): number {
   let bad = 0;
   for (const f of files) {
-    const fx = JSON.parse(readFileSync(f, "utf8")) as Fixture;
+    const fx = fromJson(readFileSync(f, "utf8")) as Fixture;
     h.load(fx.config);
     h.setMaps(fx.maps);
     const inp: Input = {
@@ -413,6 +448,7 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
   const known = new Map<string, number>();
   const coverage = new Map<string, number>();
   const refused = new Map<Program, number>(progs.map((p) => [p, 0]));
+  const ip6Count = new Map<Program, number>(progs.map((p) => [p, 0]));
   const signatures = new Set<string>();
   let written = 0;
   let cfg = randomConfig(rng);
@@ -447,7 +483,9 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
           s.packets++;
           s.bytes += BigInt(exp.count.bytes);
         }
-        const cov = `${prog} ${exp.verdict}${exp.reason ? `/${exp.reason}` : ""}${exp.count ? ` counted ${exp.count.dir}` : ""}`;
+        const v6 = mutations[0] === "ipv6";
+        if (v6) ip6Count.set(prog, (ip6Count.get(prog) as number) + 1);
+        const cov = `${prog}${v6 ? " ipv6" : ""} ${exp.verdict}${exp.reason ? `/${exp.reason}` : ""}${exp.count ? ` counted ${exp.count.dir}` : ""}`;
         coverage.set(cov, (coverage.get(cov) ?? 0) + 1);
         const why = compare(prog, exp, got);
         if (!why) continue;
@@ -464,7 +502,7 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
         const fx = fixture(prog, seed, idx, mutations, cfg, maps, input, exp, got, why);
         mkdirSync(FIXTURES, { recursive: true });
         const file = join(FIXTURES, `${prog}-${seed}-${idx}.json`);
-        writeFileSync(file, JSON.stringify(fx, null, 2) + "\n");
+        writeFileSync(file, toJson(fx) + "\n");
         written++;
         console.log(
           `MISMATCH ${prog} #${idx} (${mutations.join("+") || "valid flow"}): ${why}\n  -> ${file}`,
@@ -503,7 +541,7 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
     total += m;
     const pps = Math.round((done.get(p) as number) / (time.get(p) as number));
     console.log(
-      `  ${p.padEnd(14)} ${String(done.get(p)).padStart(8)} packets  ${String(pps).padStart(7)} packets/s  ${m} mismatches  ${refused.get(p)} refused by BPF_PROG_RUN`,
+      `  ${p.padEnd(14)} ${String(done.get(p)).padStart(8)} packets (${ip6Count.get(p)} IPv6)  ${String(pps).padStart(7)} packets/s  ${m} mismatches  ${refused.get(p)} refused by BPF_PROG_RUN`,
     );
   }
   if (args.coverage)

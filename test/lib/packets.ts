@@ -2,7 +2,7 @@
 // unless told otherwise), UDP, ICMP echo, VXLAN. Pure; used by the BPF tier
 // and by the hostile-packet tests.
 import { parseIp } from "../../agent/net/ip";
-import { ip6ToBytes, parseIp6 } from "../../agent/net/ip6";
+import { ip6ToBytes, parseIp6, type Ip6 } from "../../agent/net/ip6";
 
 export function mac(s: string): Buffer {
   return Buffer.from(s.split(":").map((h) => parseInt(h, 16)));
@@ -117,9 +117,13 @@ export function vxlanFrame(o: {
 
 // --- IPv6 ------------------------------------------------------------------------
 
+/** An IPv6 address as text or as its number (the fuzzer's generators). */
+export type Addr6 = string | Ip6;
+const bytes6 = (a: Addr6): Buffer => ip6ToBytes(typeof a === "string" ? parseIp6(a) : a);
+
 export interface Ipv6Opts {
-  src: string;
-  dst: string;
+  src: Addr6;
+  dst: Addr6;
   next: number; // next header
   hop?: number;
   trafficClass?: number;
@@ -133,16 +137,16 @@ export function ipv6(o: Ipv6Opts, payload: Buffer): Buffer {
   h.writeUInt16BE(o.payloadLen ?? payload.length, 4);
   h[6] = o.next;
   h[7] = o.hop ?? 64;
-  ip6ToBytes(parseIp6(o.src)).copy(h, 8);
-  ip6ToBytes(parseIp6(o.dst)).copy(h, 24);
+  bytes6(o.src).copy(h, 8);
+  bytes6(o.dst).copy(h, 24);
   return Buffer.concat([h, payload]);
 }
 
 /** The upper-layer checksum over IPv6 (RFC 8200 8.1 pseudo-header). */
-export function csum6(src: string, dst: string, next: number, l4: Buffer): number {
+export function csum6(src: Addr6, dst: Addr6, next: number, l4: Buffer): number {
   const ph = Buffer.alloc(40);
-  ip6ToBytes(parseIp6(src)).copy(ph, 0);
-  ip6ToBytes(parseIp6(dst)).copy(ph, 16);
+  bytes6(src).copy(ph, 0);
+  bytes6(dst).copy(ph, 16);
   ph.writeUInt32BE(l4.length, 32);
   ph[39] = next;
   return csum16(Buffer.concat([ph, l4]));
@@ -150,8 +154,8 @@ export function csum6(src: string, dst: string, next: number, l4: Buffer): numbe
 
 /** UDP over IPv6, with its checksum (0 only when told: RFC 8200 forbids it). */
 export function udp6(
-  src: string,
-  dst: string,
+  src: Addr6,
+  dst: Addr6,
   sport: number,
   dport: number,
   payload: Buffer,
@@ -166,7 +170,7 @@ export function udp6(
   return b;
 }
 
-export function icmp6Echo(src: string, dst: string, id: number, seq: number): Buffer {
+export function icmp6Echo(src: Addr6, dst: Addr6, id: number, seq: number): Buffer {
   const b = Buffer.concat([Buffer.alloc(8), Buffer.alloc(32, 0xab)]);
   b[0] = 128; // echo request
   b.writeUInt16BE(id, 4);
