@@ -90,7 +90,8 @@ export function randomConfig(rng: Rng): Config {
   };
 }
 
-const in6 = (rng: Rng, addr: Ip6, p: number): Ip6 => (addr & maskOf6(p)) | (rng.ip6() & ~maskOf6(p) & ALL6);
+const in6 = (rng: Rng, addr: Ip6, p: number): Ip6 =>
+  (addr & maskOf6(p)) | (rng.ip6() & ~maskOf6(p) & ALL6);
 const ALL6 = (1n << 128n) - 1n;
 /** An underlay IPv6 address: mostly one /48 of fd00::/8, so peers share a prefix. */
 function underlay6(rng: Rng): Ip6 {
@@ -173,7 +174,10 @@ export function randomMaps(rng: Rng, cfg: Config): Maps {
  * left alone), and endpoints. Made whether or not the node has a
  * PublicIPv6: without one the programs must ignore it.
  */
-function randomMaps6(rng: Rng, cfg: Config): Required<Pick<Maps, "subnets6" | "peers6" | "endpoints6">> {
+function randomMaps6(
+  rng: Rng,
+  cfg: Config,
+): Required<Pick<Maps, "subnets6" | "peers6" | "endpoints6">> {
   const netLen = rng.pick([16, 32, 48, 56]);
   const net = in6(rng, 0xfcn << 120n, 7) & maskOf6(netLen);
   const leaseLen = rng.chance(0.6) ? 64 : rng.range(netLen + 1, 124);
@@ -213,7 +217,13 @@ function randomMaps6(rng: Rng, cfg: Config): Required<Pick<Maps, "subnets6" | "p
     });
   }
   if (rng.chance(0.15))
-    add({ addr: 0n, prefixlen: 0, remoteIp: underlay6(rng), vtepMac: rng.mac(), flags: rng.pick([0, 2]) });
+    add({
+      addr: 0n,
+      prefixlen: 0,
+      remoteIp: underlay6(rng),
+      vtepMac: rng.mac(),
+      flags: rng.pick([0, 2]),
+    });
   for (let i = rng.range(0, 3); i > 0; i--) {
     const p = rng.range(0, 128);
     const ip = underlay6(rng);
@@ -309,7 +319,11 @@ export function encapFlow(rng: Rng, _cfg: Config, maps: Maps): Input {
     },
     p.bytes,
   );
-  return { frame: eth(rng.mac(), rng.mac(), ETH_P_IP, ip), mark: randomMark(rng), gsoSize: gso(rng) };
+  return {
+    frame: eth(rng.mac(), rng.mac(), ETH_P_IP, ip),
+    mark: randomMark(rng),
+    gsoSize: gso(rng),
+  };
 }
 
 function randomMark(rng: Rng): number {
@@ -327,7 +341,9 @@ function randomMark(rng: Rng): number {
 
 function gso(rng: Rng): number {
   if (!rng.chance(0.05)) return 0;
-  return rng.pick([1, 1400, 1448, rng.range(1, 65535), 65535]);
+  // ... and sizes where one segment plus 50 or 70 bytes of encapsulation
+  // meets the underlay's 65,536 (see LO_MTU in model.ts): the MTU edge.
+  return rng.pick([1, 1400, 1448, rng.range(1, 65535), 65535, rng.range(65300, 65480)]);
 }
 
 /** A VXLAN frame as a peer sends it, mostly right for the maps. */
@@ -348,7 +364,10 @@ export function decapFlow(rng: Rng, cfg: Config, maps: Maps): Input {
         rng.chance(0.7) ? cfg.vtepMac : rng.mac(),
         rng.mac(),
         ETH_P_IP,
-        ipv4({ src: innerSrc, dst: innerDst, proto: p.proto, ttl: ttl(rng), tos: rng.int(4) }, p.bytes),
+        ipv4(
+          { src: innerSrc, dst: innerDst, proto: p.proto, ttl: ttl(rng), tos: rng.int(4) },
+          p.bytes,
+        ),
       );
   const vx = vxlanHdr(rng, cfg);
   const u = Buffer.alloc(8);
@@ -360,7 +379,11 @@ export function decapFlow(rng: Rng, cfg: Config, maps: Maps): Input {
     { src, dst: cfg.localIp, proto: 17, ttl: ttl(rng), tos: 0 },
     Buffer.concat([u, vx, inner]),
   );
-  return { frame: eth(cfg.underlayMac, rng.mac(), ETH_P_IP, ip), mark: randomMark(rng), gsoSize: gso(rng) };
+  return {
+    frame: eth(cfg.underlayMac, rng.mac(), ETH_P_IP, ip),
+    mark: randomMark(rng),
+    gsoSize: gso(rng),
+  };
 }
 
 /** The VXLAN header for our VNI; with GBP, half the time a policy (some all zero). */
@@ -477,7 +500,11 @@ function pod6(rng: Rng, src: Ip6, dst: Ip6): Buffer {
 export function encapFlow6(rng: Rng, _cfg: Config, maps: Maps): Input {
   const local = (maps.subnets6 ?? []).find((s) => s.flags & 1) as SubnetEntry6;
   const ip = pod6(rng, in6(rng, local.addr, local.prefixlen), someDst6(rng, maps));
-  return { frame: eth(rng.mac(), rng.mac(), ETH_P_IPV6, ip), mark: randomMark(rng), gsoSize: gso(rng) };
+  return {
+    frame: eth(rng.mac(), rng.mac(), ETH_P_IPV6, ip),
+    mark: randomMark(rng),
+    gsoSize: gso(rng),
+  };
 }
 
 /** The inner Ethernet frame of a peer's IPv6 packet, mostly right for the maps. */
@@ -505,11 +532,25 @@ export function decapFlow6(rng: Rng, cfg: Config, maps: Maps): Input {
     : innerFrame6(rng, cfg, maps, peer);
   const src = peer ? peer.ip : rng.chance(0.5) ? rng.pick(subnets6).remoteIp : underlay6(rng);
   const dst = rng.chance(0.95) ? (cfg.localIp6 ?? local.remoteIp) : underlay6(rng);
-  const u = udp6(src, dst, rng.range(49152, 65535), cfg.port, Buffer.concat([vxlanHdr(rng, cfg), inner]), {
-    zeroChecksum: rng.chance(0.05),
-  });
-  const ip = ipv6({ src, dst, next: 17, hop: ttl(rng), trafficClass: rng.chance(0.8) ? 0 : rng.int(256) }, u);
-  return { frame: eth(cfg.underlayMac, rng.mac(), ETH_P_IPV6, ip), mark: randomMark(rng), gsoSize: gso(rng) };
+  const u = udp6(
+    src,
+    dst,
+    rng.range(49152, 65535),
+    cfg.port,
+    Buffer.concat([vxlanHdr(rng, cfg), inner]),
+    {
+      zeroChecksum: rng.chance(0.05),
+    },
+  );
+  const ip = ipv6(
+    { src, dst, next: 17, hop: ttl(rng), trafficClass: rng.chance(0.8) ? 0 : rng.int(256) },
+    u,
+  );
+  return {
+    frame: eth(cfg.underlayMac, rng.mac(), ETH_P_IPV6, ip),
+    mark: randomMark(rng),
+    gsoSize: gso(rng),
+  };
 }
 
 // --- mutators ---------------------------------------------------------------

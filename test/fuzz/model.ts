@@ -470,22 +470,19 @@ export function lpm6(subnets: SubnetEntry6[], ip: Ip6): SubnetEntry6 | undefined
  * Where the upper-layer header of the IPv6 packet at ip starts, and which it
  * is: the fixed header, then the extension headers of RFC 8200 4 that carry
  * a length (hop-by-hop, routing, destination options: (len + 1) * 8 bytes;
- * fragment: 8), as far as the frame holds them.
+ * fragment: 8). RFC 8200 4.1 has each occur once at most (destination
+ * options twice), so a walk of 6 covers any packet that keeps to it; one
+ * whose next header and length bytes are not in the frame ends there.
  */
 function upperLayer6(f: Buffer, ip: number): { off: number; next: number } {
   let off = ip + IP6_HLEN;
   let next = f[ip + 6] as number;
-  for (let n = 0; n < 8; n++) {
-    if (next === NEXT_FRAGMENT) {
-      if (f.length < off + 8) break;
-      next = f[off] as number;
-      off += 8;
-    } else if (next === NEXT_HOPOPTS || next === NEXT_ROUTING || next === NEXT_DSTOPTS) {
-      if (f.length < off + 2) break;
-      const len = ((f[off + 1] as number) + 1) * 8;
-      next = f[off] as number;
-      off += len;
-    } else break;
+  for (let n = 0; n < 6; n++) {
+    const walked = [NEXT_HOPOPTS, NEXT_ROUTING, NEXT_DSTOPTS, NEXT_FRAGMENT].includes(next);
+    if (!walked || f.length < off + 2) break;
+    const len = next === NEXT_FRAGMENT ? 8 : ((f[off + 1] as number) + 1) * 8;
+    next = f[off] as number;
+    off += len;
   }
   return { off, next };
 }

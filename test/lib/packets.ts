@@ -214,3 +214,11 @@ export function vxlan6Frame(o: {
   const ip = ipv6({ src: o.outerSrc, dst: o.outerDst, next: 17, payloadLen: o.payloadLen }, u);
   return eth("02:aa:aa:aa:aa:01", "02:bb:bb:bb:bb:02", ETH_P_IPV6, ip);
 }
+
+/** A struct __sk_buff (6.x, 192 bytes) with gso_size/gso_segs set: a GRO'd or TSO super-packet. */
+export function gsoCtx(gsoSize: number, segs: number): Buffer {
+  const ctx = Buffer.alloc(192);
+  ctx.writeUInt32LE(segs, 164); // gso_segs
+  ctx.writeUInt32LE(gsoSize, 176); // gso_size
+  return ctx;
+}
