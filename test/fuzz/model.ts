@@ -93,6 +93,8 @@ export interface Input {
 }
 
 export type Verdict = "pass" | "redirect" | "drop";
+/** Whose ovl_peer_stats (IPv4, a number) or ovl_peer_stats6 (a bigint) entry moves, by the same bytes. */
+export type PeerKey = number | Ip6;
 export interface Expected {
   verdict: Verdict;
   /** Drop reason name as in the README table, when verdict is drop. */
@@ -105,8 +107,9 @@ export interface Expected {
   mark?: number;
   /** The rule that decided, where several lead to one verdict ("mtu"). */
   rule?: string;
-  /** Counted as sent/received/direct (ovl_stats direction), with bytes. */
-  count?: { dir: "tx" | "rx" | "direct"; bytes: number };
+  /** Counted as sent/received/direct (ovl_stats direction), with bytes, and
+   *  in the peer's counters (tx for sent and direct, rx for received). */
+  count?: { dir: "tx" | "rx" | "direct"; bytes: number; peer: PeerKey };
 }
 
 // --- wire constants -------------------------------------------------------
@@ -213,7 +216,7 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
       if (ttl <= 1) return pass;
       ttlDec(out, ip);
     }
-    return { verdict: "redirect", out, mark: inp.mark, count: { dir: "direct", bytes: f.length } };
+    return { verdict: "redirect", out, mark: inp.mark, count: { dir: "direct", bytes: f.length, peer: dst.remoteIp } };
   }
   if (fromPod && cfg.gbp) return pass;
   if (!fits(OVERHEAD)) return tooBig;
@@ -262,7 +265,7 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
     out,
     mask: [ETH_HLEN + 20, ETH_HLEN + 21],
     mark: inp.mark,
-    count: { dir: "tx", bytes: out.length },
+    count: { dir: "tx", bytes: out.length, peer: dst.remoteIp },
   };
 }
 
@@ -397,7 +400,7 @@ export function decapTc(cfg: Config, maps: Maps, inp: Input): Expected {
     verdict: "redirect",
     out,
     mark: cfg.gbp ? r.mark : inp.mark,
-    count: { dir: "rx", bytes: f.length },
+    count: { dir: "rx", bytes: f.length, peer: r.peer.ip },
   };
 }
 
@@ -422,7 +425,7 @@ export function decapXdp(cfg: Config, maps: Maps, inp: Input): Expected {
   if (r.mark !== 0) return { verdict: "pass", out: f };
   const out = Buffer.from(f.subarray(OVERHEAD));
   macBytes(cfg.underlayMac).copy(out, 0);
-  return { verdict: "pass", out, count: { dir: "rx", bytes: f.length } };
+  return { verdict: "pass", out, count: { dir: "rx", bytes: f.length, peer: r.peer.ip } };
 }
 
 /**
@@ -546,7 +549,7 @@ function encap6(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Expected
       if (hop <= 1) return pass;
       hopDec(out);
     }
-    return { verdict: "redirect", out, mark: inp.mark, count: { dir: "direct", bytes: f.length } };
+    return { verdict: "redirect", out, mark: inp.mark, count: { dir: "direct", bytes: f.length, peer: dst.remoteIp } };
   }
   if (fromPod && cfg.gbp) return pass;
   if (!cfg.kernelDecap) {
@@ -562,7 +565,7 @@ function encap6(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Expected
     verdict: fromPod ? "redirect" : "pass",
     out,
     mark: inp.mark,
-    count: { dir: "tx", bytes: f.length + OVERHEAD6 },
+    count: { dir: "tx", bytes: f.length + OVERHEAD6, peer: dst.remoteIp },
   };
 }
 
@@ -619,13 +622,13 @@ function decapCheck6(cfg: Config, maps: Maps, f: Buffer, gso: boolean): Check6 {
   const innerDst = ip6At(f, iip + 24);
   const local = lpm6(maps.subnets6 ?? [], innerDst);
   if (!local || !(local.flags & F_LOCAL)) return drop("not_local");
-  return { ok: true, mark: v.mark, innerDst, innerHop: f[iip + 7] as number };
+  return { ok: true, peer: src, mark: v.mark, innerDst, innerHop: f[iip + 7] as number };
 }
 
 type Check6 =
   | { ok: false; pass: true }
   | { ok: false; pass: false; reason: string }
-  | { ok: true; mark: number; innerDst: Ip6; innerHop: number };
+  | { ok: true; peer: Ip6; mark: number; innerDst: Ip6; innerHop: number };
 
 /**
  * ovl_decap_tc over IPv6: a right packet for a pod in ovl_endpoints6 whose
@@ -661,7 +664,7 @@ function decapTc6(cfg: Config, maps: Maps, inp: Input): Expected {
     verdict: "redirect",
     out,
     mark: cfg.gbp ? r.mark : inp.mark,
-    count: { dir: "rx", bytes: f.length },
+    count: { dir: "rx", bytes: f.length, peer: r.peer },
   };
 }
 

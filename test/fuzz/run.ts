@@ -25,7 +25,9 @@ import {
   encodeIndex,
   encodePeer,
   encodeSubnetKey,
+  F_LOCAL,
   sumCounters,
+  sumPeerCounters,
 } from "../../agent/bpf/codec";
 import { Cidr } from "../../agent/net/ip";
 import { encodeHostEntry6, encodeIp6, encodePeer6, encodeSubnet6Key } from "../../agent/bpf/codec6";
@@ -37,6 +39,7 @@ import {
   type Expected,
   type Input,
   type Maps,
+  type PeerKey,
   type Program,
 } from "./model";
 import { packet, randomConfig, randomMaps, Rng } from "./gen";
@@ -118,6 +121,8 @@ class Harness {
         "ovl_subnets6",
         "ovl_peers6",
         "ovl_endpoints6",
+        "ovl_peer_stats",
+        "ovl_peer_stats6",
       ] as const) {
         this.maps.set(n, BpfMap.openPinned(join(this.dir, "pins"), n));
       }
@@ -128,7 +133,39 @@ class Harness {
     return this.maps.get(n) as BpfMap;
   }
 
+  /** Every host the maps name (remote leases and peers): the agent makes
+   *  their ovl_peer_stats entries with the lease, so does the harness. */
+  private statPeers(m: Maps): PeerKey[] {
+    const keys = new Set<PeerKey>();
+    for (const s of m.subnets) if (!(s.flags & F_LOCAL)) keys.add(s.remoteIp >>> 0);
+    for (const p of m.peers) keys.add(p.ip >>> 0);
+    for (const s of m.subnets6 ?? []) if (!(s.flags & F_LOCAL)) keys.add(s.remoteIp);
+    for (const p of m.peers6 ?? []) keys.add(p.ip);
+    return [...keys];
+  }
+
+  private peerStatKey(k: PeerKey): [BpfMap, Buffer] {
+    return typeof k === "bigint"
+      ? [this.map("ovl_peer_stats6"), encodeIp6(k)]
+      : [this.map("ovl_peer_stats"), encodeIp(k)];
+  }
+
+  /** tx/rx packets and bytes of every peer of the current maps, summed over CPUs. */
+  peerStats(): Map<PeerKey, bigint[]> {
+    const out = new Map<PeerKey, bigint[]>();
+    for (const k of this.statPeers(this.current)) {
+      const [m, key] = this.peerStatKey(k);
+      const c = sumPeerCounters(m.lookup(key) as Buffer, this.ncpu);
+      out.set(k, [c.txPackets, c.txBytes, c.rxPackets, c.rxBytes]);
+    }
+    return out;
+  }
+
   setMaps(m: Maps): void {
+    for (const k of this.statPeers(this.current)) {
+      const [map, key] = this.peerStatKey(k);
+      map.delete(key);
+    }
     for (const s of this.current.subnets)
       this.map("ovl_subnets").delete(encodeSubnetKey(Cidr.of(s.addr, s.prefixlen)));
     for (const p of this.current.peers) this.map("ovl_peers").delete(encodeIp(p.ip));
@@ -165,6 +202,10 @@ class Harness {
         encodeIp6(e.ip),
         encodeEndpoint({ ifindex: e.ifindex, podMac: e.podMac, hostMac: e.hostMac }),
       );
+    }
+    for (const k of this.statPeers(m)) {
+      const [map, key] = this.peerStatKey(k);
+      map.update(key, Buffer.alloc(map.valueBufSize));
     }
     this.current = m;
   }
@@ -464,6 +505,8 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
       const count = Math.min(batch, n - (done.get(prog) as number));
       if (count <= 0) continue;
       const statsBefore = h.stats();
+      const peers0 = h.peerStats();
+      const expPeers = new Map<PeerKey, bigint[]>();
       const drops0 = h.drops();
       const expStats = DIRS.map(() => ({ packets: 0n, bytes: 0n }));
       let expDrops = 0n;
@@ -482,6 +525,11 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
           const s = expStats[DIRS.indexOf(exp.count.dir)] as { packets: bigint; bytes: bigint };
           s.packets++;
           s.bytes += BigInt(exp.count.bytes);
+          const p = expPeers.get(exp.count.peer) ?? [0n, 0n, 0n, 0n];
+          const at = exp.count.dir === "rx" ? 2 : 0;
+          p[at] = (p[at] as bigint) + 1n;
+          p[at + 1] = (p[at + 1] as bigint) + BigInt(exp.count.bytes);
+          expPeers.set(exp.count.peer, p);
         }
         const v6 = mutations[0] === "ipv6";
         if (v6) ip6Count.set(prog, (ip6Count.get(prog) as number) + 1);
@@ -520,6 +568,22 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
         console.log(
           `MISMATCH ${prog} batch ${b}: ${dropDelta} drops counted, model expected ${expDrops}`,
         );
+      }
+      // Per-peer counters: every peer the maps name, and only those, moved
+      // as the model says (a peer without an entry is not counted).
+      if (!knownIn) {
+        for (const [k, after] of h.peerStats()) {
+          const before = peers0.get(k) as bigint[];
+          const want = expPeers.get(k) ?? [0n, 0n, 0n, 0n];
+          const got = after.map((v, i) => v - (before[i] as bigint));
+          if (got.some((v, i) => v !== want[i])) {
+            mismatches.set(prog, (mismatches.get(prog) as number) + 1);
+            const name = typeof k === "bigint" ? formatIp6(k) : Cidr.of(k, 32).toString();
+            console.log(
+              `MISMATCH ${prog} batch ${b}: peer ${name} tx/rx +${got.join("/")}, model expected +${want.join("/")}`,
+            );
+          }
+        }
       }
       const statsAfter = h.stats();
       DIRS.forEach((d, i) => {
