@@ -17,6 +17,7 @@
 //    shrink a GSO skb (gso_size != 0): encap_failed / decap_failed.
 
 import { maskOf6, ip6FromBytes, type Ip6 } from "../../agent/net/ip6";
+import { mac } from "../lib/packets";
 
 export interface SubnetEntry {
   addr: number;
@@ -129,9 +130,6 @@ const F_LOCAL = 1;
 const F_DIRECT = 2;
 const LO_MTU = 65536; // ENV: the underlay is loopback
 
-export function macBytes(s: string): Buffer {
-  return Buffer.from(s.split(":").map((h) => parseInt(h, 16)));
-}
 
 /** RFC 1071 checksum over b (even length assumed for headers). */
 export function inetCsum(b: Buffer): number {
@@ -256,8 +254,8 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
     h.writeUInt16BE(inp.mark & 0xffff, 30);
   }
   // Inner Ethernet: the peer's VTEP MAC <- ours.
-  macBytes(dst.vtepMac).copy(h, 36);
-  macBytes(cfg.vtepMac).copy(h, 42);
+  mac(dst.vtepMac).copy(h, 36);
+  mac(cfg.vtepMac).copy(h, 42);
   h.writeUInt16BE(ETH_P_IP, 48);
   const out = Buffer.concat([f.subarray(0, ETH_HLEN), h, inner]);
   return {
@@ -390,11 +388,11 @@ export function decapTc(cfg: Config, maps: Maps, inp: Input): Expected {
   const out = Buffer.concat([f.subarray(0, ETH_HLEN), f.subarray(ETH_HLEN + OVERHEAD)]);
   out.writeUInt16BE(ETH_P_IP, 12);
   if (toPod) {
-    macBytes(ep.podMac).copy(out, 0);
-    macBytes(ep.hostMac).copy(out, 6);
+    mac(ep.podMac).copy(out, 0);
+    mac(ep.hostMac).copy(out, 6);
     ttlDec(out, ETH_HLEN);
   } else {
-    macBytes(cfg.vtepMac).copy(out, 0);
+    mac(cfg.vtepMac).copy(out, 0);
   }
   return {
     verdict: "redirect",
@@ -424,7 +422,7 @@ export function decapXdp(cfg: Config, maps: Maps, inp: Input): Expected {
   }
   if (r.mark !== 0) return { verdict: "pass", out: f };
   const out = Buffer.from(f.subarray(OVERHEAD));
-  macBytes(cfg.underlayMac).copy(out, 0);
+  mac(cfg.underlayMac).copy(out, 0);
   return { verdict: "pass", out, count: { dir: "rx", bytes: f.length, peer: r.peer.ip } };
 }
 
@@ -558,8 +556,8 @@ function encap6(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Expected
   if (!fits(OVERHEAD6)) return tooBig;
   if (fromPod && hop <= 1) return pass;
   const out = Buffer.from(f);
-  macBytes(dst.vtepMac).copy(out, 0);
-  macBytes(cfg.vtepMac).copy(out, 6);
+  mac(dst.vtepMac).copy(out, 0);
+  mac(cfg.vtepMac).copy(out, 6);
   if (fromPod) hopDec(out);
   return {
     verdict: fromPod ? "redirect" : "pass",
@@ -654,11 +652,11 @@ function decapTc6(cfg: Config, maps: Maps, inp: Input): Expected {
   const out = Buffer.concat([f.subarray(0, ETH_HLEN), f.subarray(ETH_HLEN + OVERHEAD6)]);
   out.writeUInt16BE(ETH_P_IPV6, 12);
   if (toPod) {
-    macBytes(ep.podMac).copy(out, 0);
-    macBytes(ep.hostMac).copy(out, 6);
+    mac(ep.podMac).copy(out, 0);
+    mac(ep.hostMac).copy(out, 6);
     out[ETH_HLEN + 7] = r.innerHop - 1;
   } else {
-    macBytes(cfg.vtepMac).copy(out, 0);
+    mac(cfg.vtepMac).copy(out, 0);
   }
   return {
     verdict: "redirect",
