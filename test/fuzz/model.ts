@@ -130,7 +130,6 @@ const F_LOCAL = 1;
 const F_DIRECT = 2;
 const LO_MTU = 65536; // ENV: the underlay is loopback
 
-
 /** RFC 1071 checksum over b (even length assumed for headers). */
 export function inetCsum(b: Buffer): number {
   let s = 0;
@@ -214,7 +213,12 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
       if (ttl <= 1) return pass;
       ttlDec(out, ip);
     }
-    return { verdict: "redirect", out, mark: inp.mark, count: { dir: "direct", bytes: f.length, peer: dst.remoteIp } };
+    return {
+      verdict: "redirect",
+      out,
+      mark: inp.mark,
+      count: { dir: "direct", bytes: f.length, peer: dst.remoteIp },
+    };
   }
   if (fromPod && cfg.gbp) return pass;
   if (!fits(OVERHEAD)) return tooBig;
@@ -547,7 +551,12 @@ function encap6(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Expected
       if (hop <= 1) return pass;
       hopDec(out);
     }
-    return { verdict: "redirect", out, mark: inp.mark, count: { dir: "direct", bytes: f.length, peer: dst.remoteIp } };
+    return {
+      verdict: "redirect",
+      out,
+      mark: inp.mark,
+      count: { dir: "direct", bytes: f.length, peer: dst.remoteIp },
+    };
   }
   if (fromPod && cfg.gbp) return pass;
   if (!cfg.kernelDecap) {
