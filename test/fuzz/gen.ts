@@ -101,6 +101,18 @@ function underlay6(rng: Rng): Ip6 {
   return rng.chance(0.8) ? in6(rng, 0xfd00_0000_0001n << 80n, 48) : in6(rng, 0xfdn << 120n, 8);
 }
 
+/** Adds a subnet entry to list unless its prefix is there already; says whether it did. */
+function adder<T extends { addr: number | Ip6; prefixlen: number }>(list: T[]): (e: T) => boolean {
+  const seen = new Set<string>();
+  return (e) => {
+    const k = `${e.addr}/${e.prefixlen}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    list.push(e);
+    return true;
+  };
+}
+
 /**
  * A cluster network with our lease (LOCAL), remote leases (some DIRECT),
  * their peers, stray peers without a subnet, more specific remote subnets
@@ -113,14 +125,7 @@ export function randomMaps(rng: Rng, cfg: Config): Maps {
   const lease = () => (inPrefix(rng, net, netLen) & mask(leaseLen)) >>> 0;
   const subnets: SubnetEntry[] = [];
   const peers: PeerEntry[] = [];
-  const seen = new Set<string>();
-  const add = (s: SubnetEntry) => {
-    const k = `${s.addr}/${s.prefixlen}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    subnets.push(s);
-    return true;
-  };
+  const add = adder(subnets);
   const local = lease();
   add({ addr: local, prefixlen: leaseLen, remoteIp: cfg.localIp, vtepMac: cfg.vtepMac, flags: 1 });
   const nRemote = rng.range(0, 12);
@@ -187,14 +192,7 @@ function randomMaps6(
   const lease = () => in6(rng, net, netLen) & maskOf6(leaseLen);
   const subnets6: SubnetEntry6[] = [];
   const peers6: PeerEntry6[] = [];
-  const seen = new Set<string>();
-  const add = (e: SubnetEntry6) => {
-    const k = `${e.addr}/${e.prefixlen}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    subnets6.push(e);
-    return true;
-  };
+  const add = adder(subnets6);
   const me = cfg.localIp6 ?? underlay6(rng);
   const local = lease();
   add({ addr: local, prefixlen: leaseLen, remoteIp: me, vtepMac: cfg.vtepMac, flags: 1 });

@@ -16,7 +16,7 @@
 //  - the test runner cannot set gso_type, so the kernel refuses to grow or
 //    shrink a GSO skb (gso_size != 0): encap_failed / decap_failed.
 
-import { maskOf6, ip6FromBytes, type Ip6 } from "../../agent/net/ip6";
+import { Cidr6, maskOf6, ip6FromBytes, MULTICAST6, type Ip6 } from "../../agent/net/ip6";
 import { mac } from "../lib/packets";
 
 export interface SubnetEntry {
@@ -168,6 +168,36 @@ export function lpm(subnets: SubnetEntry[], ip: number): SubnetEntry | undefined
 }
 
 // --- encapsulation ----------------------------------------------------------
+/** A packet that does not fit the underlay: the stack's from a pod, an mtu drop on the device. */
+function tooBigFor(fromPod: boolean, inp: Input): Expected {
+  return fromPod
+    ? { verdict: "pass", out: inp.frame, mark: inp.mark, rule: "mtu" }
+    : { verdict: "drop", reason: "mtu", mark: inp.mark, rule: "mtu" };
+}
+
+/**
+ * A DIRECT host, either family: the packet as it is, if it fits; on the pod
+ * path forwarding's TTL or hop-limit work (dec), an expiring one to the
+ * stack.
+ */
+function sendDirect(
+  fromPod: boolean,
+  inp: Input,
+  fits: boolean,
+  ttl: number,
+  dec: (out: Buffer) => void,
+  peer: PeerKey,
+): Expected {
+  if (!fits) return tooBigFor(fromPod, inp);
+  const out = Buffer.from(inp.frame);
+  if (fromPod) {
+    if (ttl <= 1) return { verdict: "pass", out: inp.frame, mark: inp.mark };
+    dec(out);
+  }
+  const count = { dir: "direct", bytes: inp.frame.length, peer } as const;
+  return { verdict: "redirect", out, mark: inp.mark, count };
+}
+
 /**
  * ovl_encap_pod / ovl_encap_dev. The rules: non-IPv4 is not the overlay's
  * business (pass). A destination no remote lease covers is the stack's from
@@ -202,23 +232,10 @@ export function encap(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Ex
   };
   // One segment plus what encapsulation adds must fit the underlay MTU.
   const fits = (extra: number) => segLen() + extra <= LO_MTU;
-  const tooBig: Expected = fromPod
-    ? { ...pass, rule: "mtu" }
-    : { verdict: "drop", reason: "mtu", mark: inp.mark, rule: "mtu" };
+  const tooBig = tooBigFor(fromPod, inp);
 
   if (dst.flags & F_DIRECT) {
-    if (!fits(0)) return tooBig;
-    const out = Buffer.from(f);
-    if (fromPod) {
-      if (ttl <= 1) return pass;
-      ttlDec(out, ip);
-    }
-    return {
-      verdict: "redirect",
-      out,
-      mark: inp.mark,
-      count: { dir: "direct", bytes: f.length, peer: dst.remoteIp },
-    };
+    return sendDirect(fromPod, inp, fits(0), ttl, (out) => ttlDec(out, ip), dst.remoteIp);
   }
   if (fromPod && cfg.gbp) return pass;
   if (!fits(OVERHEAD)) return tooBig;
@@ -386,15 +403,45 @@ export function decapTc(cfg: Config, maps: Maps, inp: Input): Expected {
     return { verdict: "drop", reason: r.reason, mark: inp.mark };
   }
   const ep = maps.endpoints.find((e) => e.ip >>> 0 === r.innerDst);
-  const toPod = ep !== undefined && r.innerTtl > 1;
+  return decapRight(cfg, inp, {
+    ep,
+    ttl: r.innerTtl,
+    mark: r.mark,
+    peer: r.peer.ip,
+    overhead: OVERHEAD,
+    ethType: ETH_P_IP,
+    dec: (out) => ttlDec(out, ETH_HLEN),
+  });
+}
+
+/**
+ * ovl_decap_tc's work on a packet that passed the checks, either family:
+ * to a registered pod when its TTL (hop limit) survives, else to the
+ * kernel's socket (kernelDecap) or into the stack on the overlay device.
+ */
+function decapRight(
+  cfg: Config,
+  inp: Input,
+  r: {
+    ep: { podMac: string; hostMac: string } | undefined;
+    ttl: number;
+    mark: number;
+    peer: PeerKey;
+    overhead: number;
+    ethType: number;
+    dec: (out: Buffer) => void;
+  },
+): Expected {
+  const f = inp.frame;
+  const toPod = r.ep !== undefined && r.ttl > 1;
   if (cfg.kernelDecap && !toPod) return { verdict: "pass", out: f, mark: inp.mark };
   if (inp.gsoSize) return { verdict: "drop", reason: "decap_failed", mark: inp.mark }; // ENV
-  const out = Buffer.concat([f.subarray(0, ETH_HLEN), f.subarray(ETH_HLEN + OVERHEAD)]);
-  out.writeUInt16BE(ETH_P_IP, 12);
-  if (toPod) {
-    mac(ep.podMac).copy(out, 0);
-    mac(ep.hostMac).copy(out, 6);
-    ttlDec(out, ETH_HLEN);
+  const out = Buffer.concat([f.subarray(0, ETH_HLEN), f.subarray(ETH_HLEN + r.overhead)]);
+  out.writeUInt16BE(r.ethType, 12);
+  if (toPod && r.ep) {
+    mac(r.ep.podMac).copy(out, 0);
+    mac(r.ep.hostMac).copy(out, 6);
+    r.dec(out);
   } else {
     mac(cfg.vtepMac).copy(out, 0);
   }
@@ -402,7 +449,7 @@ export function decapTc(cfg: Config, maps: Maps, inp: Input): Expected {
     verdict: "redirect",
     out,
     mark: cfg.gbp ? r.mark : inp.mark,
-    count: { dir: "rx", bytes: f.length, peer: r.peer.ip },
+    count: { dir: "rx", bytes: f.length, peer: r.peer },
   };
 }
 
@@ -455,8 +502,7 @@ const NEXT_HOPOPTS = 0;
 const NEXT_ROUTING = 43;
 const NEXT_FRAGMENT = 44;
 const NEXT_DSTOPTS = 60;
-const LINK_LOCAL6 = { addr: 0xfe80n << 112n, mask: maskOf6(10) };
-const MULTICAST6 = { addr: 0xffn << 120n, mask: maskOf6(8) };
+const LINK_LOCAL6 = Cidr6.parse("fe80::/10"); // RFC 4291 2.5.6; multicast: ff00::/8
 
 const ip6At = (b: Buffer, off: number): Ip6 => ip6FromBytes(b.subarray(off, off + 16));
 
@@ -518,8 +564,7 @@ function encap6(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Expected
   const ip = ETH_HLEN;
   if (f.length < ETH_HLEN + IP6_HLEN) return pass;
   const daddr = ip6At(f, ip + 24);
-  if ((daddr & LINK_LOCAL6.mask) === LINK_LOCAL6.addr) return pass;
-  if ((daddr & MULTICAST6.mask) === MULTICAST6.addr) return pass;
+  if (LINK_LOCAL6.contains(daddr) || MULTICAST6.contains(daddr)) return pass;
   const dst = lpm6(maps.subnets6 ?? [], daddr);
   if (!dst || dst.flags & F_LOCAL) {
     return fromPod ? pass : { verdict: "drop", reason: "no_peer", mark: inp.mark };
@@ -535,29 +580,14 @@ function encap6(fromPod: boolean, cfg: Config, maps: Maps, inp: Input): Expected
     return u.off - ip + l4 + inp.gsoSize;
   };
   const fits = (extra: number) => segLen() + extra <= LO_MTU;
-  const tooBig: Expected = fromPod
-    ? { ...pass, rule: "mtu" }
-    : { verdict: "drop", reason: "mtu", mark: inp.mark, rule: "mtu" };
+  const tooBig = tooBigFor(fromPod, inp);
   // Forwarding's hop-limit work (RFC 8200 3: decremented by one by each
   // node that forwards; no header checksum to patch).
   const hopDec = (out: Buffer) => {
     out[ip + 7] = hop - 1;
   };
 
-  if (dst.flags & F_DIRECT) {
-    if (!fits(0)) return tooBig;
-    const out = Buffer.from(f);
-    if (fromPod) {
-      if (hop <= 1) return pass;
-      hopDec(out);
-    }
-    return {
-      verdict: "redirect",
-      out,
-      mark: inp.mark,
-      count: { dir: "direct", bytes: f.length, peer: dst.remoteIp },
-    };
-  }
+  if (dst.flags & F_DIRECT) return sendDirect(fromPod, inp, fits(0), hop, hopDec, dst.remoteIp);
   if (fromPod && cfg.gbp) return pass;
   if (!cfg.kernelDecap) {
     return fromPod ? pass : { verdict: "drop", reason: "encap_failed", mark: inp.mark };
@@ -655,24 +685,17 @@ function decapTc6(cfg: Config, maps: Maps, inp: Input): Expected {
     return { verdict: "drop", reason: r.reason, mark: inp.mark };
   }
   const ep = (maps.endpoints6 ?? []).find((e) => e.ip === r.innerDst);
-  const toPod = ep !== undefined && r.innerHop > 1;
-  if (cfg.kernelDecap && !toPod) return { verdict: "pass", out: f, mark: inp.mark };
-  if (inp.gsoSize) return { verdict: "drop", reason: "decap_failed", mark: inp.mark }; // ENV
-  const out = Buffer.concat([f.subarray(0, ETH_HLEN), f.subarray(ETH_HLEN + OVERHEAD6)]);
-  out.writeUInt16BE(ETH_P_IPV6, 12);
-  if (toPod) {
-    mac(ep.podMac).copy(out, 0);
-    mac(ep.hostMac).copy(out, 6);
-    out[ETH_HLEN + 7] = r.innerHop - 1;
-  } else {
-    mac(cfg.vtepMac).copy(out, 0);
-  }
-  return {
-    verdict: "redirect",
-    out,
-    mark: cfg.gbp ? r.mark : inp.mark,
-    count: { dir: "rx", bytes: f.length, peer: r.peer },
-  };
+  return decapRight(cfg, inp, {
+    ep,
+    ttl: r.innerHop,
+    mark: r.mark,
+    peer: r.peer,
+    overhead: OVERHEAD6,
+    ethType: ETH_P_IPV6,
+    dec: (out) => {
+      out[ETH_HLEN + 7] = r.innerHop - 1;
+    },
+  });
 }
 
 /** Is an IPv6 frame one the programs look at: a node with a PublicIPv6. */
