@@ -1,8 +1,10 @@
 // Differential fuzzer (issue 18): the real programs through BPF_PROG_RUN
 // against test/fuzz/model.ts. Verdict, drop reason (the per-reason counter
 // delta in ovl_drops), output bytes and skb->mark are compared per packet;
-// ovl_stats per batch. A mismatch is written as a fixture under
-// test/fuzz/fixtures/ and the run exits 1.
+// ovl_stats, the sum of ovl_drops and every peer's ovl_peer_stats(6) entry
+// per batch. IPv4 and IPv6 packets are mixed in every batch (gen.ts). A
+// mismatch is written as a fixture under test/fuzz/fixtures/ and the run
+// exits 1.
 //
 //   node dist/test/fuzz/run.js [--n N] [--seed S] [--batch B] [--programs a,b]
 //   node dist/test/fuzz/run.js --replay fixture.json...
