@@ -17,6 +17,7 @@ import {
   ETH_P_ARP,
   ETH_P_IP,
   ETH_P_IPV6,
+  gsoCtx,
   icmpEcho,
   ipv4,
   mac,
@@ -470,14 +471,6 @@ describe("bpf: BPF_PROG_RUN fixtures", function () {
 
     const runKd = (prog: Parameters<Datapath["programFd"]>[0], frame: Buffer, ctx?: Buffer) =>
       libbpf.testRun(kd.programFd(prog), frame, ctx ?? null, prog);
-
-    /** A struct __sk_buff with gso_size/gso_segs set: a GRO'd or TSO super-packet. */
-    function gsoCtx(gsoSize: number, segs: number): Buffer {
-      const ctx = Buffer.alloc(192); // sizeof(struct __sk_buff) on 6.x
-      ctx.writeUInt32LE(segs, 164); // gso_segs
-      ctx.writeUInt32LE(gsoSize, 176); // gso_size
-      return ctx;
-    }
 
     it("leaves a checked packet for an unregistered pod to the kernel's VXLAN socket, untouched", function () {
       const f = vxlanFrame(good);

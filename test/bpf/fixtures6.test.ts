@@ -13,7 +13,16 @@ import { BpfMap } from "../../agent/bpf/map";
 import { StatsReader } from "../../agent/bpf/stats";
 import { parseIp } from "../../agent/net/ip";
 import { Cidr6, ip6ToBytes, parseIp6 } from "../../agent/net/ip6";
-import { eth, ETH_P_IP, ETH_P_IPV6, icmp6Echo, ipv6, mac, vxlan6Frame } from "../lib/packets";
+import {
+  eth,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  gsoCtx,
+  icmp6Echo,
+  ipv6,
+  mac,
+  vxlan6Frame,
+} from "../lib/packets";
 import { requireEnv } from "../lib/require";
 import { sh } from "../lib/sh";
 
@@ -95,8 +104,12 @@ describe("bpf: BPF_PROG_RUN fixtures, IPv6", function () {
     }
   });
 
-  const run = (d: Datapath, prog: Parameters<Datapath["programFd"]>[0], frame: Buffer) =>
-    libbpf.testRun(d.programFd(prog), frame, null, prog);
+  const run = (
+    d: Datapath,
+    prog: Parameters<Datapath["programFd"]>[0],
+    frame: Buffer,
+    ctx: Buffer | null = null,
+  ) => libbpf.testRun(d.programFd(prog), frame, ctx, prog);
 
   function drops(dirName: "tx" | "rx", reason: string): bigint {
     const d = stats.read().drops.find((x) => x.direction === dirName && x.reason === reason);
@@ -137,6 +150,29 @@ describe("bpf: BPF_PROG_RUN fixtures, IPv6", function () {
       assert.equal(r.data[14 + 7], 63, "hop limit decremented (forwarding is bypassed)");
       assert.deepEqual(r.data.subarray(22), f.subarray(22), "the rest untouched");
       assert.equal(stats.read().traffic.get("tx")!.packets, tx + 1n, "counted as sent");
+    });
+
+    it("gso6-ext-mtu: a GSO packet's segment counts its extension headers and the TCP header behind them", function () {
+      // Found by the differential fuzzer: the MTU check took a GSO segment
+      // as fixed header + (TCP header only if it came right after it) +
+      // gso_size, so segments behind extension headers were waved through.
+      // lo's MTU is 65,536: 40 + ext + 20 + gso_size + 70 must fit.
+      const tcp = Buffer.alloc(20 + 64);
+      tcp[12] = 0x50; // doff 5
+      const hbh = Buffer.from([60, 0, 1, 4, 0, 0, 0, 0]); // hop-by-hop, PadN; next: dest options
+      const dst = Buffer.from([6, 1, 1, 12, ...Buffer.alloc(12)]); // 16 bytes; next: TCP
+      const ip = ipv6({ src: POD6, dst: "fc00:0:0:2::7", next: 0 }, Buffer.concat([hbh, dst, tcp]));
+      const f = eth(POD.hostMac, POD.podMac, ETH_P_IPV6, ip);
+      const fits = 65536 - 70 - 40 - 24 - 20; // the largest gso_size that fits
+      assert.equal(run(dp, "ovl_encap_pod", f, gsoCtx(fits, 2)).retval, TC_ACT_REDIRECT);
+      assert.equal(
+        run(dp, "ovl_encap_pod", f, gsoCtx(fits + 1, 2)).retval,
+        TC_ACT_OK,
+        "one byte over: to the stack, which answers packet-too-big",
+      );
+      const before = drops("tx", "mtu");
+      assert.equal(run(dp, "ovl_encap_dev", f, gsoCtx(fits + 1, 2)).retval, TC_ACT_SHOT);
+      assert.equal(drops("tx", "mtu"), before + 1n, "counted as mtu on the device");
     });
 
     it("leaves an expiring pod packet to the stack, which answers time exceeded", function () {

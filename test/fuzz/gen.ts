@@ -2,8 +2,20 @@
 // contents and config, valid encap and decap flows over them, and mutators
 // that break them in the ways the README's drop table names (and more).
 // Pure: the same seed gives the same packets.
-import type { Config, EndpointEntry, Input, Maps, PeerEntry, SubnetEntry } from "./model";
+import type {
+  Config,
+  EndpointEntry,
+  EndpointEntry6,
+  Input,
+  Maps,
+  PeerEntry,
+  PeerEntry6,
+  SubnetEntry,
+  SubnetEntry6,
+} from "./model";
 import { inetCsum } from "./model";
+import { maskOf6, type Ip6 } from "../../agent/net/ip6";
+import { eth, ETH_P_IP, ETH_P_IPV6, ipv6, udp6 } from "../lib/packets";
 
 /** sfc32: small, fast, good enough for fuzzing; state from one 32-bit seed. */
 export class Rng {
@@ -42,8 +54,17 @@ export class Rng {
   }
   bytes(n: number): Buffer {
     const b = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
+    for (let i = 0; i < n; i += 4) {
+      const v = this.u32(); // four bytes a draw: payloads are most of what is drawn
+      for (let j = 0; j < 4 && i + j < n; j++) b[i + j] = (v >>> (8 * j)) & 0xff;
+    }
     return b;
+  }
+  /** 128 random bits. */
+  ip6(): Ip6 {
+    let v = 0n;
+    for (let i = 0; i < 4; i++) v = (v << 32n) | BigInt(this.u32());
+    return v;
   }
   mac(): string {
     const b = this.bytes(6);
@@ -67,6 +88,28 @@ export function randomConfig(rng: Rng): Config {
     overlayIfindex: rng.pick([1, 1, rng.range(2, 1000)]),
     kernelDecap: rng.chance(0.5),
     gbp: rng.chance(0.5),
+    // A PublicIPv6 (dual-stack) on most loads; without one, IPv6 is left alone.
+    localIp6: rng.chance(0.7) ? underlay6(rng) : undefined,
+  };
+}
+
+const in6 = (rng: Rng, addr: Ip6, p: number): Ip6 =>
+  (addr & maskOf6(p)) | (rng.ip6() & ~maskOf6(p) & ALL6);
+const ALL6 = (1n << 128n) - 1n;
+/** An underlay IPv6 address: mostly one /48 of fd00::/8, so peers share a prefix. */
+function underlay6(rng: Rng): Ip6 {
+  return rng.chance(0.8) ? in6(rng, 0xfd00_0000_0001n << 80n, 48) : in6(rng, 0xfdn << 120n, 8);
+}
+
+/** Adds a subnet entry to list unless its prefix is there already; says whether it did. */
+function adder<T extends { addr: number | Ip6; prefixlen: number }>(list: T[]): (e: T) => boolean {
+  const seen = new Set<string>();
+  return (e) => {
+    const k = `${e.addr}/${e.prefixlen}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    list.push(e);
+    return true;
   };
 }
 
@@ -82,14 +125,7 @@ export function randomMaps(rng: Rng, cfg: Config): Maps {
   const lease = () => (inPrefix(rng, net, netLen) & mask(leaseLen)) >>> 0;
   const subnets: SubnetEntry[] = [];
   const peers: PeerEntry[] = [];
-  const seen = new Set<string>();
-  const add = (s: SubnetEntry) => {
-    const k = `${s.addr}/${s.prefixlen}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    subnets.push(s);
-    return true;
-  };
+  const add = adder(subnets);
   const local = lease();
   add({ addr: local, prefixlen: leaseLen, remoteIp: cfg.localIp, vtepMac: cfg.vtepMac, flags: 1 });
   const nRemote = rng.range(0, 12);
@@ -135,18 +171,76 @@ export function randomMaps(rng: Rng, cfg: Config): Maps {
     if (!endpoints.some((e) => e.ip === ip))
       endpoints.push({ ip, ifindex: rng.range(1, 100), podMac: rng.mac(), hostMac: rng.mac() });
   }
-  return { subnets, peers, endpoints };
+  return { subnets, peers, endpoints, ...randomMaps6(rng, cfg) };
+}
+
+/**
+ * The IPv6 half of a dual-stack network, made as randomMaps makes the IPv4
+ * one: our lease (LOCAL, with our PublicIPv6), remote leases (some DIRECT)
+ * with their peers, stray peers, a more specific subnet inside ours, now
+ * and then ::/0 (which covers link-local and multicast: they must still be
+ * left alone), and endpoints. Made whether or not the node has a
+ * PublicIPv6: without one the programs must ignore it.
+ */
+function randomMaps6(
+  rng: Rng,
+  cfg: Config,
+): Required<Pick<Maps, "subnets6" | "peers6" | "endpoints6">> {
+  const netLen = rng.pick([16, 32, 48, 56]);
+  const net = in6(rng, 0xfcn << 120n, 7) & maskOf6(netLen);
+  const leaseLen = rng.chance(0.6) ? 64 : rng.range(netLen + 1, 124);
+  const lease = () => in6(rng, net, netLen) & maskOf6(leaseLen);
+  const subnets6: SubnetEntry6[] = [];
+  const peers6: PeerEntry6[] = [];
+  const add = adder(subnets6);
+  const me = cfg.localIp6 ?? underlay6(rng);
+  const local = lease();
+  add({ addr: local, prefixlen: leaseLen, remoteIp: me, vtepMac: cfg.vtepMac, flags: 1 });
+  for (let i = rng.range(0, 10); i > 0; i--) {
+    const e: SubnetEntry6 = {
+      addr: lease(),
+      prefixlen: leaseLen,
+      remoteIp: underlay6(rng),
+      vtepMac: rng.mac(),
+      flags: rng.chance(0.25) ? 2 : 0,
+    };
+    if (e.remoteIp === me || !add(e)) continue;
+    if (rng.chance(0.9)) peers6.push({ ip: e.remoteIp, subnet: e.addr, prefixlen: e.prefixlen });
+  }
+  if (rng.chance(0.2)) {
+    const p = Math.min(leaseLen + rng.range(1, 4), 128);
+    add({
+      addr: in6(rng, local, leaseLen) & maskOf6(p),
+      prefixlen: p,
+      remoteIp: underlay6(rng),
+      vtepMac: rng.mac(),
+      flags: 0,
+    });
+  }
+  if (rng.chance(0.15))
+    add({
+      addr: 0n,
+      prefixlen: 0,
+      remoteIp: underlay6(rng),
+      vtepMac: rng.mac(),
+      flags: rng.pick([0, 2]),
+    });
+  for (let i = rng.range(0, 3); i > 0; i--) {
+    const p = rng.range(0, 128);
+    const ip = underlay6(rng);
+    if (ip !== me && !peers6.some((x) => x.ip === ip))
+      peers6.push({ ip, subnet: rng.ip6() & maskOf6(p), prefixlen: p });
+  }
+  const endpoints6: EndpointEntry6[] = [];
+  for (let i = rng.range(0, 8); i > 0; i--) {
+    const ip = in6(rng, local, leaseLen);
+    if (!endpoints6.some((e) => e.ip === ip))
+      endpoints6.push({ ip, ifindex: rng.range(1, 100), podMac: rng.mac(), hostMac: rng.mac() });
+  }
+  return { subnets6, peers6, endpoints6 };
 }
 
 // --- packet building ---------------------------------------------------------
-function ethHdr(dst: string, src: string, type: number): Buffer {
-  const h = Buffer.alloc(14);
-  Buffer.from(dst.split(":").map((x) => parseInt(x, 16))).copy(h, 0);
-  Buffer.from(src.split(":").map((x) => parseInt(x, 16))).copy(h, 6);
-  h.writeUInt16BE(type, 12);
-  return h;
-}
-
 function ipv4(
   o: {
     src: number;
@@ -226,8 +320,11 @@ export function encapFlow(rng: Rng, _cfg: Config, maps: Maps): Input {
     },
     p.bytes,
   );
-  const frame = Buffer.concat([ethHdr(rng.mac(), rng.mac(), 0x0800), ip]);
-  return { frame, mark: randomMark(rng), gsoSize: gso(rng) };
+  return {
+    frame: eth(rng.mac(), rng.mac(), ETH_P_IP, ip),
+    mark: randomMark(rng),
+    gsoSize: gso(rng),
+  };
 }
 
 function randomMark(rng: Rng): number {
@@ -245,7 +342,9 @@ function randomMark(rng: Rng): number {
 
 function gso(rng: Rng): number {
   if (!rng.chance(0.05)) return 0;
-  return rng.pick([1, 1400, 1448, rng.range(1, 65535), 65535]);
+  // ... and sizes where one segment plus 50 or 70 bytes of encapsulation
+  // meets the underlay's 65,536 (see LO_MTU in model.ts): the MTU edge.
+  return rng.pick([1, 1400, 1448, rng.range(1, 65535), 65535, rng.range(65300, 65480)]);
 }
 
 /** A VXLAN frame as a peer sends it, mostly right for the maps. */
@@ -259,18 +358,19 @@ export function decapFlow(rng: Rng, cfg: Config, maps: Maps): Input {
       : inPrefix(rng, local.addr, local.prefixlen)
     : someDst(rng, maps);
   const p = l4(rng);
-  const inner = Buffer.concat([
-    ethHdr(rng.chance(0.7) ? cfg.vtepMac : rng.mac(), rng.mac(), 0x0800),
-    ipv4({ src: innerSrc, dst: innerDst, proto: p.proto, ttl: ttl(rng), tos: rng.int(4) }, p.bytes),
-  ]);
-  const vx = Buffer.alloc(8);
-  vx[0] = 0x08;
-  vx.writeUInt32BE(((cfg.vni & 0xffffff) << 8) >>> 0, 4);
-  if (cfg.gbp && rng.chance(0.5)) {
-    vx[0] |= 0x80;
-    vx[1] = rng.pick([0, 0x40, 0x08, 0x48]);
-    vx.writeUInt16BE(rng.chance(0.2) ? 0 : rng.int(0x10000), 2);
-  }
+  // Now and then IPv6-in-IPv4, a cross-family frame flannel never sends.
+  const inner = rng.chance(0.05)
+    ? innerFrame6(rng, cfg, maps)
+    : eth(
+        rng.chance(0.7) ? cfg.vtepMac : rng.mac(),
+        rng.mac(),
+        ETH_P_IP,
+        ipv4(
+          { src: innerSrc, dst: innerDst, proto: p.proto, ttl: ttl(rng), tos: rng.int(4) },
+          p.bytes,
+        ),
+      );
+  const vx = vxlanHdr(rng, cfg);
   const u = Buffer.alloc(8);
   u.writeUInt16BE(rng.range(49152, 65535), 0);
   u.writeUInt16BE(cfg.port, 2);
@@ -280,8 +380,178 @@ export function decapFlow(rng: Rng, cfg: Config, maps: Maps): Input {
     { src, dst: cfg.localIp, proto: 17, ttl: ttl(rng), tos: 0 },
     Buffer.concat([u, vx, inner]),
   );
-  const frame = Buffer.concat([ethHdr(cfg.underlayMac, rng.mac(), 0x0800), ip]);
-  return { frame, mark: randomMark(rng), gsoSize: gso(rng) };
+  return {
+    frame: eth(cfg.underlayMac, rng.mac(), ETH_P_IP, ip),
+    mark: randomMark(rng),
+    gsoSize: gso(rng),
+  };
+}
+
+/** The VXLAN header for our VNI; with GBP, half the time a policy (some all zero). */
+function vxlanHdr(rng: Rng, cfg: Config): Buffer {
+  const vx = Buffer.alloc(8);
+  vx[0] = 0x08;
+  vx.writeUInt32BE(((cfg.vni & 0xffffff) << 8) >>> 0, 4);
+  if (cfg.gbp && rng.chance(0.5)) {
+    vx[0] |= 0x80;
+    vx[1] = rng.pick([0, 0x40, 0x08, 0x48]);
+    vx.writeUInt16BE(rng.chance(0.2) ? 0 : rng.int(0x10000), 2);
+  }
+  return vx;
+}
+
+// --- IPv6 flows ------------------------------------------------------------------
+const EXT6 = [0, 43, 44, 60]; // hop-by-hop, routing, fragment, destination options
+
+/** One IPv6 extension header (RFC 8200 4.3-4.6) whose next header is next. */
+function ext6(rng: Rng, kind: number, next: number): Buffer {
+  if (kind === 44) {
+    const b = Buffer.alloc(8);
+    b[0] = next;
+    // offset 0 or not, M or not: first, middle, last fragments and atomic ones
+    const off = rng.chance(0.5) ? 0 : rng.range(1, 0x1fff);
+    b.writeUInt16BE(((off << 3) | (rng.chance(0.5) ? 1 : 0)) & 0xffff, 2);
+    b.writeUInt32BE(rng.u32(), 4);
+    return b;
+  }
+  const len = rng.pick([0, 0, 1, rng.range(0, 4)]);
+  const b = Buffer.alloc((len + 1) * 8);
+  b[0] = next;
+  b[1] = len;
+  if (kind === 43) {
+    b[2] = rng.pick([0, 2, 3, 4, rng.int(256)]); // routing type
+    b[3] = rng.pick([0, 1, rng.int(256)]); // segments left
+    rng.bytes(b.length - 4).copy(b, 4);
+  } else if (rng.chance(0.8)) {
+    b[2] = 1; // PadN over the rest (RFC 8200 4.2)
+    b[3] = b.length - 4;
+  } else {
+    rng.bytes(b.length - 2).copy(b, 2);
+  }
+  return b;
+}
+
+/** Inserts 1-3 extension headers after the IPv6 header at off, lengths kept right. */
+export function withExt6(rng: Rng, b: Buffer, off: number): Buffer {
+  if (b.length < off + 40) return b;
+  const kinds = Array.from({ length: rng.range(1, 3) }, () => rng.pick(EXT6));
+  let next = b[off + 6] as number;
+  const hdrs: Buffer[] = [];
+  for (let i = kinds.length - 1; i >= 0; i--) {
+    hdrs.unshift(ext6(rng, kinds[i] as number, next));
+    next = kinds[i] as number;
+  }
+  const ext = Buffer.concat(hdrs);
+  const out = Buffer.concat([b.subarray(0, off + 40), ext, b.subarray(off + 40)]);
+  out[off + 6] = next;
+  out.writeUInt16BE((out.readUInt16BE(off + 4) + ext.length) & 0xffff, off + 4);
+  return out;
+}
+
+const LINK_LOCAL6: Ip6 = 0xfe80n << 112n;
+/** Multicast destinations: all-nodes, solicited-node, MLD routers, any scope. */
+function multicast6(rng: Rng): Ip6 {
+  switch (rng.int(4)) {
+    case 0:
+      return (0xff02n << 112n) | 1n;
+    case 1:
+      return (0xff02n << 112n) | (0x1ff00n << 24n) | BigInt(rng.int(0x1000000));
+    case 2:
+      return (0xff02n << 112n) | 0x16n;
+    default:
+      return (0xffn << 120n) | (rng.ip6() & ~maskOf6(8) & ALL6);
+  }
+}
+
+/** An IPv6 destination: a lease (remote or ours), an endpoint, link-local, multicast, anywhere. */
+function someDst6(rng: Rng, maps: Maps): Ip6 {
+  const subnets6 = maps.subnets6 ?? [];
+  const s = rng.pick(subnets6);
+  switch (rng.int(7)) {
+    case 0:
+      return rng.ip6();
+    case 1:
+      return maps.endpoints6?.length ? rng.pick(maps.endpoints6).ip : in6(rng, s.addr, s.prefixlen);
+    case 2:
+      return rng.chance(0.7) ? in6(rng, LINK_LOCAL6, 64) : in6(rng, LINK_LOCAL6, 10);
+    case 3:
+      return multicast6(rng);
+    default:
+      return in6(rng, s.addr, s.prefixlen);
+  }
+}
+
+/** An IPv6 pod's packet (next header ICMPv6 for ICMP), now and then with extension headers. */
+function pod6(rng: Rng, src: Ip6, dst: Ip6): Buffer {
+  const p = l4(rng);
+  const ip = ipv6(
+    {
+      src,
+      dst,
+      next: p.proto === 1 ? 58 : p.proto,
+      hop: ttl(rng),
+      trafficClass: rng.chance(0.7) ? 0 : rng.int(256),
+    },
+    p.bytes,
+  );
+  return rng.chance(0.15) ? withExt6(rng, ip, 0) : ip;
+}
+
+/** A pod's (or the host's) IPv6 packet into the overlay, as encap sees it. */
+export function encapFlow6(rng: Rng, _cfg: Config, maps: Maps): Input {
+  const local = (maps.subnets6 ?? []).find((s) => s.flags & 1) as SubnetEntry6;
+  const ip = pod6(rng, in6(rng, local.addr, local.prefixlen), someDst6(rng, maps));
+  return {
+    frame: eth(rng.mac(), rng.mac(), ETH_P_IPV6, ip),
+    mark: randomMark(rng),
+    gsoSize: gso(rng),
+  };
+}
+
+/** The inner Ethernet frame of a peer's IPv6 packet, mostly right for the maps. */
+function innerFrame6(rng: Rng, cfg: Config, maps: Maps, peer?: PeerEntry6): Buffer {
+  const local = (maps.subnets6 ?? []).find((s) => s.flags & 1) as SubnetEntry6;
+  const eps = maps.endpoints6 ?? [];
+  const src = peer && rng.chance(0.9) ? in6(rng, peer.subnet, peer.prefixlen) : rng.ip6();
+  const dst = rng.chance(0.85)
+    ? eps.length && rng.chance(0.5)
+      ? rng.pick(eps).ip
+      : in6(rng, local.addr, local.prefixlen)
+    : someDst6(rng, maps);
+  return eth(rng.chance(0.7) ? cfg.vtepMac : rng.mac(), rng.mac(), ETH_P_IPV6, pod6(rng, src, dst));
+}
+
+/** A VXLAN frame over IPv6 as a flannel-v6.1 peer sends it, mostly right for the maps. */
+export function decapFlow6(rng: Rng, cfg: Config, maps: Maps): Input {
+  const peers6 = maps.peers6 ?? [];
+  const subnets6 = maps.subnets6 ?? [];
+  const peer = peers6.length && rng.chance(0.9) ? rng.pick(peers6) : undefined;
+  const local = subnets6.find((s) => s.flags & 1) as SubnetEntry6;
+  // Now and then IPv4-in-IPv6, a cross-family frame flannel never sends.
+  const inner = rng.chance(0.05)
+    ? (encapFlow(rng, cfg, maps).frame as Buffer)
+    : innerFrame6(rng, cfg, maps, peer);
+  const src = peer ? peer.ip : rng.chance(0.5) ? rng.pick(subnets6).remoteIp : underlay6(rng);
+  const dst = rng.chance(0.95) ? (cfg.localIp6 ?? local.remoteIp) : underlay6(rng);
+  const u = udp6(
+    src,
+    dst,
+    rng.range(49152, 65535),
+    cfg.port,
+    Buffer.concat([vxlanHdr(rng, cfg), inner]),
+    {
+      zeroChecksum: rng.chance(0.05),
+    },
+  );
+  const ip = ipv6(
+    { src, dst, next: 17, hop: ttl(rng), trafficClass: rng.chance(0.8) ? 0 : rng.int(256) },
+    u,
+  );
+  return {
+    frame: eth(cfg.underlayMac, rng.mac(), ETH_P_IPV6, ip),
+    mark: randomMark(rng),
+    gsoSize: gso(rng),
+  };
 }
 
 // --- mutators ---------------------------------------------------------------
@@ -296,22 +566,30 @@ function fixCsum(b: Buffer, off: number): void {
 }
 
 const OUTER = 14;
-const UDP = 34;
-const VX = 42;
-const INNER_ETH = 50;
-const INNER_IP = 64;
 
-type Mutator = (rng: Rng, b: Buffer, cfg: Config) => Buffer;
+/** Where a flow's headers are: the outer IP header, UDP, VXLAN, inner Ethernet and IP. */
+interface Layout {
+  udp: number;
+  vx: number;
+  innerEth: number;
+  innerIp: number;
+}
+const V4: Layout = { udp: 34, vx: 42, innerEth: 50, innerIp: 64 };
+const V6: Layout = { udp: 54, vx: 62, innerEth: 70, innerIp: 84 };
+
+type Mutator = (rng: Rng, b: Buffer, cfg: Config, l: Layout) => Buffer;
 
 export const MUTATORS: Record<string, Mutator> = {
-  bitflip: (rng, b) => {
+  bitflip: (rng, b, _cfg, l) => {
     for (let i = rng.range(1, 3); i > 0; i--) {
-      const o = rng.int(Math.min(b.length, rng.chance(0.8) ? 100 : b.length));
+      const o = rng.int(Math.min(b.length, rng.chance(0.8) ? l.innerIp + 36 : b.length));
       b[o] = (b[o] as number) ^ (1 << rng.int(8));
     }
     return b;
   },
-  truncate: (rng, b) => b.subarray(0, Math.max(14, rng.int(Math.min(b.length, 120) + 1))),
+  // Every offset up to past the inner IP header: each length check has its edge.
+  truncate: (rng, b, _cfg, l) =>
+    b.subarray(0, Math.max(14, rng.int(Math.min(b.length, l.innerIp + 56) + 1))),
   outerTotLen: (rng, b) => {
     if (b.length < OUTER + 20) return b;
     b.writeUInt16BE(
@@ -332,10 +610,10 @@ export const MUTATORS: Record<string, Mutator> = {
     if (rng.chance(0.9)) fixCsum(b, OUTER);
     return b;
   },
-  udpLen: (rng, b) => {
-    if (b.length < UDP + 8) return b;
-    const l = b.readUInt16BE(UDP + 4);
-    b.writeUInt16BE(rng.pick([0, 8, l - 1, l + 1, rng.int(65536)]) & 0xffff, UDP + 4);
+  udpLen: (rng, b, _cfg, lay) => {
+    if (b.length < lay.udp + 8) return b;
+    const l = b.readUInt16BE(lay.udp + 4);
+    b.writeUInt16BE(rng.pick([0, 8, l - 1, l + 1, rng.int(65536)]) & 0xffff, lay.udp + 4);
     return b;
   },
   ipOptions: (rng, b) => {
@@ -365,49 +643,49 @@ export const MUTATORS: Record<string, Mutator> = {
     tag.writeUInt16BE(rng.int(0x10000), 2);
     return Buffer.concat([b.subarray(0, 12), tag, b.subarray(12)]);
   },
-  vxlanFlags: (rng, b) => {
-    if (b.length < VX + 8) return b;
-    b[VX] = rng.chance(0.5) ? rng.int(256) : rng.pick([0x00, 0x08, 0x88, 0x80, 0x0c, 0x09, 0x18]);
+  vxlanFlags: (rng, b, _cfg, l) => {
+    if (b.length < l.vx + 8) return b;
+    b[l.vx] = rng.chance(0.5) ? rng.int(256) : rng.pick([0x00, 0x08, 0x88, 0x80, 0x0c, 0x09, 0x18]);
     if (rng.chance(0.5))
-      b[VX + 1] = rng.chance(0.5) ? rng.int(256) : rng.pick([0, 0x40, 0x08, 0x48, 0x01]);
-    if (rng.chance(0.3)) b[VX + 2] = rng.int(256);
-    if (rng.chance(0.3)) b[VX + 3] = rng.int(256);
-    if (rng.chance(0.3)) b[VX + 7] = rng.int(256);
+      b[l.vx + 1] = rng.chance(0.5) ? rng.int(256) : rng.pick([0, 0x40, 0x08, 0x48, 0x01]);
+    if (rng.chance(0.3)) b[l.vx + 2] = rng.int(256);
+    if (rng.chance(0.3)) b[l.vx + 3] = rng.int(256);
+    if (rng.chance(0.3)) b[l.vx + 7] = rng.int(256);
     return b;
   },
-  vni: (rng, b, cfg) => {
-    if (b.length < VX + 8) return b;
+  vni: (rng, b, cfg, l) => {
+    if (b.length < l.vx + 8) return b;
     b.writeUIntBE(
       rng.pick([0, 1, cfg.vni ^ 1, cfg.vni ^ 0x800000, 0xffffff, rng.int(0x1000000)]) & 0xffffff,
-      VX + 4,
+      l.vx + 4,
       3,
     );
     return b;
   },
-  innerType: (rng, b) => {
-    if (b.length < INNER_ETH + 14) return b;
+  innerType: (rng, b, _cfg, l) => {
+    if (b.length < l.innerEth + 14) return b;
     b.writeUInt16BE(
-      rng.pick([0x0806, 0x86dd, 0x8100, 0x0000, 0x0801, 0x8800, rng.int(65536)]),
-      INNER_ETH + 12,
+      rng.pick([0x0806, 0x86dd, 0x0800, 0x8100, 0x0000, 0x0801, 0x8800, rng.int(65536)]),
+      l.innerEth + 12,
     );
     return b;
   },
   innerIp: (rng, b) => {
-    if (b.length < INNER_IP + 20) return b;
+    if (b.length < V4.innerIp + 20) return b;
     switch (rng.int(4)) {
       case 0:
-        b[INNER_IP] = rng.int(256); // version / ihl
+        b[V4.innerIp] = rng.int(256); // version / ihl
         break;
       case 1:
-        b.writeUInt16BE(rng.pick([0, 19, 20, 21, rng.int(65536)]), INNER_IP + 2);
+        b.writeUInt16BE(rng.pick([0, 19, 20, 21, rng.int(65536)]), V4.innerIp + 2);
         break;
       case 2:
-        b[INNER_IP + 8] = rng.pick(TTLS);
+        b[V4.innerIp + 8] = rng.pick(TTLS);
         break;
       default:
-        b.writeUInt32BE(rng.u32(), INNER_IP + rng.pick([12, 16]));
+        b.writeUInt32BE(rng.u32(), V4.innerIp + rng.pick([12, 16]));
     }
-    if (rng.chance(0.8)) fixCsum(b, INNER_IP);
+    if (rng.chance(0.8)) fixCsum(b, V4.innerIp);
     return b;
   },
   outerTtl: (rng, b) => {
@@ -433,7 +711,7 @@ export const MUTATORS: Record<string, Mutator> = {
     return b;
   },
   ethType: (rng, b) => {
-    b.writeUInt16BE(rng.pick([0x0806, 0x86dd, 0x8100, rng.int(65536)]), 12);
+    b.writeUInt16BE(rng.pick([0x0806, 0x86dd, 0x0800, 0x8100, rng.int(65536)]), 12);
     return b;
   },
 };
@@ -447,9 +725,103 @@ const ENCAP_MUTATORS = [
   "vlan",
   "ethType",
 ];
+// IPv4-only mutators, and the IPv6 ones below, each for its own flows.
+const V4_ONLY = ["outerTotLen", "ipOptions", "fragment", "innerIp", "outerTtl", "encapIp"];
 const DECAP_MUTATORS = Object.keys(MUTATORS).filter((m) => m !== "encapIp");
 
-/** One packet for prog: a valid flow, then (most of the time) 1-3 mutations. */
+/** A link-local or multicast address written over the destination at off. */
+function special6(rng: Rng, b: Buffer, off: number): Buffer {
+  if (b.length < off + 16) return b;
+  const a = rng.chance(0.5) ? in6(rng, LINK_LOCAL6, rng.pick([10, 64])) : multicast6(rng);
+  b.writeBigUInt64BE(a >> 64n, off);
+  b.writeBigUInt64BE(a & 0xffffffffffffffffn, off + 8);
+  return b;
+}
+
+const HOPS = [0, 1, 2, 255];
+
+/** Mutators of IPv6 flows (the layout is V6 for decap, the pod's header at 14 for encap). */
+const MUTATORS6: Record<string, Mutator> = {
+  payloadLen6: (rng, b) => {
+    if (b.length < OUTER + 40) return b;
+    const real = b.length - OUTER - 40;
+    b.writeUInt16BE(
+      rng.pick([0, 1, 69, 70, 71, real - 1, real + 1, real + 8, 0xffff, rng.int(65536)]) & 0xffff,
+      OUTER + 4,
+    );
+    return b;
+  },
+  udpCsum6: (rng, b, _cfg, l) => {
+    if (b.length < l.udp + 8) return b;
+    b.writeUInt16BE(rng.pick([0, 0, 0xffff, 1, rng.int(65536)]), l.udp + 6);
+    return b;
+  },
+  extHdr: (rng, b) => withExt6(rng, b, OUTER),
+  // Extension headers in the inner IPv6 header, outer lengths kept right so
+  // that the inner checks are reached.
+  innerExtHdr: (rng, b, _cfg, l) => {
+    if (b.length < l.innerIp + 40) return b;
+    const out = withExt6(rng, b, l.innerIp);
+    const grown = out.length - b.length;
+    out.writeUInt16BE((out.readUInt16BE(OUTER + 4) + grown) & 0xffff, OUTER + 4);
+    out.writeUInt16BE((out.readUInt16BE(l.udp + 4) + grown) & 0xffff, l.udp + 4);
+    return out;
+  },
+  innerIp6: (rng, b, _cfg, l) => {
+    if (b.length < l.innerIp + 40) return b;
+    const ip = l.innerIp;
+    switch (rng.int(5)) {
+      case 0:
+        b[ip] = rng.chance(0.5) ? 0x45 : rng.int(256); // version (and traffic class)
+        break;
+      case 1:
+        b.writeUInt16BE(rng.pick([0, 1, 0xffff, rng.int(65536)]), ip + 4);
+        break;
+      case 2:
+        b[ip + 7] = rng.pick(HOPS);
+        break;
+      case 3:
+        special6(rng, b, ip + 24);
+        break;
+      default:
+        rng.bytes(16).copy(b, ip + rng.pick([8, 24]));
+    }
+    return b;
+  },
+  hopLimit6: (rng, b) => {
+    if (b.length >= OUTER + 40) b[OUTER + 7] = rng.pick(HOPS);
+    return b;
+  },
+  // encap's input is an IPv6 packet at OUTER: break or vary its header
+  encapIp6: (rng, b) => {
+    if (b.length < OUTER + 40) return b;
+    switch (rng.int(4)) {
+      case 0:
+        b[OUTER] = rng.chance(0.5) ? 0x45 : rng.int(256);
+        break;
+      case 1:
+        b.writeUInt16BE(rng.int(65536), OUTER + 4);
+        break;
+      case 2:
+        b[OUTER + 7] = rng.pick(HOPS);
+        break;
+      default:
+        special6(rng, b, OUTER + 24);
+    }
+    return b;
+  },
+};
+const ENCAP6_MUTATORS = ["bitflip", "truncate", "encapIp6", "extHdr", "vlan", "ethType"];
+const DECAP6_MUTATORS = [
+  ...DECAP_MUTATORS.filter((m) => !V4_ONLY.includes(m)),
+  ...Object.keys(MUTATORS6).filter((m) => m !== "encapIp6"),
+];
+
+/**
+ * One packet for prog: a valid flow, then (most of the time) 1-3 mutations.
+ * IPv6 flows are mixed in, more of them on a node with a PublicIPv6; on one
+ * without, they check that IPv6 is left alone.
+ */
 export function packet(
   rng: Rng,
   prog: string,
@@ -457,18 +829,28 @@ export function packet(
   maps: Maps,
 ): { input: Input; mutations: string[] } {
   const isEncap = prog.startsWith("ovl_encap");
-  const input = isEncap ? encapFlow(rng, cfg, maps) : decapFlow(rng, cfg, maps);
-  const mutations: string[] = [];
+  const v6 = rng.chance(cfg.localIp6 !== undefined ? 0.5 : 0.2);
+  const flow = isEncap ? (v6 ? encapFlow6 : encapFlow) : v6 ? decapFlow6 : decapFlow;
+  const input = flow(rng, cfg, maps);
+  const layout = v6 ? V6 : V4;
+  const names = isEncap
+    ? v6
+      ? ENCAP6_MUTATORS
+      : ENCAP_MUTATORS
+    : v6
+      ? DECAP6_MUTATORS
+      : DECAP_MUTATORS;
+  const mutations: string[] = v6 ? ["ipv6"] : [];
   if (rng.chance(0.7)) {
     let b = Buffer.from(input.frame);
     for (let i = rng.range(1, 3); i > 0; i--) {
-      const m = rng.pick(isEncap ? ENCAP_MUTATORS : DECAP_MUTATORS);
-      b = Buffer.from((MUTATORS[m] as Mutator)(rng, b, cfg));
+      const m = rng.pick(names);
+      b = Buffer.from(((MUTATORS[m] ?? MUTATORS6[m]) as Mutator)(rng, b, cfg, layout));
       mutations.push(m);
     }
     input.frame = b.length < 14 ? Buffer.concat([b, Buffer.alloc(14 - b.length)]) : b;
   }
-  if (prog === "ovl_decap_dev") input.frame = Buffer.from(input.frame.subarray(INNER_ETH));
+  if (prog === "ovl_decap_dev") input.frame = Buffer.from(input.frame.subarray(layout.innerEth));
   if (input.frame.length < 14)
     input.frame = Buffer.concat([input.frame, Buffer.alloc(14 - input.frame.length)]);
   return { input, mutations };

@@ -1,8 +1,10 @@
 // Differential fuzzer (issue 18): the real programs through BPF_PROG_RUN
 // against test/fuzz/model.ts. Verdict, drop reason (the per-reason counter
 // delta in ovl_drops), output bytes and skb->mark are compared per packet;
-// ovl_stats per batch. A mismatch is written as a fixture under
-// test/fuzz/fixtures/ and the run exits 1.
+// ovl_stats, the sum of ovl_drops and every peer's ovl_peer_stats(6) entry
+// per batch. IPv4 and IPv6 packets are mixed in every batch (gen.ts). A
+// mismatch is written as a fixture under test/fuzz/fixtures/ and the run
+// exits 1.
 //
 //   node dist/test/fuzz/run.js [--n N] [--seed S] [--batch B] [--programs a,b]
 //   node dist/test/fuzz/run.js --replay fixture.json...
@@ -25,9 +27,13 @@ import {
   encodeIndex,
   encodePeer,
   encodeSubnetKey,
+  F_LOCAL,
   sumCounters,
+  sumPeerCounters,
 } from "../../agent/bpf/codec";
 import { Cidr } from "../../agent/net/ip";
+import { encodeHostEntry6, encodeIp6, encodePeer6, encodeSubnet6Key } from "../../agent/bpf/codec6";
+import { Cidr6, formatIp6, ip6ToBytes, parseIp6 } from "../../agent/net/ip6";
 import {
   model,
   PROGRAMS,
@@ -35,6 +41,7 @@ import {
   type Expected,
   type Input,
   type Maps,
+  type PeerKey,
   type Program,
 } from "./model";
 import { packet, randomConfig, randomMaps, Rng } from "./gen";
@@ -101,6 +108,7 @@ class Harness {
       decap: "tc",
       kernelDecap: cfg.kernelDecap,
       gbp: cfg.gbp,
+      localIp6: cfg.localIp6 === undefined ? undefined : ip6ToBytes(cfg.localIp6),
     });
     dp.load();
     this.dp?.close();
@@ -112,6 +120,11 @@ class Harness {
         "ovl_endpoints",
         "ovl_drops",
         "ovl_stats",
+        "ovl_subnets6",
+        "ovl_peers6",
+        "ovl_endpoints6",
+        "ovl_peer_stats",
+        "ovl_peer_stats6",
       ] as const) {
         this.maps.set(n, BpfMap.openPinned(join(this.dir, "pins"), n));
       }
@@ -122,11 +135,48 @@ class Harness {
     return this.maps.get(n) as BpfMap;
   }
 
+  /** Every host the maps name (remote leases and peers): the agent makes
+   *  their ovl_peer_stats entries with the lease, so does the harness. */
+  private statPeers(m: Maps): PeerKey[] {
+    const keys = new Set<PeerKey>();
+    for (const s of m.subnets) if (!(s.flags & F_LOCAL)) keys.add(s.remoteIp >>> 0);
+    for (const p of m.peers) keys.add(p.ip >>> 0);
+    for (const s of m.subnets6 ?? []) if (!(s.flags & F_LOCAL)) keys.add(s.remoteIp);
+    for (const p of m.peers6 ?? []) keys.add(p.ip);
+    return [...keys];
+  }
+
+  private peerStatKey(k: PeerKey): [BpfMap, Buffer] {
+    return typeof k === "bigint"
+      ? [this.map("ovl_peer_stats6"), encodeIp6(k)]
+      : [this.map("ovl_peer_stats"), encodeIp(k)];
+  }
+
+  /** tx/rx packets and bytes of every peer of the current maps, summed over CPUs. */
+  peerStats(): Map<PeerKey, bigint[]> {
+    const out = new Map<PeerKey, bigint[]>();
+    for (const k of this.statPeers(this.current)) {
+      const [m, key] = this.peerStatKey(k);
+      const c = sumPeerCounters(m.lookup(key) as Buffer, this.ncpu);
+      out.set(k, [c.txPackets, c.txBytes, c.rxPackets, c.rxBytes]);
+    }
+    return out;
+  }
+
   setMaps(m: Maps): void {
+    for (const k of this.statPeers(this.current)) {
+      const [map, key] = this.peerStatKey(k);
+      map.delete(key);
+    }
     for (const s of this.current.subnets)
       this.map("ovl_subnets").delete(encodeSubnetKey(Cidr.of(s.addr, s.prefixlen)));
     for (const p of this.current.peers) this.map("ovl_peers").delete(encodeIp(p.ip));
     for (const e of this.current.endpoints) this.map("ovl_endpoints").delete(encodeIp(e.ip));
+    for (const s of this.current.subnets6 ?? [])
+      this.map("ovl_subnets6").delete(encodeSubnet6Key(Cidr6.of(s.addr, s.prefixlen)));
+    for (const p of this.current.peers6 ?? []) this.map("ovl_peers6").delete(encodeIp6(p.ip));
+    for (const e of this.current.endpoints6 ?? [])
+      this.map("ovl_endpoints6").delete(encodeIp6(e.ip));
     for (const s of m.subnets) {
       this.map("ovl_subnets").update(
         encodeSubnetKey(Cidr.of(s.addr, s.prefixlen)),
@@ -140,6 +190,24 @@ class Harness {
         encodeIp(e.ip),
         encodeEndpoint({ ifindex: e.ifindex, podMac: e.podMac, hostMac: e.hostMac }),
       );
+    }
+    for (const s of m.subnets6 ?? []) {
+      this.map("ovl_subnets6").update(
+        encodeSubnet6Key(Cidr6.of(s.addr, s.prefixlen)),
+        encodeHostEntry6({ remoteIp: s.remoteIp, vtepMac: s.vtepMac, flags: s.flags }),
+      );
+    }
+    for (const p of m.peers6 ?? [])
+      this.map("ovl_peers6").update(encodeIp6(p.ip), encodePeer6(Cidr6.of(p.subnet, p.prefixlen)));
+    for (const e of m.endpoints6 ?? []) {
+      this.map("ovl_endpoints6").update(
+        encodeIp6(e.ip),
+        encodeEndpoint({ ifindex: e.ifindex, podMac: e.podMac, hostMac: e.hostMac }),
+      );
+    }
+    for (const k of this.statPeers(m)) {
+      const [map, key] = this.peerStatKey(k);
+      map.update(key, Buffer.alloc(map.valueBufSize));
     }
     this.current = m;
   }
@@ -309,6 +377,16 @@ function fixture(
   };
 }
 
+// Fixtures are JSON; IPv6 addresses (bigints in the model) are written as
+// "ip6:<address>" and read back.
+const IP6_TAG = "ip6:";
+const toJson = (x: unknown) =>
+  JSON.stringify(x, (_k, v: unknown) => (typeof v === "bigint" ? IP6_TAG + formatIp6(v) : v), 2);
+const fromJson = (text: string): unknown =>
+  JSON.parse(text, (_k, v: unknown) =>
+    typeof v === "string" && v.startsWith(IP6_TAG) ? parseIp6(v.slice(IP6_TAG.length)) : v,
+  );
+
 function parseArgs(argv: string[]): Record<string, string[]> {
   const o: Record<string, string[]> = { _: [] };
   let key = "_";
@@ -368,7 +446,7 @@ function main(): number {
 function replay(h: Harness, files: string[]): number {
   let bad = 0;
   for (const f of files) {
-    const fx = JSON.parse(readFileSync(f, "utf8")) as Fixture;
+    const fx = fromJson(readFileSync(f, "utf8")) as Fixture;
     h.load(fx.config);
     h.setMaps(fx.maps);
     const inp: Input = {
@@ -413,6 +491,7 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
   const known = new Map<string, number>();
   const coverage = new Map<string, number>();
   const refused = new Map<Program, number>(progs.map((p) => [p, 0]));
+  const ip6Count = new Map<Program, number>(progs.map((p) => [p, 0]));
   const signatures = new Set<string>();
   let written = 0;
   let cfg = randomConfig(rng);
@@ -428,6 +507,8 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
       const count = Math.min(batch, n - (done.get(prog) as number));
       if (count <= 0) continue;
       const statsBefore = h.stats();
+      const peers0 = h.peerStats();
+      const expPeers = new Map<PeerKey, bigint[]>();
       const drops0 = h.drops();
       const expStats = DIRS.map(() => ({ packets: 0n, bytes: 0n }));
       let expDrops = 0n;
@@ -446,8 +527,15 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
           const s = expStats[DIRS.indexOf(exp.count.dir)] as { packets: bigint; bytes: bigint };
           s.packets++;
           s.bytes += BigInt(exp.count.bytes);
+          const p = expPeers.get(exp.count.peer) ?? [0n, 0n, 0n, 0n];
+          const at = exp.count.dir === "rx" ? 2 : 0;
+          p[at] = (p[at] as bigint) + 1n;
+          p[at + 1] = (p[at + 1] as bigint) + BigInt(exp.count.bytes);
+          expPeers.set(exp.count.peer, p);
         }
-        const cov = `${prog} ${exp.verdict}${exp.reason ? `/${exp.reason}` : ""}${exp.count ? ` counted ${exp.count.dir}` : ""}`;
+        const v6 = mutations[0] === "ipv6";
+        if (v6) ip6Count.set(prog, (ip6Count.get(prog) as number) + 1);
+        const cov = `${prog}${v6 ? " ipv6" : ""} ${exp.verdict}${exp.reason ? `/${exp.reason}` : ""}${exp.count ? ` counted ${exp.count.dir}` : ""}`;
         coverage.set(cov, (coverage.get(cov) ?? 0) + 1);
         const why = compare(prog, exp, got);
         if (!why) continue;
@@ -464,7 +552,7 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
         const fx = fixture(prog, seed, idx, mutations, cfg, maps, input, exp, got, why);
         mkdirSync(FIXTURES, { recursive: true });
         const file = join(FIXTURES, `${prog}-${seed}-${idx}.json`);
-        writeFileSync(file, JSON.stringify(fx, null, 2) + "\n");
+        writeFileSync(file, toJson(fx) + "\n");
         written++;
         console.log(
           `MISMATCH ${prog} #${idx} (${mutations.join("+") || "valid flow"}): ${why}\n  -> ${file}`,
@@ -482,6 +570,22 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
         console.log(
           `MISMATCH ${prog} batch ${b}: ${dropDelta} drops counted, model expected ${expDrops}`,
         );
+      }
+      // Per-peer counters: every peer the maps name, and only those, moved
+      // as the model says (a peer without an entry is not counted).
+      if (!knownIn) {
+        for (const [k, after] of h.peerStats()) {
+          const before = peers0.get(k) as bigint[];
+          const want = expPeers.get(k) ?? [0n, 0n, 0n, 0n];
+          const got = after.map((v, i) => v - (before[i] as bigint));
+          if (got.some((v, i) => v !== want[i])) {
+            mismatches.set(prog, (mismatches.get(prog) as number) + 1);
+            const name = typeof k === "bigint" ? formatIp6(k) : Cidr.of(k, 32).toString();
+            console.log(
+              `MISMATCH ${prog} batch ${b}: peer ${name} tx/rx +${got.join("/")}, model expected +${want.join("/")}`,
+            );
+          }
+        }
       }
       const statsAfter = h.stats();
       DIRS.forEach((d, i) => {
@@ -503,7 +607,7 @@ function fuzz(h: Harness, args: Record<string, string[]>): number {
     total += m;
     const pps = Math.round((done.get(p) as number) / (time.get(p) as number));
     console.log(
-      `  ${p.padEnd(14)} ${String(done.get(p)).padStart(8)} packets  ${String(pps).padStart(7)} packets/s  ${m} mismatches  ${refused.get(p)} refused by BPF_PROG_RUN`,
+      `  ${p.padEnd(14)} ${String(done.get(p)).padStart(8)} packets (${ip6Count.get(p)} IPv6)  ${String(pps).padStart(7)} packets/s  ${m} mismatches  ${refused.get(p)} refused by BPF_PROG_RUN`,
     );
   }
   if (args.coverage)

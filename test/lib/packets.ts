@@ -2,9 +2,11 @@
 // unless told otherwise), UDP, ICMP echo, VXLAN. Pure; used by the BPF tier
 // and by the hostile-packet tests.
 import { parseIp } from "../../agent/net/ip";
-import { ip6ToBytes, parseIp6 } from "../../agent/net/ip6";
+import { ip6ToBytes, parseIp6, type Ip6 } from "../../agent/net/ip6";
 
 export function mac(s: string): Buffer {
+  // "aa:bb:cc:dd:ee:ff" as hex in one go (the fuzzer builds millions of frames)
+  if (s.length === 17) return Buffer.from(s.replace(/:/g, ""), "hex");
   return Buffer.from(s.split(":").map((h) => parseInt(h, 16)));
 }
 
@@ -117,9 +119,13 @@ export function vxlanFrame(o: {
 
 // --- IPv6 ------------------------------------------------------------------------
 
+/** An IPv6 address as text or as its number (the fuzzer's generators). */
+export type Addr6 = string | Ip6;
+const bytes6 = (a: Addr6): Buffer => ip6ToBytes(typeof a === "string" ? parseIp6(a) : a);
+
 export interface Ipv6Opts {
-  src: string;
-  dst: string;
+  src: Addr6;
+  dst: Addr6;
   next: number; // next header
   hop?: number;
   trafficClass?: number;
@@ -133,16 +139,16 @@ export function ipv6(o: Ipv6Opts, payload: Buffer): Buffer {
   h.writeUInt16BE(o.payloadLen ?? payload.length, 4);
   h[6] = o.next;
   h[7] = o.hop ?? 64;
-  ip6ToBytes(parseIp6(o.src)).copy(h, 8);
-  ip6ToBytes(parseIp6(o.dst)).copy(h, 24);
+  bytes6(o.src).copy(h, 8);
+  bytes6(o.dst).copy(h, 24);
   return Buffer.concat([h, payload]);
 }
 
 /** The upper-layer checksum over IPv6 (RFC 8200 8.1 pseudo-header). */
-export function csum6(src: string, dst: string, next: number, l4: Buffer): number {
+export function csum6(src: Addr6, dst: Addr6, next: number, l4: Buffer): number {
   const ph = Buffer.alloc(40);
-  ip6ToBytes(parseIp6(src)).copy(ph, 0);
-  ip6ToBytes(parseIp6(dst)).copy(ph, 16);
+  bytes6(src).copy(ph, 0);
+  bytes6(dst).copy(ph, 16);
   ph.writeUInt32BE(l4.length, 32);
   ph[39] = next;
   return csum16(Buffer.concat([ph, l4]));
@@ -150,8 +156,8 @@ export function csum6(src: string, dst: string, next: number, l4: Buffer): numbe
 
 /** UDP over IPv6, with its checksum (0 only when told: RFC 8200 forbids it). */
 export function udp6(
-  src: string,
-  dst: string,
+  src: Addr6,
+  dst: Addr6,
   sport: number,
   dport: number,
   payload: Buffer,
@@ -166,7 +172,7 @@ export function udp6(
   return b;
 }
 
-export function icmp6Echo(src: string, dst: string, id: number, seq: number): Buffer {
+export function icmp6Echo(src: Addr6, dst: Addr6, id: number, seq: number): Buffer {
   const b = Buffer.concat([Buffer.alloc(8), Buffer.alloc(32, 0xab)]);
   b[0] = 128; // echo request
   b.writeUInt16BE(id, 4);
@@ -209,4 +215,12 @@ export function vxlan6Frame(o: {
   });
   const ip = ipv6({ src: o.outerSrc, dst: o.outerDst, next: 17, payloadLen: o.payloadLen }, u);
   return eth("02:aa:aa:aa:aa:01", "02:bb:bb:bb:bb:02", ETH_P_IPV6, ip);
+}
+
+/** A struct __sk_buff (6.x, 192 bytes) with gso_size/gso_segs set: a GRO'd or TSO super-packet. */
+export function gsoCtx(gsoSize: number, segs: number): Buffer {
+  const ctx = Buffer.alloc(192);
+  ctx.writeUInt32LE(segs, 164); // gso_segs
+  ctx.writeUInt32LE(gsoSize, 176); // gso_size
+  return ctx;
 }
