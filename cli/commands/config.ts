@@ -109,6 +109,12 @@ export const configSet: CommandModule<object, SetArgs> = {
             `${key}: Network would change from ${cur.network} to ${next.network} while ${leases.length} leases exist; use --force`,
           );
         }
+        const [was6, next6] = [cur?.ipv6?.network, next.ipv6?.network];
+        if (was6 && next6 && !was6.equals(next6) && leases.some((l) => l.subnet6)) {
+          throw new CliError(
+            `${key}: IPv6Network would change from ${was6} to ${next6} while leases hold IPv6 subnets; use --force`,
+          );
+        }
       }
       await s.putConfig(text.trim());
     });
