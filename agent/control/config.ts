@@ -134,13 +134,19 @@ function intField(
   return v;
 }
 
-function ipField(obj: Json, name: string, where: string): Ip4 | undefined {
+/** An address field (IPv4 with parseIp, IPv6 with parseIp6), errors naming the key. */
+function addrField<T>(
+  obj: Json,
+  name: string,
+  where: string,
+  parse: (s: string, field: string) => T,
+): T | undefined {
   const [v, as] = field(obj, name);
   if (v === undefined || v === null || v === "") return undefined;
   if (typeof v !== "string")
     throw new ConfigError(as, `must be a string, got ${JSON.stringify(v)}`, where);
   try {
-    return parseIp(v, as);
+    return parse(v, as);
   } catch (e) {
     if (e instanceof ConfigError) throw new ConfigError(as, e.rule, where);
     throw e;
@@ -199,33 +205,7 @@ export function parseNetworkConfig(text: string | undefined, where: string): Net
     throw e instanceof ConfigError ? new ConfigError(netAs, e.rule, where) : e;
   }
 
-  let subnetLen = intField(obj, "SubnetLen", where, 0, 32);
-  const [, lenAs] = field(obj, "SubnetLen");
-  if (subnetLen !== undefined && subnetLen > 0) {
-    if (subnetLen > 30) {
-      throw new ConfigError(
-        lenAs,
-        `must be less than /31 (leave room for a gateway and a pod), got ${subnetLen}`,
-        where,
-      );
-    }
-    if (subnetLen < network.prefixlen + 2) {
-      throw new ConfigError(
-        lenAs,
-        `/${subnetLen} must leave room for at least 4 subnets in ${network} (at least /${network.prefixlen + 2})`,
-        where,
-      );
-    }
-  } else {
-    if (network.prefixlen > 28) {
-      throw new ConfigError(
-        netAs,
-        `${network} is too small: the smallest useful network is a /28`,
-        where,
-      );
-    }
-    subnetLen = network.prefixlen <= 22 ? 24 : network.prefixlen + 2;
-  }
+  const subnetLen = subnetLenOf(obj, where, network, netAs, V4_LEN);
 
   const size = 2 ** (32 - subnetLen);
   const mask = Cidr.of(0, subnetLen).mask;
@@ -238,10 +218,10 @@ export function parseNetworkConfig(text: string | undefined, where: string): Net
       throw new ConfigError(as, `${formatIp(v)} is not on a /${subnetLen} boundary`, where);
     }
   };
-  let subnetMin = ipField(obj, "SubnetMin", where);
+  let subnetMin = addrField(obj, "SubnetMin", where, parseIp);
   if (subnetMin === undefined) subnetMin = (network.addr + size) >>> 0;
   else check(subnetMin, "SubnetMin");
-  let subnetMax = ipField(obj, "SubnetMax", where);
+  let subnetMax = addrField(obj, "SubnetMax", where, parseIp);
   if (subnetMax === undefined) subnetMax = (network.last - size + 1) >>> 0;
   else check(subnetMax, "SubnetMax");
   if (subnetMin > subnetMax) {
@@ -274,17 +254,76 @@ export function parseNetworkConfig(text: string | undefined, where: string): Net
   };
 }
 
-function ip6Field(obj: Json, name: string, where: string): Ip6 | undefined {
-  const [v, as] = field(obj, name);
-  if (v === undefined || v === null || v === "") return undefined;
-  if (typeof v !== "string")
-    throw new ConfigError(as, `must be a string, got ${JSON.stringify(v)}`, where);
-  try {
-    return parseIp6(v, as);
-  } catch (e) {
-    if (e instanceof ConfigError) throw new ConfigError(as, e.rule, where);
-    throw e;
+/** flannel's SubnetLen rules, per family (pkg/subnet/config.go). */
+interface LenRules {
+  key: string;
+  bits: number;
+  /** The longest subnet, and the rule's words when it is exceeded. */
+  longest: number;
+  tooLong: string;
+  /** The longest network flannel can split in four, and what it is called. */
+  smallestNet: number;
+  netName: string;
+  /** The default length, for networks up to `defaultUpTo` long; else prefix+2. */
+  defaultLen: number;
+  defaultUpTo: number;
+}
+const V4_LEN: LenRules = {
+  key: "SubnetLen",
+  bits: 32,
+  longest: 30,
+  tooLong: "must be less than /31",
+  smallestNet: 28,
+  netName: "network",
+  defaultLen: 24,
+  defaultUpTo: 22,
+};
+const V6_LEN: LenRules = {
+  key: "IPv6SubnetLen",
+  bits: 128,
+  longest: 126,
+  tooLong: "must be at most /126",
+  smallestNet: 124,
+  netName: "IPv6 network",
+  defaultLen: 64,
+  defaultUpTo: 62,
+};
+
+/** The subnet length given (checked) or flannel's default for the network. */
+function subnetLenOf(
+  obj: Json,
+  where: string,
+  network: { prefixlen: number; toString(): string },
+  netAs: string,
+  r: LenRules,
+): number {
+  const len = intField(obj, r.key, where, 0, r.bits);
+  const [, lenAs] = field(obj, r.key);
+  if (len !== undefined && len > 0) {
+    if (len > r.longest) {
+      throw new ConfigError(
+        lenAs,
+        `${r.tooLong} (leave room for a gateway and a pod), got ${len}`,
+        where,
+      );
+    }
+    if (len < network.prefixlen + 2) {
+      throw new ConfigError(
+        lenAs,
+        `/${len} must leave room for at least 4 subnets in ${network} (at least /${network.prefixlen + 2})`,
+        where,
+      );
+    }
+    return len;
   }
+  if (network.prefixlen > r.smallestNet) {
+    throw new ConfigError(
+      netAs,
+      `${network} is too small: the smallest useful ${r.netName} is a /${r.smallestNet}`,
+      where,
+    );
+  }
+  return network.prefixlen <= r.defaultUpTo ? r.defaultLen : network.prefixlen + 2;
 }
 
 /**
@@ -309,9 +348,9 @@ function parseIpv6(obj: Json, where: string, enabled: boolean): Ipv6Config | und
       throw e instanceof ConfigError ? new ConfigError(netAs, e.rule, where) : e;
     }
   }
-  const len = intField(obj, "IPv6SubnetLen", where, 0, 128);
-  const min = ip6Field(obj, "IPv6SubnetMin", where);
-  const max = ip6Field(obj, "IPv6SubnetMax", where);
+  intField(obj, "IPv6SubnetLen", where, 0, 128); // its form, even with IPv6 off
+  const min = addrField(obj, "IPv6SubnetMin", where, parseIp6);
+  const max = addrField(obj, "IPv6SubnetMax", where, parseIp6);
   if (!enabled) return undefined;
   if (!network) {
     throw new ConfigError(
@@ -327,34 +366,7 @@ function parseIpv6(obj: Json, where: string, enabled: boolean): Ipv6Config | und
       where,
     );
   }
-  const [, lenAs] = field(obj, "IPv6SubnetLen");
-  let subnetLen: number;
-  if (len !== undefined && len > 0) {
-    if (len > 126) {
-      throw new ConfigError(
-        lenAs,
-        `must be at most /126 (leave room for a gateway and a pod), got ${len}`,
-        where,
-      );
-    }
-    if (len < network.prefixlen + 2) {
-      throw new ConfigError(
-        lenAs,
-        `/${len} must leave room for at least 4 subnets in ${network} (at least /${network.prefixlen + 2})`,
-        where,
-      );
-    }
-    subnetLen = len;
-  } else {
-    if (network.prefixlen > 124) {
-      throw new ConfigError(
-        netAs,
-        `${network} is too small: the smallest useful IPv6 network is a /124`,
-        where,
-      );
-    }
-    subnetLen = network.prefixlen <= 62 ? 64 : network.prefixlen + 2;
-  }
+  const subnetLen = subnetLenOf(obj, where, network, netAs, V6_LEN);
   const size = 1n << BigInt(128 - subnetLen);
   const check = (v: Ip6, name: string): void => {
     const [, as] = field(obj, name);

@@ -47,24 +47,24 @@ export function parseSubnetEnv(text: string): Partial<Record<string, string>> {
   return out;
 }
 
-/** The subnet a previous run wrote, if the file is there and readable. */
-export function previousSubnet(path: string): Cidr | undefined {
+/** A subnet a previous run wrote (`key`), if the file is there and readable. */
+function previous<T>(path: string, key: string, parse: (v: string) => T): T | undefined {
   try {
-    const v = parseSubnetEnv(readFileSync(path, "utf8")).FLANNEL_SUBNET;
-    return v ? Cidr.parse(v, "FLANNEL_SUBNET", false) : undefined;
+    const v = parseSubnetEnv(readFileSync(path, "utf8"))[key];
+    return v ? parse(v) : undefined;
   } catch {
     return undefined;
   }
 }
 
+/** The subnet a previous run wrote, if the file is there and readable. */
+export function previousSubnet(path: string): Cidr | undefined {
+  return previous(path, "FLANNEL_SUBNET", (v) => Cidr.parse(v, "FLANNEL_SUBNET", false));
+}
+
 /** The IPv6 subnet a previous run wrote (FLANNEL_IPV6_SUBNET), if any. */
 export function previousSubnet6(path: string): Cidr6 | undefined {
-  try {
-    const v = parseSubnetEnv(readFileSync(path, "utf8")).FLANNEL_IPV6_SUBNET;
-    return v ? Cidr6.parse(v, "FLANNEL_IPV6_SUBNET", false) : undefined;
-  } catch {
-    return undefined;
-  }
+  return previous(path, "FLANNEL_IPV6_SUBNET", (v) => Cidr6.parse(v, "FLANNEL_IPV6_SUBNET", false));
 }
 
 export function writeSubnetEnv(path: string, e: SubnetEnv): void {

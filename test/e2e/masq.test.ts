@@ -19,7 +19,7 @@ import { CHAIN } from "../../agent/net/ipmasq";
 import { NFT_TABLE, NFT_TABLE6, nftMasqTable, normalizeNftListing } from "../../agent/net/nftmasq";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, shStatus, spawnInNs, waitFor } from "../lib/sh";
-import { NETWORK, Topology } from "../lib/topology";
+import { addVeth, NETWORK, Topology } from "../lib/topology";
 
 const HELPER = `${__dirname}/../lib/masq-helper.js`;
 const N1_EXT = "198.51.100.1";
@@ -132,21 +132,7 @@ describe("e2e: masquerade through iptables and nftables", function () {
     gateway = node1.gateway;
     out = `${topo.prefix}-out`;
     topo.addNs(out);
-    sh([
-      "ip",
-      "link",
-      "add",
-      "ext0",
-      "netns",
-      n1,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth0",
-      "netns",
-      out,
-    ]);
+    addVeth(n1, "ext0", out, "eth0");
     sh(inNs(n1, ["ip", "addr", "add", `${N1_EXT}/24`, "dev", "ext0"]));
     sh(inNs(n1, ["ip", "link", "set", "ext0", "up"]));
     sh(inNs(out, ["ip", "addr", "add", `${OUT}/24`, "dev", "eth0"]));
@@ -341,21 +327,7 @@ describe("e2e: IPv6 masquerade through ip6tables and nftables (dual-stack)", fun
     n1 = node1.ns;
     const out = `${topo.prefix}-out6`;
     topo.addNs(out);
-    sh([
-      "ip",
-      "link",
-      "add",
-      "ext0",
-      "netns",
-      n1,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth0",
-      "netns",
-      out,
-    ]);
+    addVeth(n1, "ext0", out, "eth0");
     sh(inNs(n1, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
     const addr = (ns: string, a: string, dev: string) =>
       sh(inNs(ns, ["ip", "-6", "addr", "add", a, "dev", dev, "nodad"]));

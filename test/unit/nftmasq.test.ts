@@ -59,6 +59,19 @@ function fromNft(rule: string): Decision {
   return d;
 }
 
+/** flannel's decisions for a cluster network n, this node's subnet s, in order. */
+function decisions(n: string, s: string, multicast: string): Decision[] {
+  const masq = "MASQUERADE --random-fully";
+  return [
+    { mark: "0x4000/0x4000", verdict: "RETURN" },
+    { src: s, dst: n, verdict: "RETURN" },
+    { src: n, dst: s, verdict: "RETURN" },
+    { src: `!${n}`, dst: s, verdict: "RETURN" },
+    { src: n, dst: `!${multicast}`, verdict: masq },
+    { src: `!${n}`, dst: n, verdict: masq },
+  ];
+}
+
 describe("unit: nftables masquerade (EnableNFTables)", function () {
   const network = Cidr.parse("10.5.0.0/16");
   const subnet = Cidr.parse("10.5.7.0/24");
@@ -66,14 +79,7 @@ describe("unit: nftables masquerade (EnableNFTables)", function () {
   it("makes every decision of the iptables chain, in the same order", function () {
     const nft = nftMasqRules(network, subnet).map(fromNft);
     assert.deepEqual(nft, masqRules(network, subnet).map(fromIptables));
-    assert.deepEqual(nft, [
-      { mark: "0x4000/0x4000", verdict: "RETURN" },
-      { src: "10.5.7.0/24", dst: "10.5.0.0/16", verdict: "RETURN" },
-      { src: "10.5.0.0/16", dst: "10.5.7.0/24", verdict: "RETURN" },
-      { src: "!10.5.0.0/16", dst: "10.5.7.0/24", verdict: "RETURN" },
-      { src: "10.5.0.0/16", dst: "!224.0.0.0/4", verdict: "MASQUERADE --random-fully" },
-      { src: "!10.5.0.0/16", dst: "10.5.0.0/16", verdict: "MASQUERADE --random-fully" },
-    ]);
+    assert.deepEqual(nft, decisions("10.5.0.0/16", "10.5.7.0/24", "224.0.0.0/4"));
   });
 
   it("masquerades fully-random and comments every rule", function () {
@@ -142,14 +148,7 @@ describe("unit: nftables masquerade (EnableNFTables)", function () {
     const subnet6 = Cidr6.parse("fc00:5:0:7::/64");
 
     it("makes the same decisions as IPv4, with ff00::/8 as the multicast never masqueraded", function () {
-      const want = [
-        { mark: "0x4000/0x4000", verdict: "RETURN" },
-        { src: "fc00:5:0:7::/64", dst: "fc00:5::/48", verdict: "RETURN" },
-        { src: "fc00:5::/48", dst: "fc00:5:0:7::/64", verdict: "RETURN" },
-        { src: "!fc00:5::/48", dst: "fc00:5:0:7::/64", verdict: "RETURN" },
-        { src: "fc00:5::/48", dst: "!ff00::/8", verdict: "MASQUERADE --random-fully" },
-        { src: "!fc00:5::/48", dst: "fc00:5::/48", verdict: "MASQUERADE --random-fully" },
-      ];
+      const want = decisions("fc00:5::/48", "fc00:5:0:7::/64", "ff00::/8");
       assert.deepEqual(masqRules(network6, subnet6).map(fromIptables), want);
       assert.deepEqual(nftMasqRules(network6, subnet6).map(fromNft), want);
       for (const r of nftMasqRules(network6, subnet6).slice(1)) assert.match(r, /^ip6 saddr /);
