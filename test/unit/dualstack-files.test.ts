@@ -4,13 +4,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  CniError,
-  parseNetConf,
-  parseSubnetInfo,
-  podEndpoint,
-  renderDelegate,
-} from "../../agent/cni/netconf";
+import { CniError, parseNetConf, parseSubnetInfo, renderDelegate } from "../../agent/cni/netconf";
 import {
   parseSubnetEnv,
   previousSubnet,
@@ -78,21 +72,6 @@ describe("unit: dual-stack subnet.env and CNI delegate", function () {
     // v4-only subnet.env: one range, one route (unchanged)
     const v4 = renderDelegate(conf, parseSubnetInfo(parseEnvV4(), "subnet.env"));
     assert.deepEqual((v4.ipam as { ranges: unknown[] }).ranges, [[{ subnet: "10.5.7.0/24" }]]);
-  });
-
-  it("finds the pod's IPv4 address in a dual-stack result (the fast path is IPv4)", function () {
-    const r = {
-      interfaces: [
-        { name: "cni0", mac: "aa:00:00:00:00:01" },
-        { name: "veth1234", mac: "aa:00:00:00:00:02" },
-        { name: "eth0", mac: "aa:00:00:00:00:03", sandbox: "/var/run/netns/x" },
-      ],
-      ips: [
-        { address: "fc00:5:0:7::2/64", interface: 2, gateway: "fc00:5:0:7::1" },
-        { address: "10.5.7.2/24", interface: 2, gateway: "10.5.7.1" },
-      ],
-    };
-    assert.equal(podEndpoint(r, "eth0")?.podIp, "10.5.7.2");
   });
 
   for (const [what, text, re] of [
