@@ -125,7 +125,12 @@ export const leaseReserve: CommandModule<object, ReserveArgs> = {
         );
       }
       if (cur?.attrs.vtepMac && !attrs.vtepMac) attrs.vtepMac = cur.attrs.vtepMac;
-      await s.reserve(subnet, attrs);
+      // A dual-stack lease keeps its IPv6 half (the agent fills one in otherwise).
+      if (cur?.subnet6 && cur.attrs.publicIp === attrs.publicIp) {
+        const { publicIpv6, vni6, vtepMac6 } = cur.attrs;
+        Object.assign(attrs, { publicIpv6, vni6, vtepMac6 });
+      }
+      await s.reserve(subnet, attrs, cur?.subnet6);
     });
     process.stdout.write(`reserved ${subnet} for ${a.publicIp}\n`);
   },
