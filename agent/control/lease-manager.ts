@@ -136,11 +136,16 @@ export class LeaseManager {
       if (!held) return undefined;
       const moved6 = held.lease.subnet6 && !pref.subnet6;
       if (moved6 && v6Conflict(held.lease, (await d.relist()).leases)) {
-        return undefined; // the next attempt sees the clash and picks another IPv6 subnet
+        // The next attempt sees the clash and moves the lease to another
+        // IPv6 subnet, under a new etcd lease; this one's keepalive stops.
+        held.keepalive?.removeAllListeners("lost");
+        held.keepalive?.release();
+        return undefined;
       }
       d.result?.(reservation ? "reserved" : "reused");
       this.log.info(reservation ? "using reservation" : "reusing lease", {
         subnet: held.lease.subnet.toString(),
+        ...(held.lease.subnet6 ? { subnet6: held.lease.subnet6.toString() } : {}),
       });
       return this.track(held);
     }
@@ -164,7 +169,11 @@ export class LeaseManager {
       return undefined;
     }
     d.result?.("acquired");
-    this.log.info("lease acquired", { subnet: subnet.toString(), ttl: d.ttl });
+    this.log.info("lease acquired", {
+      subnet: subnet.toString(),
+      ...(held.lease.subnet6 ? { subnet6: held.lease.subnet6.toString() } : {}),
+      ttl: d.ttl,
+    });
     return this.track(held);
   }
 
