@@ -35,7 +35,7 @@ import { LeaseManager } from "./control/lease-manager";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
 import { Cidr, formatIp, type Ip4 } from "./net/ip";
-import { ensureMasquerade } from "./net/masq";
+import { ensureMasquerade, type Masq6 } from "./net/masq";
 import { describeIptablesMode, detectedIptablesMode, iptablesMode } from "./net/iptables-mode";
 import {
   chooseUnderlay,
@@ -48,7 +48,7 @@ import { backendMtu, setupNode } from "./node/node-setup";
 import { disablePodBridge, PodBridge } from "./node/pod-bridge";
 import { findFlannelDevice, removeFlannelDevice } from "./node/flannel";
 import { describeOverlap, OverlapWatch } from "./node/overlap";
-import { previousSubnet, writeSubnetEnv } from "./control/subnet-env";
+import { previousSubnet, previousSubnet6, writeSubnetEnv } from "./control/subnet-env";
 import { Reconciler } from "./control/reconciler";
 import { AgentMetrics } from "../metrics/metrics";
 import { buildInfo } from "./version";
@@ -232,7 +232,12 @@ export class Agent {
       relist: async () =>
         (this.startListing = await this.retryEtcd("list leases", () => this.store.list())),
     });
-    this.held = await this.leases.acquire(this.startListing.leases, previousSubnet(o.subnetFile));
+    this.held = await this.leases.acquire(
+      this.startListing.leases,
+      previousSubnet(o.subnetFile),
+      Infinity,
+      previousSubnet6(o.subnetFile),
+    );
     this.configError = undefined;
     const subnet = this.held.lease.subnet;
     t.leased = performance.now();
@@ -388,6 +393,19 @@ export class Agent {
    * the key. Touches nothing.
    */
   private usable(cfg: NetworkConfig, key: string): { backend: Backend; mtu: number } {
+    // Issue 14: the control plane handles dual-stack (IPv6 config, the
+    // dual-stack lease key, subnet.env, CNI ranges, v6 masquerade), but the
+    // IPv6 data path is not wired yet. Refused here, the one place a config
+    // is applied: at start-up nothing is touched until the config changes,
+    // and a running node keeps forwarding. Remove with the data path.
+    if (cfg.enableIPv6) {
+      throw new ConfigError(
+        "EnableIPv6",
+        "the IPv6 data path is not wired yet (issue 14): this overlayd cannot run a " +
+          "dual-stack network; set EnableIPv6 to false",
+        key,
+      );
+    }
     const backend = createBackend(cfg.backend, { log: this.log });
     try {
       backend.check({ iface: this.node.iface, publicIp: this.node.publicIp });
@@ -397,7 +415,7 @@ export class Agent {
       }
       throw e;
     }
-    return { backend, mtu: backendMtu(backend, this.node.mtu, key) };
+    return { backend, mtu: backendMtu(backend, this.node.mtu, key, cfg.enableIPv6) };
   }
 
   private async waitForConfig(
@@ -454,6 +472,9 @@ export class Agent {
         !cfg.network.equals(cur.network) && "Network",
         cfg.subnetLen !== cur.subnetLen && "SubnetLen",
         cfg.enableNFTables !== cur.enableNFTables && "EnableNFTables",
+        cfg.enableIPv6 !== cur.enableIPv6 && "EnableIPv6",
+        String(cfg.ipv6?.network) !== String(cur.ipv6?.network) && "IPv6Network",
+        cfg.ipv6?.subnetLen !== cur.ipv6?.subnetLen && "IPv6SubnetLen",
         ...(["type", "vni", "port", "mtu", "gbp", "directRouting"] as const).map(
           (f) => cfg.backend[f] !== cur.backend[f] && `Backend.${f}`,
         ),
@@ -510,10 +531,18 @@ export class Agent {
     old?.keepalive?.release();
     this.log.warn("re-acquiring lease", { why, previous: old?.lease.subnet.toString() });
     const listing = await this.retryEtcd("list leases", () => this.store.list());
-    const held = await (this.leases as LeaseManager).acquire(listing.leases, old?.lease.subnet);
+    const held = await (this.leases as LeaseManager).acquire(
+      listing.leases,
+      old?.lease.subnet,
+      Infinity,
+      old?.lease.subnet6,
+    );
     this.held = held;
     const subnet = held.lease.subnet;
-    if (!old || !old.lease.subnet.equals(subnet)) this.reprogram(subnet, old?.lease.subnet);
+    const s6 = (l?: HeldLease) => l?.lease.subnet6?.toString();
+    if (!old || !old.lease.subnet.equals(subnet) || s6(old) !== s6(held)) {
+      this.reprogram(subnet, old?.lease.subnet);
+    }
     await this.relist("reacquire");
   }
 
@@ -527,7 +556,7 @@ export class Agent {
     setOverlayAddress(this.opts.overlayIface, subnet.addr, cfg.network);
     replaceRoute(cfg.network, this.opts.overlayIface, subnet.addr);
     this.writeSubnetFile();
-    if (this.opts.ipMasq) ensureMasquerade(this.masqMode(), cfg.network, subnet);
+    if (this.opts.ipMasq) ensureMasquerade(this.masqMode(), cfg.network, subnet, this.masq6());
     this.log.warn("subnet changed; pods on the old subnet must be recreated", {
       from: old?.toString(),
       to: subnet.toString(),
@@ -610,9 +639,19 @@ export class Agent {
         return;
       case "delete":
         r.onDelete(e.subnet);
-        if (own && e.subnet.equals(own)) await this.reacquire("own lease deleted");
+        // Not our own write: adopt() moving our lease to its dual-stack key
+        // (or back) deletes the old key in the same revision.
+        if (own && e.subnet.equals(own) && !this.ownWrite(e.revision)) {
+          await this.reacquire("own lease deleted");
+        }
         return;
     }
+  }
+
+  /** Is `revision` that of our lease's last write (or older)? */
+  private ownWrite(revision: string): boolean {
+    const held = this.held;
+    return held !== undefined && BigInt(revision) <= BigInt(held.lease.modRevision);
   }
 
   /** After a listing: is our lease still there and ours? */
@@ -654,13 +693,22 @@ export class Agent {
     const cfg = this.config as NetworkConfig;
     const subnet = this.held?.lease.subnet;
     if (!subnet) return;
+    const v6 = this.masq6();
     writeSubnetEnv(this.opts.subnetFile, {
       network: cfg.network,
       subnet,
+      ...(v6 ? { ipv6: v6 } : {}),
       mtu: this.mtu,
       ipMasq: this.opts.ipMasq,
     });
     this.subnetFileWritten = true;
+  }
+
+  /** The IPv6 network and our IPv6 subnet, in a dual-stack network. */
+  private masq6(): Masq6 | undefined {
+    const net6 = this.config?.ipv6?.network;
+    const sub6 = this.held?.lease.subnet6;
+    return net6 && sub6 ? { network: net6, subnet: sub6 } : undefined;
   }
 
   private masqMode(): "iptables" | "nftables" {
@@ -677,7 +725,7 @@ export class Agent {
       const subnet = this.held?.lease.subnet;
       if (!subnet) return;
       try {
-        if (ensureMasquerade(this.masqMode(), cfg.network, subnet)) {
+        if (ensureMasquerade(this.masqMode(), cfg.network, subnet, this.masq6())) {
           this.log.info("ip-masq rules (re)applied", { mode: this.masqMode() });
         }
       } catch (e) {

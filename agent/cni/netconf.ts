@@ -3,6 +3,7 @@
 // `host-local` IPAM from subnet.env, the way flannel's CNI plugin does.
 import { OverlayError } from "../errors";
 import { Cidr } from "../net/ip";
+import { Cidr6 } from "../net/ip6";
 import { parseSubnetEnv } from "../control/subnet-env";
 
 export const CNI_VERSION = "1.0.0";
@@ -117,8 +118,20 @@ export function parseNetConf(stdin: string): OverlayNetConf {
 export interface SubnetInfo {
   network: Cidr;
   subnet: string; // FLANNEL_SUBNET, e.g. 10.5.1.1/24
+  /** Dual-stack: FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET (e.g. fc00:0:0:1::1/64). */
+  ipv6?: { network: Cidr6; subnet: string };
   mtu: number;
   ipMasq: boolean;
+}
+
+/** A subnet.env value that does not parse: the file, then the line's name and why. */
+function badValue<T>(path: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    if (e instanceof CniError) throw e;
+    throw new CniError(CniCode.invalidNetworkConfig, `${path}: ${(e as Error).message}`);
+  }
 }
 
 export function parseSubnetInfo(text: string, path: string): SubnetInfo {
@@ -135,9 +148,28 @@ export function parseSubnetInfo(text: string, path: string): SubnetInfo {
       CniCode.invalidNetworkConfig,
       `${path}: FLANNEL_MTU ${env.FLANNEL_MTU} is not an MTU`,
     );
+  const net6 = env.FLANNEL_IPV6_NETWORK;
+  const sub6 = env.FLANNEL_IPV6_SUBNET;
+  if (Boolean(net6) !== Boolean(sub6)) {
+    const [has, lacks] = net6
+      ? ["FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET"]
+      : ["FLANNEL_IPV6_SUBNET", "FLANNEL_IPV6_NETWORK"];
+    throw new CniError(CniCode.invalidNetworkConfig, `${path}: ${has} without ${lacks}`);
+  }
+  const subnet = need("FLANNEL_SUBNET");
+  badValue(path, () => Cidr.parse(subnet, "FLANNEL_SUBNET", false));
+  if (sub6) badValue(path, () => Cidr6.parse(sub6, "FLANNEL_IPV6_SUBNET", false));
   return {
-    network: Cidr.parse(need("FLANNEL_NETWORK"), "FLANNEL_NETWORK"),
-    subnet: need("FLANNEL_SUBNET"),
+    network: badValue(path, () => Cidr.parse(need("FLANNEL_NETWORK"), "FLANNEL_NETWORK")),
+    subnet,
+    ...(net6 && sub6
+      ? {
+          ipv6: {
+            network: badValue(path, () => Cidr6.parse(net6, "FLANNEL_IPV6_NETWORK")),
+            subnet: sub6,
+          },
+        }
+      : {}),
     mtu,
     ipMasq: need("FLANNEL_IPMASQ") === "true",
   };
@@ -146,15 +178,27 @@ export function parseSubnetInfo(text: string, path: string): SubnetInfo {
 /**
  * flannel's delegate: bridge "cni0" as the pods' gateway, MTU from the
  * overlay, host-local handing out FLANNEL_SUBNET with a route to the cluster
- * network, and the bridge masquerading only when overlayd does not.
+ * network, and the bridge masquerading only when overlayd does not. In a
+ * dual-stack network, as flannel's plugin does, a second range (the IPv6
+ * subnet) and a second route (to FLANNEL_IPV6_NETWORK): the pod gets an
+ * address of each family.
  */
 export function renderDelegate(conf: OverlayNetConf, s: SubnetInfo): Record<string, unknown> {
+  const v6 = s.ipv6;
   const ipam: Record<string, unknown> = {
     type: "host-local",
-    ranges: [[{ subnet: Cidr.parse(s.subnet, "FLANNEL_SUBNET", false).toString() }]],
+    ranges: [
+      [{ subnet: Cidr.parse(s.subnet, "FLANNEL_SUBNET", false).toString() }],
+      ...(v6
+        ? [[{ subnet: Cidr6.parse(v6.subnet, "FLANNEL_IPV6_SUBNET", false).toString() }]]
+        : []),
+    ],
     // The gateway spelled out (the bridge's address, FLANNEL_SUBNET's first
     // address), so the result matches the pod's routes and CHECK passes.
-    routes: [{ dst: s.network.toString(), gw: s.subnet.split("/")[0] }],
+    routes: [
+      { dst: s.network.toString(), gw: s.subnet.split("/")[0] },
+      ...(v6 ? [{ dst: v6.network.toString(), gw: v6.subnet.split("/")[0] }] : []),
+    ],
   };
   if (conf.ipamDataDir) ipam.dataDir = conf.ipamDataDir;
   return {

@@ -1,19 +1,22 @@
 // The etcd side of the control plane: config, leases, watch. The ONLY module
 // that imports etcd3. Everything it returns is decoded through lease.ts.
 import { readFileSync } from "node:fs";
-import { Etcd3, type IOptions, type Lease as EtcdLease, type Watcher } from "etcd3";
+import { Etcd3, type IKeyValue, type IOptions, type Lease as EtcdLease, type Watcher } from "etcd3";
 import { OverlayError } from "../errors";
 import {
   configKey,
   decodeLeaseAttrs,
   encodeLeaseAttrs,
+  keyOf,
   leaseKey,
   parseLeaseKey,
+  parseLeaseKeyParts,
   subnetsPrefix,
   type Lease,
   type LeaseAttrs,
 } from "./lease";
 import { type Cidr } from "../net/ip";
+import { type Cidr6 } from "../net/ip6";
 
 export interface EtcdOptions {
   endpoints: string[];
@@ -25,6 +28,13 @@ export interface EtcdOptions {
   password?: string;
   /** Per-call deadline, so a dead etcd fails calls instead of hanging. */
   callTimeoutMs?: number;
+}
+
+/** The end of the key range of every key that starts with `prefix`. */
+function rangeEnd(prefix: string): Buffer {
+  const end = Buffer.from(prefix);
+  end[end.length - 1] = (end[end.length - 1] as number) + 1;
+  return end;
 }
 
 /** Keys per page when listing leases (~190 bytes each in etcd's answer). */
@@ -122,9 +132,27 @@ export class EtcdStore {
   }
 
   private decode(key: string, value: string, leaseId: string, modRevision: string): Lease {
-    const subnet = parseLeaseKey(this.prefix, key);
-    if (!subnet) throw new OverlayError(`${key}: not a lease key (want …/subnets/a.b.c.d-len)`);
-    return { subnet, attrs: decodeLeaseAttrs(value, key), leaseId, modRevision };
+    const parts = parseLeaseKeyParts(this.prefix, key);
+    if (!parts) {
+      throw new OverlayError(
+        `${key}: not a lease key (want …/subnets/a.b.c.d-len or a.b.c.d-len&ipv6-len)`,
+      );
+    }
+    return { ...parts, attrs: decodeLeaseAttrs(value, key), leaseId, modRevision };
+  }
+
+  /** Every key of a v4 subnet: "…/10.5.1.0-24" and any "…/10.5.1.0-24&<v6>". */
+  private async keysOf(subnet: Cidr): Promise<{ key: string; kv: IKeyValue }[]> {
+    const base = leaseKey(this.prefix, subnet);
+    let res;
+    try {
+      res = await this.client.kv.range({ key: Buffer.from(base), range_end: rangeEnd(base) });
+    } catch (e) {
+      throw new EtcdError(`get ${base}`, e);
+    }
+    return res.kvs
+      .map((kv) => ({ key: kv.key.toString(), kv }))
+      .filter(({ key }) => parseLeaseKey(this.prefix, key)?.equals(subnet));
   }
 
   /**
@@ -180,8 +208,9 @@ export class EtcdStore {
     attrs: LeaseAttrs,
     ttlSeconds: number,
     onLost: (err: Error) => void,
+    subnet6?: Cidr6,
   ): Promise<HeldLease | undefined> {
-    const key = leaseKey(this.prefix, subnet);
+    const key = leaseKey(this.prefix, subnet, subnet6);
     const ka = this.client.lease(ttlSeconds, { autoKeepAlive: true });
     let id: string;
     try {
@@ -190,12 +219,33 @@ export class EtcdStore {
       ka.release();
       throw new EtcdError(`grant lease for ${key}`, e);
     }
+    // No key of this v4 subnet at all: neither "…-24" nor any "…-24&<v6>"
+    // (a compare over the key range, so a dual-stack create cannot take a
+    // subnet an older node holds under its v4-only key, or the reverse).
+    const base = leaseKey(this.prefix, subnet);
     let res;
     try {
-      res = await this.client
-        .if(key, "Create", "==", 0)
-        .then(this.client.put(key).value(encodeLeaseAttrs(attrs)).lease(id))
-        .commit();
+      res = await this.client.kv.txn({
+        compare: [
+          {
+            key: Buffer.from(base),
+            range_end: rangeEnd(base),
+            target: "Create",
+            result: "Equal",
+            create_revision: 0,
+          },
+        ],
+        success: [
+          {
+            request_put: {
+              key: Buffer.from(key),
+              value: Buffer.from(encodeLeaseAttrs(attrs)),
+              lease: id,
+            },
+          },
+        ],
+        failure: [],
+      });
     } catch (e) {
       await ka.revoke().catch(() => undefined);
       throw new EtcdError(`create ${key}`, e);
@@ -206,7 +256,10 @@ export class EtcdStore {
     }
     ka.on("lost", onLost);
     const modRevision = String(res.header.revision);
-    return { lease: { subnet, attrs, leaseId: id, modRevision }, keepalive: ka };
+    return {
+      lease: { subnet, ...(subnet6 ? { subnet6 } : {}), attrs, leaseId: id, modRevision },
+      keepalive: ka,
+    };
   }
 
   /**
@@ -220,8 +273,15 @@ export class EtcdStore {
     ttlSeconds: number,
     reservation: boolean,
     onLost: (err: Error) => void,
+    subnet6?: Cidr6,
   ): Promise<HeldLease | undefined> {
-    const key = leaseKey(this.prefix, existing.subnet);
+    // `subnet6` is the IPv6 half the lease has afterwards: when it differs
+    // from the existing key's (a v4-only lease in a network now dual-stack,
+    // or the reverse), the lease moves to its new key in the same
+    // transaction: the old key deleted first, so a watcher sees the delete
+    // and then the put.
+    const old = keyOf(this.prefix, existing);
+    const key = leaseKey(this.prefix, existing.subnet, subnet6);
     const value = encodeLeaseAttrs(attrs);
     let ka: EtcdLease | undefined;
     let put = this.client.put(key).value(value);
@@ -236,7 +296,11 @@ export class EtcdStore {
     }
     let res;
     try {
-      res = await this.client.if(key, "Mod", "==", existing.modRevision).then(put).commit();
+      let txn = this.client.if(old, "Mod", "==", existing.modRevision);
+      if (old !== key) txn = txn.and(key, "Create", "==", 0);
+      res = await (
+        old !== key ? txn.then(this.client.delete().key(old), put) : txn.then(put)
+      ).commit();
     } catch (e) {
       await ka?.revoke().catch(() => undefined);
       throw new EtcdError(`adopt ${key}`, e);
@@ -248,42 +312,58 @@ export class EtcdStore {
     ka?.on("lost", onLost);
     const leaseId = ka ? String(await ka.grant()) : "0";
     return {
-      lease: { subnet: existing.subnet, attrs, leaseId, modRevision: String(res.header.revision) },
+      lease: {
+        subnet: existing.subnet,
+        ...(subnet6 ? { subnet6 } : {}),
+        attrs,
+        leaseId,
+        modRevision: String(res.header.revision),
+      },
       keepalive: ka,
     };
   }
 
+  /** The lease of a v4 subnet, under its v4-only or its dual-stack key. */
   async get(subnet: Cidr): Promise<Lease | undefined> {
-    const key = leaseKey(this.prefix, subnet);
-    let res;
-    try {
-      res = await this.client.get(key).exec();
-    } catch (e) {
-      throw new EtcdError(`get ${key}`, e);
-    }
-    const kv = res.kvs[0];
-    if (!kv) return undefined;
+    const found = (await this.keysOf(subnet))[0];
+    if (!found) return undefined;
+    const { key, kv } = found;
     return this.decode(key, kv.value.toString(), String(kv.lease), String(kv.mod_revision));
   }
 
-  /** A reservation: a lease key with no etcd lease, so it never expires. */
-  async reserve(subnet: Cidr, attrs: LeaseAttrs): Promise<void> {
-    const key = leaseKey(this.prefix, subnet);
+  /**
+   * A reservation: a lease key with no etcd lease, so it never expires. It
+   * replaces whatever key the subnet had (in one transaction).
+   */
+  async reserve(subnet: Cidr, attrs: LeaseAttrs, subnet6?: Cidr6): Promise<void> {
+    const key = leaseKey(this.prefix, subnet, subnet6);
+    const others = (await this.keysOf(subnet)).filter((k) => k.key !== key);
     try {
-      await this.client.put(key).value(encodeLeaseAttrs(attrs));
+      await this.client.kv.txn({
+        compare: [],
+        success: [
+          ...others.map((o) => ({ request_delete_range: { key: o.kv.key } })),
+          { request_put: { key: Buffer.from(key), value: Buffer.from(encodeLeaseAttrs(attrs)) } },
+        ],
+        failure: [],
+      });
     } catch (e) {
       throw new EtcdError(`put ${key}`, e);
     }
   }
 
+  /** Deletes the subnet's lease, whichever key (v4-only or dual-stack) it has. */
   async remove(subnet: Cidr): Promise<boolean> {
-    const key = leaseKey(this.prefix, subnet);
-    try {
-      const r = await this.client.delete().key(key).exec();
-      return Number(r.deleted) > 0;
-    } catch (e) {
-      throw new EtcdError(`delete ${key}`, e);
+    let deleted = 0;
+    for (const { key } of await this.keysOf(subnet)) {
+      try {
+        const r = await this.client.delete().key(key).exec();
+        deleted += Number(r.deleted);
+      } catch (e) {
+        throw new EtcdError(`delete ${key}`, e);
+      }
     }
+    return deleted > 0;
   }
 
   /** Remaining TTL of an etcd lease, in seconds (-1 if expired). */

@@ -1,21 +1,30 @@
 // Subnet leases as flannel stores them: key <prefix>/subnets/10.5.1.0-24,
-// value {"PublicIP":..,"PublicIPv6":null,"BackendType":"vxlan",
-// "BackendData":{"VNI":1,"VtepMAC":".."}}. Pure: codec, subnet choice and
-// the reconcile plan; etcd I/O lives in etcd-store.ts.
+// or 10.5.1.0-24&fc00:0:0:1::-64 in a dual-stack network; value
+// {"PublicIP":..,"PublicIPv6":null or "..","BackendType":"vxlan",
+// "BackendData":{"VNI":1,"VtepMAC":".."},"BackendV6Data":{..}}. Pure: codec,
+// subnet choice and the reconcile plan; etcd I/O lives in etcd-store.ts.
 import { ConfigError } from "../errors";
-import { subnetRange, type NetworkConfig } from "./config";
+import { subnetCount6, subnetRange, type NetworkConfig } from "./config";
 import { F_LOCAL, type HostEntry } from "../bpf/codec";
 import { Cidr, formatIp, parseIp, parseMac, type Ip4 } from "../net/ip";
+import { Cidr6, formatIp6, parseIp6, subnets6, type Ip6 } from "../net/ip6";
 
 export interface LeaseAttrs {
   publicIp: Ip4;
   backendType: string;
   vni?: number;
   vtepMac?: string;
+  /** `PublicIPv6`: the node's IPv6 underlay address (dual-stack). */
+  publicIpv6?: Ip6;
+  /** `BackendV6Data.VNI` and `.VtepMAC`: the IPv6 VXLAN device's. */
+  vni6?: number;
+  vtepMac6?: string;
 }
 
 export interface Lease {
   subnet: Cidr;
+  /** The IPv6 half of a dual-stack lease (the key's "&fc00:0:0:1::-64"). */
+  subnet6?: Cidr6;
   attrs: LeaseAttrs;
   /** etcd lease ID ("0" for a reservation, which never expires). */
   leaseId: string;
@@ -34,39 +43,77 @@ export function configKey(prefix: string): string {
   return `${prefix.replace(/\/+$/, "")}/config`;
 }
 
-export function leaseKey(prefix: string, subnet: Cidr): string {
-  return `${subnetsPrefix(prefix)}${subnet.toKey()}`;
+/** flannel's key: "10.5.1.0-24", or "10.5.1.0-24&fc00:0:0:1::-64" with an IPv6 subnet. */
+export function leaseKey(prefix: string, subnet: Cidr, subnet6?: Cidr6): string {
+  return `${subnetsPrefix(prefix)}${subnet.toKey()}${subnet6 ? `&${subnet6.toKey()}` : ""}`;
 }
 
-/** "…/subnets/10.5.1.0-24" -> 10.5.1.0/24, or undefined for foreign keys. */
-export function parseLeaseKey(prefix: string, key: string): Cidr | undefined {
-  const p = subnetsPrefix(prefix);
-  if (!key.startsWith(p)) return undefined;
-  const rest = key.slice(p.length);
-  const dash = rest.lastIndexOf("-");
-  if (dash < 0 || !/^\d{1,2}$/.test(rest.slice(dash + 1))) return undefined;
-  const len = Number(rest.slice(dash + 1));
-  let addr: number;
+/** The key of a lease as it is (both halves). */
+export function keyOf(prefix: string, l: Pick<Lease, "subnet" | "subnet6">): string {
+  return leaseKey(prefix, l.subnet, l.subnet6);
+}
+
+/** One "addr-len" half of a key, or undefined when it is not a network in canonical form. */
+function keyHalf<C extends Cidr | Cidr6>(
+  text: string,
+  parse: (s: string, field: string, strict: boolean) => C,
+): C | undefined {
+  const dash = text.lastIndexOf("-");
+  if (dash < 0 || !/^\d{1,3}$/.test(text.slice(dash + 1))) return undefined;
   try {
-    addr = parseIp(rest.slice(0, dash));
+    // strict: a key with host bits set is not a lease key
+    return parse(`${text.slice(0, dash)}/${text.slice(dash + 1)}`, "key", true);
   } catch {
     return undefined;
   }
-  if (len > 32) return undefined;
-  const c = Cidr.of(addr, len);
-  return c.addr === addr ? c : undefined; // host bits set: not a lease key
 }
 
-/** flannel's lease JSON, field for field and in flannel's order. */
+/**
+ * "…/subnets/10.5.1.0-24[&fc00:0:0:1::-64]" -> both subnets, or undefined
+ * for a foreign key. What flannel's pattern
+ * `(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$` accepts, but whole and
+ * strict: each half in the canonical text leaseKey() writes (what flannel
+ * writes too), with no host bits and lengths within 0..32 and 0..128.
+ */
+export function parseLeaseKeyParts(
+  prefix: string,
+  key: string,
+): { subnet: Cidr; subnet6?: Cidr6 } | undefined {
+  const p = subnetsPrefix(prefix);
+  if (!key.startsWith(p)) return undefined;
+  const rest = key.slice(p.length);
+  const amp = rest.indexOf("&");
+  const subnet = keyHalf(amp < 0 ? rest : rest.slice(0, amp), (s, f, x) => Cidr.parse(s, f, x));
+  if (!subnet || subnet.toKey() !== (amp < 0 ? rest : rest.slice(0, amp))) return undefined;
+  if (amp < 0) return { subnet };
+  const v6 = rest.slice(amp + 1);
+  if (!/^[a-f\d:]+-\d+$/.test(v6)) return undefined; // flannel's pattern: lower-case hex only
+  const subnet6 = keyHalf(v6, (s, f, x) => Cidr6.parse(s, f, x));
+  // canonical text only: the key must be the one leaseKey() makes for it
+  return subnet6 && subnet6.toKey() === v6 ? { subnet, subnet6 } : undefined;
+}
+
+/** "…/subnets/10.5.1.0-24[&…]" -> 10.5.1.0/24, or undefined for foreign keys. */
+export function parseLeaseKey(prefix: string, key: string): Cidr | undefined {
+  return parseLeaseKeyParts(prefix, key)?.subnet;
+}
+
+/**
+ * flannel's lease JSON, field for field and in flannel's order (its
+ * LeaseAttrs struct): PublicIPv6 is null without IPv6 (a nil pointer), and
+ * BackendV6Data is there only with it (omitempty), as flannel's vxlan
+ * backend writes them.
+ */
 export function encodeLeaseAttrs(a: LeaseAttrs): string {
+  const data = a.backendType !== "host-gw"; // host-gw has none; flannel omits the fields
   return JSON.stringify({
     PublicIP: formatIp(a.publicIp),
-    PublicIPv6: null,
+    PublicIPv6: a.publicIpv6 === undefined ? null : formatIp6(a.publicIpv6),
     BackendType: a.backendType,
-    // host-gw has no backend data; flannel omits the field (omitempty).
-    ...(a.backendType === "host-gw"
-      ? {}
-      : { BackendData: { VNI: a.vni ?? 1, VtepMAC: a.vtepMac } }),
+    ...(data ? { BackendData: { VNI: a.vni ?? 1, VtepMAC: a.vtepMac } } : {}),
+    ...(data && a.publicIpv6 !== undefined
+      ? { BackendV6Data: { VNI: a.vni6 ?? a.vni ?? 1, VtepMAC: a.vtepMac6 } }
+      : {}),
   });
 }
 
@@ -108,6 +155,27 @@ export function decodeLeaseAttrs(text: string, key: string): LeaseAttrs {
       attrs.vtepMac = mac.toLowerCase();
     }
   }
+  const pub6 = get("PublicIPv6");
+  if (pub6 !== undefined && pub6 !== null && pub6 !== "") {
+    if (typeof pub6 !== "string")
+      throw new ConfigError(
+        "PublicIPv6",
+        `must be a string or null, got ${JSON.stringify(pub6)}`,
+        key,
+      );
+    attrs.publicIpv6 = parseIp6(pub6, `${key}: PublicIPv6`);
+  }
+  const data6 = get("BackendV6Data");
+  if (data6 && typeof data6 === "object") {
+    const d = data6 as Record<string, unknown>;
+    const vni = field(d, "VNI");
+    if (typeof vni === "number") attrs.vni6 = vni;
+    const mac = field(d, "VtepMAC");
+    if (typeof mac === "string") {
+      parseMac(mac, `${key}: BackendV6Data.VtepMAC`);
+      attrs.vtepMac6 = mac.toLowerCase();
+    }
+  }
   return attrs;
 }
 
@@ -122,16 +190,60 @@ export function preferredSubnet(
   leases: Lease[],
   publicIp: Ip4,
   previous: Cidr | undefined,
-): { subnet: Cidr; existing?: Lease } | undefined {
+  previous6?: Cidr6,
+): { subnet: Cidr; subnet6?: Cidr6; existing?: Lease } | undefined {
   const own = leases
     .filter((l) => l.attrs.publicIp === publicIp && inRange(cfg, l.subnet))
     // a reservation wins over a lease
     .sort((a, b) => Number(isReservation(b)) - Number(isReservation(a)));
-  if (own[0]) return { subnet: own[0].subnet, existing: own[0] };
+  if (own[0]) {
+    const subnet6 = preferredSubnet6(cfg, leases, own[0], previous6);
+    return { subnet: own[0].subnet, ...(subnet6 ? { subnet6 } : {}), existing: own[0] };
+  }
   if (previous && inRange(cfg, previous) && !leases.some((l) => l.subnet.equals(previous))) {
-    return { subnet: previous };
+    const subnet6 = preferredSubnet6(cfg, leases, undefined, previous6);
+    return { subnet: previous, ...(subnet6 ? { subnet6 } : {}) };
   }
   return undefined;
+}
+
+/**
+ * The IPv6 subnet to keep beside a v4 choice: the existing lease's if it
+ * fits the config and no earlier lease holds it too, else the previous subnet file's if it fits and is free;
+ * undefined means none (IPv6 off) or a free one (chooseFree6). A v4-only
+ * lease of our own in a dual-stack network so keeps its v4 subnet and gains
+ * a v6 one, where flannel deletes it and starts over.
+ */
+function preferredSubnet6(
+  cfg: NetworkConfig,
+  leases: Lease[],
+  existing: Lease | undefined,
+  previous6: Cidr6 | undefined,
+): Cidr6 | undefined {
+  if (!cfg.ipv6) return undefined;
+  if (existing?.subnet6 && inRange6(cfg, existing.subnet6) && !v6Conflict(existing, leases)) {
+    return existing.subnet6;
+  }
+  if (
+    previous6 &&
+    inRange6(cfg, previous6) &&
+    !leases.some((l) => l !== existing && l.subnet6?.overlaps(previous6))
+  ) {
+    return previous6;
+  }
+  return undefined;
+}
+
+/** Is `s` one of the config's IPv6 subnets? (Never without IPv6.) */
+export function inRange6(cfg: NetworkConfig, s: Cidr6): boolean {
+  const v = cfg.ipv6;
+  return (
+    v !== undefined &&
+    s.prefixlen === v.subnetLen &&
+    v.network.covers(s) &&
+    s.addr >= v.subnetMin &&
+    s.addr <= v.subnetMax
+  );
 }
 
 export function inRange(cfg: NetworkConfig, s: Cidr): boolean {
@@ -155,6 +267,71 @@ export function chooseFree(
   for (const s of subnetRange(cfg)) if (!used.has(s.addr)) free.push(s);
   if (free.length === 0) return undefined;
   return free[Math.floor(random() * free.length)];
+}
+
+/** Ranges up to this many subnets are listed whole; bigger ones are probed. */
+const LIST_LIMIT6 = 1n << 16n;
+
+/** A uniform bigint in [0, n) from `random` (32 bits a draw). */
+function randomBelow(n: bigint, random: () => number): bigint {
+  let r = 0n;
+  for (let bits = 0n; 1n << bits < n; bits += 32n) {
+    r = (r << 32n) | BigInt(Math.floor(random() * 2 ** 32) >>> 0);
+  }
+  return r % n;
+}
+
+/**
+ * A random IPv6 subnet of [IPv6SubnetMin, IPv6SubnetMax] that no lease
+ * holds, or undefined when all are taken (or IPv6 is off). A /48 split in
+ * /64s is 65,535 subnets, a /32 four billion: small ranges are listed, big
+ * ones probed at random and, failing that, scanned from a random point for
+ * at most as many subnets as are taken, which always finds a free one.
+ */
+export function chooseFree6(
+  cfg: NetworkConfig,
+  taken: Iterable<Cidr6>,
+  random: () => number = Math.random,
+): Cidr6 | undefined {
+  const v = cfg.ipv6;
+  if (!v) return undefined;
+  const count = subnetCount6(cfg);
+  const used = new Set<bigint>();
+  for (const t of taken) if (t.prefixlen === v.subnetLen) used.add(t.addr);
+  const shift = BigInt(128 - v.subnetLen);
+  const nth = (i: bigint) => Cidr6.of(v.subnetMin + (i << shift), v.subnetLen);
+  if (count <= LIST_LIMIT6) {
+    const free: Cidr6[] = [];
+    for (const s of subnets6(v.subnetMin, v.subnetMax, v.subnetLen))
+      if (!used.has(s.addr)) free.push(s);
+    return free.length ? free[Math.floor(random() * free.length)] : undefined;
+  }
+  for (let i = 0; i < 32; i++) {
+    const s = nth(randomBelow(count, random));
+    if (!used.has(s.addr)) return s;
+  }
+  const start = randomBelow(count, random);
+  for (let i = 0n; i <= BigInt(used.size); i++) {
+    const s = nth((start + i) % count);
+    if (!used.has(s.addr)) return s;
+  }
+  return undefined;
+}
+
+/**
+ * After creating a dual-stack lease: another lease holding our IPv6 subnet
+ * (two nodes picked it at once; the key makes only the v4 half unique). The
+ * lease written later (higher modRevision) gives way, so exactly one of the
+ * two nodes retries.
+ */
+export function v6Conflict(own: Lease, leases: Iterable<Lease>): Lease | undefined {
+  const s6 = own.subnet6;
+  if (!s6) return undefined;
+  for (const l of leases) {
+    if (l.subnet.equals(own.subnet) || !l.subnet6?.overlaps(s6)) continue;
+    if (BigInt(l.modRevision) < BigInt(own.modRevision)) return l;
+  }
+  return undefined;
 }
 
 /** A backend's rule for the map entry of a peer's lease (hostEntryOf for vxlan). */

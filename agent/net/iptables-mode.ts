@@ -149,6 +149,12 @@ export const PLAIN_COMMANDS: IptablesCommands = {
   restore: "iptables-restore",
 };
 
+/** The same backend's IPv6 commands: iptables-nft -> ip6tables-nft, and so on. Pure. */
+export function ip6Commands(c: IptablesCommands): IptablesCommands {
+  const six = (cmd: string) => cmd.replace(/(^|\/)iptables(?=[^/]*$)/, "$1ip6tables");
+  return { iptables: six(c.iptables), save: six(c.save), restore: six(c.restore) };
+}
+
 /**
  * The commands for a choice: the chosen backend's iptables-<mode> and
  * iptables-<mode>-restore when both are installed. Else plain iptables (an

@@ -61,9 +61,15 @@ export function overlayMtu(underlayMtu: number): number {
   return underlayMtu - ENCAP_OVERHEAD;
 }
 
-/** The overlay (pod) MTU of a backend on an underlay: Backend.MTU checked. */
-export function backendMtu(backend: Backend, underlayMtu: number, where?: string): number {
-  return overlayMtuOf(backend.config, underlayMtu, backend.overhead, where);
+/** The overlay (pod) MTU of a backend on an underlay: Backend.MTU checked;
+ * with enableIPv6, room for the IPv6 outer header (config.ts familyOverhead). */
+export function backendMtu(
+  backend: Backend,
+  underlayMtu: number,
+  where?: string,
+  enableIPv6 = false,
+): number {
+  return overlayMtuOf(backend.config, underlayMtu, backend.overhead, where, enableIPv6);
 }
 
 export function setupNode(o: NodeSetupOptions): NodeSetupResult {

@@ -4,6 +4,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { parseNetworkConfig } from "../../agent/control/config";
 import { configKey } from "../../agent/control/lease";
 import { formatIp } from "../../agent/net/ip";
+import { formatIp6 } from "../../agent/net/ip6";
 import { type EtcdArgs } from "../../agent/flags";
 import { withStore } from "../etcd";
 import { CliError, outputOption, print, table, type Format } from "../output";
@@ -27,6 +28,15 @@ export const configGet: CommandModule<object, GetArgs> = {
       SubnetMin: formatIp(c.subnetMin),
       SubnetMax: formatIp(c.subnetMax),
       Backend: { Type: c.backend.type, VNI: c.backend.vni, Port: c.backend.port },
+      EnableIPv6: c.enableIPv6,
+      ...(c.ipv6
+        ? {
+            IPv6Network: c.ipv6.network.toString(),
+            IPv6SubnetLen: c.ipv6.subnetLen,
+            IPv6SubnetMin: formatIp6(c.ipv6.subnetMin),
+            IPv6SubnetMax: formatIp6(c.ipv6.subnetMax),
+          }
+        : {}),
     };
     print(a.output, { key, stored: JSON.parse(text), effective }, () =>
       table(
@@ -39,6 +49,15 @@ export const configGet: CommandModule<object, GetArgs> = {
           ["Backend.Type", effective.Backend.Type],
           ["Backend.VNI", effective.Backend.VNI],
           ["Backend.Port", effective.Backend.Port],
+          ["EnableIPv6", String(effective.EnableIPv6)],
+          ...(c.ipv6
+            ? [
+                ["IPv6Network", c.ipv6.network.toString()],
+                ["IPv6SubnetLen", c.ipv6.subnetLen],
+                ["IPv6SubnetMin", formatIp6(c.ipv6.subnetMin)],
+                ["IPv6SubnetMax", formatIp6(c.ipv6.subnetMax)],
+              ]
+            : []),
         ],
       ),
     );
@@ -88,6 +107,12 @@ export const configSet: CommandModule<object, SetArgs> = {
         if (cur && !cur.network.equals(next.network) && leases.length > 0) {
           throw new CliError(
             `${key}: Network would change from ${cur.network} to ${next.network} while ${leases.length} leases exist; use --force`,
+          );
+        }
+        const [was6, next6] = [cur?.ipv6?.network, next.ipv6?.network];
+        if (was6 && next6 && !was6.equals(next6) && leases.some((l) => l.subnet6)) {
+          throw new CliError(
+            `${key}: IPv6Network would change from ${was6} to ${next6} while leases hold IPv6 subnets; use --force`,
           );
         }
       }

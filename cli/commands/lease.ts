@@ -2,6 +2,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { isReservation, type LeaseAttrs } from "../../agent/control/lease";
 import { Cidr, formatIp, parseIp, parseMac } from "../../agent/net/ip";
+import { formatIp6 } from "../../agent/net/ip6";
 import { previousSubnet } from "../../agent/control/subnet-env";
 import { DEFAULTS, type EtcdArgs } from "../../agent/flags";
 import { withStore } from "../etcd";
@@ -14,7 +15,9 @@ interface ListArgs extends EtcdArgs {
 
 export const leaseList: CommandModule<object, ListArgs> = {
   command: "list",
-  describe: "leases in etcd: subnet, public IP, VTEP MAC, TTL left or reserved, this node",
+  describe:
+    "leases in etcd: subnet, public IP, VTEP MAC, TTL left or reserved, this node " +
+    "(and the IPv6 subnet, PublicIPv6 and v6 VTEP MAC of dual-stack leases)",
   builder: (y) =>
     (y as Argv<ListArgs>)
       .options(outputOption)
@@ -31,10 +34,14 @@ export const leaseList: CommandModule<object, ListArgs> = {
       const out = [];
       for (const l of leases.sort((x, y) => x.subnet.addr - y.subnet.addr)) {
         const reserved = isReservation(l);
+        const a = l.attrs;
         out.push({
           subnet: l.subnet.toString(),
-          publicIp: formatIp(l.attrs.publicIp),
-          vtepMac: l.attrs.vtepMac ?? null,
+          subnet6: l.subnet6?.toString() ?? null,
+          publicIp: formatIp(a.publicIp),
+          publicIpv6: a.publicIpv6 === undefined ? null : formatIp6(a.publicIpv6),
+          vtepMac: a.vtepMac ?? null,
+          vtepMac6: a.vtepMac6 ?? null,
           backendType: l.attrs.backendType,
           ttlSeconds: reserved ? null : await s.ttl(l.leaseId),
           reserved,
@@ -44,14 +51,29 @@ export const leaseList: CommandModule<object, ListArgs> = {
       for (const b of bad) process.stderr.write(`warning: ${b.error}\n`);
       return out;
     });
+    // The IPv6 columns only when some lease is dual-stack.
+    const v6 = rows.some((r) => r.subnet6 !== null || r.publicIpv6 !== null);
     print(a.output, rows, () =>
       table(
-        ["", "SUBNET", "PUBLIC IP", "VTEP MAC", "BACKEND", "TTL"],
+        [
+          "",
+          "SUBNET",
+          ...(v6 ? ["IPV6 SUBNET"] : []),
+          "PUBLIC IP",
+          ...(v6 ? ["PUBLIC IPV6"] : []),
+          "VTEP MAC",
+          ...(v6 ? ["V6 VTEP MAC"] : []),
+          "BACKEND",
+          "TTL",
+        ],
         rows.map((r) => [
           r.thisNode ? "*" : "",
           r.subnet,
+          ...(v6 ? [r.subnet6 ?? "-"] : []),
           r.publicIp,
+          ...(v6 ? [r.publicIpv6 ?? "-"] : []),
           r.vtepMac ?? "-",
+          ...(v6 ? [r.vtepMac6 ?? "-"] : []),
           r.backendType,
           r.reserved ? "reserved" : `${r.ttlSeconds}s`,
         ]),
@@ -103,7 +125,12 @@ export const leaseReserve: CommandModule<object, ReserveArgs> = {
         );
       }
       if (cur?.attrs.vtepMac && !attrs.vtepMac) attrs.vtepMac = cur.attrs.vtepMac;
-      await s.reserve(subnet, attrs);
+      // A dual-stack lease keeps its IPv6 half (the agent fills one in otherwise).
+      if (cur?.subnet6 && cur.attrs.publicIp === attrs.publicIp) {
+        const { publicIpv6, vni6, vtepMac6 } = cur.attrs;
+        Object.assign(attrs, { publicIpv6, vni6, vtepMac6 });
+      }
+      await s.reserve(subnet, attrs, cur?.subnet6);
     });
     process.stdout.write(`reserved ${subnet} for ${a.publicIp}\n`);
   },

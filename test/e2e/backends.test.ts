@@ -388,6 +388,23 @@ describe("e2e: vxlan GBP and MTU", function () {
       ),
     );
     assert.ok(ping(pod(n1).ns, pod(fl).ip, { count: 2 }), "still forwarding");
+    // A valid dual-stack config, refused where configs are applied until the
+    // IPv6 data path is wired (issue 14).
+    c.etcd.put(
+      `${PREFIX}/config`,
+      JSON.stringify({
+        ...good,
+        EnableIPv6: true,
+        IPv6Network: "fc00:5::/48",
+        Backend: { Type: "vxlan", GBP: true, MTU: 1400 },
+      }),
+    );
+    await waitFor("EnableIPv6 refused", () =>
+      /EnableIPv6: the IPv6 data path is not wired yet \(issue 14\)/.test(
+        c.agent(n1).http("/readyz").body,
+      ),
+    );
+    assert.ok(ping(pod(n1).ns, pod(fl).ip, { count: 2 }), "still forwarding");
     c.etcd.put(
       `${PREFIX}/config`,
       JSON.stringify({ ...good, Backend: { Type: "vxlan", GBP: true, MTU: 1400 } }),

@@ -2,16 +2,18 @@
 // on three nodes ping each other; DEL frees the address and removes what ADD
 // created; CHECK and VERSION answer; bad input gets a CNI error JSON.
 import assert from "node:assert/strict";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { EndpointMap } from "../../agent/bpf/endpoint-map";
-import { formatIp, parseIp } from "../../agent/net/ip";
+import { renderSubnetEnv } from "../../agent/control/subnet-env";
+import { Cidr, formatIp, parseIp } from "../../agent/net/ip";
+import { Cidr6 } from "../../agent/net/ip6";
 import { Cluster } from "../lib/cluster";
 import { cni, netconf } from "../lib/cni";
 import { requireEnv } from "../lib/require";
-import { inNs, sh, shStatus } from "../lib/sh";
+import { inNs, sh, shStatus, waitFor } from "../lib/sh";
 import { ping } from "../lib/traffic";
-import { type NodeInfo } from "../lib/topology";
+import { Topology, type NodeInfo } from "../lib/topology";
 
 describe("e2e: overlay CNI plugin", function () {
   this.timeout(180000);
@@ -156,5 +158,83 @@ describe("e2e: overlay CNI plugin", function () {
     assert.equal(r.status, 1);
     assert.equal(JSON.parse(r.stdout).code, 4);
     assert.ok(parseIp(c.pod(n).ip));
+  });
+});
+
+// Dual-stack (issue 14): from a subnet.env with flannel's FLANNEL_IPV6_*
+// lines, the plugin has host-local hand out one address of each family, with
+// a route to each cluster network. No agent: the fast path is off, so only
+// the delegate config is under test, with Debian's real plugins.
+describe("e2e: overlay CNI plugin, dual-stack subnet.env", function () {
+  this.timeout(120000);
+  const topo = new Topology();
+  let node: NodeInfo;
+  let conf: ReturnType<typeof netconf>;
+  const podNs = () => `${topo.prefix}-p1`;
+  const id = () => `${podNs()}-ctr`;
+
+  before(function () {
+    requireEnv(this, { root: true, tools: ["ip", "ping"] });
+    if (!existsSync("/usr/lib/cni/host-local") && !existsSync("/opt/cni/bin/host-local")) {
+      throw new Error(
+        "the CNI host-local plugin is missing: install containernetworking-plugins (make deps)",
+      );
+    }
+    topo.create();
+    node = topo.addNode(1);
+    const dir = join(topo.runDir, "n1");
+    mkdirSync(dir, { recursive: true });
+    const subnetFile = join(dir, "subnet.env");
+    writeFileSync(
+      subnetFile,
+      renderSubnetEnv({
+        network: Cidr.parse("10.5.0.0/16"),
+        subnet: Cidr.parse("10.5.7.0/24"),
+        ipv6: { network: Cidr6.parse("fc00:5::/48"), subnet: Cidr6.parse("fc00:5:0:7::/64") },
+        mtu: 1430,
+        ipMasq: true,
+      }),
+    );
+    conf = netconf(topo, node, { subnetFile, pinPath: join(dir, "no-pins"), fastPath: false });
+    topo.addNs(podNs());
+  });
+
+  after(function () {
+    topo.destroy();
+  });
+
+  it("ADD gives the pod an IPv4 and an IPv6 address, a route to each network, the MTU", async function () {
+    const r = cni(node, "ADD", conf, { id: id(), podNs: podNs() });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const ips = (JSON.parse(r.stdout).ips as { address: string; gateway: string }[]).map(
+      (x) => `${x.address} gw ${x.gateway}`,
+    );
+    assert.deepEqual(ips.sort(), ["10.5.7.2/24 gw 10.5.7.1", "fc00:5:0:7::2/64 gw fc00:5:0:7::1"]);
+    const addrs = JSON.parse(sh(inNs(podNs(), ["ip", "-j", "addr", "show", "eth0"])))[0];
+    assert.equal(addrs.mtu, 1430);
+    const local = (addrs.addr_info as { local: string; prefixlen: number }[]).map(
+      (a) => `${a.local}/${a.prefixlen}`,
+    );
+    assert.ok(local.includes("10.5.7.2/24") && local.includes("fc00:5:0:7::2/64"), local.join());
+    assert.match(sh(inNs(podNs(), ["ip", "route"])), /^10\.5\.0\.0\/16 via 10\.5\.7\.1 dev eth0/m);
+    assert.match(
+      sh(inNs(podNs(), ["ip", "-6", "route"])),
+      /^fc00:5::\/48 via fc00:5:0:7::1 dev eth0/m,
+    );
+    // both gateways answer on cni0 (the v6 one once the bridge's duplicate
+    // address detection is done)
+    assert.ok(ping(podNs(), "10.5.7.1", { count: 2 }));
+    await waitFor("the IPv6 gateway", () => ping(podNs(), "fc00:5:0:7::1", { count: 1 }), 10000);
+  });
+
+  it("CHECK passes, and DEL frees both addresses", function () {
+    const chk = cni(node, "CHECK", conf, { id: id(), podNs: podNs() });
+    assert.equal(chk.status, 0, chk.stdout + chk.stderr);
+    const ipamDir = join(conf.ipamDataDir, conf.name);
+    const held = () => readdirSync(ipamDir).filter((f) => /^[\d.]+$|:/.test(f));
+    assert.deepEqual(held().sort(), ["10.5.7.2", "fc00:5:0:7::2"]);
+    const d = cni(node, "DEL", conf, { id: id(), podNs: podNs() });
+    assert.equal(d.status, 0, d.stdout + d.stderr);
+    assert.deepEqual(held(), []);
   });
 });

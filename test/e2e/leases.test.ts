@@ -5,9 +5,16 @@ import assert from "node:assert/strict";
 import { parseNetworkConfig, type NetworkConfig } from "../../agent/control/config";
 import { EtcdStore, type HeldLease, type LeaseEvent } from "../../agent/control/etcd-store";
 import { LeaseManager, NetworkFullError } from "../../agent/control/lease-manager";
-import { encodeLeaseAttrs, leaseKey, type LeaseAttrs } from "../../agent/control/lease";
+import {
+  encodeLeaseAttrs,
+  keyOf,
+  leaseKey,
+  type Lease,
+  type LeaseAttrs,
+} from "../../agent/control/lease";
 import { createLogger } from "../../agent/log";
 import { Cidr, formatIp, parseIp } from "../../agent/net/ip";
+import { Cidr6, parseIp6 } from "../../agent/net/ip6";
 import { EtcdServer } from "../lib/etcd";
 import { requireEnv } from "../lib/require";
 import { waitFor } from "../lib/sh";
@@ -37,12 +44,18 @@ describe("e2e: leases against a real etcd", function () {
     return s;
   }
 
-  function manager(s: EtcdStore, cfg: NetworkConfig, publicIp: string): LeaseManager {
+  function manager(
+    s: EtcdStore,
+    cfg: NetworkConfig,
+    publicIp: string,
+    extra: Partial<LeaseAttrs> = {},
+  ): LeaseManager {
     const attrs: LeaseAttrs = {
       publicIp: parseIp(publicIp),
       backendType: "vxlan",
       vni: 1,
       vtepMac: "0e:00:00:00:00:01",
+      ...extra,
     };
     return new LeaseManager(s, quiet, {
       config: () => cfg,
@@ -201,5 +214,191 @@ describe("e2e: leases against a real etcd", function () {
     await waitFor("a compaction gap", () => gap);
     assert.match(gap, /compact/);
     await stale.close();
+  });
+
+  describe("dual-stack (issue 14)", function () {
+    /** flannel's subnet key pattern (pkg/subnet/subnet.go). */
+    const FLANNEL_KEY = /(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$/;
+    const v6attrs = (i: number): Partial<LeaseAttrs> => ({
+      publicIpv6: parseIp6(`fd00:30::${i.toString(16)}`),
+      vtepMac6: "0e:00:00:00:01:01",
+    });
+    function dualConfig(prefix: string, extra: object = {}): NetworkConfig {
+      const text = JSON.stringify({
+        Network: "10.10.0.0/16",
+        EnableIPv6: true,
+        IPv6Network: "fc00:10::/48",
+        ...extra,
+      });
+      etcd.put(`${prefix}/config`, text);
+      return parseNetworkConfig(text, `${prefix}/config`);
+    }
+
+    it("gives 20 managers racing for 20 v4 and 20 v6 subnets a distinct pair each, in one key each", async function () {
+      const prefix = "/test/dual-race";
+      // 20 of each: every v6 choice is likely to clash with another's at first.
+      const cfg = dualConfig(prefix, {
+        SubnetMin: "10.10.1.0",
+        SubnetMax: "10.10.20.0",
+        IPv6SubnetMin: "fc00:10:0:1::",
+        IPv6SubnetMax: "fc00:10:0:14::",
+      });
+      const s = store(prefix);
+      const listing = await s.list();
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          manager(s, cfg, `172.30.4.${i + 1}`, v6attrs(i + 1)).acquire(listing.leases, undefined),
+        ),
+      );
+      held.push(...results);
+      assert.equal(new Set(results.map((h) => h.lease.subnet.toString())).size, 20);
+      assert.equal(new Set(results.map((h) => h.lease.subnet6?.toString())).size, 20);
+      const stored = etcd.list(`${prefix}/subnets/`);
+      assert.equal(stored.size, 20, [...stored.keys()].join(" "));
+      for (const h of results) {
+        const key = keyOf(prefix, h.lease);
+        const m = FLANNEL_KEY.exec(key);
+        assert.deepEqual(m?.slice(1), [
+          formatIp(h.lease.subnet.addr),
+          "24",
+          h.lease.subnet6!.toKey().split("-")[0],
+          "64",
+        ]);
+        const v = JSON.parse(stored.get(key)!.value);
+        assert.equal(v.PublicIP, formatIp(h.lease.attrs.publicIp));
+        assert.match(v.PublicIPv6, /^fd00:30::[0-9a-f]+$/);
+        assert.deepEqual(v.BackendV6Data, { VNI: 1, VtepMAC: "0e:00:00:00:01:01" });
+      }
+      const listed = await s.list();
+      assert.deepEqual(listed.bad, []);
+      assert.equal(listed.leases.filter((l) => l.subnet6).length, 20);
+    });
+
+    it("never takes a v4 subnet held under the other key form", async function () {
+      const prefix = "/test/dual-forms";
+      const cfg = dualConfig(prefix, { SubnetMin: "10.10.1.0", SubnetMax: "10.10.2.0" });
+      const s = store(prefix);
+      // an older node, v4 only, holds 10.10.1.0/24; a flannel node the other, dual-stack
+      etcd.put(
+        leaseKey(prefix, Cidr.parse("10.10.1.0/24")),
+        encodeLeaseAttrs({ publicIp: parseIp("172.30.5.1"), backendType: "vxlan", vni: 1 }),
+      );
+      const flannelKey = `${prefix}/subnets/10.10.2.0-24&fc00:10:0:2::-64`;
+      etcd.put(
+        flannelKey,
+        '{"PublicIP":"172.30.5.2","PublicIPv6":"fd00:30::5:2","BackendType":"vxlan",' +
+          '"BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:05:02"},' +
+          '"BackendV6Data":{"VNI":1,"VtepMAC":"0e:00:00:00:15:02"}}',
+      );
+      const { leases } = await s.list();
+      const fl = leases.find((l) => l.subnet.toString() === "10.10.2.0/24");
+      assert.equal(fl?.subnet6?.toString(), "fc00:10:0:2::/64", "flannel's lease read");
+      assert.equal(fl?.attrs.vtepMac6, "0e:00:00:00:15:02");
+      // Creating either v4 subnet under the other form fails (the race a listing cannot see).
+      const attrs = { publicIp: parseIp("172.30.5.3"), backendType: "vxlan", ...v6attrs(3) };
+      const ka = () => {};
+      assert.equal(
+        await s.create(Cidr.parse("10.10.1.0/24"), attrs, 60, ka, Cidr6.parse("fc00:10:0:9::/64")),
+        undefined,
+      );
+      assert.equal(await s.create(Cidr.parse("10.10.2.0/24"), attrs, 60, ka), undefined);
+      await assert.rejects(
+        manager(s, cfg, "172.30.5.3", v6attrs(3)).acquire(leases, undefined, 1),
+        NetworkFullError,
+      );
+      // get and remove find a lease by its v4 subnet, whatever its key
+      assert.equal(
+        (await s.get(Cidr.parse("10.10.2.0/24")))?.attrs.publicIp,
+        parseIp("172.30.5.2"),
+      );
+      assert.equal(await s.remove(Cidr.parse("10.10.2.0/24")), true);
+      assert.equal(etcd.get(flannelKey), undefined);
+      assert.equal(await s.remove(Cidr.parse("10.10.2.0/24")), false);
+    });
+
+    it("moves a node's v4-only lease to the dual-stack key, keeping its v4 subnet; a watcher sees delete then put", async function () {
+      const prefix = "/test/dual-rollout";
+      const text4 = JSON.stringify({ Network: "10.10.0.0/16" });
+      etcd.put(`${prefix}/config`, text4);
+      const s = store(prefix);
+      const me = "172.30.6.1";
+      const first = await manager(s, parseNetworkConfig(text4, "c"), me).acquire([], undefined);
+      held.push(first);
+      assert.equal(first.lease.subnet6, undefined);
+      const oldKey = keyOf(prefix, first.lease);
+      const events: LeaseEvent[] = [];
+      const w = await s.watch(
+        String(etcd.revision() + 1),
+        (e) => events.push(e),
+        () => {},
+        () => {},
+      );
+      // The network becomes dual-stack; the node restarts with an IPv6 address.
+      const cfg = dualConfig(prefix);
+      const again = await manager(s, cfg, me, v6attrs(1)).acquire(
+        (await s.list()).leases,
+        undefined,
+      );
+      held.push(again);
+      assert.ok(again.lease.subnet.equals(first.lease.subnet), "same v4 subnet");
+      assert.ok(again.lease.subnet6, "and a v6 one");
+      const stored = etcd.list(`${prefix}/subnets/`);
+      assert.deepEqual([...stored.keys()], [keyOf(prefix, again.lease)]);
+      assert.notEqual(
+        stored.get(keyOf(prefix, again.lease))!.lease,
+        "0",
+        "still bound to an etcd lease",
+      );
+      await waitFor("delete and put", () => events.filter((e) => e.type !== "config").length >= 2);
+      const [del, put] = events.filter((e) => e.type !== "config");
+      assert.equal(del?.type, "delete");
+      assert.equal(put?.type, "put");
+      assert.equal(
+        del?.type === "delete" && del.revision,
+        again.lease.modRevision,
+        "one transaction: the delete is at our own write's revision",
+      );
+      assert.ok(put?.type === "put" && put.lease.subnet6?.equals(again.lease.subnet6!));
+      await w.close();
+      // Renewal keeps both: the held lease is the dual-stack key's
+      assert.ok(oldKey !== keyOf(prefix, again.lease));
+
+      // And back: the network is v4-only again; the v6 half goes, the v4 subnet stays.
+      const back = await manager(s, parseNetworkConfig(text4, "c"), me).acquire(
+        (await s.list()).leases,
+        undefined,
+      );
+      held.push(back);
+      assert.ok(back.lease.subnet.equals(first.lease.subnet));
+      assert.equal(back.lease.subnet6, undefined);
+      assert.deepEqual([...etcd.list(`${prefix}/subnets/`).keys()], [oldKey]);
+    });
+
+    it("keeps a dual-stack reservation lease-less and fills in its v6 half", async function () {
+      const prefix = "/test/dual-reserve";
+      const cfg = dualConfig(prefix);
+      const s = store(prefix);
+      await s.reserve(Cidr.parse("10.10.7.0/24"), {
+        publicIp: parseIp("172.30.7.1"),
+        backendType: "vxlan",
+        vni: 1,
+      });
+      const h = await manager(s, cfg, "172.30.7.1", v6attrs(7)).acquire(
+        (await s.list()).leases,
+        undefined,
+      );
+      held.push(h);
+      assert.equal(h.keepalive, undefined);
+      assert.equal(h.lease.subnet.toString(), "10.10.7.0/24");
+      const stored = etcd.list(`${prefix}/subnets/`);
+      assert.deepEqual([...stored.keys()], [keyOf(prefix, h.lease)]);
+      assert.equal(stored.get(keyOf(prefix, h.lease))!.lease, "0", "still a reservation");
+      // reserve() again replaces the dual-stack key rather than adding a second
+      const l = (await s.list()).leases[0] as Lease;
+      await s.reserve(l.subnet, l.attrs, l.subnet6);
+      assert.equal(etcd.list(`${prefix}/subnets/`).size, 1);
+      await s.reserve(l.subnet, l.attrs);
+      assert.deepEqual([...etcd.list(`${prefix}/subnets/`).keys()], [leaseKey(prefix, l.subnet)]);
+    });
   });
 });

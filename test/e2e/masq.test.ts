@@ -14,11 +14,12 @@
 import assert from "node:assert/strict";
 import { type ChildProcess } from "node:child_process";
 import { Cidr } from "../../agent/net/ip";
+import { Cidr6 } from "../../agent/net/ip6";
 import { CHAIN } from "../../agent/net/ipmasq";
-import { NFT_TABLE, nftMasqTable, normalizeNftListing } from "../../agent/net/nftmasq";
+import { NFT_TABLE, NFT_TABLE6, nftMasqTable, normalizeNftListing } from "../../agent/net/nftmasq";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, shStatus, spawnInNs, waitFor } from "../lib/sh";
-import { NETWORK, Topology } from "../lib/topology";
+import { addVeth, NETWORK, Topology } from "../lib/topology";
 
 const HELPER = `${__dirname}/../lib/masq-helper.js`;
 const N1_EXT = "198.51.100.1";
@@ -56,12 +57,16 @@ let nextPort = 41000;
 /** The source address the receiver sees for one flow, or "nothing". */
 async function sourceSeen(f: Flow): Promise<string> {
   const port = String(nextPort++);
-  const rx: ChildProcess = spawnInNs(f.to, ["node", "-e", RECEIVE, port]);
+  // IPv6 flows (dual-stack) use udp6 sockets
+  const six = (code: string) => (f.dst.includes(":") ? code.replace('"udp4"', '"udp6"') : code);
+  const rx: ChildProcess = spawnInNs(f.to, ["node", "-e", six(RECEIVE), port]);
   let out = "";
   rx.stdout?.on("data", (d) => (out += d));
   try {
     await waitFor(`receiver in ${f.to} on ${port}`, () => out.includes("ready"), 10000);
-    const tx = shStatus(inNs(f.from, ["node", "-e", SEND, f.dst, port, ...(f.src ? [f.src] : [])]));
+    const tx = shStatus(
+      inNs(f.from, ["node", "-e", six(SEND), f.dst, port, ...(f.src ? [f.src] : [])]),
+    );
     assert.equal(tx.status, 0, `${f.name}: sender failed: ${tx.stderr}`);
     try {
       await waitFor(`a datagram for ${f.name}`, () => /from \S+\n/.test(out), 3000);
@@ -127,21 +132,7 @@ describe("e2e: masquerade through iptables and nftables", function () {
     gateway = node1.gateway;
     out = `${topo.prefix}-out`;
     topo.addNs(out);
-    sh([
-      "ip",
-      "link",
-      "add",
-      "ext0",
-      "netns",
-      n1,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth0",
-      "netns",
-      out,
-    ]);
+    addVeth(n1, "ext0", out, "eth0");
     sh(inNs(n1, ["ip", "addr", "add", `${N1_EXT}/24`, "dev", "ext0"]));
     sh(inNs(n1, ["ip", "link", "set", "ext0", "up"]));
     sh(inNs(out, ["ip", "addr", "add", `${OUT}/24`, "dev", "eth0"]));
@@ -286,5 +277,153 @@ describe("e2e: masquerade through iptables and nftables", function () {
     assert.ok(tables.includes(MARK_TABLE), "only our table is removed");
     helper("nftables", "remove");
     assert.equal(inPlace("nftables"), false);
+  });
+});
+
+// IPv6 (dual-stack, issue 14): flannel's masqIP6Rules through ip6tables and
+// through table ip6 flannel-ipv6. Node 1's pod has an IPv6 address of its
+// node's v6 subnet; "out" is the outside on ext0, and also holds an address
+// of another node's v6 subnet (routed to it), standing in for that node's pod:
+//
+//   p1 fc00:5:0:1::2 -- cni0 fc00:5:0:1::1 [n1] ext0 2001:db8:100::1 -- out 2001:db8:100::2, ::3
+//                                                                         fc00:5:0:2::2
+describe("e2e: IPv6 masquerade through ip6tables and nftables (dual-stack)", function () {
+  this.timeout(180000);
+  const topo = new Topology();
+  const network6 = Cidr6.parse("fc00:5::/48");
+  const subnet6 = Cidr6.parse("fc00:5:0:1::/64");
+  const POD = "fc00:5:0:1::2";
+  const N1 = "2001:db8:100::1";
+  const OUT6 = "2001:db8:100::2";
+  const OUT6_MARKED = "2001:db8:100::3";
+  const OTHER_POD = "fc00:5:0:2::2";
+  let n1: string;
+  let flows: Flow[];
+
+  const helper = (path: "iptables" | "nftables", cmd: string, ...args: string[]): unknown =>
+    JSON.parse(sh(inNs(n1, ["node", HELPER, path, cmd, ...args])));
+  const ensure = (path: "iptables" | "nftables") =>
+    helper(path, "ensure", network6.toString(), subnet6.toString());
+  const inPlace = (path: "iptables" | "nftables") =>
+    helper(path, "in-place", network6.toString(), subnet6.toString());
+  const nat6 = () => sh(inNs(n1, ["ip6tables", "-w", "-t", "nat", "-S"]));
+  const nftTables = () => sh(inNs(n1, ["nft", "list", "tables"]));
+  /** Pod -> outside masqueraded; marked, pod -> cluster and outside -> pod as sent. */
+  const masqueraded = () => ({
+    "pod -> outside": N1,
+    "pod -> outside, kube-proxy marked": POD,
+    "pod -> other node's pod": POD,
+    "outside -> our pod": OUT6,
+  });
+
+  before(function () {
+    requireEnv(this, {
+      root: true,
+      tools: ["ip", "ip6tables", "ip6tables-restore", "nft"],
+    });
+    topo.create();
+    const node1 = topo.addNode(1);
+    const p1 = topo.addPod(node1);
+    n1 = node1.ns;
+    const out = `${topo.prefix}-out6`;
+    topo.addNs(out);
+    addVeth(n1, "ext0", out, "eth0");
+    sh(inNs(n1, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
+    const addr = (ns: string, a: string, dev: string) =>
+      sh(inNs(ns, ["ip", "-6", "addr", "add", a, "dev", dev, "nodad"]));
+    addr(n1, "fc00:5:0:1::1/64", "cni0");
+    addr(p1.ns, `${POD}/64`, "eth0");
+    sh(inNs(p1.ns, ["ip", "-6", "route", "add", "default", "via", "fc00:5:0:1::1"]));
+    addr(n1, `${N1}/64`, "ext0");
+    sh(inNs(n1, ["ip", "link", "set", "ext0", "up"]));
+    for (const a of [`${OUT6}/64`, `${OUT6_MARKED}/64`, `${OTHER_POD}/64`]) addr(out, a, "eth0");
+    sh(inNs(out, ["ip", "link", "set", "eth0", "up"]));
+    // every way back exists: the outside reaches our pods through node 1,
+    // node 1 reaches the "other node's pod" through the outside
+    sh(inNs(out, ["ip", "-6", "route", "add", subnet6.toString(), "via", N1]));
+    sh(inNs(n1, ["ip", "-6", "route", "add", "fc00:5:0:2::/64", "via", OUT6]));
+    sh(inNs(n1, ["nft", "-f", "-"]), {
+      input:
+        `table ip6 ${MARK_TABLE} {\n\tchain pre {\n` +
+        "\t\ttype filter hook prerouting priority mangle; policy accept;\n" +
+        `\t\tip6 saddr ${POD} ip6 daddr ${OUT6_MARKED} meta mark set ${MARK}\n\t}\n}\n`,
+    });
+    flows = [
+      { name: "pod -> outside", from: p1.ns, to: out, dst: OUT6 },
+      { name: "pod -> outside, kube-proxy marked", from: p1.ns, to: out, dst: OUT6_MARKED },
+      { name: "pod -> other node's pod", from: p1.ns, to: out, dst: OTHER_POD },
+      // from OUT6 itself: source selection would pick the fc00:5:0:2:: address
+      { name: "outside -> our pod", from: out, to: p1.ns, dst: POD, src: OUT6 },
+    ];
+  });
+
+  after(function () {
+    topo.destroy();
+  });
+
+  it("without rules every receiver sees the sender", async function () {
+    assert.deepEqual(await seen(flows), {
+      "pod -> outside": POD,
+      "pod -> outside, kube-proxy marked": POD,
+      "pod -> other node's pod": POD,
+      "outside -> our pod": OUT6,
+    });
+  });
+
+  it("ip6tables: the chain applies once, then is in place; receivers see the masqueraded sources", async function () {
+    assert.equal(inPlace("iptables"), false);
+    assert.equal(ensure("iptables"), true);
+    assert.equal(ensure("iptables"), false, "a second ensure changes nothing");
+    assert.equal(inPlace("iptables"), true);
+    assert.match(nat6(), new RegExp(`^-A POSTROUTING .*-j ${CHAIN}$`, "m"));
+    assert.match(nat6(), /! -d ff00::\/8 .*-j MASQUERADE --random-fully/);
+    assert.ok(
+      !sh(inNs(n1, ["iptables", "-w", "-t", "nat", "-S"])).includes(CHAIN),
+      "no IPv4 chain",
+    );
+    assert.deepEqual(await seen(flows), masqueraded());
+    helper("iptables", "remove");
+    assert.ok(!nat6().includes(CHAIN), "removeMasq leaves no IPv6 chain");
+  });
+
+  it("nftables: table ip6 flannel-ipv6 reads back as loaded, and the receivers see the same sources", async function () {
+    assert.ok(!nftTables().includes(NFT_TABLE6));
+    assert.equal(ensure("nftables"), true);
+    assert.equal(ensure("nftables"), false);
+    assert.equal(inPlace("nftables"), true);
+    assert.deepEqual(
+      normalizeNftListing(sh(inNs(n1, ["nft", "list", "table", "ip6", NFT_TABLE6]))),
+      normalizeNftListing(nftMasqTable(network6, subnet6)),
+    );
+    assert.ok(!nftTables().includes(`ip ${NFT_TABLE}`), "no IPv4 table");
+    assert.deepEqual(await seen(flows), masqueraded());
+    helper("nftables", "remove");
+    assert.ok(!nftTables().includes(NFT_TABLE6));
+    assert.ok(nftTables().includes(MARK_TABLE), "only our table is removed");
+  });
+
+  it("ensureMasquerade: both families on a dual-stack node, the IPv6 rules gone when it is not", function () {
+    const v4 = [NETWORK, "10.5.1.0/24"];
+    assert.equal(
+      helper("nftables", "masquerade", ...v4, network6.toString(), subnet6.toString()),
+      true,
+    );
+    assert.match(nftTables(), new RegExp(`table ip ${NFT_TABLE}\\b`));
+    assert.match(nftTables(), new RegExp(`table ip6 ${NFT_TABLE6}\\b`));
+    // a fresh process (a restart) on a network no longer dual-stack
+    helper("nftables", "masquerade", ...v4);
+    assert.match(nftTables(), new RegExp(`table ip ${NFT_TABLE}\\b`));
+    assert.ok(!nftTables().includes(NFT_TABLE6), "the IPv6 table is gone");
+    // iptables mode: the IPv6 chain beside the IPv4 one, and nftables' tables removed
+    assert.equal(
+      helper("iptables", "masquerade", ...v4, network6.toString(), subnet6.toString()),
+      true,
+    );
+    assert.ok(nat6().includes(CHAIN));
+    assert.ok(!nftTables().includes(NFT_TABLE));
+    helper("iptables", "masquerade", ...v4);
+    assert.ok(!nat6().includes(CHAIN), "the IPv6 chain is gone");
+    sh(inNs(n1, ["node", HELPER, "cleanup"]));
+    assert.ok(!sh(inNs(n1, ["iptables", "-w", "-t", "nat", "-S"])).includes(CHAIN));
   });
 });

@@ -37,6 +37,11 @@ const SEGMENT_OFF = [
   "off",
 ];
 
+/** A veth pair: `a` in namespace `nsA`, its peer `b` in `nsB`. */
+export function addVeth(nsA: string, a: string, nsB: string, b: string): void {
+  sh(["ip", "link", "add", a, "netns", nsA, "type", "veth", "peer", "name", b, "netns", nsB]);
+}
+
 /** Makes the link between a switch port and a node's eth0 NIC-like. */
 export function nicLike(switchNs: string, port: string, nodeNs: string): void {
   sh(inNs(switchNs, ["ethtool", "-K", port, ...SEGMENT_OFF]));

@@ -216,9 +216,9 @@ describe("unit: network config (flannel's rules)", function () {
       /Port: must be within 0..65535/,
     ],
     [
-      "IPv6",
+      "EnableIPv6 without IPv6Network",
       { Network: "10.5.0.0/16", EnableIPv6: true },
-      /EnableIPv6: IPv6 overlays are not supported/,
+      /IPv6Network: is required when EnableIPv6 is true/,
     ],
   ];
   for (const [what, input, re] of bad) {

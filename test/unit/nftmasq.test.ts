@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { OverlayError } from "../../agent/errors";
 import { Cidr } from "../../agent/net/ip";
-import { masqRules } from "../../agent/net/ipmasq";
+import { Cidr6 } from "../../agent/net/ip6";
+import { masqRules, restoreInput, supportsRandomFully } from "../../agent/net/ipmasq";
+import { ip6Commands, PLAIN_COMMANDS, variantCommands } from "../../agent/net/iptables-mode";
 import {
   ensureNftMasq,
   NFT_CHAIN,
@@ -39,7 +41,7 @@ function fromIptables(rule: string): Decision {
   return d;
 }
 
-/** `meta mark & M == M`, `ip saddr [!=] X`, `ip daddr [!=] Y`, `return|masquerade fully-random`. */
+/** `meta mark & M == M`, `ip[6] saddr [!=] X`, `ip[6] daddr [!=] Y`, `return|masquerade fully-random`. */
 function fromNft(rule: string): Decision {
   const d: Decision = { verdict: "" };
   const mark = /^meta mark & (0x[0-9a-f]+) == (0x[0-9a-f]+) /.exec(rule);
@@ -48,13 +50,26 @@ function fromNft(rule: string): Decision {
     const m = `0x${parseInt(mark[1]!, 16).toString(16)}`;
     d.mark = `${m}/${m}`;
   }
-  const src = /ip saddr (!= )?(\S+)/.exec(rule);
+  const src = /ip6? saddr (!= )?(\S+)/.exec(rule);
   if (src) d.src = `${src[1] ? "!" : ""}${src[2]}`;
-  const dst = /ip daddr (!= )?(\S+)/.exec(rule);
+  const dst = /ip6? daddr (!= )?(\S+)/.exec(rule);
   if (dst) d.dst = `${dst[1] ? "!" : ""}${dst[2]}`;
   const v = / (return|masquerade fully-random) comment /.exec(rule)![1]!;
   d.verdict = v === "return" ? "RETURN" : "MASQUERADE --random-fully";
   return d;
+}
+
+/** flannel's decisions for a cluster network n, this node's subnet s, in order. */
+function decisions(n: string, s: string, multicast: string): Decision[] {
+  const masq = "MASQUERADE --random-fully";
+  return [
+    { mark: "0x4000/0x4000", verdict: "RETURN" },
+    { src: s, dst: n, verdict: "RETURN" },
+    { src: n, dst: s, verdict: "RETURN" },
+    { src: `!${n}`, dst: s, verdict: "RETURN" },
+    { src: n, dst: `!${multicast}`, verdict: masq },
+    { src: `!${n}`, dst: n, verdict: masq },
+  ];
 }
 
 describe("unit: nftables masquerade (EnableNFTables)", function () {
@@ -64,14 +79,7 @@ describe("unit: nftables masquerade (EnableNFTables)", function () {
   it("makes every decision of the iptables chain, in the same order", function () {
     const nft = nftMasqRules(network, subnet).map(fromNft);
     assert.deepEqual(nft, masqRules(network, subnet).map(fromIptables));
-    assert.deepEqual(nft, [
-      { mark: "0x4000/0x4000", verdict: "RETURN" },
-      { src: "10.5.7.0/24", dst: "10.5.0.0/16", verdict: "RETURN" },
-      { src: "10.5.0.0/16", dst: "10.5.7.0/24", verdict: "RETURN" },
-      { src: "!10.5.0.0/16", dst: "10.5.7.0/24", verdict: "RETURN" },
-      { src: "10.5.0.0/16", dst: "!224.0.0.0/4", verdict: "MASQUERADE --random-fully" },
-      { src: "!10.5.0.0/16", dst: "10.5.0.0/16", verdict: "MASQUERADE --random-fully" },
-    ]);
+    assert.deepEqual(nft, decisions("10.5.0.0/16", "10.5.7.0/24", "224.0.0.0/4"));
   });
 
   it("masquerades fully-random and comments every rule", function () {
@@ -93,7 +101,7 @@ describe("unit: nftables masquerade (EnableNFTables)", function () {
       /\n\tchain postrtg \{\n\t\tcomment "overlayd masquerade"\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n/,
     );
     assert.equal((table.match(/\bchain /g) ?? []).length, 1, "one chain");
-    assert.ok(!table.includes(NFT_TABLE6), "no IPv6 table yet");
+    assert.ok(!table.includes(NFT_TABLE6), "the IPv4 table names no IPv6 one");
   });
 
   it("replaces the table in one transaction that never fails on absence, touching no other", function () {
@@ -133,6 +141,75 @@ describe("unit: nftables masquerade (EnableNFTables)", function () {
     assert.notDeepEqual(normalizeNftListing(otherSubnet), want);
     const noRandom = nftMasqTable(network, subnet).replace(/ fully-random/g, "");
     assert.notDeepEqual(normalizeNftListing(noRandom), want);
+  });
+
+  describe("IPv6 (dual-stack): flannel's masqIP6Rules", function () {
+    const network6 = Cidr6.parse("fc00:5::/48");
+    const subnet6 = Cidr6.parse("fc00:5:0:7::/64");
+
+    it("makes the same decisions as IPv4, with ff00::/8 as the multicast never masqueraded", function () {
+      const want = decisions("fc00:5::/48", "fc00:5:0:7::/64", "ff00::/8");
+      assert.deepEqual(masqRules(network6, subnet6).map(fromIptables), want);
+      assert.deepEqual(nftMasqRules(network6, subnet6).map(fromNft), want);
+      for (const r of nftMasqRules(network6, subnet6).slice(1)) assert.match(r, /^ip6 saddr /);
+    });
+
+    it("goes without --random-fully on an iptables older than 1.6.2, as flannel does", function () {
+      assert.equal(supportsRandomFully("iptables v1.8.9 (nf_tables)"), true);
+      assert.equal(supportsRandomFully("ip6tables v1.6.2"), true);
+      assert.equal(supportsRandomFully("ip6tables v1.6.1"), false);
+      assert.equal(supportsRandomFully("iptables v1.4.21"), false);
+      assert.equal(supportsRandomFully(undefined), false);
+      const rules = masqRules(network6, subnet6, false);
+      assert.equal(rules.filter((r) => / -j MASQUERADE$/.test(r)).length, 2);
+      assert.ok(!rules.join("\n").includes("random"));
+      assert.match(restoreInput(network6, subnet6), /^\*nat\n:OVERLAYD-POSTRTG - \[0:0\]\n/);
+    });
+
+    it("writes the ip6 table flannel names flannel-ipv6, replaced in one transaction", function () {
+      const table = nftMasqTable(network6, subnet6);
+      assert.match(table, /^table ip6 flannel-ipv6 \{\n/);
+      assert.match(
+        table,
+        /\n\tchain postrtg \{\n.*\n\t\ttype nat hook postrouting priority srcnat;/,
+      );
+      const input = nftMasqRuleset(network6, subnet6);
+      assert.ok(
+        input.startsWith(
+          "table ip6 flannel-ipv6 {}\ndelete table ip6 flannel-ipv6\ntable ip6 flannel-ipv6 {\n",
+        ),
+        input,
+      );
+      const tables = [...input.matchAll(/\btable (\S+) (\S+)/g)].map((m) => `${m[1]} ${m[2]}`);
+      assert.deepEqual([...new Set(tables)], ["ip6 flannel-ipv6"], "the IPv4 table is not touched");
+    });
+
+    it("writes a /128 as nft prints it (a bare address)", function () {
+      const rules = nftMasqRules(network6, Cidr6.parse("fc00:5:0:9::4/128"));
+      assert.ok(
+        rules.includes(
+          `ip6 saddr fc00:5:0:9::4 ip6 daddr fc00:5::/48 return comment "overlayd masquerade"`,
+        ),
+      );
+    });
+
+    it("runs the same iptables backend's ip6tables commands", function () {
+      assert.deepEqual(ip6Commands(variantCommands("nft")), {
+        iptables: "ip6tables-nft",
+        save: "ip6tables-nft-save",
+        restore: "ip6tables-nft-restore",
+      });
+      assert.deepEqual(ip6Commands(variantCommands("legacy")).restore, "ip6tables-legacy-restore");
+      assert.deepEqual(ip6Commands(PLAIN_COMMANDS), {
+        iptables: "ip6tables",
+        save: "ip6tables-save",
+        restore: "ip6tables-restore",
+      });
+      assert.equal(
+        ip6Commands({ iptables: "/usr/sbin/iptables", save: "x", restore: "y" }).iptables,
+        "/usr/sbin/ip6tables",
+      );
+    });
   });
 
   describe("without nft", function () {
