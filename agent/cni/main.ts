@@ -7,8 +7,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { attachPodFromPin, detachPod } from "../bpf/datapath";
-import { EndpointMap } from "../bpf/endpoint-map";
+import { type Endpoint } from "../bpf/codec";
+import { EndpointMap, EndpointMap6, type EndpointMapOf } from "../bpf/endpoint-map";
 import { parseIp } from "../net/ip";
+import { parseIp6 } from "../net/ip6";
 import { linkInfo } from "../net/link";
 import {
   CNI_VERSION,
@@ -71,7 +73,48 @@ function savedPath(conf: OverlayNetConf, id: string): string {
 interface Saved {
   delegate: Record<string, unknown>;
   result?: Record<string, unknown>;
-  endpoint?: { podIp: string; hostIfindex: number; hostVeth: string };
+  endpoint?: { podIp: string; podIp6?: string; hostIfindex: number; hostVeth: string };
+}
+
+/** One of the pod's addresses in its family's endpoint map. */
+interface PodEntry {
+  text: string;
+  upsert(ep: Endpoint): void;
+  delete(): boolean;
+  registered(): boolean;
+}
+
+function podEntry<A extends number | bigint>(m: EndpointMapOf<A>, ip: A, text: string): PodEntry {
+  return {
+    text,
+    upsert: (ep) => m.upsert(ip, ep),
+    delete: () => m.delete(ip),
+    registered: () => m.list().some((x) => x.podIp === ip),
+  };
+}
+
+/**
+ * Runs fn for each family the pod has an address in (IPv4 always, IPv6 in a
+ * dual-stack network), with that family's endpoint map, closed after.
+ */
+function withEndpointMaps(
+  pinPath: string,
+  ips: { podIp: string; podIp6?: string },
+  fn: (e: PodEntry) => void,
+): void {
+  const m = EndpointMap.openPinned(pinPath);
+  try {
+    fn(podEntry(m, parseIp(ips.podIp), ips.podIp));
+  } finally {
+    m.close();
+  }
+  if (!ips.podIp6) return;
+  const m6 = EndpointMap6.openPinned(pinPath);
+  try {
+    fn(podEntry(m6, parseIp6(ips.podIp6), ips.podIp6));
+  } finally {
+    m6.close();
+  }
 }
 
 function save(conf: OverlayNetConf, id: string, saved: Saved): void {
@@ -122,16 +165,17 @@ function add(conf: OverlayNetConf): string {
       );
     }
     attachPodFromPin(conf.pinPath, host.ifindex, host.name);
-    const m = EndpointMap.openPinned(conf.pinPath);
-    try {
-      m.upsert(parseIp(ep.podIp), { ifindex: host.ifindex, podMac: ep.podMac, hostMac: gw.mac });
-    } finally {
-      m.close();
-    }
+    const value = { ifindex: host.ifindex, podMac: ep.podMac, hostMac: gw.mac };
+    withEndpointMaps(conf.pinPath, ep, (e) => e.upsert(value));
     save(conf, id, {
       delegate: d,
       result: JSON.parse(out) as Record<string, unknown>,
-      endpoint: { podIp: ep.podIp, hostIfindex: host.ifindex, hostVeth: host.name },
+      endpoint: {
+        podIp: ep.podIp,
+        ...(ep.podIp6 ? { podIp6: ep.podIp6 } : {}),
+        hostIfindex: host.ifindex,
+        hostVeth: host.name,
+      },
     });
   } else {
     save(conf, id, { delegate: d, result: JSON.parse(out) as Record<string, unknown> });
@@ -146,12 +190,7 @@ function del(conf: OverlayNetConf): string {
   if (saved.endpoint) {
     const e = saved.endpoint;
     try {
-      const m = EndpointMap.openPinned(conf.pinPath);
-      try {
-        m.delete(parseIp(e.podIp));
-      } finally {
-        m.close();
-      }
+      withEndpointMaps(conf.pinPath, e, (p) => p.delete());
     } catch {
       /* the data path is gone: nothing to unregister */
     }
@@ -173,17 +212,11 @@ function check(conf: OverlayNetConf): string {
     );
   delegate("CHECK", withPrev(saved, conf));
   if (saved.endpoint) {
-    const m = EndpointMap.openPinned(conf.pinPath);
-    try {
-      if (!m.list().some((x) => x.podIp === parseIp(saved.endpoint!.podIp))) {
-        throw new CniError(
-          CniCode.pluginFailure,
-          `pod ${saved.endpoint.podIp}: not registered in the data path`,
-        );
+    withEndpointMaps(conf.pinPath, saved.endpoint, (e) => {
+      if (!e.registered()) {
+        throw new CniError(CniCode.pluginFailure, `pod ${e.text}: not registered in the data path`);
       }
-    } finally {
-      m.close();
-    }
+    });
   }
   return "";
 }

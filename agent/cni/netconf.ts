@@ -230,17 +230,27 @@ export interface CniResult {
   ips?: CniIp[];
 }
 
-/** From the bridge plugin's result: the pod's IPv4 and MAC, the host veth. */
+/**
+ * From the bridge plugin's result: the pod's IPv4 (and, dual-stack, IPv6)
+ * address and MAC, the host veth.
+ */
 export function podEndpoint(
   r: CniResult,
   ifname: string,
   bridge = "cni0",
-): { podIp: string; podMac: string; hostVeth: string } | undefined {
+): { podIp: string; podIp6?: string; podMac: string; hostVeth: string } | undefined {
   const ifs = r.interfaces ?? [];
   const podIdx = ifs.findIndex((i) => i.sandbox && i.name === ifname);
   const host = ifs.find((i) => !i.sandbox && i.name !== bridge);
-  const ip = (r.ips ?? []).find((x) => x.interface === podIdx && !x.address.includes(":"));
+  const ours = (r.ips ?? []).filter((x) => x.interface === podIdx);
+  const ip = ours.find((x) => !x.address.includes(":"));
+  const ip6 = ours.find((x) => x.address.includes(":"));
   const pod = ifs[podIdx];
   if (podIdx < 0 || !host || !ip || !pod?.mac) return undefined;
-  return { podIp: ip.address.split("/")[0] as string, podMac: pod.mac, hostVeth: host.name };
+  return {
+    podIp: ip.address.split("/")[0] as string,
+    ...(ip6 ? { podIp6: ip6.address.split("/")[0] as string } : {}),
+    podMac: pod.mac,
+    hostVeth: host.name,
+  };
 }

@@ -50,7 +50,7 @@ describe("unit: CNI netconf", function () {
     assert.equal(d.cniVersion, "0.4.0");
   });
 
-  it("finds the pod address, MAC and host veth in the bridge result (IPv4's, if dual-stack)", function () {
+  it("finds the pod address, MAC and host veth in the bridge result (both families, if dual-stack)", function () {
     const r = {
       interfaces: [
         { name: "cni0", mac: "aa:00:00:00:00:01" },
@@ -59,12 +59,15 @@ describe("unit: CNI netconf", function () {
       ],
       ips: [{ address: "10.5.7.2/24", interface: 2, gateway: "10.5.7.1" }],
     };
-    // a dual-stack result: the IPv6 address first, the fast path still takes IPv4's
+    // a dual-stack result, the IPv6 address first: each family's address is found
     const dual = {
       ...r,
       ips: [{ address: "fc00:5:0:7::2/64", interface: 2, gateway: "fc00:5:0:7::1" }, ...r.ips],
     };
-    assert.deepEqual(podEndpoint(dual, "eth0"), podEndpoint(r, "eth0"));
+    assert.deepEqual(podEndpoint(dual, "eth0"), {
+      ...podEndpoint(r, "eth0"),
+      podIp6: "fc00:5:0:7::2",
+    });
     assert.deepEqual(podEndpoint(r, "eth0"), {
       podIp: "10.5.7.2",
       podMac: "aa:00:00:00:00:03",
