@@ -26,12 +26,13 @@ import {
   type HeldLease,
   type LeaseEvent,
   type ListResult,
-  type WatchHandle,
 } from "./control/etcd-store";
 import { ConfigError, OverlayError } from "./errors";
 import { serve, type Readiness } from "./http";
-import { configKey, type LeaseAttrs } from "./control/lease";
+import { configKey, type LeaseAttrs, type LeaseChange } from "./control/lease";
 import { LeaseManager } from "./control/lease-manager";
+import { EventQueue } from "./control/event-queue";
+import { WatchLoop } from "./control/watch-loop";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
 import { Cidr, formatIp, type Ip4 } from "./net/ip";
@@ -103,7 +104,6 @@ export class Agent {
   private map: SubnetHostMap | undefined;
   private stats: StatsReader | undefined;
   private reconciler: Reconciler | undefined;
-  private watch: WatchHandle | undefined;
   private servers: Server[] = [];
   private masqTimer: NodeJS.Timeout | undefined;
   private podBridge: PodBridge | undefined;
@@ -115,12 +115,30 @@ export class Agent {
   private subnetFileWritten = false;
   /** Serializes lease loss handling, re-lists and event handling. */
   private chain: Promise<unknown> = Promise.resolve();
+  /** Watch events, coalesced into batches (a burst is one map write). */
+  private readonly events = new EventQueue<{ gen: number; e: LeaseEvent }>(
+    (batch) => this.serialize(() => this.onEvents(batch)),
+    (e) => this.log.error("watch events not applied", { error: String(e) }),
+  );
+  /** List, full sync, watch; re-list on a gap with backoff. */
+  private readonly watchLoop: WatchLoop;
 
   constructor(
     readonly opts: AgentOptions,
     private readonly log: Logger,
   ) {
     this.store = new EtcdStore(opts.etcd);
+    this.watchLoop = new WatchLoop({
+      store: this.store,
+      log,
+      onListing: (listing, reason) => this.reconcileListing(listing, reason),
+      onEvent: (e, gen) => this.events.push({ gen, e }),
+      serialize: (fn) => this.serialize(fn),
+      retry: (what, fn) => this.retryEtcd(what, fn),
+      stopping: () => this.stopping,
+      connection: (connected) => (this.etcdConnected = connected),
+      restarted: (reason) => this.metrics.watchRestarts.inc({ reason }),
+    });
     const build = buildInfo();
     this.metrics = new AgentMetrics(new Registry(), {
       version: opts.version,
@@ -291,12 +309,12 @@ export class Agent {
 
     const listing = this.startListing;
     this.reconcileListing(listing, "start");
-    await this.startWatch(listing.revision);
+    await this.watchLoop.watchFrom(listing.revision);
     this.startListing = undefined; // 65,536 leases' worth of objects: let them go
     backend.start(map, (why) => {
       if (this.stopping) return;
       this.log.info("backend asks for a re-list", { why });
-      void this.serialize(() => this.relist("backend"));
+      void this.serialize(async () => void (await this.watchLoop.relist("backend")));
     });
     t.synced = performance.now();
     this.writeSubnetFile();
@@ -350,11 +368,12 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.events.close();
     if (this.masqTimer) clearInterval(this.masqTimer);
     this.podBridge?.stop();
     this.backend?.stop();
     this.overlapWatch?.stop();
-    await this.watch?.close();
+    await this.watchLoop.close();
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
     this.held?.keepalive?.release();
     await this.store.close();
@@ -514,7 +533,7 @@ export class Agent {
     this.held = held;
     const subnet = held.lease.subnet;
     if (!old || !old.lease.subnet.equals(subnet)) this.reprogram(subnet, old?.lease.subnet);
-    await this.relist("reacquire");
+    await this.watchLoop.relist("reacquire");
   }
 
   /** Our subnet changed: LOCAL entry, overlay address, route, subnet file. */
@@ -542,76 +561,51 @@ export class Agent {
     this.log.debug("listed", { reason, revision: listing.revision, leases: listing.leases.length });
   }
 
-  private async relist(reason: string): Promise<void> {
-    const listing = await this.retryEtcd("list leases", () => this.store.list());
-    this.reconcileListing(listing, reason);
-    await this.startWatch(listing.revision);
-  }
-
-  private async relistAndWatch(reason: string): Promise<void> {
-    await this.watch?.close();
-    this.watch = undefined;
-    await this.relist(reason);
-  }
-
-  private async startWatch(revision: string): Promise<void> {
-    await this.watch?.close();
-    const from = (BigInt(revision) + 1n).toString();
-    this.watch = await this.retryEtcd("watch", () =>
-      this.store.watch(
-        from,
-        (e) => void this.serialize(async () => this.onEvent(e)),
-        (why) => {
-          if (this.stopping) return;
-          const reason =
-            why.startsWith("compacted") || why.includes("compacted") ? "compacted" : "canceled";
-          this.metrics.watchRestarts.inc({ reason });
-          this.log.warn("watch gap; re-listing", { why });
-          void this.serialize(() => this.relistAndWatch(reason));
-        },
-        (connected, why) => {
-          if (this.stopping) return;
-          this.log.debug("etcd watch state", { connected, why });
-          const was = this.etcdConnected;
-          this.etcdConnected = connected;
-          if (!connected && was) {
-            this.log.warn("etcd watch disconnected; the data path keeps forwarding", {
-              error: why,
-            });
-          } else if (connected && !was) {
-            // Events may have been missed while away: reconcile by diff.
-            this.metrics.watchRestarts.inc({ reason: "reconnected" });
-            this.log.info("etcd watch reconnected; re-listing");
-            void this.serialize(() => this.relistAndWatch("reconnected"));
-          }
-        },
-      ),
-    );
-    this.etcdConnected = true;
-  }
-
-  private async onEvent(e: LeaseEvent): Promise<void> {
+  /**
+   * A batch of watch events (EventQueue): lease changes go to the map as
+   * one plan; config and undecodable values are handled in order between
+   * them. Events of a watch that a re-list has since replaced are dropped:
+   * the listing already holds what they said.
+   */
+  private async onEvents(batch: { gen: number; e: LeaseEvent }[]): Promise<void> {
     if (this.stopping) return;
     const r = this.reconciler as Reconciler;
+    let changes: LeaseChange[] = [];
+    const flush = () => {
+      if (changes.length) r.applyChanges(changes);
+      changes = [];
+    };
+    let ownChange: LeaseChange | undefined;
     const own = this.held?.lease.subnet;
-    switch (e.type) {
-      case "config":
-        this.onConfig(e.text);
-        return;
-      case "bad":
-        this.log.warn("lease not decodable; ignored", { key: e.key, error: e.error });
-        return;
-      case "put":
-        r.onPut(e.lease);
-        if (own && e.lease.subnet.equals(own) && e.lease.attrs.publicIp !== this.publicIp) {
-          // Someone else holds our subnet now: our lease had expired.
-          await this.reacquire(`subnet ${own} now held by ${formatIp(e.lease.attrs.publicIp)}`);
+    for (const { gen, e } of batch) {
+      if (gen !== this.watchLoop.gen) continue;
+      switch (e.type) {
+        case "config":
+          flush();
+          this.onConfig(e.text);
+          break;
+        case "bad":
+          this.log.warn("lease not decodable; ignored", { key: e.key, error: e.error });
+          break;
+        case "put":
+        case "delete": {
+          const c: LeaseChange =
+            e.type === "put"
+              ? { type: "put", lease: e.lease }
+              : { type: "delete", subnet: e.subnet };
+          changes.push(c);
+          if (own && (e.type === "put" ? e.lease.subnet : e.subnet).equals(own)) ownChange = c;
+          break;
         }
-        return;
-      case "delete":
-        r.onDelete(e.subnet);
-        if (own && e.subnet.equals(own)) await this.reacquire("own lease deleted");
-        return;
+      }
+    }
+    flush();
+    if (!ownChange || !own) return;
+    if (ownChange.type === "delete") {
+      await this.reacquire("own lease deleted");
+    } else if (ownChange.lease.attrs.publicIp !== this.publicIp) {
+      // Someone else holds our subnet now: our lease had expired.
+      await this.reacquire(`subnet ${own} now held by ${formatIp(ownChange.lease.attrs.publicIp)}`);
     }
   }
 

@@ -26,6 +26,8 @@ import { markdownTable, percentile, writeResults } from "./report";
 const ROOT = join(__dirname, "..", "..");
 const OVERLAYD = join(ROOT, "bin", "overlayd");
 const OVERLAYCTL = join(ROOT, "bin", "overlayctl");
+/** Extra node flags for the agents, e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p". */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
 
 function sh(argv: string[]): string {
   const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: "utf8" });
@@ -72,6 +74,7 @@ function startAgent(prefix: string, pinPath: string, subnetFile: string): Agent 
     proc: spawn(
       "node",
       [
+        ...NODE_ARGS,
         OVERLAYD,
         "--etcd-endpoints",
         "http://127.0.0.1:23790",

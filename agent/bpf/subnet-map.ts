@@ -13,11 +13,18 @@ import {
   decodePeer,
   decodeSubnetKey,
   encodeHostEntry,
+  encodeHostEntryInto,
   encodeIp,
+  encodeIpInto,
   encodeLookupKey,
   encodePeer,
+  encodePeerInto,
   encodeSubnetKey,
+  encodeSubnetKeyInto,
   F_LOCAL,
+  HOST_ENTRY_SIZE,
+  PEER_SIZE,
+  SUBNET_KEY_SIZE,
   sumPeerCounters,
   type HostEntry,
   type PeerCounters,
@@ -31,6 +38,8 @@ export interface SubnetEntry {
 }
 
 export interface SubnetMapLike {
+  /** Subnet entries written or deleted so far (a warm restart writes none). */
+  readonly writes?: number;
   upsert(subnet: Cidr, host: HostEntry): void;
   /** Many upserts at once (a full sync); same result as upsert() each. */
   upsertMany?(entries: SubnetEntry[]): void;
@@ -39,6 +48,8 @@ export interface SubnetMapLike {
 }
 
 export class SubnetHostMap implements SubnetMapLike {
+  writes = 0;
+
   constructor(
     private readonly subnets: BpfMap,
     private readonly peers: BpfMap,
@@ -75,6 +86,7 @@ export class SubnetHostMap implements SubnetMapLike {
       }
     }
     this.subnets.update(encodeSubnetKey(subnet), encodeHostEntry(host));
+    this.writes++;
   }
 
   upsertMany(entries: SubnetEntry[]): void {
@@ -83,24 +95,40 @@ export class SubnetHostMap implements SubnetMapLike {
       return;
     }
     const remote = entries.filter((e) => !(e.host.flags & F_LOCAL));
-    const haveStats = new Set(this.peerStats.entries().map(([k]) => decodeIp(k)));
-    const fresh = remote.filter((e) => !haveStats.has(e.host.remoteIp));
-    this.peers.updateMany(
-      Buffer.concat(remote.map((e) => encodeIp(e.host.remoteIp))),
-      Buffer.concat(remote.map((e) => encodePeer(e.subnet))),
-      remote.length,
-    );
+    // Which peers already have counters: one batch listing when the write
+    // is a large part of the map (a full sync), else a lookup each (a
+    // coalesced burst of watch events into a big map).
+    const exists: (ip: Ip4) => boolean =
+      remote.length > 4096
+        ? (
+            (have) => (ip: Ip4) =>
+              have.has(ip)
+          )(new Set(this.peerStats.entries().map(([k]) => decodeIp(k))))
+        : (ip) => this.peerStats.lookup(encodeIp(ip)) !== undefined;
+    const fresh = remote.filter((e) => !exists(e.host.remoteIp));
+    const peerKeys = Buffer.alloc(remote.length * 4);
+    const peerVals = Buffer.alloc(remote.length * PEER_SIZE);
+    remote.forEach((e, i) => {
+      encodeIpInto(e.host.remoteIp, peerKeys, i * 4);
+      encodePeerInto(e.subnet, peerVals, i * PEER_SIZE);
+    });
+    this.peers.updateMany(peerKeys, peerVals, remote.length);
     // New peers get zeroed counters; existing ones keep theirs.
+    const statKeys = Buffer.alloc(fresh.length * 4);
+    fresh.forEach((e, i) => encodeIpInto(e.host.remoteIp, statKeys, i * 4));
     this.peerStats.updateMany(
-      Buffer.concat(fresh.map((e) => encodeIp(e.host.remoteIp))),
+      statKeys,
       Buffer.alloc(fresh.length * this.peerStats.valueBufSize),
       fresh.length,
     );
-    this.subnets.updateMany(
-      Buffer.concat(entries.map((e) => encodeSubnetKey(e.subnet))),
-      Buffer.concat(entries.map((e) => encodeHostEntry(e.host))),
-      entries.length,
-    );
+    const keys = Buffer.alloc(entries.length * SUBNET_KEY_SIZE);
+    const vals = Buffer.alloc(entries.length * HOST_ENTRY_SIZE);
+    entries.forEach((e, i) => {
+      encodeSubnetKeyInto(e.subnet, keys, i * SUBNET_KEY_SIZE);
+      encodeHostEntryInto(e.host, vals, i * HOST_ENTRY_SIZE);
+    });
+    this.subnets.updateMany(keys, vals, entries.length);
+    this.writes += entries.length;
   }
 
   /** Removes a subnet; its peer goes too unless the peer now holds another. */
@@ -108,6 +136,7 @@ export class SubnetHostMap implements SubnetMapLike {
     const key = encodeSubnetKey(subnet);
     const old = this.subnets.lookup(key);
     const existed = this.subnets.delete(key);
+    this.writes++;
     if (old) {
       const host = decodeHostEntry(old);
       if (!(host.flags & F_LOCAL)) {
