@@ -29,7 +29,13 @@ import {
 } from "./control/etcd-store";
 import { ConfigError, OverlayError } from "./errors";
 import { serve, type Readiness } from "./http";
-import { configKey, type LeaseAttrs, type LeaseChange } from "./control/lease";
+import { configKey, type Lease, type LeaseAttrs, type LeaseChange } from "./control/lease";
+import {
+  readRestartState,
+  warmMismatch,
+  writeRestartState,
+  type RestartState,
+} from "./control/restart-state";
 import { LeaseManager } from "./control/lease-manager";
 import { EventQueue } from "./control/event-queue";
 import { WatchLoop } from "./control/watch-loop";
@@ -70,6 +76,10 @@ export interface AgentOptions {
   overlayIface: string;
   healthzAddr: string;
   metricsAddr: string;
+  /** Warm restart state (restart-state.ts); "" disables warm restarts. */
+  stateFile: string;
+  /** Peers with their own /metrics series (top by traffic); -1: all. */
+  metricsPeers: number;
   version: string;
 }
 
@@ -120,6 +130,8 @@ export class Agent {
     (batch) => this.serialize(() => this.onEvents(batch)),
     (e) => this.log.error("watch events not applied", { error: String(e) }),
   );
+  /** Watch from here: every lease change before it is in the map. */
+  private resumeRevision: string | undefined;
   /** List, full sync, watch; re-list on a gap with backoff. */
   private readonly watchLoop: WatchLoop;
 
@@ -140,12 +152,16 @@ export class Agent {
       restarted: (reason) => this.metrics.watchRestarts.inc({ reason }),
     });
     const build = buildInfo();
-    this.metrics = new AgentMetrics(new Registry(), {
-      version: opts.version,
-      commit: build.commit,
-      abi: build.abi,
-      libbpf: libbpf.version(),
-    });
+    this.metrics = new AgentMetrics(
+      new Registry(),
+      {
+        version: opts.version,
+        commit: build.commit,
+        abi: build.abi,
+        libbpf: libbpf.version(),
+      },
+      { peers: opts.metricsPeers },
+    );
   }
 
   get subnet(): Cidr | undefined {
@@ -236,7 +252,20 @@ export class Agent {
     const t = { start: performance.now(), listed: 0, leased: 0, datapath: 0, synced: 0 };
     // One listing serves both the lease choice and the first full sync; the
     // watch starts right after it, so our own create arrives as an event.
-    this.startListing = await this.retryEtcd("list leases", () => this.store.list());
+    // A warm restart (restart-state.ts) reads only our own lease instead,
+    // and the watch replays what changed while we were away.
+    let warm = this.savedState(backend);
+    let acquireFrom: Lease[] = [];
+    if (warm) {
+      const ownSubnet = Cidr.parse(warm.subnet);
+      const own = await this.retryEtcd("get own lease", () => this.store.get(ownSubnet));
+      if (own && own.attrs.publicIp === this.publicIp) acquireFrom = [own];
+      else warm = this.cold(`lease ${warm.subnet} is ${own ? "someone else's" : "gone"}`);
+    }
+    if (!warm) {
+      this.startListing = await this.retryEtcd("list leases", () => this.store.list());
+      acquireFrom = this.startListing.leases;
+    }
     t.listed = performance.now();
     this.leases = new LeaseManager(this.store, this.log, {
       config: () => this.config as NetworkConfig,
@@ -250,9 +279,17 @@ export class Agent {
       relist: async () =>
         (this.startListing = await this.retryEtcd("list leases", () => this.store.list())),
     });
-    this.held = await this.leases.acquire(this.startListing.leases, previousSubnet(o.subnetFile));
+    this.held = await this.leases.acquire(acquireFrom, previousSubnet(o.subnetFile));
     this.configError = undefined;
     const subnet = this.held.lease.subnet;
+    if (warm && this.startListing) warm = this.cold("the lease had to be chosen from a listing");
+    if (warm && !subnet.equals(Cidr.parse(warm.subnet))) warm = this.cold("another subnet");
+    if (warm && BigInt(this.held.lease.modRevision) < BigInt(warm.resumeRevision)) {
+      // etcd is behind the saved revision: restored from a backup, or another cluster.
+      warm = this.cold(
+        `etcd revision ${this.held.lease.modRevision} is before ${warm.resumeRevision}`,
+      );
+    }
     t.leased = performance.now();
 
     const node = setupNode({
@@ -271,6 +308,7 @@ export class Agent {
       deferUp: flannel !== undefined,
     });
     const carried = node.pinPlan.filter((p) => p.action !== "reuse" && p.action !== "new");
+    if (warm && node.pinPlan.some((p) => p.action !== "reuse")) warm = this.cold("new pinned maps");
     if (carried.length) {
       this.log.warn("pinned maps carried over an ABI change", {
         maps: carried.map((p) => `${p.name}:${p.action} (${p.why})`).join("; "),
@@ -298,6 +336,7 @@ export class Agent {
       stats: () => stats.read(),
       peers: () => map.peerCounters(),
       entries: () => map.count(),
+      writes: () => map.writes,
     });
     this.reconciler = new Reconciler(this.map, this.log, {
       syncError: (op) => this.metrics.mapSyncErrors.inc({ op }),
@@ -307,9 +346,32 @@ export class Agent {
     });
     this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
 
-    const listing = this.startListing;
-    this.reconcileListing(listing, "start");
-    await this.watchLoop.watchFrom(listing.revision);
+    if (warm && map.id() !== warm.mapId) warm = this.cold("the pinned map is another one");
+    let leaseCount: number;
+    if (warm) {
+      // The map holds every lease up to the saved revision: check our own
+      // entry, and watch from there.
+      const local = { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL };
+      const cur = map.get(subnet);
+      if (
+        !cur ||
+        cur.remoteIp !== local.remoteIp ||
+        cur.vtepMac !== local.vtepMac ||
+        cur.flags !== local.flags
+      )
+        map.upsert(subnet, local);
+      this.reconciler.resume();
+      this.resumeRevision = warm.resumeRevision;
+      await this.watchLoop.watchFrom((BigInt(warm.resumeRevision) - 1n).toString());
+      leaseCount = map.peerCount();
+    } else {
+      const listing = (this.startListing ??= await this.retryEtcd("list leases", () =>
+        this.store.list(),
+      ));
+      this.reconcileListing(listing, "start");
+      await this.watchLoop.watchFrom(listing.revision);
+      leaseCount = listing.leases.length;
+    }
     this.startListing = undefined; // 65,536 leases' worth of objects: let them go
     backend.start(map, (why) => {
       if (this.stopping) return;
@@ -353,9 +415,12 @@ export class Agent {
     this.overlapWatch.start(); // after flannel's routes are gone: they were its own
     const ms = (a: number, b: number) => Math.round(b - a);
     const mem = process.memoryUsage();
+    this.saveState();
     this.log.info("ready", {
       subnet: subnet.toString(),
-      leases: listing.leases.length,
+      start: warm ? "warm" : "cold",
+      leases: leaseCount,
+      mapWrites: map.writes,
       listMs: ms(t.start, t.listed),
       leaseMs: ms(t.listed, t.leased),
       datapathMs: ms(t.leased, t.datapath),
@@ -374,6 +439,7 @@ export class Agent {
     this.backend?.stop();
     this.overlapWatch?.stop();
     await this.watchLoop.close();
+    this.saveState();
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
     this.held?.keepalive?.release();
     await this.store.close();
@@ -397,6 +463,56 @@ export class Agent {
       this.log.info("new subnet maps filled from etcd", { entries: plan.upserts.length });
     } finally {
       m.close();
+    }
+  }
+
+  // --- warm restarts --------------------------------------------------------
+  /** The saved state, if this start may resume from it (else logged why not). */
+  private savedState(backend: Backend): RestartState | undefined {
+    const path = this.opts.stateFile;
+    if (!path) return undefined;
+    if (!backend.entriesFromLeases)
+      return this.cold(`backend ${backend.type} entries follow routes too`);
+    const saved = readRestartState(path);
+    if (typeof saved === "string") return this.cold(saved);
+    const why = warmMismatch(saved, {
+      prefix: this.opts.etcd.prefix,
+      publicIp: formatIp(this.publicIp),
+      vtepMac: this.vtepMac,
+      backend: backend.type,
+      abi: buildInfo().abi,
+    });
+    return why ? this.cold(why) : saved;
+  }
+
+  private cold(why: string): undefined {
+    this.log.info("cold start: listing every lease", { why });
+    return undefined;
+  }
+
+  /** Where the map stands, for the next start (restart-state.ts). */
+  private saveState(): void {
+    const path = this.opts.stateFile;
+    const subnet = this.held?.lease.subnet;
+    const rev = this.resumeRevision;
+    if (!path || !this.map || !subnet || !rev || !this.reconciler?.synced) return;
+    try {
+      writeRestartState(path, {
+        version: 1,
+        prefix: this.opts.etcd.prefix,
+        publicIp: formatIp(this.publicIp),
+        subnet: subnet.toString(),
+        vtepMac: this.vtepMac,
+        backend: (this.backend as Backend).type,
+        abi: buildInfo().abi,
+        mapId: this.map.id(),
+        resumeRevision: rev,
+      });
+    } catch (e) {
+      this.log.warn("restart state not saved; the next start lists every lease", {
+        path,
+        error: (e as Error).message,
+      });
     }
   }
 
@@ -557,6 +673,7 @@ export class Agent {
   private reconcileListing(listing: ListResult, reason: string): void {
     for (const b of listing.bad) this.log.warn("lease not decodable; ignored", b);
     (this.reconciler as Reconciler).fullSync(listing.leases);
+    this.resumeRevision = (BigInt(listing.revision) + 1n).toString();
     this.checkOwn(listing);
     this.log.debug("listed", { reason, revision: listing.revision, leases: listing.leases.length });
   }
@@ -577,8 +694,10 @@ export class Agent {
     };
     let ownChange: LeaseChange | undefined;
     const own = this.held?.lease.subnet;
+    let rev: string | undefined;
     for (const { gen, e } of batch) {
       if (gen !== this.watchLoop.gen) continue;
+      rev = e.type === "put" ? e.lease.modRevision : e.revision;
       switch (e.type) {
         case "config":
           flush();
@@ -600,6 +719,7 @@ export class Agent {
       }
     }
     flush();
+    if (rev !== undefined) this.resumeRevision = (BigInt(rev) + 1n).toString();
     if (!ownChange || !own) return;
     if (ownChange.type === "delete") {
       await this.reacquire("own lease deleted");

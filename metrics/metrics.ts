@@ -6,12 +6,65 @@ import { M } from "./names";
 import { type DatapathStats } from "../agent/bpf/stats";
 import { type PeerCounters } from "../agent/bpf/codec";
 import { formatIp, type Ip4 } from "../agent/net/ip";
+import { OverlayError } from "../agent/errors";
 
 /** Where scrape-time datapath numbers come from (pinned maps in production). */
 export interface DatapathSource {
   stats(): DatapathStats;
   peers(): Map<Ip4, PeerCounters>;
   entries(): number;
+  /** Subnet map writes so far. */
+  writes?(): number;
+}
+
+/** The label value of the summed series of peers without their own. */
+export const OTHER_PEERS = "other";
+export const DEFAULT_METRICS_PEERS = 20;
+
+/** --metrics-peers: a whole number, -1 for every peer. */
+export function checkMetricsPeers(n: number): number {
+  if (!Number.isInteger(n) || n < -1) {
+    throw new OverlayError(
+      `--metrics-peers: must be a whole number >= -1 (-1: every peer), got ${String(n)}`,
+    );
+  }
+  return n;
+}
+
+/**
+ * Pure: the n peers with the most bytes (sent + received) get their own
+ * series, the rest are summed into one (undefined when n is -1, every peer
+ * with its own). Ties go to the lower address, so the choice is stable.
+ */
+export function topPeers(
+  peers: Map<Ip4, PeerCounters>,
+  n: number,
+): { top: [Ip4, PeerCounters][]; other: PeerCounters | undefined } {
+  if (n < 0) return { top: [...peers], other: undefined };
+  const score = (c: PeerCounters) => Number(c.txBytes + c.rxBytes);
+  const better = (a: [Ip4, PeerCounters, number], b: [Ip4, PeerCounters, number]) =>
+    a[2] > b[2] || (a[2] === b[2] && a[0] < b[0]);
+  // Kept sorted, best first; n is small, the peers many.
+  const best: [Ip4, PeerCounters, number][] = [];
+  const other: PeerCounters = { txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n };
+  const add = (c: PeerCounters) => {
+    other.txPackets += c.txPackets;
+    other.txBytes += c.txBytes;
+    other.rxPackets += c.rxPackets;
+    other.rxBytes += c.rxBytes;
+  };
+  for (const [ip, c] of peers) {
+    const cand: [Ip4, PeerCounters, number] = [ip, c, score(c)];
+    if (best.length === n && (n === 0 || !better(cand, best[n - 1] as typeof cand))) {
+      add(c);
+      continue;
+    }
+    let i = best.length;
+    while (i > 0 && better(cand, best[i - 1] as typeof cand)) i--;
+    best.splice(i, 0, cand);
+    if (best.length > n) add((best.pop() as typeof cand)[1]);
+  }
+  return { top: best.map(([ip, c]) => [ip, c]), other };
 }
 
 /** read() at most once per scrape: a scrape collects every metric in one
@@ -68,6 +121,7 @@ export class AgentMetrics {
   constructor(
     readonly registry: Registry,
     info: { version: string; commit: string; abi: string; libbpf: string },
+    opts: { peers?: number } = {},
   ) {
     const reg = registry;
     const src = () => this.source;
@@ -136,9 +190,19 @@ export class AgentMetrics {
         set({ type: "trace" }, s?.trace ?? 0n);
       },
     );
+    // One series per peer is one per node of the cluster on every node:
+    // only the busiest `peerSeries` get theirs, the rest one sum.
+    const peerSeries = opts.peers ?? DEFAULT_METRICS_PEERS;
+    const top = perScrape(() => {
+      const p = peers();
+      return p && topPeers(p, peerSeries);
+    });
     const peerCounter = (name: string, help: string, pick: (c: PeerCounters) => bigint) =>
       readCounter(reg, name, help, ["peer"], (set) => {
-        for (const [ip, c] of peers() ?? []) set({ peer: formatIp(ip) }, pick(c));
+        const t = top();
+        if (!t) return;
+        for (const [ip, c] of t.top) set({ peer: formatIp(ip) }, pick(c));
+        if (t.other) set({ peer: OTHER_PEERS }, pick(t.other));
       });
     peerCounter(
       M.peerTxPackets,
@@ -155,6 +219,16 @@ export class AgentMetrics {
       M.peerRxBytes,
       "Bytes received from a peer node (by its public IP).",
       (c) => c.rxBytes,
+    );
+    readCounter(
+      reg,
+      M.mapWrites,
+      "Subnet map entries written or deleted by this agent (a warm restart with unchanged leases writes none).",
+      [],
+      (set) => {
+        const n = safe((s) => s.writes?.());
+        if (n !== undefined) set({}, BigInt(n));
+      },
     );
     new Gauge({
       name: M.mapEntries,

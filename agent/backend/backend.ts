@@ -22,6 +22,9 @@ export interface Backend {
   readonly config: BackendConfig;
   /** Bytes the encapsulation costs: underlay MTU - overlay MTU. */
   readonly overhead: number;
+  /** A peer's map entry depends on its lease alone (not on our routes), so
+   * a pinned map stays right across a restart (warm restarts). */
+  readonly entriesFromLeases: boolean;
   /** Decapsulation programs are attached only for a backend that encapsulates. */
   readonly decapsulates: boolean;
   /** Refuses a node this backend cannot run on, before anything is touched. */

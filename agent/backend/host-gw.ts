@@ -21,6 +21,7 @@ export class HostGwBackend implements Backend {
   readonly type = "host-gw" as const;
   readonly overhead = 0;
   readonly decapsulates = false;
+  readonly entriesFromLeases = false; // direct reachability decides
   private routes: DirectRoutes | undefined;
 
   constructor(

@@ -16,6 +16,9 @@ export class VxlanBackend implements Backend {
   readonly type = "vxlan" as const;
   readonly overhead = ENCAP_OVERHEAD;
   readonly decapsulates = true;
+  get entriesFromLeases(): boolean {
+    return !this.config.directRouting; // DirectRouting: reachability decides too
+  }
   private routes: DirectRoutes | undefined;
 
   constructor(

@@ -29,7 +29,7 @@ import {
   type HostEntry,
   type PeerCounters,
 } from "./codec";
-import { possibleCpus } from "./map";
+import { mapInfo, possibleCpus } from "./map";
 import { type Cidr, type Ip4 } from "../net/ip";
 
 export interface SubnetEntry {
@@ -167,6 +167,16 @@ export class SubnetHostMap implements SubnetMapLike {
       if (e.subnet.contains(ip) && (!best || e.subnet.prefixlen > best.prefixlen)) best = e.subnet;
     }
     return best ? { subnet: best, host } : undefined;
+  }
+
+  /** The kernel's id of ovl_subnets: another id is another map. */
+  id(): number {
+    return mapInfo(this.subnets.fd, "ovl_subnets").id;
+  }
+
+  /** Remote peers (ovl_peers has one per remote lease; a batch listing). */
+  peerCount(): number {
+    return this.peers.entries().length;
   }
 
   /** Number of entries (keys only: half the syscalls of list()). */

@@ -5,7 +5,9 @@
 import { ConfigError } from "../errors";
 import { subnetRange, type NetworkConfig } from "./config";
 import { F_LOCAL, type HostEntry } from "../bpf/codec";
-import { Cidr, formatIp, parseIp, parseMac, type Ip4 } from "../net/ip";
+import { Cidr, formatIp, parseIp, writeMac, type Ip4 } from "../net/ip";
+
+const MAC_SCRATCH = new Uint8Array(6);
 
 export interface LeaseAttrs {
   publicIp: Ip4;
@@ -104,7 +106,7 @@ export function decodeLeaseAttrs(text: string, key: string): LeaseAttrs {
     if (typeof vni === "number") attrs.vni = vni;
     const mac = dget("VtepMAC");
     if (typeof mac === "string") {
-      parseMac(mac, `${key}: BackendData.VtepMAC`);
+      writeMac(mac, MAC_SCRATCH, 0, `${key}: BackendData.VtepMAC`); // validates
       attrs.vtepMac = mac.toLowerCase();
     }
   }
