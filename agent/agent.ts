@@ -132,6 +132,8 @@ export class Agent {
   );
   /** Watch from here: every lease change before it is in the map. */
   private resumeRevision: string | undefined;
+  /** A warm restart's watch replays this revision's event, already applied. */
+  private appliedThrough = 0n;
   /** List, full sync, watch; re-list on a gap with backoff. */
   private readonly watchLoop: WatchLoop;
 
@@ -342,7 +344,7 @@ export class Agent {
       syncError: (op) => this.metrics.mapSyncErrors.inc({ op }),
       synced: (s) => this.metrics.mapSyncDuration.observe(s),
       entryOf: (l, log) => backend.entryOf(l, log),
-      changed: () => backend.changed(),
+      changed: (plan) => backend.changed(plan),
     });
     this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
 
@@ -362,7 +364,14 @@ export class Agent {
         map.upsert(subnet, local);
       this.reconciler.resume();
       this.resumeRevision = warm.resumeRevision;
-      await this.watchLoop.watchFrom((BigInt(warm.resumeRevision) - 1n).toString());
+      // From one revision earlier than needed (its event is in the map
+      // already): etcd removes a delete's tombstone when it compacts at
+      // exactly that revision and still lets a watch start there, so the
+      // delete would be lost without a word; one before, it reports the
+      // compaction, and the watch loop lists everything.
+      const from = BigInt(warm.resumeRevision) - 2n;
+      this.appliedThrough = from + 1n;
+      await this.watchLoop.watchFrom((from > 0n ? from : 0n).toString());
       leaseCount = map.peerCount();
     } else {
       const listing = (this.startListing ??= await this.retryEtcd("list leases", () =>
@@ -674,6 +683,7 @@ export class Agent {
     for (const b of listing.bad) this.log.warn("lease not decodable; ignored", b);
     (this.reconciler as Reconciler).fullSync(listing.leases);
     this.resumeRevision = (BigInt(listing.revision) + 1n).toString();
+    this.appliedThrough = 0n;
     this.checkOwn(listing);
     this.log.debug("listed", { reason, revision: listing.revision, leases: listing.leases.length });
   }
@@ -698,6 +708,7 @@ export class Agent {
     for (const { gen, e } of batch) {
       if (gen !== this.watchLoop.gen) continue;
       rev = e.type === "put" ? e.lease.modRevision : e.revision;
+      if (BigInt(rev) <= this.appliedThrough) continue; // replayed, already in the map
       switch (e.type) {
         case "config":
           flush();

@@ -101,7 +101,7 @@ async function main(): Promise<number> {
     .option("state-file", {
       type: "string",
       describe:
-        "where a stopping agent notes the etcd revision its pinned map holds, so the next start watches from there instead of listing every lease (default: overlayd.state next to --subnet-file; '' disables)",
+        "where a stopping agent notes the etcd revision its pinned map holds, so the next start watches from there instead of listing every lease (default: <--subnet-file>.overlayd-state; '' disables)",
     })
     .option("log-level", {
       choices: ["debug", "info", "warn", "error"] as const,

@@ -10,7 +10,7 @@
 // changed since the map last matched them. So a file older than the map (a
 // crash after more events were applied) costs a few re-applied events only.
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 
 export interface RestartState {
   version: 1;
@@ -29,9 +29,10 @@ export interface RestartState {
   resumeRevision: string;
 }
 
-/** Default: next to the subnet file, which a DaemonSet keeps on the host. */
+/** Default: next to the subnet file (which a DaemonSet keeps on the host),
+ * named after it, so agents with their own subnet files never share one. */
 export function defaultStateFile(subnetFile: string): string {
-  return join(dirname(subnetFile), "overlayd.state");
+  return `${subnetFile}.overlayd-state`;
 }
 
 /** Pure: the file's text -> a state, or the reason it is unusable. */
