@@ -37,6 +37,8 @@ export class DirectRoutes {
     readonly underlay: string,
     private readonly log: Logger,
     private readonly read: () => RouteInfo[] = () => listRoutes(),
+    /** Makes the kernel's routes these (tests record instead). */
+    private readonly apply: typeof syncRoutes = syncRoutes,
   ) {
     this.refresh();
   }
@@ -127,7 +129,7 @@ export class DirectRoutes {
         this.stale = false;
       }
       const desired = [...this.want.values()];
-      const r = syncRoutes(desired, { proto: ROUTE_PROTO });
+      const r = this.apply(desired, { proto: ROUTE_PROTO });
       for (const f of r.foreign) {
         this.log.warn("replaced a conflicting route", {
           dst: f.dst.toString(),
