@@ -185,11 +185,11 @@ export function sumCounters(b: Buffer, ncpu: number): Counter {
 }
 
 const PC = STRUCTS.ovl_peer_counters;
-export function sumPeerCounters(b: Buffer, ncpu: number): PeerCounters {
+export function sumPeerCounters(b: Buffer, ncpu: number, off = 0): PeerCounters {
   const stride = percpuStride(PC.size);
   const r: PeerCounters = { txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n };
   for (let i = 0; i < ncpu; i++) {
-    const o = i * stride;
+    const o = off + i * stride;
     r.txPackets += readHostU64(b, o + PC.fields.tx_packets.offset);
     r.txBytes += readHostU64(b, o + PC.fields.tx_bytes.offset);
     r.rxPackets += readHostU64(b, o + PC.fields.rx_packets.offset);

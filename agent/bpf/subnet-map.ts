@@ -70,11 +70,35 @@ export class SubnetHostMap implements SubnetMapLike {
     this.peerStats.close();
   }
 
+  /** Entries in ovl_subnets, counted once and then kept by our writes. */
+  private size: number | undefined;
+
+  /** A subnet moved off host `ip`: the peer goes if it still points here. */
+  private dropPeer(ip: Ip4, subnet: Cidr): void {
+    const key = encodeIp(ip);
+    const peer = this.peers.lookup(key);
+    if (peer && decodePeer(peer).equals(subnet)) {
+      this.peers.delete(key);
+      this.peerStats.delete(key);
+    }
+  }
+
+  /** After writing `subnet` on `host`: the old entry's peer, the count. */
+  private replaced(subnet: Cidr, host: HostEntry, old: HostEntry | undefined): void {
+    if (!old) {
+      if (this.size !== undefined) this.size++;
+    } else if (!(old.flags & F_LOCAL) && old.remoteIp !== host.remoteIp) {
+      this.dropPeer(old.remoteIp, subnet);
+    }
+  }
+
   /**
    * Adds or replaces a subnet. The peer entry goes in first, so decap admits
-   * the host before encap starts sending to it.
+   * the host before encap starts sending to it; a subnet that moved to
+   * another host takes its old peer out after (else churn fills ovl_peers).
    */
   upsert(subnet: Cidr, host: HostEntry): void {
+    const old = this.get(subnet);
     if (!(host.flags & F_LOCAL)) {
       const ip = encodeIp(host.remoteIp);
       this.peers.update(ip, encodePeer(subnet));
@@ -87,6 +111,7 @@ export class SubnetHostMap implements SubnetMapLike {
     }
     this.subnets.update(encodeSubnetKey(subnet), encodeHostEntry(host));
     this.writes++;
+    this.replaced(subnet, host, old);
   }
 
   upsertMany(entries: SubnetEntry[]): void {
@@ -94,6 +119,9 @@ export class SubnetHostMap implements SubnetMapLike {
       for (const e of entries) this.upsert(e.subnet, e.host);
       return;
     }
+    // Into an empty map (a first start) nothing is replaced: no lookups.
+    const empty = this.subnets.keys().next().done === true;
+    const olds = empty ? [] : entries.map((e) => this.get(e.subnet));
     const remote = entries.filter((e) => !(e.host.flags & F_LOCAL));
     // Which peers already have counters: one batch listing when the write
     // is a large part of the map (a full sync), else a lookup each (a
@@ -129,6 +157,7 @@ export class SubnetHostMap implements SubnetMapLike {
     });
     this.subnets.updateMany(keys, vals, entries.length);
     this.writes += entries.length;
+    entries.forEach((e, i) => this.replaced(e.subnet, e.host, olds[i]));
   }
 
   /** Removes a subnet; its peer goes too unless the peer now holds another. */
@@ -137,20 +166,15 @@ export class SubnetHostMap implements SubnetMapLike {
     const old = this.subnets.lookup(key);
     const existed = this.subnets.delete(key);
     this.writes++;
+    if (existed && this.size !== undefined) this.size--;
     if (old) {
       const host = decodeHostEntry(old);
-      if (!(host.flags & F_LOCAL)) {
-        const ip = encodeIp(host.remoteIp);
-        const peer = this.peers.lookup(ip);
-        if (peer && decodePeer(peer).equals(subnet)) {
-          this.peers.delete(ip);
-          this.peerStats.delete(ip);
-        }
-      }
+      if (!(host.flags & F_LOCAL)) this.dropPeer(host.remoteIp, subnet);
     }
     return existed;
   }
 
+  /** The subnet's entry (an exact-prefix lookup). */
   get(subnet: Cidr): HostEntry | undefined {
     const v = this.subnets.lookup(encodeSubnetKey(subnet));
     return v ? decodeHostEntry(v) : undefined;
@@ -179,12 +203,16 @@ export class SubnetHostMap implements SubnetMapLike {
     return this.peers.entries().length;
   }
 
-  /** Number of entries (keys only: half the syscalls of list()). */
+  /** Number of entries: counted once (keys only), then kept by our own
+   * writes, since /metrics asks on every scrape. */
   count(): number {
-    let n = 0;
-    const keys = this.subnets.keys();
-    while (!keys.next().done) n++;
-    return n;
+    if (this.size === undefined) {
+      let n = 0;
+      const keys = this.subnets.keys();
+      while (!keys.next().done) n++;
+      this.size = n;
+    }
+    return this.size;
   }
 
   /** Every entry, sorted by subnet address then prefix length. */
@@ -198,8 +226,10 @@ export class SubnetHostMap implements SubnetMapLike {
   /** Live per-peer counters, by underlay IP. */
   peerCounters(): Map<Ip4, PeerCounters> {
     const ncpu = possibleCpus();
-    return new Map(
-      this.peerStats.entries().map(([k, v]) => [decodeIp(k), sumPeerCounters(v, ncpu)]),
+    const out = new Map<Ip4, PeerCounters>();
+    this.peerStats.forEach((k, ko, v, vo) =>
+      out.set(decodeIp(k, ko), sumPeerCounters(v, ncpu, vo)),
     );
+    return out;
   }
 }
