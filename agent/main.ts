@@ -94,7 +94,7 @@ async function main(): Promise<number> {
     })
     .option("metrics-peers", {
       type: "number",
-      default: 20,
+      default: 10,
       describe:
         'peers with their own overlay_peer_* series, the most traffic first; the rest are summed into peer="other" (0: only that sum, -1: every peer)',
     })

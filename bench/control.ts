@@ -23,7 +23,7 @@ import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
 import { BpfMap } from "../agent/bpf/map";
-import { encodeSubnetKey } from "../agent/bpf/codec";
+import { decodeHostEntry, encodeSubnetKey } from "../agent/bpf/codec";
 import { encodeLeaseAttrs, leaseKey } from "../agent/control/lease";
 import { Cidr } from "../agent/net/ip";
 import { ROUTE_PROTO, syncRoutes } from "../agent/net/routes";
@@ -284,7 +284,10 @@ const leaseValue = (ip: number) =>
     vtepMac: "0e:00:00:00:00:01",
   });
 
-/** The churn: a child process rewriting the n-1 remote leases round robin. */
+/** Leases kept out of the churn, for the put -> map probes (the map is full at 65,536: probes rewrite leases, not add). */
+const PROBE_LEASES = 2000;
+
+/** The churn: a child process rewriting the first n-1-PROBE_LEASES remote leases round robin. */
 function churn(prefix: string, n: number, rate: number, seconds: number): ChildProcess {
   return spawn("node", [__filename, "churn", prefix, String(n), String(rate), String(seconds)], {
     stdio: ["ignore", "inherit", "inherit"],
@@ -302,7 +305,7 @@ async function churnChild(prefix: string, n: number, rate: number, seconds: numb
   let round = 0;
   for (let next = performance.now(); performance.now() < end; next += tickMs) {
     const ops = [];
-    for (let k = 0; k < perTick; k++, i = (i + 1) % (n - 1)) {
+    for (let k = 0; k < perTick; k++, i = (i + 1) % (n - 1 - PROBE_LEASES)) {
       if (i === 0) round++;
       const subnet = Cidr.of((0x0a000000 + i * 256) >>> 0, 24);
       // Alternate between two PublicIPs: every change is a map write.
@@ -483,11 +486,17 @@ async function putToMap(client: Etcd3, prefix: string, pin: string, n: number) {
     await sleep(1000); // churn running
     const end = performance.now() + PROBE_S * 1000;
     for (let i = 0; performance.now() < end; i++) {
-      const subnet = Cidr.of((0x0b000000 + i * 256) >>> 0, 24); // 11.x: outside the leases in use
+      // A lease the churn leaves alone moves to a host never seen before.
+      const subnet = Cidr.of((0x0a000000 + (n - 2 - (i % PROBE_LEASES)) * 256) >>> 0, 24);
       const key = encodeSubnetKey(subnet);
+      const ip = (0xac1e0000 + i) >>> 0;
       const tp = performance.now();
-      await client.put(leaseKey(prefix, subnet)).value(leaseValue(0xac200000 + i));
-      while (!subnets.lookup(key)) {
+      await client.put(leaseKey(prefix, subnet)).value(leaseValue(ip));
+      const arrived = () => {
+        const v = subnets.lookup(key);
+        return v !== undefined && decodeHostEntry(v).remoteIp === ip;
+      };
+      while (!arrived()) {
         if (performance.now() - tp > 5000) throw new Error(`put ${subnet} never reached the map`);
         await sleep(1);
       }

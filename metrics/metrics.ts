@@ -19,7 +19,7 @@ export interface DatapathSource {
 
 /** The label value of the summed series of peers without their own. */
 export const OTHER_PEERS = "other";
-export const DEFAULT_METRICS_PEERS = 20;
+export const DEFAULT_METRICS_PEERS = 10;
 
 /** --metrics-peers: a whole number, -1 for every peer. */
 export function checkMetricsPeers(n: number): number {

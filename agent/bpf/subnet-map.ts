@@ -83,8 +83,9 @@ export class SubnetHostMap implements SubnetMapLike {
     }
   }
 
-  /** After writing `subnet` on `host`: the old entry's peer, the count. */
-  private replaced(subnet: Cidr, host: HostEntry, old: HostEntry | undefined): void {
+  /** Before writing `subnet` on `host`: a host it moves off loses its peer
+   * first (a full ovl_peers has no room for both); the count. */
+  private replacing(subnet: Cidr, host: HostEntry, old: HostEntry | undefined): void {
     if (!old) {
       if (this.size !== undefined) this.size++;
     } else if (!(old.flags & F_LOCAL) && old.remoteIp !== host.remoteIp) {
@@ -94,11 +95,11 @@ export class SubnetHostMap implements SubnetMapLike {
 
   /**
    * Adds or replaces a subnet. The peer entry goes in first, so decap admits
-   * the host before encap starts sending to it; a subnet that moved to
-   * another host takes its old peer out after (else churn fills ovl_peers).
+   * the host before encap starts sending to it; a subnet that moves to
+   * another host takes its old peer out (else churn fills ovl_peers).
    */
   upsert(subnet: Cidr, host: HostEntry): void {
-    const old = this.get(subnet);
+    this.replacing(subnet, host, this.get(subnet));
     if (!(host.flags & F_LOCAL)) {
       const ip = encodeIp(host.remoteIp);
       this.peers.update(ip, encodePeer(subnet));
@@ -111,7 +112,6 @@ export class SubnetHostMap implements SubnetMapLike {
     }
     this.subnets.update(encodeSubnetKey(subnet), encodeHostEntry(host));
     this.writes++;
-    this.replaced(subnet, host, old);
   }
 
   upsertMany(entries: SubnetEntry[]): void {
@@ -121,7 +121,8 @@ export class SubnetHostMap implements SubnetMapLike {
     }
     // Into an empty map (a first start) nothing is replaced: no lookups.
     const empty = this.subnets.keys().next().done === true;
-    const olds = empty ? [] : entries.map((e) => this.get(e.subnet));
+    if (!empty) for (const e of entries) this.replacing(e.subnet, e.host, this.get(e.subnet));
+    else if (this.size !== undefined) this.size += entries.length;
     const remote = entries.filter((e) => !(e.host.flags & F_LOCAL));
     // Which peers already have counters: one batch listing when the write
     // is a large part of the map (a full sync), else a lookup each (a
@@ -157,7 +158,6 @@ export class SubnetHostMap implements SubnetMapLike {
     });
     this.subnets.updateMany(keys, vals, entries.length);
     this.writes += entries.length;
-    entries.forEach((e, i) => this.replaced(e.subnet, e.host, olds[i]));
   }
 
   /** Removes a subnet; its peer goes too unless the peer now holds another. */
