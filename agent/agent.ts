@@ -337,6 +337,7 @@ export class Agent {
     this.metrics.setSource({
       stats: () => stats.read(),
       peers: () => map.peerCounters(),
+      eachPeer: (fn) => map.eachPeer(fn),
       entries: () => map.count(),
       writes: () => map.writes,
     });
@@ -468,6 +469,9 @@ export class Agent {
       // The reconciler that later keeps the map, run once on the new map.
       const r = new Reconciler(m, this.log, { entryOf: (l, log) => backend.entryOf(l, log) });
       r.setOwn(subnet, { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+      // A warm start has no listing here; it only gets this far with the
+      // ABI it saved, whose maps are reused, never refilled (and if they
+      // were, the pin plan turns the start cold and a full sync follows).
       const plan = r.fullSync(this.startListing?.leases ?? []);
       this.log.info("new subnet maps filled from etcd", { entries: plan.upserts.length });
     } finally {

@@ -185,6 +185,28 @@ export function sumCounters(b: Buffer, ncpu: number): Counter {
 }
 
 const PC = STRUCTS.ovl_peer_counters;
+const u64 = (b: Buffer, off: number): number =>
+  LE
+    ? b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296
+    : b.readUInt32BE(off) * 4294967296 + b.readUInt32BE(off + 4);
+
+/**
+ * sumPeerCounters as Numbers into out[tx packets, tx bytes, rx packets, rx
+ * bytes]: exact below 2^53, and no BigInt per value, for a scrape that
+ * ranks 65,536 peers.
+ */
+export function sumPeerCountersInto(b: Buffer, ncpu: number, off: number, out: Float64Array): void {
+  const stride = percpuStride(PC.size);
+  out.fill(0);
+  for (let i = 0; i < ncpu; i++) {
+    const o = off + i * stride;
+    out[0] += u64(b, o + PC.fields.tx_packets.offset);
+    out[1] += u64(b, o + PC.fields.tx_bytes.offset);
+    out[2] += u64(b, o + PC.fields.rx_packets.offset);
+    out[3] += u64(b, o + PC.fields.rx_bytes.offset);
+  }
+}
+
 export function sumPeerCounters(b: Buffer, ncpu: number, off = 0): PeerCounters {
   const stride = percpuStride(PC.size);
   const r: PeerCounters = { txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n };

@@ -26,6 +26,7 @@ import {
   PEER_SIZE,
   SUBNET_KEY_SIZE,
   sumPeerCounters,
+  sumPeerCountersInto,
   type HostEntry,
   type PeerCounters,
 } from "./codec";
@@ -221,6 +222,17 @@ export class SubnetHostMap implements SubnetMapLike {
       .entries()
       .map(([k, v]) => ({ subnet: decodeSubnetKey(k), host: decodeHostEntry(v) }))
       .sort((a, b) => a.subnet.addr - b.subnet.addr || a.subnet.prefixlen - b.subnet.prefixlen);
+  }
+
+  /** Every peer's live counters as Numbers (tx packets, tx bytes, rx
+   * packets, rx bytes), in one array reused for each: copy to keep. */
+  eachPeer(fn: (ip: Ip4, c: Float64Array) => void): void {
+    const ncpu = possibleCpus();
+    const c = new Float64Array(4);
+    this.peerStats.forEach((k, ko, v, vo) => {
+      sumPeerCountersInto(v, ncpu, vo, c);
+      fn(decodeIp(k, ko), c);
+    });
   }
 
   /** Live per-peer counters, by underlay IP. */
