@@ -711,6 +711,7 @@ function report(
                 `${ph.etcdCpuSeconds.toFixed(2)} s`,
                 `${(ph.etcdBytesSentPerAgent / 1024).toFixed(1)} KiB`,
                 ph.mapWritesPerAgent.toFixed(0),
+                String(ph.retries),
               ]),
             ),
           ),

@@ -32,6 +32,7 @@ import { LeaseManager } from "../agent/control/lease-manager";
 import { Reconciler } from "../agent/control/reconciler";
 import { WatchLoop } from "../agent/control/watch-loop";
 import { createLogger } from "../agent/log";
+import { backoffMs } from "../agent/backoff";
 import { Cidr, parseIp, type Ip4 } from "../agent/net/ip";
 import { F_LOCAL } from "../agent/bpf/codec";
 
@@ -86,6 +87,8 @@ class Plane {
   private resume = "0";
   private appliedThrough = 0n;
   private chain: Promise<unknown> = Promise.resolve();
+  /** etcd calls retried (deadlines under the storm). */
+  retries = 0;
 
   constructor(
     readonly i: number,
@@ -103,7 +106,10 @@ class Plane {
     this.stopping = false;
     const log = createLogger("error", () => {});
     const store = (this.store = new EtcdStore({ endpoints: [this.endpoint], prefix: this.prefix }));
-    const cfg = parseNetworkConfig(await store.getConfig(), configKey(this.prefix));
+    const cfg = parseNetworkConfig(
+      await retry("get config", () => store.getConfig()),
+      configKey(this.prefix),
+    );
     const publicIp = planeIp(this.i);
     const own = { remoteIp: publicIp, vtepMac: MAC, flags: F_LOCAL };
     const r = new Reconciler(this.map, log);
@@ -111,6 +117,19 @@ class Plane {
       (batch) => this.serialize(async () => this.apply(r, batch)),
       () => {},
     ));
+    // As the agent's retryEtcd: a call that fails (a 5 s deadline while 500
+    // planes list at once) is retried with backoff, never fatal.
+    const retry = async <T>(_what: string, fn: () => Promise<T>): Promise<T> => {
+      for (let a = 0; ; a++) {
+        try {
+          return await fn();
+        } catch (e) {
+          if (this.stopping) throw e;
+          this.retries++;
+          await new Promise((res) => setTimeout(res, backoffMs(a)));
+        }
+      }
+    };
     const onListing = (l: ListResult) => {
       r.fullSync(l.leases);
       this.resume = (BigInt(l.revision) + 1n).toString();
@@ -122,34 +141,26 @@ class Plane {
       onListing,
       onEvent: (e, gen) => events.push({ gen, e }),
       serialize: (fn) => this.serialize(fn),
-      retry: async (_what, fn) => {
-        for (let a = 0; ; a++) {
-          try {
-            return await fn();
-          } catch (e) {
-            if (this.stopping) throw e;
-            await new Promise((res) => setTimeout(res, Math.min(2000, 100 * 2 ** a)));
-          }
-        }
-      },
+      retry,
       stopping: () => this.stopping,
       connection: () => {},
     }));
     let listing: ListResult | undefined;
     let from: Lease[] = [];
     if (saved) {
-      const mine = await store.get(Cidr.parse(saved.subnet));
+      const subnet = Cidr.parse(saved.subnet);
+      const mine = await retry("get own lease", () => store.get(subnet));
       if (mine && mine.attrs.publicIp === publicIp) from = [mine];
       else saved = undefined;
     }
-    if (!saved) from = (listing = await store.list()).leases;
+    if (!saved) from = (listing = await retry("list", () => store.list())).leases;
     const lm = new LeaseManager(store, log, {
       config: () => cfg,
       attrs: () => ({ publicIp, backendType: "vxlan", vni: 1, vtepMac: MAC }),
       ttl: 3600,
       onLost: () => {},
       stopping: () => this.stopping,
-      relist: async () => (listing = await store.list()),
+      relist: async () => (listing = await retry("list", () => store.list())),
     });
     this.held = await lm.acquire(from, saved ? Cidr.parse(saved.subnet) : undefined);
     r.setOwn(this.held.lease.subnet, own);
@@ -160,7 +171,7 @@ class Plane {
       this.appliedThrough = fromRev + 1n;
       await loop.watchFrom(fromRev.toString());
     } else {
-      listing ??= await store.list(); // the lease came from a saved state that did not hold
+      listing ??= await retry("list", () => store.list()); // the saved state did not hold
       onListing(listing);
       await loop.watchFrom(listing.revision);
     }
@@ -196,6 +207,7 @@ class Plane {
       size: this.map.m.size,
       digest: this.map.digest(),
       writes: this.map.writes,
+      retries: this.retries,
     };
   }
 }
@@ -245,6 +257,8 @@ export interface StormPhase {
   etcdCpuSeconds: number;
   etcdBytesSentPerAgent: number;
   mapWritesPerAgent: number;
+  /** etcd calls that failed (deadline) and were retried, all planes. */
+  retries: number;
 }
 
 export interface StormResult {
@@ -356,6 +370,7 @@ export async function restartStorm(
     let saved: Record<number, Saved> | undefined;
     let before: Map<number, string> | undefined;
     let writesBefore = 0;
+    let retriesBefore = 0;
     for (const phase of ["first start", "cold restart", "warm restart"] as const) {
       if (phase !== "first start") {
         const stopped = await w.all<{ saved: Record<number, Saved> }>(() => ({ cmd: "stop" }));
@@ -407,6 +422,9 @@ export async function restartStorm(
           );
       }
       before = new Map(reports.map((p) => [p.i, p.subnet]));
+      const allRetries = reports.reduce((a, p) => a + p.retries, 0);
+      const retries = allRetries - retriesBefore;
+      retriesBefore = allRetries;
       const allWrites = reports.reduce((a, p) => a + p.writes, 0);
       const writes = allWrites - writesBefore;
       writesBefore = allWrites;
@@ -416,11 +434,12 @@ export async function restartStorm(
         etcdCpuSeconds,
         etcdBytesSentPerAgent: bytes / n,
         mapWritesPerAgent: writes / n,
+        retries,
       };
       phases.push(row);
       log(
         `  storm N=${n} ${phase}: last ready ${lastReadySeconds.toFixed(2)} s (slowest worker ${slowest.toFixed(2)} s), ` +
-          `etcd CPU ${etcdCpuSeconds.toFixed(2)} s, ${(bytes / n / 1024).toFixed(1)} KiB sent per agent, all ${n} converged`,
+          `etcd CPU ${etcdCpuSeconds.toFixed(2)} s, ${(bytes / n / 1024).toFixed(1)} KiB sent per agent, ${retries} etcd calls retried, all ${n} converged`,
       );
     }
     await w.all(() => ({ cmd: "stop" }));
