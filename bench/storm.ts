@@ -106,17 +106,6 @@ class Plane {
     this.stopping = false;
     const log = createLogger("error", () => {});
     const store = (this.store = new EtcdStore({ endpoints: [this.endpoint], prefix: this.prefix }));
-    const cfg = parseNetworkConfig(
-      await retry("get config", () => store.getConfig()),
-      configKey(this.prefix),
-    );
-    const publicIp = planeIp(this.i);
-    const own = { remoteIp: publicIp, vtepMac: MAC, flags: F_LOCAL };
-    const r = new Reconciler(this.map, log);
-    const events = (this.events = new EventQueue<{ gen: number; e: LeaseEvent }>(
-      (batch) => this.serialize(async () => this.apply(r, batch)),
-      () => {},
-    ));
     // As the agent's retryEtcd: a call that fails (a 5 s deadline while 500
     // planes list at once) is retried with backoff, never fatal.
     const retry = async <T>(_what: string, fn: () => Promise<T>): Promise<T> => {
@@ -130,6 +119,17 @@ class Plane {
         }
       }
     };
+    const cfg = parseNetworkConfig(
+      await retry("get config", () => store.getConfig()),
+      configKey(this.prefix),
+    );
+    const publicIp = planeIp(this.i);
+    const own = { remoteIp: publicIp, vtepMac: MAC, flags: F_LOCAL };
+    const r = new Reconciler(this.map, log);
+    const events = (this.events = new EventQueue<{ gen: number; e: LeaseEvent }>(
+      (batch) => this.serialize(async () => this.apply(r, batch)),
+      () => {},
+    ));
     const onListing = (l: ListResult) => {
       r.fullSync(l.leases);
       this.resume = (BigInt(l.revision) + 1n).toString();
