@@ -284,7 +284,10 @@ async function sentBytes(endpoint: string): Promise<number> {
 
 class Workers {
   private readonly procs: ChildProcess[] = [];
-  private readonly waiting = new Map<ChildProcess, (m: unknown) => void>();
+  private readonly waiting = new Map<
+    ChildProcess,
+    { resolve: (m: unknown) => void; reject: (e: Error) => void }
+  >();
 
   constructor(endpoint: string, prefix: string, n: number, workers: number) {
     const per = Math.ceil(n / workers);
@@ -297,10 +300,11 @@ class Workers {
         },
       );
       p.on("message", (m: { cmd: string; error?: string }) => {
-        if (m.cmd === "error") throw new Error(`storm worker: ${m.error}`);
+        // A worker's failure fails the storm (and its cleanup runs), not the process.
         const w = this.waiting.get(p);
         this.waiting.delete(p);
-        w?.(m);
+        if (m.cmd === "error") w?.reject(new Error(`storm worker: ${m.error}`));
+        else w?.resolve(m);
       });
       this.procs.push(p);
     }
@@ -311,8 +315,8 @@ class Workers {
     return Promise.all(
       this.procs.map(
         (p, i) =>
-          new Promise<T>((resolve) => {
-            this.waiting.set(p, resolve as (m: unknown) => void);
+          new Promise<T>((resolve, reject) => {
+            this.waiting.set(p, { resolve: resolve as (m: unknown) => void, reject });
             p.send(cmd(i));
           }),
       ),
@@ -324,7 +328,7 @@ class Workers {
   }
 
   exit(): void {
-    for (const p of this.procs) p.send({ cmd: "exit" });
+    for (const p of this.procs) if (p.exitCode === null) p.kill("SIGTERM");
   }
 }
 
@@ -365,87 +369,90 @@ export async function restartStorm(
         .commit();
     }
     const w = new Workers(endpoint, prefix, n, Math.min(workers, n));
-    await w.ready();
-    const phases: StormPhase[] = [];
-    let saved: Record<number, Saved> | undefined;
-    let before: Map<number, string> | undefined;
-    let writesBefore = 0;
-    let retriesBefore = 0;
-    for (const phase of ["first start", "cold restart", "warm restart"] as const) {
-      if (phase !== "first start") {
-        const stopped = await w.all<{ saved: Record<number, Saved> }>(() => ({ cmd: "stop" }));
-        saved = Object.assign({}, ...stopped.map((s) => s.saved)) as Record<number, Saved>;
+    try {
+      await w.ready();
+      const phases: StormPhase[] = [];
+      let saved: Record<number, Saved> | undefined;
+      let before: Map<number, string> | undefined;
+      let writesBefore = 0;
+      let retriesBefore = 0;
+      for (const phase of ["first start", "cold restart", "warm restart"] as const) {
+        if (phase !== "first start") {
+          const stopped = await w.all<{ saved: Record<number, Saved> }>(() => ({ cmd: "stop" }));
+          saved = Object.assign({}, ...stopped.map((s) => s.saved)) as Record<number, Saved>;
+        }
+        const cpu0 = cpuSeconds(etcdPid);
+        const bytes0 = await sentBytes(endpoint);
+        const t0 = performance.now();
+        const started = await w.all<{ lastReadyMs: number }>(() =>
+          phase === "warm restart" ? { cmd: "start", saved } : { cmd: "start" },
+        );
+        const lastReadySeconds = (performance.now() - t0) / 1000;
+        const slowest = Math.max(...started.map((s) => s.lastReadyMs)) / 1000;
+        await new Promise((r) => setTimeout(r, 1000)); // the others' adoptions reach every watch
+        const etcdCpuSeconds = cpuSeconds(etcdPid) - cpu0;
+        const bytes = (await sentBytes(endpoint)) - bytes0;
+        // Every plane: its lease (the same as before), none shared, its map = etcd.
+        const reports = (
+          await w.all<{ planes: ReturnType<Plane["report"]>[] }>(() => ({ cmd: "report" }))
+        ).flatMap((r) => r.planes);
+        const kvs = (await client.getAll().prefix(`${prefix}/subnets/`).strings()) as Record<
+          string,
+          string
+        >;
+        const leases = Object.entries(kvs).map(([k, v]) => ({
+          subnet: Cidr.parse(k.slice(k.lastIndexOf("/") + 1).replace("-", "/")),
+          ip: parseIp((JSON.parse(v) as { PublicIP: string }).PublicIP),
+        }));
+        if (leases.length !== LEASES)
+          throw new Error(`${phase}: etcd holds ${leases.length} leases, want ${LEASES}`);
+        const bySubnet = new Map(leases.map((l) => [l.subnet.toString(), l.ip]));
+        const total = leases.reduce(
+          (d, l) => (d + ((subnetId(l.subnet) * 2654435761 + l.ip) % 4294967296)) % 4294967296,
+          0,
+        );
+        const subnets = new Set<string>();
+        for (const p of reports) {
+          if (subnets.has(p.subnet))
+            throw new Error(`${phase}: subnet ${p.subnet} held by two planes`);
+          subnets.add(p.subnet);
+          if (bySubnet.get(p.subnet) !== planeIp(p.i))
+            throw new Error(`${phase}: plane ${p.i}'s lease ${p.subnet} is not in etcd as its own`);
+          if (before && before.get(p.i) !== p.subnet)
+            throw new Error(`${phase}: plane ${p.i} moved from ${before.get(p.i)} to ${p.subnet}`);
+          // The map holds every lease, our own as LOCAL (same digest term).
+          if (p.size !== LEASES || p.digest !== total)
+            throw new Error(
+              `${phase}: plane ${p.i}'s map (${p.size} entries) is not etcd's ${LEASES} leases`,
+            );
+        }
+        before = new Map(reports.map((p) => [p.i, p.subnet]));
+        const allRetries = reports.reduce((a, p) => a + p.retries, 0);
+        const retries = allRetries - retriesBefore;
+        retriesBefore = allRetries;
+        const allWrites = reports.reduce((a, p) => a + p.writes, 0);
+        const writes = allWrites - writesBefore;
+        writesBefore = allWrites;
+        const row: StormPhase = {
+          phase,
+          lastReadySeconds,
+          etcdCpuSeconds,
+          etcdBytesSentPerAgent: bytes / n,
+          mapWritesPerAgent: writes / n,
+          retries,
+        };
+        phases.push(row);
+        log(
+          `  storm N=${n} ${phase}: last ready ${lastReadySeconds.toFixed(2)} s (slowest worker ${slowest.toFixed(2)} s), ` +
+            `etcd CPU ${etcdCpuSeconds.toFixed(2)} s, ${(bytes / n / 1024).toFixed(1)} KiB sent per agent, ${retries} etcd calls retried, all ${n} converged`,
+        );
       }
-      const cpu0 = cpuSeconds(etcdPid);
-      const bytes0 = await sentBytes(endpoint);
-      const t0 = performance.now();
-      const started = await w.all<{ lastReadyMs: number }>(() =>
-        phase === "warm restart" ? { cmd: "start", saved } : { cmd: "start" },
-      );
-      const lastReadySeconds = (performance.now() - t0) / 1000;
-      const slowest = Math.max(...started.map((s) => s.lastReadyMs)) / 1000;
-      await new Promise((r) => setTimeout(r, 1000)); // the others' adoptions reach every watch
-      const etcdCpuSeconds = cpuSeconds(etcdPid) - cpu0;
-      const bytes = (await sentBytes(endpoint)) - bytes0;
-      // Every plane: its lease (the same as before), none shared, its map = etcd.
-      const reports = (
-        await w.all<{ planes: ReturnType<Plane["report"]>[] }>(() => ({ cmd: "report" }))
-      ).flatMap((r) => r.planes);
-      const kvs = (await client.getAll().prefix(`${prefix}/subnets/`).strings()) as Record<
-        string,
-        string
-      >;
-      const leases = Object.entries(kvs).map(([k, v]) => ({
-        subnet: Cidr.parse(k.slice(k.lastIndexOf("/") + 1).replace("-", "/")),
-        ip: parseIp((JSON.parse(v) as { PublicIP: string }).PublicIP),
-      }));
-      if (leases.length !== LEASES)
-        throw new Error(`${phase}: etcd holds ${leases.length} leases, want ${LEASES}`);
-      const bySubnet = new Map(leases.map((l) => [l.subnet.toString(), l.ip]));
-      const total = leases.reduce(
-        (d, l) => (d + ((subnetId(l.subnet) * 2654435761 + l.ip) % 4294967296)) % 4294967296,
-        0,
-      );
-      const subnets = new Set<string>();
-      for (const p of reports) {
-        if (subnets.has(p.subnet))
-          throw new Error(`${phase}: subnet ${p.subnet} held by two planes`);
-        subnets.add(p.subnet);
-        if (bySubnet.get(p.subnet) !== planeIp(p.i))
-          throw new Error(`${phase}: plane ${p.i}'s lease ${p.subnet} is not in etcd as its own`);
-        if (before && before.get(p.i) !== p.subnet)
-          throw new Error(`${phase}: plane ${p.i} moved from ${before.get(p.i)} to ${p.subnet}`);
-        // The map holds every lease, our own as LOCAL (same digest term).
-        if (p.size !== LEASES || p.digest !== total)
-          throw new Error(
-            `${phase}: plane ${p.i}'s map (${p.size} entries) is not etcd's ${LEASES} leases`,
-          );
-      }
-      before = new Map(reports.map((p) => [p.i, p.subnet]));
-      const allRetries = reports.reduce((a, p) => a + p.retries, 0);
-      const retries = allRetries - retriesBefore;
-      retriesBefore = allRetries;
-      const allWrites = reports.reduce((a, p) => a + p.writes, 0);
-      const writes = allWrites - writesBefore;
-      writesBefore = allWrites;
-      const row: StormPhase = {
-        phase,
-        lastReadySeconds,
-        etcdCpuSeconds,
-        etcdBytesSentPerAgent: bytes / n,
-        mapWritesPerAgent: writes / n,
-        retries,
-      };
-      phases.push(row);
-      log(
-        `  storm N=${n} ${phase}: last ready ${lastReadySeconds.toFixed(2)} s (slowest worker ${slowest.toFixed(2)} s), ` +
-          `etcd CPU ${etcdCpuSeconds.toFixed(2)} s, ${(bytes / n / 1024).toFixed(1)} KiB sent per agent, ${retries} etcd calls retried, all ${n} converged`,
-      );
+      await w.all(() => ({ cmd: "stop" }));
+      await foreign.revoke();
+      return { n, leases: LEASES, phases };
+    } finally {
+      w.exit();
     }
-    await w.all(() => ({ cmd: "stop" }));
-    w.exit();
-    await foreign.revoke();
-    return { n, leases: LEASES, phases };
   } finally {
     await client.delete().prefix(`${prefix}/`);
     client.close();
