@@ -26,12 +26,19 @@ import {
   type HeldLease,
   type LeaseEvent,
   type ListResult,
-  type WatchHandle,
 } from "./control/etcd-store";
 import { ConfigError, OverlayError } from "./errors";
 import { serve, type Readiness } from "./http";
-import { configKey, type LeaseAttrs } from "./control/lease";
+import { configKey, type Lease, type LeaseAttrs, type LeaseChange } from "./control/lease";
+import {
+  readRestartState,
+  warmMismatch,
+  writeRestartState,
+  type RestartState,
+} from "./control/restart-state";
 import { LeaseManager } from "./control/lease-manager";
+import { EventQueue } from "./control/event-queue";
+import { WatchLoop } from "./control/watch-loop";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
 import { Cidr, formatIp, type Ip4 } from "./net/ip";
@@ -69,6 +76,10 @@ export interface AgentOptions {
   overlayIface: string;
   healthzAddr: string;
   metricsAddr: string;
+  /** Warm restart state (restart-state.ts); "" disables warm restarts. */
+  stateFile: string;
+  /** Peers with their own /metrics series (top by traffic); -1: all. */
+  metricsPeers: number;
   version: string;
 }
 
@@ -103,7 +114,6 @@ export class Agent {
   private map: SubnetHostMap | undefined;
   private stats: StatsReader | undefined;
   private reconciler: Reconciler | undefined;
-  private watch: WatchHandle | undefined;
   private servers: Server[] = [];
   private masqTimer: NodeJS.Timeout | undefined;
   private podBridge: PodBridge | undefined;
@@ -115,19 +125,45 @@ export class Agent {
   private subnetFileWritten = false;
   /** Serializes lease loss handling, re-lists and event handling. */
   private chain: Promise<unknown> = Promise.resolve();
+  /** Watch events, coalesced into batches (a burst is one map write). */
+  private readonly events = new EventQueue<{ gen: number; e: LeaseEvent }>(
+    (batch) => this.serialize(() => this.onEvents(batch)),
+    (e) => this.log.error("watch events not applied", { error: String(e) }),
+  );
+  /** Watch from here: every lease change before it is in the map. */
+  private resumeRevision: string | undefined;
+  /** A warm restart's watch replays this revision's event, already applied. */
+  private appliedThrough = 0n;
+  /** List, full sync, watch; re-list on a gap with backoff. */
+  private readonly watchLoop: WatchLoop;
 
   constructor(
     readonly opts: AgentOptions,
     private readonly log: Logger,
   ) {
     this.store = new EtcdStore(opts.etcd);
-    const build = buildInfo();
-    this.metrics = new AgentMetrics(new Registry(), {
-      version: opts.version,
-      commit: build.commit,
-      abi: build.abi,
-      libbpf: libbpf.version(),
+    this.watchLoop = new WatchLoop({
+      store: this.store,
+      log,
+      onListing: (listing, reason) => this.reconcileListing(listing, reason),
+      onEvent: (e, gen) => this.events.push({ gen, e }),
+      serialize: (fn) => this.serialize(fn),
+      retry: (what, fn) => this.retryEtcd(what, fn),
+      stopping: () => this.stopping,
+      connection: (connected) => (this.etcdConnected = connected),
+      restarted: (reason) => this.metrics.watchRestarts.inc({ reason }),
     });
+    const build = buildInfo();
+    this.metrics = new AgentMetrics(
+      new Registry(),
+      {
+        version: opts.version,
+        commit: build.commit,
+        abi: build.abi,
+        libbpf: libbpf.version(),
+      },
+      { peers: opts.metricsPeers },
+    );
   }
 
   get subnet(): Cidr | undefined {
@@ -218,7 +254,20 @@ export class Agent {
     const t = { start: performance.now(), listed: 0, leased: 0, datapath: 0, synced: 0 };
     // One listing serves both the lease choice and the first full sync; the
     // watch starts right after it, so our own create arrives as an event.
-    this.startListing = await this.retryEtcd("list leases", () => this.store.list());
+    // A warm restart (restart-state.ts) reads only our own lease instead,
+    // and the watch replays what changed while we were away.
+    let warm = this.savedState(backend);
+    let acquireFrom: Lease[] = [];
+    if (warm) {
+      const ownSubnet = Cidr.parse(warm.subnet);
+      const own = await this.retryEtcd("get own lease", () => this.store.get(ownSubnet));
+      if (own && own.attrs.publicIp === this.publicIp) acquireFrom = [own];
+      else warm = this.cold(`lease ${warm.subnet} is ${own ? "someone else's" : "gone"}`);
+    }
+    if (!warm) {
+      this.startListing = await this.retryEtcd("list leases", () => this.store.list());
+      acquireFrom = this.startListing.leases;
+    }
     t.listed = performance.now();
     this.leases = new LeaseManager(this.store, this.log, {
       config: () => this.config as NetworkConfig,
@@ -233,13 +282,21 @@ export class Agent {
         (this.startListing = await this.retryEtcd("list leases", () => this.store.list())),
     });
     this.held = await this.leases.acquire(
-      this.startListing.leases,
+      acquireFrom,
       previousSubnet(o.subnetFile),
       Infinity,
       previousSubnet6(o.subnetFile),
     );
     this.configError = undefined;
     const subnet = this.held.lease.subnet;
+    if (warm && this.startListing) warm = this.cold("the lease had to be chosen from a listing");
+    if (warm && !subnet.equals(Cidr.parse(warm.subnet))) warm = this.cold("another subnet");
+    if (warm && BigInt(this.held.lease.modRevision) < BigInt(warm.resumeRevision)) {
+      // etcd is behind the saved revision: restored from a backup, or another cluster.
+      warm = this.cold(
+        `etcd revision ${this.held.lease.modRevision} is before ${warm.resumeRevision}`,
+      );
+    }
     t.leased = performance.now();
 
     const node = setupNode({
@@ -258,6 +315,7 @@ export class Agent {
       deferUp: flannel !== undefined,
     });
     const carried = node.pinPlan.filter((p) => p.action !== "reuse" && p.action !== "new");
+    if (warm && node.pinPlan.some((p) => p.action !== "reuse")) warm = this.cold("new pinned maps");
     if (carried.length) {
       this.log.warn("pinned maps carried over an ABI change", {
         maps: carried.map((p) => `${p.name}:${p.action} (${p.why})`).join("; "),
@@ -284,24 +342,56 @@ export class Agent {
     this.metrics.setSource({
       stats: () => stats.read(),
       peers: () => map.peerCounters(),
+      eachPeer: (fn) => map.eachPeer(fn),
       entries: () => map.count(),
+      writes: () => map.writes,
     });
     this.reconciler = new Reconciler(this.map, this.log, {
       syncError: (op) => this.metrics.mapSyncErrors.inc({ op }),
       synced: (s) => this.metrics.mapSyncDuration.observe(s),
       entryOf: (l, log) => backend.entryOf(l, log),
-      changed: () => backend.changed(),
+      changed: (plan) => backend.changed(plan),
     });
     this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
 
-    const listing = this.startListing;
-    this.reconcileListing(listing, "start");
-    await this.startWatch(listing.revision);
+    if (warm && map.id() !== warm.mapId) warm = this.cold("the pinned map is another one");
+    let leaseCount: number;
+    if (warm) {
+      // The map holds every lease up to the saved revision: check our own
+      // entry, and watch from there.
+      const local = { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL };
+      const cur = map.get(subnet);
+      if (
+        !cur ||
+        cur.remoteIp !== local.remoteIp ||
+        cur.vtepMac !== local.vtepMac ||
+        cur.flags !== local.flags
+      )
+        map.upsert(subnet, local);
+      this.reconciler.resume();
+      this.resumeRevision = warm.resumeRevision;
+      // From one revision earlier than needed (its event is in the map
+      // already): etcd removes a delete's tombstone when it compacts at
+      // exactly that revision and still lets a watch start there, so the
+      // delete would be lost without a word; one before, it reports the
+      // compaction, and the watch loop lists everything.
+      const from = BigInt(warm.resumeRevision) - 2n;
+      this.appliedThrough = from + 1n;
+      await this.watchLoop.watchFrom((from > 0n ? from : 0n).toString());
+      leaseCount = map.peerCount();
+    } else {
+      const listing = (this.startListing ??= await this.retryEtcd("list leases", () =>
+        this.store.list(),
+      ));
+      this.reconcileListing(listing, "start");
+      await this.watchLoop.watchFrom(listing.revision);
+      leaseCount = listing.leases.length;
+    }
     this.startListing = undefined; // 65,536 leases' worth of objects: let them go
     backend.start(map, (why) => {
       if (this.stopping) return;
       this.log.info("backend asks for a re-list", { why });
-      void this.serialize(() => this.relist("backend"));
+      void this.serialize(async () => void (await this.watchLoop.relist("backend")));
     });
     t.synced = performance.now();
     this.writeSubnetFile();
@@ -340,9 +430,12 @@ export class Agent {
     this.overlapWatch.start(); // after flannel's routes are gone: they were its own
     const ms = (a: number, b: number) => Math.round(b - a);
     const mem = process.memoryUsage();
+    this.saveState();
     this.log.info("ready", {
       subnet: subnet.toString(),
-      leases: listing.leases.length,
+      start: warm ? "warm" : "cold",
+      leases: leaseCount,
+      mapWrites: map.writes,
       listMs: ms(t.start, t.listed),
       leaseMs: ms(t.listed, t.leased),
       datapathMs: ms(t.leased, t.datapath),
@@ -355,11 +448,13 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.events.close();
     if (this.masqTimer) clearInterval(this.masqTimer);
     this.podBridge?.stop();
     this.backend?.stop();
     this.overlapWatch?.stop();
-    await this.watch?.close();
+    await this.watchLoop.close();
+    this.saveState();
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
     this.held?.keepalive?.release();
     await this.store.close();
@@ -379,10 +474,63 @@ export class Agent {
       // The reconciler that later keeps the map, run once on the new map.
       const r = new Reconciler(m, this.log, { entryOf: (l, log) => backend.entryOf(l, log) });
       r.setOwn(subnet, { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+      // A warm start has no listing here; it only gets this far with the
+      // ABI it saved, whose maps are reused, never refilled (and if they
+      // were, the pin plan turns the start cold and a full sync follows).
       const plan = r.fullSync(this.startListing?.leases ?? []);
       this.log.info("new subnet maps filled from etcd", { entries: plan.upserts.length });
     } finally {
       m.close();
+    }
+  }
+
+  // --- warm restarts --------------------------------------------------------
+  /** The saved state, if this start may resume from it (else logged why not). */
+  private savedState(backend: Backend): RestartState | undefined {
+    const path = this.opts.stateFile;
+    if (!path) return undefined;
+    if (!backend.entriesFromLeases)
+      return this.cold(`backend ${backend.type} entries follow routes too`);
+    const saved = readRestartState(path);
+    if (typeof saved === "string") return this.cold(saved);
+    const why = warmMismatch(saved, {
+      prefix: this.opts.etcd.prefix,
+      publicIp: formatIp(this.publicIp),
+      vtepMac: this.vtepMac,
+      backend: backend.type,
+      abi: buildInfo().abi,
+    });
+    return why ? this.cold(why) : saved;
+  }
+
+  private cold(why: string): undefined {
+    this.log.info("cold start: listing every lease", { why });
+    return undefined;
+  }
+
+  /** Where the map stands, for the next start (restart-state.ts). */
+  private saveState(): void {
+    const path = this.opts.stateFile;
+    const subnet = this.held?.lease.subnet;
+    const rev = this.resumeRevision;
+    if (!path || !this.map || !subnet || !rev || !this.reconciler?.synced) return;
+    try {
+      writeRestartState(path, {
+        version: 1,
+        prefix: this.opts.etcd.prefix,
+        publicIp: formatIp(this.publicIp),
+        subnet: subnet.toString(),
+        vtepMac: this.vtepMac,
+        backend: (this.backend as Backend).type,
+        abi: buildInfo().abi,
+        mapId: this.map.id(),
+        resumeRevision: rev,
+      });
+    } catch (e) {
+      this.log.warn("restart state not saved; the next start lists every lease", {
+        path,
+        error: (e as Error).message,
+      });
     }
   }
 
@@ -543,7 +691,7 @@ export class Agent {
     if (!old || !old.lease.subnet.equals(subnet) || s6(old) !== s6(held)) {
       this.reprogram(subnet, old?.lease.subnet);
     }
-    await this.relist("reacquire");
+    await this.watchLoop.relist("reacquire");
   }
 
   /** Our subnet changed: LOCAL entry, overlay address, route, subnet file. */
@@ -567,84 +715,67 @@ export class Agent {
   private reconcileListing(listing: ListResult, reason: string): void {
     for (const b of listing.bad) this.log.warn("lease not decodable; ignored", b);
     (this.reconciler as Reconciler).fullSync(listing.leases);
+    this.resumeRevision = (BigInt(listing.revision) + 1n).toString();
+    this.appliedThrough = 0n;
     this.checkOwn(listing);
     this.log.debug("listed", { reason, revision: listing.revision, leases: listing.leases.length });
   }
 
-  private async relist(reason: string): Promise<void> {
-    const listing = await this.retryEtcd("list leases", () => this.store.list());
-    this.reconcileListing(listing, reason);
-    await this.startWatch(listing.revision);
-  }
-
-  private async relistAndWatch(reason: string): Promise<void> {
-    await this.watch?.close();
-    this.watch = undefined;
-    await this.relist(reason);
-  }
-
-  private async startWatch(revision: string): Promise<void> {
-    await this.watch?.close();
-    const from = (BigInt(revision) + 1n).toString();
-    this.watch = await this.retryEtcd("watch", () =>
-      this.store.watch(
-        from,
-        (e) => void this.serialize(async () => this.onEvent(e)),
-        (why) => {
-          if (this.stopping) return;
-          const reason =
-            why.startsWith("compacted") || why.includes("compacted") ? "compacted" : "canceled";
-          this.metrics.watchRestarts.inc({ reason });
-          this.log.warn("watch gap; re-listing", { why });
-          void this.serialize(() => this.relistAndWatch(reason));
-        },
-        (connected, why) => {
-          if (this.stopping) return;
-          this.log.debug("etcd watch state", { connected, why });
-          const was = this.etcdConnected;
-          this.etcdConnected = connected;
-          if (!connected && was) {
-            this.log.warn("etcd watch disconnected; the data path keeps forwarding", {
-              error: why,
-            });
-          } else if (connected && !was) {
-            // Events may have been missed while away: reconcile by diff.
-            this.metrics.watchRestarts.inc({ reason: "reconnected" });
-            this.log.info("etcd watch reconnected; re-listing");
-            void this.serialize(() => this.relistAndWatch("reconnected"));
-          }
-        },
-      ),
-    );
-    this.etcdConnected = true;
-  }
-
-  private async onEvent(e: LeaseEvent): Promise<void> {
+  /**
+   * A batch of watch events (EventQueue): lease changes go to the map as
+   * one plan; config and undecodable values are handled in order between
+   * them. Events of a watch that a re-list has since replaced are dropped:
+   * the listing already holds what they said.
+   */
+  private async onEvents(batch: { gen: number; e: LeaseEvent }[]): Promise<void> {
     if (this.stopping) return;
     const r = this.reconciler as Reconciler;
+    let changes: LeaseChange[] = [];
+    const flush = () => {
+      if (changes.length) r.applyChanges(changes);
+      changes = [];
+    };
+    let ownChange: LeaseChange | undefined;
+    let ownRev: string | undefined;
     const own = this.held?.lease.subnet;
-    switch (e.type) {
-      case "config":
-        this.onConfig(e.text);
-        return;
-      case "bad":
-        this.log.warn("lease not decodable; ignored", { key: e.key, error: e.error });
-        return;
-      case "put":
-        r.onPut(e.lease);
-        if (own && e.lease.subnet.equals(own) && e.lease.attrs.publicIp !== this.publicIp) {
-          // Someone else holds our subnet now: our lease had expired.
-          await this.reacquire(`subnet ${own} now held by ${formatIp(e.lease.attrs.publicIp)}`);
+    let rev: string | undefined;
+    for (const { gen, e } of batch) {
+      if (gen !== this.watchLoop.gen) continue;
+      rev = e.type === "put" ? e.lease.modRevision : e.revision;
+      if (BigInt(rev) <= this.appliedThrough) continue; // replayed, already in the map
+      switch (e.type) {
+        case "config":
+          flush();
+          this.onConfig(e.text);
+          break;
+        case "bad":
+          this.log.warn("lease not decodable; ignored", { key: e.key, error: e.error });
+          break;
+        case "put":
+        case "delete": {
+          const c: LeaseChange =
+            e.type === "put"
+              ? { type: "put", lease: e.lease }
+              : { type: "delete", subnet: e.subnet };
+          changes.push(c);
+          if (own && (e.type === "put" ? e.lease.subnet : e.subnet).equals(own)) {
+            ownChange = c;
+            ownRev = rev;
+          }
+          break;
         }
-        return;
-      case "delete":
-        r.onDelete(e.subnet);
-        // Not our own write: adopt() moving our lease to its dual-stack key
-        // (or back) deletes the old key in the same revision.
-        if (own && e.subnet.equals(own) && !this.ownWrite(e.revision)) {
-          await this.reacquire("own lease deleted");
-        }
-        return;
+      }
+    }
+    flush();
+    if (rev !== undefined) this.resumeRevision = (BigInt(rev) + 1n).toString();
+    if (!ownChange || !own) return;
+    if (ownChange.type === "delete") {
+      // Not our own write: adopt() moving our lease to its dual-stack key
+      // (or back) deletes the old key in the same revision as its put.
+      if (ownRev === undefined || !this.ownWrite(ownRev)) await this.reacquire("own lease deleted");
+    } else if (ownChange.lease.attrs.publicIp !== this.publicIp) {
+      // Someone else holds our subnet now: our lease had expired.
+      await this.reacquire(`subnet ${own} now held by ${formatIp(ownChange.lease.attrs.publicIp)}`);
     }
   }
 

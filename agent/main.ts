@@ -13,6 +13,8 @@ import { removeMasquerade } from "./net/masq";
 import { buildInfo, versionLine } from "./version";
 import { removeDirectRoutes } from "./backend/direct-routes";
 import { deleteLink, linkInfo, chooseUnderlay } from "./net/link";
+import { defaultStateFile } from "./control/restart-state";
+import { checkMetricsPeers } from "../metrics/metrics";
 
 const BUILD = buildInfo();
 
@@ -90,6 +92,17 @@ async function main(): Promise<number> {
       default: "0.0.0.0:9474",
       describe: "HOST:PORT for /metrics ('' disables)",
     })
+    .option("metrics-peers", {
+      type: "number",
+      default: 10,
+      describe:
+        'peers with their own overlay_peer_* series, the most traffic first; the rest are summed into peer="other" (0: only that sum, -1: every peer)',
+    })
+    .option("state-file", {
+      type: "string",
+      describe:
+        "where a stopping agent notes the etcd revision its pinned map holds, so the next start watches from there instead of listing every lease (default: <--subnet-file>.overlayd-state; '' disables)",
+    })
     .option("log-level", {
       choices: ["debug", "info", "warn", "error"] as const,
       default: "info" as const,
@@ -166,6 +179,8 @@ async function main(): Promise<number> {
       overlayIface: argv.overlayIface,
       healthzAddr: argv.healthzAddr,
       metricsAddr: argv.metricsAddr,
+      metricsPeers: checkMetricsPeers(argv.metricsPeers),
+      stateFile: argv.stateFile ?? defaultStateFile(argv.subnetFile),
       version: BUILD.version,
     },
     log,

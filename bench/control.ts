@@ -1,12 +1,19 @@
 // `make bench-control`: the control plane against a real etcd.
 //
 //   - N = 1,000 / 5,000 / 65,536 leases (a /8 network cut into /24s):
-//     start an agent, time until its map holds all of them; agent RSS.
-//   - put -> map entry visible latency, p50/p99 over 1,000 puts while 5,000
-//     leases exist.
-//   - `overlayctl map dump -o json` wall time at 65,536 entries.
+//     start an agent, time until its map holds all of them; RSS, sampled
+//     for BENCH_STEADY_S (60) after convergence at 5,000 and 65,536;
+//     /metrics series and scrape time.
+//   - at 65,536: `overlayctl map dump -o json`; put -> map entry latency
+//     while a child process changes 1,000 leases a second (BENCH_PROBE_S);
+//     a warm restart (pins and state file present, leases unchanged: map
+//     writes counted) and the same restart without the state file.
+//   - at 5,000: lease churn for BENCH_CHURN_S (default 120; the issue asks
+//     for 1,800) at BENCH_SOAK_RATE changes/s, RSS at 1 minute vs the end.
+//   - restart storms of BENCH_STORM (50,200,500) control planes (storm.ts).
 //   - host-gw: 5,000 peer routes (each its own gateway) programmed by one
 //     syncRoutes (agent/net/routes.ts).
+//   - BENCH_NODE_ARGS: node flags for the agents (e.g. --heap-prof).
 //
 // Runs itself inside a network namespace it creates (etcd, agent and this
 // process share its loopback and a veth underlay) and removes it after.
@@ -16,16 +23,24 @@ import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
 import { BpfMap } from "../agent/bpf/map";
-import { encodeSubnetKey } from "../agent/bpf/codec";
+import { decodeHostEntry, encodeSubnetKey } from "../agent/bpf/codec";
 import { encodeLeaseAttrs, leaseKey } from "../agent/control/lease";
 import { Cidr } from "../agent/net/ip";
 import { ROUTE_PROTO, syncRoutes } from "../agent/net/routes";
 import { EtcdServer } from "../test/lib/etcd";
-import { markdownTable, percentile, writeResults } from "./report";
+import { markdownTable, median, percentile, writeResults } from "./report";
+import { restartStorm, type StormResult } from "./storm";
 
 const ROOT = join(__dirname, "..", "..");
 const OVERLAYD = join(ROOT, "bin", "overlayd");
 const OVERLAYCTL = join(ROOT, "bin", "overlayctl");
+/** Extra node flags for the agents, e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p". */
+const NODE_ARGS = [
+  // As deploy/Dockerfile and deploy/systemd start it: a 1 MB young generation
+  // keeps the start-up burst from leaving ~40 MB of RSS behind.
+  "--max-semi-space-size=1",
+  ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean),
+];
 
 function sh(argv: string[]): string {
   const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: "utf8" });
@@ -67,11 +82,12 @@ interface Agent {
   log: string;
 }
 
-function startAgent(prefix: string, pinPath: string, subnetFile: string): Agent {
+function startAgent(prefix: string, pinPath: string, subnetFile: string, stateFile: string): Agent {
   const a: Agent = {
     proc: spawn(
       "node",
       [
+        ...NODE_ARGS,
         OVERLAYD,
         "--etcd-endpoints",
         "http://127.0.0.1:23790",
@@ -84,9 +100,11 @@ function startAgent(prefix: string, pinPath: string, subnetFile: string): Agent 
         "--subnet-file",
         subnetFile,
         "--healthz-addr",
-        "",
+        `127.0.0.1:${HEALTHZ_PORT}`,
         "--metrics-addr",
-        "",
+        `127.0.0.1:${METRICS_PORT}`,
+        "--state-file",
+        stateFile,
         "--overlay-iface",
         "ovlb0",
       ],
@@ -202,6 +220,115 @@ function hostGwRoutes(n: number): { routes: number; seconds: number } {
   }
 }
 
+const env = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
+/** RSS sampling after convergence (the issue: 60 s). */
+const STEADY_S = env("BENCH_STEADY_S", 60);
+/** The churn soak at 5,000 leases (the issue asks for 1,800 s; the default keeps a run short). */
+const CHURN_S = env("BENCH_CHURN_S", 120);
+const SOAK_RATE = env("BENCH_SOAK_RATE", 100);
+/** Put -> map probes under 1,000 lease changes per second, at 65,536. */
+const PROBE_S = env("BENCH_PROBE_S", 15);
+const STORM = (process.env.BENCH_STORM ?? "50,200,500").split(",").filter(Boolean).map(Number);
+const METRICS_PORT = 9674;
+const HEALTHZ_PORT = 9673;
+
+/** GET on loopback inside the namespace: status, body and time. */
+async function get(
+  path: string,
+  port: number,
+): Promise<{ status: number; body: string; ms: number }> {
+  const t = performance.now();
+  try {
+    const r = await fetch(`http://127.0.0.1:${port}${path}`);
+    const body = await r.text();
+    return { status: r.status, body, ms: performance.now() - t };
+  } catch {
+    return { status: 0, body: "", ms: performance.now() - t };
+  }
+}
+
+async function scrape(): Promise<{ series: number; ms: number; body: string }> {
+  const times: number[] = [];
+  let body = "";
+  for (let i = 0; i < 5; i++) {
+    const r = await get("/metrics", METRICS_PORT);
+    if (r.status !== 200) throw new Error(`/metrics: ${r.status}`);
+    times.push(r.ms);
+    body = r.body;
+  }
+  const series = body.split("\n").filter((l) => l && !l.startsWith("#")).length;
+  return { series, ms: median(times), body };
+}
+
+async function untilReady(a: Agent, t0: number, timeoutMs = 60000): Promise<number> {
+  for (;;) {
+    if ((await get("/readyz", HEALTHZ_PORT)).status === 200) return (performance.now() - t0) / 1000;
+    if (a.proc.exitCode !== null) throw new Error(`agent exited: ${a.log.slice(-2000)}`);
+    if (performance.now() - t0 > timeoutMs) throw new Error("agent not ready");
+    await sleep(5);
+  }
+}
+
+/** RSS every second for `seconds`: the samples' max and last. */
+async function steadyRss(pid: number, seconds: number): Promise<{ maxMb: number; lastMb: number }> {
+  let maxMb = 0;
+  let lastMb = 0;
+  for (let i = 0; i < seconds; i++) {
+    await sleep(1000);
+    lastMb = rssMb(pid);
+    maxMb = Math.max(maxMb, lastMb);
+  }
+  return { maxMb, lastMb };
+}
+
+const leaseValue = (ip: number) =>
+  encodeLeaseAttrs({
+    publicIp: ip >>> 0,
+    backendType: "vxlan",
+    vni: 1,
+    vtepMac: "0e:00:00:00:00:01",
+  });
+
+/** Leases kept out of the churn, for the put -> map probes (the map is full at 65,536: probes rewrite leases, not add). */
+const PROBE_LEASES = 2000;
+
+/** The churn: a child process rewriting the first n-1-PROBE_LEASES remote leases round robin. */
+function churn(prefix: string, n: number, rate: number, seconds: number): ChildProcess {
+  return spawn("node", [__filename, "churn", prefix, String(n), String(rate), String(seconds)], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+}
+
+async function churnChild(prefix: string, n: number, rate: number, seconds: number): Promise<void> {
+  const client = new Etcd3({ hosts: "http://127.0.0.1:23790" });
+  const lease = client.lease(3600, { autoKeepAlive: false });
+  const id = await lease.grant();
+  const tickMs = 10;
+  const perTick = Math.max(1, Math.round((rate * tickMs) / 1000));
+  const end = performance.now() + seconds * 1000;
+  let i = 0;
+  let round = 0;
+  for (let next = performance.now(); performance.now() < end; next += tickMs) {
+    const ops = [];
+    for (let k = 0; k < perTick; k++, i = (i + 1) % (n - 1 - PROBE_LEASES)) {
+      if (i === 0) round++;
+      const subnet = Cidr.of((0x0a000000 + i * 256) >>> 0, 24);
+      // Alternate between two PublicIPs: every change is a map write.
+      ops.push(
+        client
+          .put(leaseKey(prefix, subnet))
+          .value(leaseValue(0xac100000 + i + (round % 2) * 0x100000))
+          .lease(id)
+          .exec(),
+      );
+    }
+    await Promise.all(ops);
+    const wait = next + tickMs - performance.now();
+    if (wait > 0) await sleep(wait);
+  }
+  client.close();
+}
+
 async function inner(run: string): Promise<void> {
   const hostGw = hostGwRoutes(5000);
   const etcd = await new EtcdServer({
@@ -210,19 +337,29 @@ async function inner(run: string): Promise<void> {
     extraArgs: ["--max-txn-ops", "10000", "--quota-backend-bytes", String(4 << 30)],
   }).start();
   const client = new Etcd3({ hosts: etcd.endpoint });
+  const log = (s: string) => process.stderr.write(`${s}\n`);
   const results: Record<string, unknown> = {
     when: new Date().toISOString(),
     kernel: sh(["uname", "-r"]).trim(),
+    knobs: {
+      BENCH_STEADY_S: STEADY_S,
+      BENCH_CHURN_S: CHURN_S,
+      BENCH_SOAK_RATE: SOAK_RATE,
+      BENCH_PROBE_S: PROBE_S,
+    },
     hostGwRoutes: hostGw,
   };
-  const sizes: {
+  interface Size {
     n: number;
     writeSeconds: number;
     startToSyncedSeconds: number;
     rssMb: number;
+    steady?: { maxMb: number; lastMb: number; seconds: number };
+    metrics?: { series: number; scrapeMs: number };
     phases?: Record<string, number>;
     liveHeapMb?: number;
-  }[] = [];
+  }
+  const sizes: Size[] = [];
   try {
     const only = (process.env.BENCH_SIZES ?? "").split(",").filter(Boolean).map(Number);
     for (const n of only.length ? only : [1000, 5000, 65536]) {
@@ -231,14 +368,16 @@ async function inner(run: string): Promise<void> {
       await writeLeases(client, prefix, n);
       const writeSeconds = (performance.now() - tw) / 1000;
       const pin = join(run, "bpffs", `n${n}`);
+      const state = join(run, `n${n}.state`);
+      const start = () => startAgent(prefix, pin, join(run, `n${n}.env`), state);
       const t0 = performance.now();
-      const a = startAgent(prefix, pin, join(run, `n${n}.env`));
+      let a = start();
       try {
         const s = await syncedAt(pin, n, t0, 120000);
         await sleep(4000); // past the agent's post-start collections
         for (const re of [/msg=ready (.*)/, /msg="memory after start" (.*)/]) {
           const m = re.exec(a.log)?.[1];
-          if (m) process.stderr.write(`  agent: ${m}\n`);
+          if (m) log(`  agent: ${m}`);
         }
         const kv = (re: RegExp) =>
           Object.fromEntries(
@@ -247,71 +386,77 @@ async function inner(run: string): Promise<void> {
               Number(m[2]),
             ]),
           ) as Record<string, number>;
-        sizes.push({
+        const size: Size = {
           n,
           writeSeconds,
           startToSyncedSeconds: s,
           rssMb: rssMb(a.proc.pid as number),
           phases: kv(/msg=ready (.*)/),
           liveHeapMb: kv(/msg="memory after start" (.*)/).heapMb,
-        });
-        process.stderr.write(
-          `  N=${n}: written in ${writeSeconds.toFixed(2)} s, agent synced ${s.toFixed(3)} s after start, RSS ${rssMb(a.proc.pid as number).toFixed(1)} MB\n`,
+        };
+        sizes.push(size);
+        log(
+          `  N=${n}: written in ${writeSeconds.toFixed(2)} s, agent synced ${s.toFixed(3)} s after start, RSS ${size.rssMb.toFixed(1)} MB`,
         );
-
+        if (n >= 5000) {
+          const st = await steadyRss(a.proc.pid as number, STEADY_S);
+          size.steady = { ...st, seconds: STEADY_S };
+          log(
+            `  N=${n}: RSS over ${STEADY_S} s after convergence: max ${st.maxMb.toFixed(1)} MB, last ${st.lastMb.toFixed(1)} MB`,
+          );
+          const m = await scrape();
+          size.metrics = { series: m.series, scrapeMs: m.ms };
+          log(`  N=${n}: /metrics ${m.series} series, scrape ${m.ms.toFixed(1)} ms (median of 5)`);
+        }
         if (n === 65536) {
           const td = performance.now();
           const out = spawnSync(
             "node",
             [OVERLAYCTL, "map", "dump", "-o", "json", "--pin-path", pin],
-            { encoding: "utf8", maxBuffer: 1 << 28 },
+            {
+              encoding: "utf8",
+              maxBuffer: 1 << 28,
+            },
           );
           const dumpSeconds = (performance.now() - td) / 1000;
           if (out.status !== 0) throw new Error(out.stderr);
           const rows = JSON.parse(out.stdout).length;
           results.dump = { entries: rows, seconds: dumpSeconds };
-          process.stderr.write(
-            `  overlayctl map dump -o json: ${rows} rows in ${dumpSeconds.toFixed(3)} s\n`,
+          log(`  overlayctl map dump -o json: ${rows} rows in ${dumpSeconds.toFixed(3)} s`);
+
+          results.putToMap = await putToMap(client, prefix, pin, n);
+          // Warm restart: pins and state present, leases unchanged.
+          await stopAgent(a);
+          const tw0 = performance.now();
+          a = start();
+          const warmReady = await untilReady(a, tw0);
+          await sleep(1000); // replayed events applied
+          const warmLine = /msg=ready (.*)/.exec(a.log)?.[1] ?? "";
+          const writes = Number(
+            /^overlay_map_writes_total (\d+)$/m.exec((await scrape()).body)?.[1],
           );
-        }
-        if (n === 5000) {
-          const subnets = BpfMap.openPinned(pin, "ovl_subnets");
-          const lat: number[] = [];
-          try {
-            for (let i = 0; i < 1000; i++) {
-              const subnet = Cidr.of((0x0b000000 + i * 256) >>> 0, 24); // 11.x: outside the 5,000 in use
-              const key = encodeSubnetKey(subnet);
-              const value = encodeLeaseAttrs({
-                publicIp: (0xac200000 + i) >>> 0,
-                backendType: "vxlan",
-                vni: 1,
-                vtepMac: "0e:00:00:00:00:02",
-              });
-              const tp = performance.now();
-              await client.put(leaseKey(prefix, subnet)).value(value);
-              while (!subnets.lookup(key)) {
-                if (performance.now() - tp > 5000)
-                  throw new Error(`put ${subnet} never reached the map`);
-                await new Promise((r) => setImmediate(r));
-              }
-              lat.push(performance.now() - tp);
-            }
-          } finally {
-            subnets.close();
-          }
-          lat.sort((x, y) => x - y);
-          results.putToMap = {
-            samples: lat.length,
-            p50Ms: percentile(lat, 50),
-            p99Ms: percentile(lat, 99),
-            maxMs: lat[lat.length - 1],
+          // The same without the state file: a full listing, diffed against the pinned map.
+          await stopAgent(a);
+          rmSync(state, { force: true });
+          const tc0 = performance.now();
+          a = start();
+          const coldReady = await untilReady(a, tc0);
+          await sleep(1000);
+          const coldWrites = Number(
+            /^overlay_map_writes_total (\d+)$/m.exec((await scrape()).body)?.[1],
+          );
+          results.restart = {
+            warm: { readySeconds: warmReady, mapWrites: writes, warm: /start=warm/.test(warmLine) },
+            coldWithPins: { readySeconds: coldReady, mapWrites: coldWrites },
           };
-          process.stderr.write(
-            `  put -> map: p50 ${percentile(lat, 50).toFixed(2)} ms, p99 ${percentile(lat, 99).toFixed(2)} ms\n`,
+          log(
+            `  restart at 65,536: warm ready in ${warmReady.toFixed(3)} s with ${writes} map writes (${/start=warm/.test(warmLine) ? "warm" : "NOT warm"}); ` +
+              `without the state file ${coldReady.toFixed(3)} s, ${coldWrites} writes`,
           );
         }
+        if (n === 5000) results.soak = await soak(prefix, n, a);
       } catch (e) {
-        process.stderr.write(`agent log:\n${a.log.slice(-3000)}\n`);
+        log(`agent log:\n${a.log.slice(-3000)}`);
         throw e;
       } finally {
         await stopAgent(a);
@@ -319,15 +464,113 @@ async function inner(run: string): Promise<void> {
       spawnSync(
         "node",
         [OVERLAYD, "--cleanup", "--pin-path", pin, "--iface", "eth0", "--overlay-iface", "ovlb0"],
-        { stdio: "ignore" },
+        {
+          stdio: "ignore",
+        },
       );
       await client.delete().prefix(prefix);
     }
+    const storms: StormResult[] = [];
+    for (const n of STORM)
+      storms.push(await restartStorm(etcd.endpoint, etcd.pid as number, n, log));
+    results.storm = storms;
   } finally {
     client.close();
     await etcd.stop();
   }
   results.sizes = sizes;
+  report(results, sizes);
+}
+
+/** put -> entry in the map, while a child process changes 1,000 leases a second. */
+async function putToMap(client: Etcd3, prefix: string, pin: string, n: number) {
+  const subnets = BpfMap.openPinned(pin, "ovl_subnets");
+  const ch = churn(prefix, n, 1000, PROBE_S + 2);
+  const lat: number[] = [];
+  try {
+    await sleep(1000); // churn running
+    const end = performance.now() + PROBE_S * 1000;
+    for (let i = 0; performance.now() < end; i++) {
+      // A lease the churn leaves alone moves to a host never seen before.
+      const subnet = Cidr.of((0x0a000000 + (n - 2 - (i % PROBE_LEASES)) * 256) >>> 0, 24);
+      const key = encodeSubnetKey(subnet);
+      const ip = (0xac1e0000 + i) >>> 0;
+      const tp = performance.now();
+      await client.put(leaseKey(prefix, subnet)).value(leaseValue(ip));
+      const arrived = () => {
+        const v = subnets.lookup(key);
+        return v !== undefined && decodeHostEntry(v).remoteIp === ip;
+      };
+      while (!arrived()) {
+        if (performance.now() - tp > 5000) throw new Error(`put ${subnet} never reached the map`);
+        await sleep(1);
+      }
+      lat.push(performance.now() - tp);
+      await sleep(20);
+    }
+  } finally {
+    subnets.close();
+    await new Promise((r) => (ch.exitCode !== null ? r(null) : ch.once("exit", r)));
+  }
+  lat.sort((x, y) => x - y);
+  const r = {
+    leases: n,
+    changesPerSecond: 1000,
+    samples: lat.length,
+    p50Ms: percentile(lat, 50),
+    p99Ms: percentile(lat, 99),
+    maxMs: lat[lat.length - 1],
+  };
+  process.stderr.write(
+    `  put -> map at ${formatN(n)} under 1,000 changes/s: p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms, max ${r.maxMs?.toFixed(2)} ms (${r.samples} puts)\n`,
+  );
+  return r;
+}
+
+/** Lease churn at 5,000 for CHURN_S: RSS at 1 minute (or half-way) and at the end. */
+async function soak(prefix: string, n: number, a: Agent) {
+  const ch = churn(prefix, n, SOAK_RATE, CHURN_S);
+  const mark = Math.min(60, CHURN_S / 2);
+  const samples: { s: number; rssMb: number }[] = [];
+  const t0 = performance.now();
+  while (ch.exitCode === null) {
+    await sleep(1000);
+    samples.push({
+      s: Math.round((performance.now() - t0) / 1000),
+      rssMb: rssMb(a.proc.pid as number),
+    });
+  }
+  const at = (s: number) =>
+    samples.reduce((b, x) => (Math.abs(x.s - s) < Math.abs(b.s - s) ? x : b));
+  const first = at(mark);
+  const last = samples[samples.length - 1] as { s: number; rssMb: number };
+  const r = {
+    seconds: CHURN_S,
+    changesPerSecond: SOAK_RATE,
+    markSeconds: first.s,
+    rssAtMarkMb: first.rssMb,
+    rssAtEndMb: last.rssMb,
+    growth: last.rssMb / first.rssMb - 1,
+  };
+  process.stderr.write(
+    `  churn soak at ${formatN(n)}: ${CHURN_S} s at ${SOAK_RATE} changes/s: RSS ${first.rssMb.toFixed(1)} MB at ${first.s} s, ${last.rssMb.toFixed(1)} MB at ${last.s} s (${(r.growth * 100).toFixed(1)}%)\n`,
+  );
+  return r;
+}
+
+function report(
+  results: Record<string, unknown>,
+  sizes: {
+    n: number;
+    writeSeconds: number;
+    startToSyncedSeconds: number;
+    rssMb: number;
+    steady?: { maxMb: number; lastMb: number; seconds: number };
+    metrics?: { series: number; scrapeMs: number };
+    phases?: Record<string, number>;
+    liveHeapMb?: number;
+  }[],
+): void {
   // The floor: an idle node with the agent's modules loaded and collected.
   const floor = spawnSync(
     "node",
@@ -341,51 +584,143 @@ async function inner(run: string): Promise<void> {
   const floorMb = Number(floor.stdout) / 1048576;
   results.nodeFloorRssMb = floorMb;
   const big = sizes.find((s) => s.n === 65536);
+  const mid = sizes.find((s) => s.n === 5000);
   const p = results.putToMap as { p99Ms: number } | undefined;
   const dump = results.dump as { seconds: number } | undefined;
+  const restart = results.restart as
+    { warm: { readySeconds: number; mapWrites: number; warm: boolean } } | undefined;
+  const soakR = results.soak as
+    { growth: number; seconds: number; markSeconds: number } | undefined;
   // Each target is an upper bound; the row says it once, as a number.
-  const below = (what: string, value: number | undefined, limit: number, unit: string) => ({
+  const below = (
+    what: string,
+    value: number | undefined,
+    limit: number,
+    unit: string,
+    orEqual = false,
+  ) => ({
     what,
-    target: `< ${limit} ${unit}`,
+    target: `${orEqual ? "<=" : "<"} ${limit} ${unit}`.trim(),
     value,
-    ok: (value ?? Infinity) < limit,
+    ok: value !== undefined && (orEqual ? value <= limit : value < limit),
     unit,
   });
   const targets = [
     below("65,536 leases synced (agent start -> map complete)", big?.startToSyncedSeconds, 1, "s"),
-    below("etcd put -> map entry visible, p99 (5,000 leases)", p?.p99Ms, 20, "ms"),
-    below("agent RSS at 65,536 leases", big?.rssMb, 80, "MB"),
-    below("overlayctl map dump -o json at 65,536", dump?.seconds, 1, "s"),
-    below("host-gw routes: 5,000 peer routes programmed (one syncRoutes)", hostGw.seconds, 1, "s"),
+    below(
+      `agent RSS at 65,536 leases (max over ${big?.steady?.seconds ?? "-"} s after convergence)`,
+      big?.steady?.maxMb,
+      90,
+      "MB",
+      true,
+    ),
+    below(
+      `agent RSS at 5,000 leases (max over ${mid?.steady?.seconds ?? "-"} s after convergence)`,
+      mid?.steady?.maxMb,
+      75,
+      "MB",
+      true,
+    ),
+    below(
+      "warm restart at 65,536: map writes",
+      restart?.warm.warm ? restart.warm.mapWrites : undefined,
+      0,
+      "",
+      true,
+    ),
+    below("warm restart at 65,536: start -> ready", restart?.warm.readySeconds, 0.5, "s"),
+    below("etcd put -> map entry, p99, 65,536 leases under 1,000 changes/s", p?.p99Ms, 20, "ms"),
+    below("overlayctl map dump -o json at 65,536", dump?.seconds, 0.5, "s"),
+    below(
+      `RSS growth under lease churn at 5,000 (${soakR?.seconds ?? "-"} s; issue: 1,800 s), end vs ${soakR?.markSeconds ?? "-"} s`,
+      soakR ? soakR.growth * 100 : undefined,
+      5,
+      "%",
+      true,
+    ),
+    below(
+      "/metrics series at 65,536 peers (default --metrics-peers)",
+      big?.metrics?.series,
+      300,
+      "",
+    ),
+    below("/metrics scrape at 65,536 peers", big?.metrics?.scrapeMs, 50, "ms"),
+    below(
+      "host-gw routes: 5,000 peer routes programmed (one syncRoutes)",
+      (results.hostGwRoutes as { seconds: number }).seconds,
+      1,
+      "s",
+    ),
   ];
   results.targets = targets;
+  const fmt = (t: (typeof targets)[number]) =>
+    t.value === undefined
+      ? "-"
+      : `${t.value.toFixed(t.unit === "ms" || t.unit === "%" ? 2 : t.unit === "" ? 0 : 3)} ${t.unit}`.trim();
+  const storms = (results.storm as StormResult[] | undefined) ?? [];
   const md = [
     `### Control plane (${results.when}, kernel ${results.kernel})`,
     "",
     markdownTable(
-      ["leases", "write to etcd", "agent start -> map complete", "agent RSS"],
+      [
+        "leases",
+        "write to etcd",
+        "agent start -> map complete",
+        "RSS at +4 s",
+        "RSS max / last over the steady window",
+        "/metrics series",
+        "scrape",
+      ],
       sizes.map((s) => [
         formatN(s.n),
         `${s.writeSeconds.toFixed(2)} s`,
         `${s.startToSyncedSeconds.toFixed(3)} s`,
         `${s.rssMb.toFixed(1)} MB`,
+        s.steady
+          ? `${s.steady.maxMb.toFixed(1)} / ${s.steady.lastMb.toFixed(1)} MB (${s.steady.seconds} s)`
+          : "-",
+        s.metrics ? String(s.metrics.series) : "-",
+        s.metrics ? `${s.metrics.scrapeMs.toFixed(1)} ms` : "-",
       ]),
     ),
     "",
     markdownTable(
       ["measure", "target", "measured", "verdict"],
-      targets.map((t) => [
-        t.what,
-        t.target,
-        t.value === undefined ? "-" : `${t.value.toFixed(t.unit === "ms" ? 2 : 3)} ${t.unit}`,
-        t.ok ? "met" : "MISSED",
-      ]),
+      targets.map((t) => [t.what, t.target, fmt(t), t.ok ? "met" : "MISSED"]),
     ),
     "",
+    ...(storms.length
+      ? [
+          "Restart storm: N control planes against one etcd holding 5,000 leases, all (re)starting at once;",
+          "every phase checked: no lease lost, moved or shared, every plane's map equal to etcd.",
+          "",
+          markdownTable(
+            [
+              "N",
+              "phase",
+              "last ready",
+              "etcd CPU",
+              "sent by etcd per agent",
+              "map writes per agent",
+            ],
+            storms.flatMap((st) =>
+              st.phases.map((ph) => [
+                String(st.n),
+                ph.phase,
+                `${ph.lastReadySeconds.toFixed(2)} s`,
+                `${ph.etcdCpuSeconds.toFixed(2)} s`,
+                `${(ph.etcdBytesSentPerAgent / 1024).toFixed(1)} KiB`,
+                ph.mapWritesPerAgent.toFixed(0),
+                String(ph.retries),
+              ]),
+            ),
+          ),
+          "",
+        ]
+      : []),
     ...(big?.phases
       ? [
-          "Where the time and memory go at 65,536 leases (from the agent's own `ready` and",
-          "`memory after start` log lines):",
+          "Where the time goes at 65,536 leases, cold start (from the agent's own `ready` log line):",
           "",
           markdownTable(
             ["phase", "time"],
@@ -394,7 +729,10 @@ async function inner(run: string): Promise<void> {
                 "process start, flags, config read",
                 `${Math.round(big.startToSyncedSeconds * 1000 - ((big.phases.listMs ?? 0) + (big.phases.leaseMs ?? 0) + (big.phases.datapathMs ?? 0) + (big.phases.syncMs ?? 0)))} ms`,
               ],
-              ["list 65,535 leases from etcd (paged) and decode", `${big.phases.listMs} ms`],
+              [
+                "list 65,535 leases from etcd (paged, pipelined) and decode",
+                `${big.phases.listMs} ms`,
+              ],
               ["acquire own lease", `${big.phases.leaseMs} ms`],
               ["load, pin and attach the BPF programs", `${big.phases.datapathMs} ms`],
               ["reconcile: desired vs actual, batched map writes", `${big.phases.syncMs} ms`],
@@ -402,8 +740,7 @@ async function inner(run: string): Promise<void> {
           ),
           "",
           `Live JS heap after start-up: ${big.liveHeapMb} MB. An idle node with the agent's modules`,
-          `(etcd3/grpc-js, prom-client, koffi, yargs) already takes ${floorMb.toFixed(0)} MB RSS, so the RSS target`,
-          "is below what this runtime can reach; the rest is V8 heap the start-up burst grew.",
+          `(etcd3/grpc-js, prom-client, koffi, yargs) already takes ${floorMb.toFixed(0)} MB RSS.`,
           "",
         ]
       : []),
@@ -419,7 +756,16 @@ function formatN(n: number): string {
   return n.toLocaleString("en-US");
 }
 
-if (process.argv[2] === "inner") {
+if (process.argv[2] === "churn") {
+  const [, , , prefix, n, rate, seconds] = process.argv;
+  churnChild(prefix as string, Number(n), Number(rate), Number(seconds)).then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`churn failed: ${String(e)}\n`);
+      process.exit(1);
+    },
+  );
+} else if (process.argv[2] === "inner") {
   inner(process.argv[3] as string).then(
     () => process.exit(0),
     (e: unknown) => {

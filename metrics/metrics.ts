@@ -6,12 +6,89 @@ import { M } from "./names";
 import { type DatapathStats } from "../agent/bpf/stats";
 import { type PeerCounters } from "../agent/bpf/codec";
 import { formatIp, type Ip4 } from "../agent/net/ip";
+import { OverlayError } from "../agent/errors";
 
 /** Where scrape-time datapath numbers come from (pinned maps in production). */
 export interface DatapathSource {
   stats(): DatapathStats;
   peers(): Map<Ip4, PeerCounters>;
+  /** Every peer's counters as Numbers, one at a time (what a scrape ranks;
+   * preferred over peers() where given). */
+  eachPeer?(fn: (ip: Ip4, c: Float64Array) => void): void;
   entries(): number;
+  /** Subnet map writes so far. */
+  writes?(): number;
+}
+
+/** The label value of the summed series of peers without their own. */
+export const OTHER_PEERS = "other";
+export const DEFAULT_METRICS_PEERS = 10;
+
+/** --metrics-peers: a whole number, -1 for every peer. */
+export function checkMetricsPeers(n: number): number {
+  if (!Number.isInteger(n) || n < -1) {
+    throw new OverlayError(
+      `--metrics-peers: must be a whole number >= -1 (-1: every peer), got ${String(n)}`,
+    );
+  }
+  return n;
+}
+
+/** A peer's counters as Numbers: tx packets, tx bytes, rx packets, rx bytes. */
+export type PeerNumbers = [number, number, number, number];
+
+/**
+ * Pure: the n peers with the most bytes (sent + received) get their own
+ * series, the rest are summed into one (undefined when n is -1, every peer
+ * with its own). Ties go to the lower address, so the choice is stable.
+ * Peers are added one at a time, so 65,536 of them never sit in one map.
+ */
+export class PeerRanking {
+  /** Kept sorted, best first; n is small, the peers many. */
+  private readonly best: { ip: Ip4; c: PeerNumbers; score: number }[] = [];
+  private readonly rest: PeerNumbers = [0, 0, 0, 0];
+
+  constructor(readonly n: number) {}
+
+  add(ip: Ip4, c: ArrayLike<number>): void {
+    const score = (c[1] as number) + (c[3] as number);
+    const n = this.n;
+    const best = this.best;
+    const beats = (b: { ip: Ip4; score: number }) =>
+      score > b.score || (score === b.score && ip < b.ip);
+    if (n >= 0 && best.length === n && (n === 0 || !beats(best[n - 1] as (typeof best)[0]))) {
+      this.sum(c);
+      return;
+    }
+    let i = best.length;
+    while (i > 0 && beats(best[i - 1] as (typeof best)[0])) i--;
+    best.splice(i, 0, {
+      ip,
+      c: [c[0] as number, c[1] as number, c[2] as number, c[3] as number],
+      score,
+    });
+    if (n >= 0 && best.length > n) this.sum((best.pop() as (typeof best)[0]).c);
+  }
+
+  private sum(c: ArrayLike<number>): void {
+    for (let k = 0; k < 4; k++) this.rest[k] = (this.rest[k] as number) + (c[k] as number);
+  }
+
+  result(): { top: [Ip4, PeerNumbers][]; other: PeerNumbers | undefined } {
+    return {
+      top: this.best.map((b) => [b.ip, b.c]),
+      other: this.n < 0 ? undefined : [...this.rest],
+    };
+  }
+}
+
+/** PeerRanking over a map of counters (what a DatapathSource returns). */
+export function topPeers(peers: Map<Ip4, PeerCounters>, n: number) {
+  const r = new PeerRanking(n);
+  for (const [ip, c] of peers) {
+    r.add(ip, [Number(c.txPackets), Number(c.txBytes), Number(c.rxPackets), Number(c.rxBytes)]);
+  }
+  return r.result();
 }
 
 /** read() at most once per scrape: a scrape collects every metric in one
@@ -39,7 +116,7 @@ function readCounter(
   name: string,
   help: string,
   labelNames: string[],
-  read: (set: (labels: Record<string, string>, v: bigint) => void) => void,
+  read: (set: (labels: Record<string, string>, v: bigint | number) => void) => void,
 ): Counter<string> {
   return new Counter({
     name,
@@ -68,6 +145,7 @@ export class AgentMetrics {
   constructor(
     readonly registry: Registry,
     info: { version: string; commit: string; abi: string; libbpf: string },
+    opts: { peers?: number } = {},
   ) {
     const reg = registry;
     const src = () => this.source;
@@ -81,7 +159,6 @@ export class AgentMetrics {
       }
     };
     const stats = perScrape<DatapathStats>(() => safe((s) => s.stats()));
-    const peers = perScrape<Map<Ip4, PeerCounters>>(() => safe((s) => s.peers()));
 
     readCounter(
       reg,
@@ -136,25 +213,37 @@ export class AgentMetrics {
         set({ type: "trace" }, s?.trace ?? 0n);
       },
     );
-    const peerCounter = (name: string, help: string, pick: (c: PeerCounters) => bigint) =>
+    // One series per peer is one per node of the cluster on every node:
+    // only the busiest `peerSeries` get theirs, the rest one sum.
+    const peerSeries = opts.peers ?? DEFAULT_METRICS_PEERS;
+    const top = perScrape(() =>
+      safe((s) => {
+        if (!s.eachPeer) return topPeers(s.peers(), peerSeries);
+        const r = new PeerRanking(peerSeries);
+        s.eachPeer((ip, c) => r.add(ip, c));
+        return r.result();
+      }),
+    );
+    const peerCounter = (name: string, help: string, k: number) =>
       readCounter(reg, name, help, ["peer"], (set) => {
-        for (const [ip, c] of peers() ?? []) set({ peer: formatIp(ip) }, pick(c));
+        const t = top();
+        if (!t) return;
+        for (const [ip, c] of t.top) set({ peer: formatIp(ip) }, c[k] as number);
+        if (t.other) set({ peer: OTHER_PEERS }, t.other[k] as number);
       });
-    peerCounter(
-      M.peerTxPackets,
-      "Packets sent to a peer node (by its public IP).",
-      (c) => c.txPackets,
-    );
-    peerCounter(M.peerTxBytes, "Bytes sent to a peer node (by its public IP).", (c) => c.txBytes);
-    peerCounter(
-      M.peerRxPackets,
-      "Packets received from a peer node (by its public IP).",
-      (c) => c.rxPackets,
-    );
-    peerCounter(
-      M.peerRxBytes,
-      "Bytes received from a peer node (by its public IP).",
-      (c) => c.rxBytes,
+    peerCounter(M.peerTxPackets, "Packets sent to a peer node (by its public IP).", 0);
+    peerCounter(M.peerTxBytes, "Bytes sent to a peer node (by its public IP).", 1);
+    peerCounter(M.peerRxPackets, "Packets received from a peer node (by its public IP).", 2);
+    peerCounter(M.peerRxBytes, "Bytes received from a peer node (by its public IP).", 3);
+    readCounter(
+      reg,
+      M.mapWrites,
+      "Subnet map entries written or deleted by this agent (a warm restart with unchanged leases writes none).",
+      [],
+      (set) => {
+        const n = safe((s) => s.writes?.());
+        if (n !== undefined) set({}, BigInt(n));
+      },
     );
     new Gauge({
       name: M.mapEntries,

@@ -10,6 +10,7 @@ export const M = {
   peerRxPackets: "overlay_peer_rx_packets_total",
   peerRxBytes: "overlay_peer_rx_bytes_total",
   mapEntries: "overlay_map_entries",
+  mapWrites: "overlay_map_writes_total",
   mapSyncDuration: "overlay_map_sync_duration_seconds",
   mapSyncErrors: "overlay_map_sync_errors_total",
   leaseRenewals: "overlay_lease_renewals_total",

@@ -5,7 +5,7 @@
 import { type HostEntry } from "../bpf/codec";
 import { type SubnetMapLike } from "../bpf/subnet-map";
 import { type BackendConfig, type BackendType } from "../control/config";
-import { type Lease, type LeaseAttrs } from "../control/lease";
+import { type Lease, type LeaseAttrs, type SyncPlan } from "../control/lease";
 import { type Logger } from "../log";
 import { type Ip4 } from "../net/ip";
 import { type OverlayDeviceOptions } from "../net/link";
@@ -22,6 +22,9 @@ export interface Backend {
   readonly config: BackendConfig;
   /** Bytes the encapsulation costs: underlay MTU - overlay MTU. */
   readonly overhead: number;
+  /** A peer's map entry depends on its lease alone (not on our routes), so
+   * a pinned map stays right across a restart (warm restarts). */
+  readonly entriesFromLeases: boolean;
   /** Decapsulation programs are attached only for a backend that encapsulates. */
   readonly decapsulates: boolean;
   /** Refuses a node this backend cannot run on, before anything is touched. */
@@ -37,8 +40,8 @@ export interface Backend {
    * `resync` asks the agent for a full re-list (the backend's view of which
    * peers it can reach changed). */
   start(map: SubnetMapLike, resync: (why: string) => void): void;
-  /** The map changed: upkeep soon. */
-  changed(): void;
+  /** The map changed by this plan (none: re-read the map): upkeep soon. */
+  changed(plan?: SyncPlan): void;
   stop(): void;
   /** One line for the log, /readyz and overlayctl status. */
   describe(): Record<string, string | number | boolean>;

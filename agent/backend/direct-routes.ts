@@ -5,11 +5,16 @@
 // overlayd's rtnetlink protocol, so only ours are ever removed; they are
 // re-checked every 10 s (a link flap or a route flush loses them) and right
 // after every map change. The programs do not need them (they send to the
-// next hop themselves); host traffic and reverse-path checks do.
+// next hop themselves); host traffic and reverse-path checks do. The routes
+// wanted are kept from the reconciler's plans (the map is listed once, at
+// start): under churn at 65,536 leases a listing of the map per change
+// would cost more than the change.
 import { F_DIRECT, F_LOCAL } from "../bpf/codec";
+import { type HostEntry } from "../bpf/codec";
 import { type SubnetMapLike } from "../bpf/subnet-map";
+import { subnetId, type SyncPlan } from "../control/lease";
 import { type Logger } from "../log";
-import { formatIp, type Ip4 } from "../net/ip";
+import { formatIp, type Cidr, type Ip4 } from "../net/ip";
 import { isDirect, listRoutes, ROUTE_PROTO, syncRoutes, type RouteInfo } from "../net/routes";
 
 export const RECHECK_MS = 10_000;
@@ -20,6 +25,10 @@ export class DirectRoutes {
   /** Peer address -> directly reachable, as entries were last computed. */
   private readonly seen = new Map<Ip4, boolean>();
   private map: SubnetMapLike | undefined;
+  /** The routes the map's direct entries want, by subnetId. */
+  private readonly want = new Map<number, { dst: Cidr; via: Ip4; dev: string }>();
+  /** A change without a plan: list the map again before the next sync. */
+  private stale = false;
   private resync: ((why: string) => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private pending: NodeJS.Timeout | undefined;
@@ -28,6 +37,8 @@ export class DirectRoutes {
     readonly underlay: string,
     private readonly log: Logger,
     private readonly read: () => RouteInfo[] = () => listRoutes(),
+    /** Makes the kernel's routes these (tests record instead). */
+    private readonly apply: typeof syncRoutes = syncRoutes,
   ) {
     this.refresh();
   }
@@ -48,18 +59,35 @@ export class DirectRoutes {
   start(map: SubnetMapLike, resync: (why: string) => void): void {
     this.map = map;
     this.resync = resync;
+    this.stale = true;
     this.sync();
     this.timer = setInterval(() => this.recheck(), RECHECK_MS);
     this.timer.unref();
   }
 
-  changed(): void {
-    if (!this.map || this.pending) return;
+  /** The map changed by `plan` (or in a way only a listing tells). */
+  changed(plan?: SyncPlan): void {
+    if (!this.map) return;
+    if (plan) {
+      for (const d of plan.deletes) this.note(d, undefined);
+      for (const u of plan.upserts) this.note(u.subnet, u.host);
+    } else {
+      this.stale = true;
+    }
+    if (this.pending) return;
     this.pending = setTimeout(() => {
       this.pending = undefined;
       this.sync();
     }, DEBOUNCE_MS);
     this.pending.unref();
+  }
+
+  private note(subnet: Cidr, host: HostEntry | undefined): void {
+    if (host && host.flags & F_DIRECT && !(host.flags & F_LOCAL)) {
+      this.want.set(subnetId(subnet), { dst: subnet, via: host.remoteIp, dev: this.underlay });
+    } else {
+      this.want.delete(subnetId(subnet));
+    }
   }
 
   stop(): void {
@@ -95,11 +123,13 @@ export class DirectRoutes {
     const map = this.map;
     if (!map) return;
     try {
-      const desired = map
-        .list()
-        .filter((e) => e.host.flags & F_DIRECT && !(e.host.flags & F_LOCAL))
-        .map((e) => ({ dst: e.subnet, via: e.host.remoteIp, dev: this.underlay }));
-      const r = syncRoutes(desired, { proto: ROUTE_PROTO });
+      if (this.stale) {
+        this.want.clear();
+        for (const e of map.list()) this.note(e.subnet, e.host);
+        this.stale = false;
+      }
+      const desired = [...this.want.values()];
+      const r = this.apply(desired, { proto: ROUTE_PROTO });
       for (const f of r.foreign) {
         this.log.warn("replaced a conflicting route", {
           dst: f.dst.toString(),

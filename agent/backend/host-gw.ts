@@ -7,7 +7,7 @@
 import { F_DIRECT, type HostEntry } from "../bpf/codec";
 import { type SubnetMapLike } from "../bpf/subnet-map";
 import { type BackendConfig } from "../control/config";
-import { type Lease, type LeaseAttrs } from "../control/lease";
+import { type Lease, type LeaseAttrs, type SyncPlan } from "../control/lease";
 import { OverlayError } from "../errors";
 import { formatIp, type Ip4 } from "../net/ip";
 import { ipv4Addresses, type OverlayDeviceOptions } from "../net/link";
@@ -21,6 +21,7 @@ export class HostGwBackend implements Backend {
   readonly type = "host-gw" as const;
   readonly overhead = 0;
   readonly decapsulates = false;
+  readonly entriesFromLeases = false; // direct reachability decides
   private routes: DirectRoutes | undefined;
 
   constructor(
@@ -72,8 +73,8 @@ export class HostGwBackend implements Backend {
     this.routes?.start(map, resync);
   }
 
-  changed(): void {
-    this.routes?.changed();
+  changed(plan?: SyncPlan): void {
+    this.routes?.changed(plan);
   }
 
   stop(): void {

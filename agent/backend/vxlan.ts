@@ -6,7 +6,7 @@
 import { ENCAP_OVERHEAD, F_DIRECT, type HostEntry } from "../bpf/codec";
 import { type SubnetMapLike } from "../bpf/subnet-map";
 import { type BackendConfig } from "../control/config";
-import { hostEntryOf, type Lease, type LeaseAttrs } from "../control/lease";
+import { hostEntryOf, type Lease, type LeaseAttrs, type SyncPlan } from "../control/lease";
 import { type Ip4 } from "../net/ip";
 import { type OverlayDeviceOptions } from "../net/link";
 import { type Backend, type BackendDeps, type BackendNode } from "./backend";
@@ -16,6 +16,9 @@ export class VxlanBackend implements Backend {
   readonly type = "vxlan" as const;
   readonly overhead = ENCAP_OVERHEAD;
   readonly decapsulates = true;
+  get entriesFromLeases(): boolean {
+    return !this.config.directRouting; // DirectRouting: reachability decides too
+  }
   private routes: DirectRoutes | undefined;
 
   constructor(
@@ -46,8 +49,8 @@ export class VxlanBackend implements Backend {
     this.routes?.start(map, resync);
   }
 
-  changed(): void {
-    this.routes?.changed();
+  changed(plan?: SyncPlan): void {
+    this.routes?.changed(plan);
   }
 
   stop(): void {

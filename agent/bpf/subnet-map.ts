@@ -13,16 +13,24 @@ import {
   decodePeer,
   decodeSubnetKey,
   encodeHostEntry,
+  encodeHostEntryInto,
   encodeIp,
+  encodeIpInto,
   encodeLookupKey,
   encodePeer,
+  encodePeerInto,
   encodeSubnetKey,
+  encodeSubnetKeyInto,
   F_LOCAL,
+  HOST_ENTRY_SIZE,
+  PEER_SIZE,
+  SUBNET_KEY_SIZE,
   sumPeerCounters,
+  sumPeerCountersInto,
   type HostEntry,
   type PeerCounters,
 } from "./codec";
-import { possibleCpus } from "./map";
+import { mapInfo, possibleCpus } from "./map";
 import { type Cidr, type Ip4 } from "../net/ip";
 
 export interface SubnetEntry {
@@ -31,6 +39,8 @@ export interface SubnetEntry {
 }
 
 export interface SubnetMapLike {
+  /** Subnet entries written or deleted so far (a warm restart writes none). */
+  readonly writes?: number;
   upsert(subnet: Cidr, host: HostEntry): void;
   /** Many upserts at once (a full sync); same result as upsert() each. */
   upsertMany?(entries: SubnetEntry[]): void;
@@ -39,6 +49,8 @@ export interface SubnetMapLike {
 }
 
 export class SubnetHostMap implements SubnetMapLike {
+  writes = 0;
+
   constructor(
     private readonly subnets: BpfMap,
     private readonly peers: BpfMap,
@@ -59,11 +71,36 @@ export class SubnetHostMap implements SubnetMapLike {
     this.peerStats.close();
   }
 
+  /** Entries in ovl_subnets, counted once and then kept by our writes. */
+  private size: number | undefined;
+
+  /** A subnet moved off host `ip`: the peer goes if it still points here. */
+  private dropPeer(ip: Ip4, subnet: Cidr): void {
+    const key = encodeIp(ip);
+    const peer = this.peers.lookup(key);
+    if (peer && decodePeer(peer).equals(subnet)) {
+      this.peers.delete(key);
+      this.peerStats.delete(key);
+    }
+  }
+
+  /** Before writing `subnet` on `host`: a host it moves off loses its peer
+   * first (a full ovl_peers has no room for both); the count. */
+  private replacing(subnet: Cidr, host: HostEntry, old: HostEntry | undefined): void {
+    if (!old) {
+      if (this.size !== undefined) this.size++;
+    } else if (!(old.flags & F_LOCAL) && old.remoteIp !== host.remoteIp) {
+      this.dropPeer(old.remoteIp, subnet);
+    }
+  }
+
   /**
    * Adds or replaces a subnet. The peer entry goes in first, so decap admits
-   * the host before encap starts sending to it.
+   * the host before encap starts sending to it; a subnet that moves to
+   * another host takes its old peer out (else churn fills ovl_peers).
    */
   upsert(subnet: Cidr, host: HostEntry): void {
+    this.replacing(subnet, host, this.get(subnet));
     if (!(host.flags & F_LOCAL)) {
       const ip = encodeIp(host.remoteIp);
       this.peers.update(ip, encodePeer(subnet));
@@ -75,6 +112,7 @@ export class SubnetHostMap implements SubnetMapLike {
       }
     }
     this.subnets.update(encodeSubnetKey(subnet), encodeHostEntry(host));
+    this.writes++;
   }
 
   upsertMany(entries: SubnetEntry[]): void {
@@ -82,25 +120,45 @@ export class SubnetHostMap implements SubnetMapLike {
       for (const e of entries) this.upsert(e.subnet, e.host);
       return;
     }
+    // Into an empty map (a first start) nothing is replaced: no lookups.
+    const empty = this.subnets.keys().next().done === true;
+    if (!empty) for (const e of entries) this.replacing(e.subnet, e.host, this.get(e.subnet));
+    else if (this.size !== undefined) this.size += entries.length;
     const remote = entries.filter((e) => !(e.host.flags & F_LOCAL));
-    const haveStats = new Set(this.peerStats.entries().map(([k]) => decodeIp(k)));
-    const fresh = remote.filter((e) => !haveStats.has(e.host.remoteIp));
-    this.peers.updateMany(
-      Buffer.concat(remote.map((e) => encodeIp(e.host.remoteIp))),
-      Buffer.concat(remote.map((e) => encodePeer(e.subnet))),
-      remote.length,
-    );
+    // Which peers already have counters: one batch listing when the write
+    // is a large part of the map (a full sync), else a lookup each (a
+    // coalesced burst of watch events into a big map).
+    const exists: (ip: Ip4) => boolean =
+      remote.length > 4096
+        ? (
+            (have) => (ip: Ip4) =>
+              have.has(ip)
+          )(new Set(this.peerStats.entries().map(([k]) => decodeIp(k))))
+        : (ip) => this.peerStats.lookup(encodeIp(ip)) !== undefined;
+    const fresh = remote.filter((e) => !exists(e.host.remoteIp));
+    const peerKeys = Buffer.alloc(remote.length * 4);
+    const peerVals = Buffer.alloc(remote.length * PEER_SIZE);
+    remote.forEach((e, i) => {
+      encodeIpInto(e.host.remoteIp, peerKeys, i * 4);
+      encodePeerInto(e.subnet, peerVals, i * PEER_SIZE);
+    });
+    this.peers.updateMany(peerKeys, peerVals, remote.length);
     // New peers get zeroed counters; existing ones keep theirs.
+    const statKeys = Buffer.alloc(fresh.length * 4);
+    fresh.forEach((e, i) => encodeIpInto(e.host.remoteIp, statKeys, i * 4));
     this.peerStats.updateMany(
-      Buffer.concat(fresh.map((e) => encodeIp(e.host.remoteIp))),
+      statKeys,
       Buffer.alloc(fresh.length * this.peerStats.valueBufSize),
       fresh.length,
     );
-    this.subnets.updateMany(
-      Buffer.concat(entries.map((e) => encodeSubnetKey(e.subnet))),
-      Buffer.concat(entries.map((e) => encodeHostEntry(e.host))),
-      entries.length,
-    );
+    const keys = Buffer.alloc(entries.length * SUBNET_KEY_SIZE);
+    const vals = Buffer.alloc(entries.length * HOST_ENTRY_SIZE);
+    entries.forEach((e, i) => {
+      encodeSubnetKeyInto(e.subnet, keys, i * SUBNET_KEY_SIZE);
+      encodeHostEntryInto(e.host, vals, i * HOST_ENTRY_SIZE);
+    });
+    this.subnets.updateMany(keys, vals, entries.length);
+    this.writes += entries.length;
   }
 
   /** Removes a subnet; its peer goes too unless the peer now holds another. */
@@ -108,20 +166,16 @@ export class SubnetHostMap implements SubnetMapLike {
     const key = encodeSubnetKey(subnet);
     const old = this.subnets.lookup(key);
     const existed = this.subnets.delete(key);
+    this.writes++;
+    if (existed && this.size !== undefined) this.size--;
     if (old) {
       const host = decodeHostEntry(old);
-      if (!(host.flags & F_LOCAL)) {
-        const ip = encodeIp(host.remoteIp);
-        const peer = this.peers.lookup(ip);
-        if (peer && decodePeer(peer).equals(subnet)) {
-          this.peers.delete(ip);
-          this.peerStats.delete(ip);
-        }
-      }
+      if (!(host.flags & F_LOCAL)) this.dropPeer(host.remoteIp, subnet);
     }
     return existed;
   }
 
+  /** The subnet's entry (an exact-prefix lookup). */
   get(subnet: Cidr): HostEntry | undefined {
     const v = this.subnets.lookup(encodeSubnetKey(subnet));
     return v ? decodeHostEntry(v) : undefined;
@@ -140,12 +194,26 @@ export class SubnetHostMap implements SubnetMapLike {
     return best ? { subnet: best, host } : undefined;
   }
 
-  /** Number of entries (keys only: half the syscalls of list()). */
+  /** The kernel's id of ovl_subnets: another id is another map. */
+  id(): number {
+    return mapInfo(this.subnets.fd, "ovl_subnets").id;
+  }
+
+  /** Remote peers (ovl_peers has one per remote lease; a batch listing). */
+  peerCount(): number {
+    return this.peers.entries().length;
+  }
+
+  /** Number of entries: counted once (keys only), then kept by our own
+   * writes, since /metrics asks on every scrape. */
   count(): number {
-    let n = 0;
-    const keys = this.subnets.keys();
-    while (!keys.next().done) n++;
-    return n;
+    if (this.size === undefined) {
+      let n = 0;
+      const keys = this.subnets.keys();
+      while (!keys.next().done) n++;
+      this.size = n;
+    }
+    return this.size;
   }
 
   /** Every entry, sorted by subnet address then prefix length. */
@@ -156,11 +224,24 @@ export class SubnetHostMap implements SubnetMapLike {
       .sort((a, b) => a.subnet.addr - b.subnet.addr || a.subnet.prefixlen - b.subnet.prefixlen);
   }
 
+  /** Every peer's live counters as Numbers (tx packets, tx bytes, rx
+   * packets, rx bytes), in one array reused for each: copy to keep. */
+  eachPeer(fn: (ip: Ip4, c: Float64Array) => void): void {
+    const ncpu = possibleCpus();
+    const c = new Float64Array(4);
+    this.peerStats.forEach((k, ko, v, vo) => {
+      sumPeerCountersInto(v, ncpu, vo, c);
+      fn(decodeIp(k, ko), c);
+    });
+  }
+
   /** Live per-peer counters, by underlay IP. */
   peerCounters(): Map<Ip4, PeerCounters> {
     const ncpu = possibleCpus();
-    return new Map(
-      this.peerStats.entries().map(([k, v]) => [decodeIp(k), sumPeerCounters(v, ncpu)]),
+    const out = new Map<Ip4, PeerCounters>();
+    this.peerStats.forEach((k, ko, v, vo) =>
+      out.set(decodeIp(k, ko), sumPeerCounters(v, ncpu, vo)),
     );
+    return out;
   }
 }

@@ -77,9 +77,9 @@ export function clientOptions(o: EtcdOptions): IOptions {
 export type LeaseEvent =
   | { type: "put"; lease: Lease }
   | { type: "delete"; subnet: Cidr; revision: string }
-  | { type: "config"; text: string | undefined }
+  | { type: "config"; text: string | undefined; revision: string }
   /** A lease value that does not decode: logged, the data path untouched. */
-  | { type: "bad"; key: string; error: string };
+  | { type: "bad"; key: string; error: string; revision: string };
 
 export interface WatchHandle {
   close(): Promise<void>;
@@ -164,22 +164,23 @@ export class EtcdStore {
     const prefix = Buffer.from(subnetsPrefix(this.prefix));
     const end = Buffer.from(prefix);
     end[end.length - 1] = (end[end.length - 1] as number) + 1; // prefix range end
-    let key: Buffer = prefix;
-    let revision: string | undefined;
-    const out: ListResult = { leases: [], revision: "0", bad: [] };
-    for (;;) {
-      let res;
-      try {
-        res = await this.client.kv.range({
-          key,
-          range_end: end,
-          limit: LIST_PAGE,
-          ...(revision ? { revision } : {}),
+    const page = (key: Buffer, revision: string | undefined) =>
+      this.client.kv
+        .range({ key, range_end: end, limit: LIST_PAGE, ...(revision ? { revision } : {}) })
+        .catch((e: unknown) => {
+          throw new EtcdError(`list ${subnetsPrefix(this.prefix)}`, e);
         });
-      } catch (e) {
-        throw new EtcdError(`list ${subnetsPrefix(this.prefix)}`, e);
-      }
-      revision ??= String(res.header.revision);
+    const out: ListResult = { leases: [], revision: "0", bad: [] };
+    let res = await page(prefix, undefined);
+    // Every page at the first one's revision: one consistent snapshot.
+    const revision = String(res.header.revision);
+    for (;;) {
+      const last = res.kvs[res.kvs.length - 1];
+      // Ask for the next page before decoding this one: etcd prepares it
+      // while we decode.
+      const next =
+        res.more && last ? page(Buffer.concat([last.key, Buffer.from([0])]), revision) : undefined;
+      next?.catch(() => undefined); // awaited below; not unhandled meanwhile
       for (const kv of res.kvs) {
         const k = kv.key.toString();
         try {
@@ -190,11 +191,10 @@ export class EtcdStore {
           out.bad.push({ key: k, error: (e as Error).message });
         }
       }
-      const last = res.kvs[res.kvs.length - 1];
-      if (!res.more || !last) break;
-      key = Buffer.concat([last.key, Buffer.from([0])]); // the next key after it
+      if (!next) break;
+      res = await next;
     }
-    out.revision = revision ?? "0";
+    out.revision = revision;
     return out;
   }
 
@@ -412,6 +412,7 @@ export class EtcdStore {
           onEvent({
             type: "config",
             text: ev.type === "Delete" ? undefined : ev.kv.value.toString(),
+            revision: rev,
           });
           continue;
         }
@@ -426,7 +427,7 @@ export class EtcdStore {
               lease: this.decode(key, ev.kv.value.toString(), String(ev.kv.lease), rev),
             });
           } catch (e) {
-            onEvent({ type: "bad", key, error: (e as Error).message });
+            onEvent({ type: "bad", key, error: (e as Error).message, revision: rev });
           }
         }
       }

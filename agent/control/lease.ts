@@ -6,8 +6,10 @@
 import { ConfigError } from "../errors";
 import { subnetCount6, subnetRange, type NetworkConfig } from "./config";
 import { F_LOCAL, type HostEntry } from "../bpf/codec";
-import { Cidr, formatIp, parseIp, parseMac, type Ip4 } from "../net/ip";
+import { Cidr, formatIp, parseIp, parseMac, writeMac, type Ip4 } from "../net/ip";
 import { Cidr6, formatIp6, parseIp6, subnets6, type Ip6 } from "../net/ip6";
+
+const MAC_SCRATCH = new Uint8Array(6);
 
 export interface LeaseAttrs {
   publicIp: Ip4;
@@ -151,7 +153,7 @@ export function decodeLeaseAttrs(text: string, key: string): LeaseAttrs {
     if (typeof vni === "number") attrs.vni = vni;
     const mac = dget("VtepMAC");
     if (typeof mac === "string") {
-      parseMac(mac, `${key}: BackendData.VtepMAC`);
+      writeMac(mac, MAC_SCRATCH, 0, `${key}: BackendData.VtepMAC`); // validates
       attrs.vtepMac = mac.toLowerCase();
     }
   }
@@ -337,6 +339,14 @@ export function v6Conflict(own: Lease, leases: Iterable<Lease>): Lease | undefin
 /** A backend's rule for the map entry of a peer's lease (hostEntryOf for vxlan). */
 export type EntryOf = (l: Lease, log: (msg: string) => void) => HostEntry | undefined;
 
+/** A subnet as one number (addr * 64 + prefixlen): a cheap map key. */
+export function subnetId(c: Cidr): number {
+  return c.addr * 64 + c.prefixlen;
+}
+
+/** What the data path should hold, by subnetId. */
+export type DesiredEntries = Map<number, { subnet: Cidr; host: HostEntry }>;
+
 /** What the data path should hold for a set of leases. */
 export function desiredEntries(
   leases: Iterable<Lease>,
@@ -344,15 +354,15 @@ export function desiredEntries(
   ownEntry: HostEntry | undefined,
   log: (msg: string) => void = () => {},
   entryOf: EntryOf = hostEntryOf,
-): Map<string, { subnet: Cidr; host: HostEntry }> {
-  const want = new Map<string, { subnet: Cidr; host: HostEntry }>();
+): DesiredEntries {
+  const want: DesiredEntries = new Map();
   for (const l of leases) {
     if (own && l.subnet.equals(own)) continue;
     const entry = entryOf(l, log);
-    if (entry) want.set(l.subnet.toString(), { subnet: l.subnet, host: entry });
+    if (entry) want.set(subnetId(l.subnet), { subnet: l.subnet, host: entry });
   }
   if (own && ownEntry)
-    want.set(own.toString(), { subnet: own, host: { ...ownEntry, flags: F_LOCAL } });
+    want.set(subnetId(own), { subnet: own, host: { ...ownEntry, flags: F_LOCAL } });
   return want;
 }
 
@@ -387,15 +397,45 @@ function sameHost(a: HostEntry, b: HostEntry): boolean {
 
 /** desired vs actual -> the smallest set of map operations. */
 export function planSync(
-  desired: Map<string, { subnet: Cidr; host: HostEntry }>,
+  desired: DesiredEntries,
   actual: { subnet: Cidr; host: HostEntry }[],
 ): SyncPlan {
-  const have = new Map(actual.map((e) => [e.subnet.toString(), e]));
+  const have = new Map(actual.map((e) => [subnetId(e.subnet), e]));
   const plan: SyncPlan = { upserts: [], deletes: [] };
   for (const [k, want] of desired) {
     const cur = have.get(k);
     if (!cur || !sameHost(cur.host, want.host)) plan.upserts.push(want);
   }
   for (const [k, cur] of have) if (!desired.has(k)) plan.deletes.push(cur.subnet);
+  return plan;
+}
+
+/** A lease change from the watch, as the reconciler applies it. */
+export type LeaseChange = { type: "put"; lease: Lease } | { type: "delete"; subnet: Cidr };
+
+/**
+ * A burst of watch events -> one plan: the last change per subnet wins, our
+ * own subnet is left alone (the agent handles it), a put whose lease cannot
+ * be programmed removes the entry.
+ */
+export function planChanges(
+  changes: LeaseChange[],
+  own: Cidr | undefined,
+  entryOf: (l: Lease) => HostEntry | undefined,
+): SyncPlan {
+  const last = new Map<number, LeaseChange>();
+  for (const c of changes) {
+    const id = subnetId(c.type === "put" ? c.lease.subnet : c.subnet);
+    last.delete(id); // re-insert: keeps the order of the last change
+    last.set(id, c);
+  }
+  const plan: SyncPlan = { upserts: [], deletes: [] };
+  for (const c of last.values()) {
+    const subnet = c.type === "put" ? c.lease.subnet : c.subnet;
+    if (own && subnet.equals(own)) continue;
+    const entry = c.type === "put" ? entryOf(c.lease) : undefined;
+    if (entry) plan.upserts.push({ subnet, host: entry });
+    else plan.deletes.push(subnet);
+  }
   return plan;
 }

@@ -9,17 +9,16 @@ import { type SubnetMapLike } from "../bpf/subnet-map";
 import {
   desiredEntries,
   hostEntryOf,
+  planChanges,
   planSync,
+  subnetId,
   type EntryOf,
   type Lease,
+  type LeaseChange,
   type SyncPlan,
 } from "./lease";
 import { type Logger } from "../log";
 import { formatIp, type Cidr, type Ip4 } from "../net/ip";
-
-function subnetId(c: Cidr): number {
-  return c.addr * 64 + c.prefixlen;
-}
 
 export interface ReconcilerHooks {
   /** A map operation failed (op = upsert | delete | list). */
@@ -28,8 +27,9 @@ export interface ReconcilerHooks {
   synced?(seconds: number, entries: number): void;
   /** The backend's map entry for a peer lease (default: vxlan's hostEntryOf). */
   entryOf?: EntryOf;
-  /** The map changed (the backend's routes follow it). */
-  changed?(): void;
+  /** The map changed by this plan (the backend's routes follow it); full
+   * is true after a full sync, when the plan is relative to the old map. */
+  changed?(plan: SyncPlan, full: boolean): void;
 }
 
 export class Reconciler {
@@ -46,7 +46,18 @@ export class Reconciler {
   ) {}
 
   get synced(): boolean {
-    return this.fullSyncs > 0;
+    return this.fullSyncs > 0 || this.resumed;
+  }
+
+  private resumed = false;
+
+  /**
+   * A warm restart: the pinned map already matches the leases up to a
+   * stored revision and the watch replays everything after it, so there is
+   * nothing to list or write. PublicIPs are learnt from later events.
+   */
+  resume(): void {
+    this.resumed = true;
   }
 
   /** Our own lease: kept in the map as LOCAL, never as a remote. */
@@ -84,7 +95,7 @@ export class Reconciler {
       throw e;
     }
     const plan = planSync(desired, actual);
-    this.apply(plan);
+    this.apply(plan, true);
     this.fullSyncs++;
     this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, desired.size);
     if (plan.upserts.length || plan.deletes.length) {
@@ -98,29 +109,37 @@ export class Reconciler {
   }
 
   onPut(l: Lease): void {
-    const t0 = process.hrtime.bigint();
-    this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
-    if (this.own && l.subnet.equals(this.own)) return;
-    const entry = (this.hooks.entryOf ?? hostEntryOf)(l, (m) => this.log.warn(m));
-    if (entry) this.apply({ upserts: [{ subnet: l.subnet, host: entry }], deletes: [] });
-    else this.apply({ upserts: [], deletes: [l.subnet] });
-    this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
+    this.applyChanges([{ type: "put", lease: l }]);
   }
 
   onDelete(subnet: Cidr): void {
-    const t0 = process.hrtime.bigint();
-    const old = this.leases.get(subnetId(subnet));
-    this.leases.delete(subnetId(subnet));
-    if (this.own && subnet.equals(this.own)) return;
-    if (old !== undefined) {
-      this.log.info("lease gone", { subnet: subnet.toString(), publicIp: formatIp(old) });
-    }
-    this.apply({ upserts: [], deletes: [subnet] });
-    this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
+    this.applyChanges([{ type: "delete", subnet }]);
   }
 
-  private apply(plan: SyncPlan): void {
-    if (plan.upserts.length || plan.deletes.length) this.hooks.changed?.();
+  /** A burst of watch events as one plan and one batched map write. */
+  applyChanges(changes: LeaseChange[]): SyncPlan {
+    const t0 = process.hrtime.bigint();
+    for (const c of changes) {
+      if (c.type === "put") {
+        this.leases.set(subnetId(c.lease.subnet), c.lease.attrs.publicIp);
+        continue;
+      }
+      const id = subnetId(c.subnet);
+      const old = this.leases.get(id);
+      this.leases.delete(id);
+      if (old !== undefined && !(this.own && c.subnet.equals(this.own))) {
+        this.log.info("lease gone", { subnet: c.subnet.toString(), publicIp: formatIp(old) });
+      }
+    }
+    const entryOf = this.hooks.entryOf ?? hostEntryOf;
+    const plan = planChanges(changes, this.own, (l) => entryOf(l, (m) => this.log.warn(m)));
+    this.apply(plan, false);
+    this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
+    return plan;
+  }
+
+  private apply(plan: SyncPlan, full: boolean): void {
+    if (plan.upserts.length || plan.deletes.length || full) this.hooks.changed?.(plan, full);
     // Deletes first: a subnet that moved to another host never has two.
     for (const s of plan.deletes) {
       try {

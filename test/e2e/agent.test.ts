@@ -184,6 +184,62 @@ describe("e2e: agents, etcd and pods", function () {
     assert.equal(a.subnet(), before, "same subnet after restart");
   });
 
+  it("restarts warm from its pinned map: nothing written for unchanged leases, what changed while it was down still arrives", async function () {
+    const n1 = nodes[0]!;
+    const peer = "10.5.200.0/24";
+    const key = `${PREFIX}/subnets/10.5.200.0-24`;
+    const value = JSON.stringify({
+      PublicIP: "172.31.9.9",
+      PublicIPv6: null,
+      BackendType: "vxlan",
+      BackendData: { VNI: 1, VtepMAC: "0e:00:00:00:09:09" },
+    });
+    const readyLine = (a: AgentProc) =>
+      [/msg=ready .*/, /msg="cold start.*/].map((re) => re.exec(a.logs)?.[0] ?? "").join("\n");
+    const writes = (a: AgentProc) =>
+      Number(/^overlay_map_writes_total (\d+)$/m.exec(a.http("/metrics", 9474).body)?.[1]);
+    // A TTL that outlasts a restart on a loaded machine: with the suite's 4 s
+    // the lease may expire while the agent is down, and that start is
+    // rightly cold.
+    const flags = ["--ip-masq", "--subnet-lease-ttl", "120"];
+    const restart = async (whileDown: () => void = () => {}) => {
+      await agents.get(1)!.stop("SIGTERM");
+      whileDown();
+      const a = startAgent(n1, flags);
+      await a.waitReady();
+      await waitFor("the ready log line", () => /msg=ready /.test(a.logs), 20000);
+      return a;
+    };
+    let a = await restart(); // the lease now has the long TTL
+    // Unchanged leases: only our own lease read, the watch from the saved revision.
+    a = await restart();
+    assert.match(readyLine(a), /start=warm/);
+    await sleep(500); // the replayed events (our own lease's rewrite) are applied
+    assert.equal(writes(a), 0, "no map writes");
+    // A lease added while the agent was down: exactly that one entry written.
+    a = await restart(() => etcd.put(key, value));
+    assert.match(readyLine(a), /start=warm/);
+    await waitFor("the new lease in the map", () => entries(n1).includes(peer), 20000);
+    assert.equal(writes(a), 1, "one map write");
+    // Deleted while down and etcd compacted past the saved revision: the
+    // watch reports the gap and a full listing puts the map right.
+    a = await restart(() => {
+      etcd.ctl(["del", key]);
+      etcd.ctl(["compact", String(etcd.revision())]);
+    });
+    await waitFor(
+      "the deleted lease gone from the map",
+      () => !entries(n1).includes(peer),
+      20000, // generous: a loaded CI machine, not a timing assertion
+    ).catch((e: Error) => assert.fail(`${e.message}\n${a.logs.slice(-3000)}`));
+    assert.match(a.logs, /watch gap; re-listing/);
+    assert.match(
+      a.http("/metrics", 9474).body,
+      /^overlay_etcd_watch_restarts_total\{reason="compacted"\} 1$/m,
+    );
+    assert.ok(ping(pod(nodes[1]!).ns, pod(n1).ip), "still forwarding");
+  });
+
   it("gives bridged pods the fast path on its own (--pod-bridge auto), and takes it away with none", async function () {
     // These pods are plain bridge ports (topo.addPod): no CNI plugin of ours.
     const n2 = nodes[1]!;

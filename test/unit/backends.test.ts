@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
-import { F_DIRECT } from "../../agent/bpf/codec";
+import { F_DIRECT, F_LOCAL, type HostEntry } from "../../agent/bpf/codec";
+import { type SubnetMapLike } from "../../agent/bpf/subnet-map";
+import { DirectRoutes } from "../../agent/backend/direct-routes";
 import { createBackend } from "../../agent/backend";
 import { parseNetworkConfig } from "../../agent/control/config";
 import { type Lease } from "../../agent/control/lease";
 import { createLogger } from "../../agent/log";
-import { Cidr, parseIp } from "../../agent/net/ip";
+import { Cidr, formatIp, parseIp } from "../../agent/net/ip";
 import { parseRoutes } from "../../agent/net/routes";
 
 // The routing table of a node on 172.31.0.0/24 whose default route is a
@@ -31,6 +33,7 @@ const TABLE = JSON.stringify([
   { type: "unicast", dst: "10.5.0.0/16", dev: "ovl0", protocol: 4, scope: "link", flags: [] },
 ]);
 const quiet = createLogger("error", () => {});
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const deps = {
   log: quiet,
   readRoutes: () => parseRoutes(TABLE),
@@ -141,5 +144,74 @@ describe("unit: backends (agent/backend)", function () {
       () => b.check({ iface: "eth0", publicIp: parseIp("203.0.113.9") }),
       /PublicIP 203.0.113.9 is not an address of eth0 \(172.31.0.1\); behind NAT/,
     );
+  });
+});
+
+describe("unit: direct routes follow the reconciler's plans", function () {
+  it("lists the map once at start, then takes each change from the plan (no listing per change)", async function () {
+    const entries = new Map<string, { subnet: Cidr; host: HostEntry }>();
+    let lists = 0;
+    const map: SubnetMapLike = {
+      upsert: (subnet, host) => void entries.set(subnet.toString(), { subnet, host }),
+      delete: (subnet) => entries.delete(subnet.toString()),
+      list: () => {
+        lists++;
+        return [...entries.values()];
+      },
+    };
+    const direct = (ip: string) => ({
+      remoteIp: parseIp(ip),
+      vtepMac: "0e:00:00:00:00:02",
+      flags: F_DIRECT,
+    });
+    map.upsert(Cidr.parse("10.5.2.0/24"), direct("172.31.0.2"));
+    map.upsert(Cidr.parse("10.5.3.0/24"), { ...direct("172.31.9.3"), flags: 0 }); // VXLAN: no route
+    map.upsert(Cidr.parse("10.5.1.0/24"), { ...direct("172.31.0.1"), flags: F_LOCAL });
+    const applied: string[][] = [];
+    const routes = new DirectRoutes(
+      "eth0",
+      quiet,
+      () => parseRoutes(TABLE),
+      (desired) => {
+        applied.push(desired.map((d) => `${d.dst} via ${formatIp(d.via)}`).sort());
+        return { added: 0, replaced: 0, deleted: 0, unchanged: 0, failed: [], foreign: [] };
+      },
+    );
+    routes.start(map, () => assert.fail("no re-list"));
+    try {
+      assert.deepEqual(applied, [["10.5.2.0/24 via 172.31.0.2"]]);
+      // A churn of plans: a new direct peer, a removed one, one turned VXLAN.
+      for (let i = 0; i < 100; i++) {
+        routes.changed({
+          upserts: [
+            { subnet: Cidr.parse(`10.5.${10 + i}.0/24`), host: direct(`172.31.0.${10 + i}`) },
+          ],
+          deletes: i === 0 ? [Cidr.parse("10.5.2.0/24")] : [],
+        });
+      }
+      routes.changed({
+        upserts: [
+          { subnet: Cidr.parse("10.5.10.0/24"), host: { ...direct("172.31.0.10"), flags: 0 } },
+        ],
+        deletes: [],
+      });
+      await sleep(250); // past the debounce
+      assert.equal(lists, 1, "the map listed once, at start");
+      assert.equal(applied.length, 2, "one route sync for the burst");
+      const last = applied[1]!;
+      assert.equal(last.length, 99);
+      assert.ok(!last.includes("10.5.2.0/24 via 172.31.0.2"), "deleted subnet's route gone");
+      assert.ok(
+        !last.some((r) => r.startsWith("10.5.10.0/24")),
+        "a peer turned VXLAN loses its route",
+      );
+      assert.ok(last.includes("10.5.109.0/24 via 172.31.0.109"));
+      // A change without a plan (the map written from elsewhere): listed again.
+      routes.changed();
+      await sleep(250);
+      assert.equal(lists, 2);
+    } finally {
+      routes.stop();
+    }
   });
 });

@@ -8,6 +8,7 @@ import {
   leaseKey,
   parseLeaseKey,
   planSync,
+  subnetId,
   preferredSubnet,
   type Lease,
 } from "../../agent/control/lease";
@@ -131,8 +132,8 @@ describe("unit: leases", function () {
       { remoteIp: parseIp("172.31.0.1"), vtepMac: "0e:00:00:00:00:11", flags: 0 },
       (m) => logs.push(m),
     );
-    assert.equal(desired.get("10.5.1.0/24")?.host.flags, F_LOCAL);
-    assert.equal(desired.has("10.5.4.0/24"), false);
+    assert.equal(desired.get(subnetId(own))?.host.flags, F_LOCAL);
+    assert.equal(desired.has(subnetId(Cidr.parse("10.5.4.0/24"))), false);
     assert.match(
       logs.join(),
       /lease 10.5.4.0\/24 \(PublicIP 172.31.0.4\): BackendType "host-gw" but this network's Backend.Type is "vxlan"; not programmed \(one backend per network\)/,

@@ -152,7 +152,7 @@ describe("unit: dual-stack leases", function () {
     ];
     for (const l of leases) assert.equal(hostEntryOf(l)?.remoteIp, l.attrs.publicIp);
     assert.deepEqual(
-      [...desiredEntries(leases, undefined, undefined).keys()],
+      [...desiredEntries(leases, undefined, undefined).values()].map((e) => e.subnet.toString()),
       ["10.5.2.0/24", "10.5.3.0/24"],
     );
   });

@@ -3,7 +3,12 @@
 // rather than a failed scrape.
 import assert from "node:assert/strict";
 import { Registry } from "prom-client";
-import { AgentMetrics, type DatapathSource } from "../../metrics/metrics";
+import {
+  AgentMetrics,
+  checkMetricsPeers,
+  topPeers,
+  type DatapathSource,
+} from "../../metrics/metrics";
 import { M } from "../../metrics/names";
 import { type DatapathStats } from "../../agent/bpf/stats";
 import { type PeerCounters } from "../../agent/bpf/codec";
@@ -85,5 +90,94 @@ describe("unit: scrape-time metrics", function () {
     const text = await reg.metrics();
     assert.doesNotMatch(text, new RegExp(`^${M.packets}\\{`, "m"));
     assert.match(text, new RegExp(`^${M.ready} 0$`, "m"));
+  });
+});
+
+describe("unit: per-peer series are bounded", function () {
+  const peer = (n: number): PeerCounters => ({
+    txPackets: BigInt(n),
+    txBytes: BigInt(n * 100),
+    rxPackets: 1n,
+    rxBytes: 100n,
+  });
+  /** n peers; peer i has sent i * 100 bytes. */
+  class ManyPeers extends FakeSource {
+    constructor(readonly n: number) {
+      super();
+    }
+    override peers(): Map<Ip4, PeerCounters> {
+      return new Map(Array.from({ length: this.n }, (_, i) => [0xac100000 + i, peer(i)]));
+    }
+  }
+  const series = (text: string) => text.split("\n").filter((l) => l && !l.startsWith("#"));
+
+  it("topPeers keeps the busiest n and sums the rest", function () {
+    const peers = new Map<Ip4, PeerCounters>([
+      [1, peer(5)],
+      [2, peer(50)],
+      [3, peer(7)],
+      [4, peer(50)], // tie with 2: the lower address first
+      [5, peer(1)],
+    ]);
+    const t = topPeers(peers, 2);
+    assert.deepEqual(
+      t.top.map(([ip]) => ip),
+      [2, 4],
+    );
+    assert.deepEqual(t.other, [13, 1300, 3, 300]);
+    assert.equal(topPeers(peers, 0).top.length, 0);
+    assert.equal(topPeers(peers, 0).other?.[0], 113);
+    assert.equal(topPeers(peers, -1).top.length, 5);
+    assert.equal(topPeers(peers, -1).other, undefined);
+    assert.equal(topPeers(peers, 10).top.length, 5);
+  });
+
+  it("65,536 peers give 4 x (10 + 1) peer series by default, fewer than 300 in all, and the sums add up", async function () {
+    const reg = new Registry();
+    const src = new ManyPeers(65536);
+    new AgentMetrics(reg, { version: "t", commit: "c", abi: "a", libbpf: "1.1" }).setSource(src);
+    const text = await reg.metrics();
+    const peerLines = series(text).filter((l) => l.startsWith("overlay_peer_"));
+    assert.equal(peerLines.length, 4 * 11);
+    assert.ok(series(text).length < 300, `${series(text).length} series in all`);
+    assert.match(text, /^overlay_peer_tx_bytes_total\{peer="172.16.255.255"\} 6553500$/m);
+    // Peers 0..65525 summed: 100 * (0 + ... + 65525)
+    const other = (100 * 65525 * 65526) / 2;
+    assert.match(text, new RegExp(`^overlay_peer_tx_bytes_total\\{peer="other"\\} ${other}$`, "m"));
+  });
+
+  it("a source that streams its peers (eachPeer, as the BPF map does) gives the same series", async function () {
+    class Streaming extends ManyPeers {
+      eachPeer(fn: (ip: Ip4, c: Float64Array) => void): void {
+        const c = new Float64Array(4);
+        for (const [ip, p] of this.peers()) {
+          c.set([Number(p.txPackets), Number(p.txBytes), Number(p.rxPackets), Number(p.rxBytes)]);
+          fn(ip, c); // one array reused, as the map's reader does
+        }
+      }
+    }
+    const text = async (src: DatapathSource) => {
+      const reg = new Registry();
+      new AgentMetrics(reg, { version: "t", commit: "c", abi: "a", libbpf: "1.1" }).setSource(src);
+      return series(await reg.metrics()).filter((l) => l.startsWith("overlay_peer_"));
+    };
+    const streamed = await text(new Streaming(5000));
+    assert.equal(streamed.length, 44);
+    assert.deepEqual(streamed, await text(new ManyPeers(5000)));
+  });
+
+  it("--metrics-peers -1 gives every peer its series; bad values are refused by name", async function () {
+    const reg = new Registry();
+    new AgentMetrics(
+      reg,
+      { version: "t", commit: "c", abi: "a", libbpf: "1.1" },
+      { peers: -1 },
+    ).setSource(new ManyPeers(50));
+    const text = await reg.metrics();
+    assert.equal(series(text).filter((l) => l.startsWith("overlay_peer_")).length, 200);
+    assert.doesNotMatch(text, /peer="other"/);
+    assert.throws(() => checkMetricsPeers(-2), /--metrics-peers: must be a whole number >= -1/);
+    assert.throws(() => checkMetricsPeers(1.5), /--metrics-peers/);
+    assert.equal(checkMetricsPeers(0), 0);
   });
 });

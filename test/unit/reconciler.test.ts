@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { Reconciler } from "../../agent/control/reconciler";
 import { type HostEntry, F_LOCAL } from "../../agent/bpf/codec";
 import { type SubnetMapLike, type SubnetEntry } from "../../agent/bpf/subnet-map";
-import { type Lease } from "../../agent/control/lease";
+import { type Lease, type LeaseChange } from "../../agent/control/lease";
+import { EventQueue } from "../../agent/control/event-queue";
 import { createLogger } from "../../agent/log";
 import { Cidr, parseIp } from "../../agent/net/ip";
 
@@ -74,5 +75,74 @@ describe("unit: reconciler", function () {
     map.failUpsert = true;
     r.fullSync([lease("10.5.2.0/24", "172.31.0.2"), lease("10.5.3.0/24", "172.31.0.3")]);
     assert.deepEqual(errors, ["upsert", "upsert"]);
+  });
+});
+
+describe("unit: reconciler under a lease flood", function () {
+  class CountingMap extends FakeMap {
+    batches: number[] = [];
+    single = 0;
+    upsertMany(entries: SubnetEntry[]): void {
+      this.batches.push(entries.length);
+      for (const e of entries) this.m.set(e.subnet.toString(), e);
+    }
+    override upsert(subnet: Cidr, host: HostEntry): void {
+      this.single++;
+      super.upsert(subnet, host);
+    }
+  }
+
+  it("coalesces a burst of 10,000 puts into batched map writes, last change per subnet winning", async function () {
+    const map = new CountingMap();
+    const r = new Reconciler(map, quiet);
+    r.setOwn(Cidr.parse("10.0.0.0/24"), {
+      remoteIp: 1,
+      vtepMac: "0e:00:00:00:00:11",
+      flags: F_LOCAL,
+    });
+    const handled: number[] = [];
+    const q = new EventQueue<LeaseChange>(
+      async (batch) => {
+        handled.push(batch.length);
+        r.applyChanges(batch);
+      },
+      (e) => assert.fail(String(e)),
+    );
+    // 10,000 puts as etcd delivers them: watch responses of 1,000 events,
+    // a few arriving per turn of the event loop.
+    for (let resp = 0; resp < 10; resp++) {
+      for (let i = resp * 1000; i < (resp + 1) * 1000; i++) {
+        const s = `10.${(i >> 8) + 1}.${i & 255}.0/24`;
+        q.push({ type: "put", lease: lease(s, `172.16.${i >> 8}.${i & 255}`) });
+      }
+      if (resp % 3 === 2) await new Promise((res) => setImmediate(res));
+    }
+    // The same subnet changed twice and then removed within the burst.
+    q.push({ type: "put", lease: lease("10.200.0.0/24", "172.31.9.1") });
+    q.push({ type: "put", lease: lease("10.200.0.0/24", "172.31.9.2") });
+    q.push({ type: "delete", subnet: Cidr.parse("10.200.0.0/24") });
+    await q.drained();
+    assert.equal(map.m.size, 10000, "every lease in the map");
+    assert.equal(map.single, 0, "no entry written on its own");
+    assert.ok(q.batches <= 5, `10,000 puts in ${q.batches} batches (want <= 5): ${handled}`);
+    assert.equal(
+      map.batches.reduce((a, b) => a + b, 0),
+      10000,
+      "each subnet written once",
+    );
+    assert.ok(!map.m.has("10.200.0.0/24"), "the last change (a delete) won");
+  });
+
+  it("a lone put still reaches the map in the next turn of the event loop", async function () {
+    const map = new CountingMap();
+    const r = new Reconciler(map, quiet);
+    const q = new EventQueue<LeaseChange>(
+      async (b) => void r.applyChanges(b),
+      (e) => assert.fail(String(e)),
+    );
+    q.push({ type: "put", lease: lease("10.5.7.0/24", "172.31.0.7") });
+    await new Promise((res) => setImmediate(res));
+    assert.ok(map.m.has("10.5.7.0/24"));
+    assert.equal(q.batches, 1);
   });
 });
