@@ -58,6 +58,12 @@ export class EtcdServer {
     return this.proc?.pid;
   }
 
+  /** Started and not exited (killed members are not). */
+  get running(): boolean {
+    const p = this.proc;
+    return p !== undefined && p.exitCode === null && p.signalCode === null;
+  }
+
   /** Starts (or restarts, same ports and data) the server. */
   async start(): Promise<this> {
     const ip = this.o.ip ?? "127.0.0.1";
