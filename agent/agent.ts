@@ -286,6 +286,11 @@ export class Agent {
       synced: (s) => this.metrics.mapSyncDuration.observe(s),
       entryOf: (l, log) => backend.entryOf(l, log),
       changed: () => backend.changed(),
+      defer: (fn, ms) => {
+        const t = setTimeout(() => void this.serialize(async () => !this.stopping && fn()), ms);
+        t.unref();
+        return () => clearTimeout(t);
+      },
     });
     this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
 
@@ -354,6 +359,7 @@ export class Agent {
     this.podBridge?.stop();
     this.backend?.stop();
     this.overlapWatch?.stop();
+    this.reconciler?.cancelHeld();
     await this.watch?.close();
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
     this.held?.keepalive?.release();

@@ -30,11 +30,24 @@ export interface ReconcilerHooks {
   entryOf?: EntryOf;
   /** The map changed (the backend's routes follow it). */
   changed?(): void;
+  /**
+   * Runs fn after ms, returning a cancel (a timer). With it, a watch delete
+   * of a remote lease is held for DELETE_HOLD_MS before the entry goes: an
+   * owner whose lease was deleted writes it back within milliseconds, and
+   * traffic to its pods must not stop meanwhile. Without it (the upgrade
+   * refill, tests) deletes apply at once.
+   */
+  defer?(fn: () => void, ms: number): () => void;
 }
+
+/** How long a deleted remote lease's entry stays, waiting for a re-create. */
+export const DELETE_HOLD_MS = 3000;
 
 export class Reconciler {
   /** subnet (addr * 64 + prefixlen) -> last PublicIP */
   private readonly leases = new Map<number, Ip4>();
+  /** Deletes held back (subnet id -> the cancel and the last PublicIP). */
+  private readonly held = new Map<number, { cancel: () => void; publicIp: Ip4 | undefined }>();
   private own: Cidr | undefined;
   private ownEntry: HostEntry | undefined;
   private fullSyncs = 0;
@@ -53,6 +66,8 @@ export class Reconciler {
   setOwn(subnet: Cidr, entry: HostEntry): void {
     this.own = subnet;
     this.ownEntry = entry;
+    this.held.get(subnetId(subnet))?.cancel();
+    this.held.delete(subnetId(subnet));
   }
 
   /** The last PublicIP seen for a subnet. */
@@ -67,6 +82,7 @@ export class Reconciler {
   /** Replace everything we know with a fresh listing and converge the map. */
   fullSync(leases: Lease[]): SyncPlan {
     const t0 = process.hrtime.bigint();
+    this.cancelHeld(); // the listing says what stays
     this.leases.clear();
     for (const l of leases) this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
     const desired = desiredEntries(
@@ -99,24 +115,62 @@ export class Reconciler {
 
   onPut(l: Lease): void {
     const t0 = process.hrtime.bigint();
-    this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
+    const id = subnetId(l.subnet);
+    const held = this.held.get(id);
+    if (held) {
+      held.cancel();
+      this.held.delete(id);
+    }
+    const prev = held ? held.publicIp : this.leases.get(id);
+    this.leases.set(id, l.attrs.publicIp);
     if (this.own && l.subnet.equals(this.own)) return;
     const entry = (this.hooks.entryOf ?? hostEntryOf)(l, (m) => this.log.warn(m));
-    if (entry) this.apply({ upserts: [{ subnet: l.subnet, host: entry }], deletes: [] });
+    // A subnet that moved to another host loses its old entry first, and
+    // with it the old host's peer entry (decap's source check).
+    const moved = prev !== undefined && prev !== l.attrs.publicIp;
+    if (entry)
+      this.apply({
+        upserts: [{ subnet: l.subnet, host: entry }],
+        deletes: moved ? [l.subnet] : [],
+      });
     else this.apply({ upserts: [], deletes: [l.subnet] });
     this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
   }
 
   onDelete(subnet: Cidr): void {
     const t0 = process.hrtime.bigint();
-    const old = this.leases.get(subnetId(subnet));
-    this.leases.delete(subnetId(subnet));
+    const id = subnetId(subnet);
+    const old = this.leases.get(id);
+    this.leases.delete(id);
     if (this.own && subnet.equals(this.own)) return;
+    const defer = this.hooks.defer;
+    if (defer && !this.held.has(id)) {
+      const h = { cancel: () => {}, publicIp: old };
+      this.held.set(id, h);
+      // A put may have cancelled it after the timer fired but before the
+      // agent's queue ran it: only the hold still in place deletes.
+      h.cancel = defer(() => {
+        if (this.held.get(id) !== h) return;
+        this.held.delete(id);
+        this.removeGone(subnet, old);
+      }, DELETE_HOLD_MS);
+      return;
+    }
+    if (!defer) this.removeGone(subnet, old);
+    this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
+  }
+
+  /** Held deletes are dropped (a full sync decides, or the agent stops). */
+  cancelHeld(): void {
+    for (const h of this.held.values()) h.cancel();
+    this.held.clear();
+  }
+
+  private removeGone(subnet: Cidr, old: Ip4 | undefined): void {
     if (old !== undefined) {
       this.log.info("lease gone", { subnet: subnet.toString(), publicIp: formatIp(old) });
     }
     this.apply({ upserts: [], deletes: [subnet] });
-    this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
   }
 
   private apply(plan: SyncPlan): void {

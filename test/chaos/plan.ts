@@ -96,6 +96,7 @@ export class Schedule {
   private readonly queue: EventType[] = [];
   private down: number | undefined;
   private downFor = 0;
+  private downLimit = 1;
   private first = true;
 
   constructor(
@@ -118,17 +119,19 @@ export class Schedule {
         const j = this.rng.int(i + 1);
         [types[i], types[j]] = [types[j] as EventType, types[i] as EventType];
       }
+      const k = types.indexOf("etcd-kill");
+      types.splice(Math.min(types.length, k + 2 + this.rng.int(2)), 0, "etcd-restart");
       this.queue.push(...types);
     }
     let type: EventType;
-    if (this.down !== undefined && this.downFor >= 1 + this.rng.int(3)) type = "etcd-restart";
-    else if (this.queue.length) type = this.queue.shift() as EventType;
+    if (this.queue.length) type = this.queue.shift() as EventType;
+    else if (this.down !== undefined && this.downFor >= this.downLimit) type = "etcd-restart";
     else type = this.pick();
-    if (type === "etcd-kill" && this.down !== undefined) type = "agent-sigkill";
     const ev = this.params(type);
     if (type === "etcd-kill") {
       this.down = ev.member;
       this.downFor = 0;
+      this.downLimit = 1 + this.rng.int(3);
     } else if (type === "etcd-restart") {
       this.down = undefined;
     } else if (this.down !== undefined) {
@@ -168,7 +171,12 @@ export class Schedule {
       case "agent-sigterm":
         return { type, node, signal: "SIGTERM", gapMs };
       case "etcd-kill":
-        return { type, member: r.int(this.o.members), signal: r.pick(["SIGKILL", "SIGTERM"]), gapMs };
+        return {
+          type,
+          member: r.int(this.o.members),
+          signal: r.pick(["SIGKILL", "SIGTERM"]),
+          gapMs,
+        };
       case "etcd-restart":
         return { type, member: this.down, gapMs };
       case "link-flap":
@@ -227,8 +235,10 @@ export interface EventRecord {
   start: number;
   /** The fault's action is done (the agent restarted, the link is up). */
   done: number;
-  /** Maps equal etcd, every lease in place, every agent ready. */
+  /** Every node's map equals etcd, every node holds its lease. */
   converged: number;
+  /** ... and every agent answers /readyz 200. */
+  ready: number;
   /** Window end: losses and pauses up to here are this event's. */
   end: number;
   /** What went wrong (divergence, a flow stalled, a bound exceeded). */
@@ -279,9 +289,12 @@ export interface TypeSummary {
   pingsLost: number;
   /** Most pings one pinger lost in one event of this type. */
   maxLostOnePair: number;
+  /** Longest outage one pinger saw in one event: first to last ping lost. */
+  maxOutageMs: number;
   maxPauseMs: number;
   convergenceMsP50: number;
   convergenceMsMax: number;
+  readyMsMax: number;
 }
 
 export interface Verdict {
@@ -304,13 +317,19 @@ export function judge(
     e.failures.map((f) => `event ${i} (${e.ev.type}): ${f}`),
   );
   const lostBy = new Map<number, number[]>(); // event index -> lost per pinger
+  const outageBy = new Map<number, number>(); // event index -> longest outage
   for (const [p, pinger] of pingers.entries()) {
+    const span = new Map<number, [number, number]>();
     for (const l of pinger.lost) {
       const w = windowOf(events, l.at);
       const arr = lostBy.get(w) ?? new Array(pingers.length).fill(0);
       arr[p]++;
       lostBy.set(w, arr);
+      const [a, b] = span.get(w) ?? [l.at, l.at];
+      span.set(w, [Math.min(a, l.at), Math.max(b, l.at)]);
     }
+    for (const [w, [a, b]] of span)
+      outageBy.set(w, Math.max(outageBy.get(w) ?? 0, Math.round(b - a + intervalMs)));
   }
   for (const [w, arr] of lostBy) {
     for (const [p, n] of arr.entries()) {
@@ -333,23 +352,22 @@ export function judge(
     }
   const types: (EventType | typeof STEADY)[] = [...EVENT_TYPES, STEADY];
   const perType = types.flatMap((type): TypeSummary[] => {
-    const idx =
-      type === STEADY ? [-1] : events.flatMap((e, i) => (e.ev.type === type ? [i] : []));
+    const idx = type === STEADY ? [-1] : events.flatMap((e, i) => (e.ev.type === type ? [i] : []));
     if (type !== STEADY && !idx.length) return [];
     const lost = idx.map((i) => lostBy.get(i) ?? []);
-    const conv = idx.filter((i) => i >= 0).map((i) => {
-      const e = events[i] as EventRecord;
-      return e.converged - e.done;
-    });
+    const evs = idx.filter((i) => i >= 0).map((i) => events[i] as EventRecord);
+    const conv = evs.map((e) => e.converged - e.done);
     return [
       {
         type,
         count: type === STEADY ? 0 : idx.length,
         pingsLost: lost.flat().reduce((a, b) => a + b, 0),
         maxLostOnePair: Math.max(0, ...lost.flat()),
+        maxOutageMs: Math.max(0, ...idx.map((i) => outageBy.get(i) ?? 0)),
         maxPauseMs: Math.max(0, ...idx.map((i) => pauseBy.get(i) ?? 0)),
         convergenceMsP50: conv.length ? Math.round(median(conv)) : 0,
         convergenceMsMax: conv.length ? Math.round(Math.max(...conv)) : 0,
+        readyMsMax: Math.round(Math.max(0, ...evs.map((e) => e.ready - e.done))),
       },
     ];
   });
@@ -357,12 +375,12 @@ export function judge(
 }
 
 /** What one pinger in one event of this type may lose, for the table. */
-export function allowedText(type: EventType | typeof STEADY): string {
+export function allowedText(type: EventType | typeof STEADY, intervalMs: number): string {
   switch (type) {
     case "link-flap":
-      return `flap + ${FLAP_SLACK_MS} ms (pairs of that node)`;
+      return `(flap + ${FLAP_SLACK_MS} ms) / ${intervalMs} ms, pairs of that node; else 0`;
     case "lease-delete":
-      return `${LEASE_DELETE_MS} ms (pairs of that node)`;
+      return `${LEASE_DELETE_MS} ms / ${intervalMs} ms, pairs of that node; else 0`;
     default:
       return "0";
   }
@@ -374,19 +392,23 @@ export function markdown(perType: TypeSummary[], intervalMs: number): string {
       "event",
       "count",
       "pings lost",
-      "most lost (one pair, one event)",
-      "allowed",
+      "most lost, one pair, one event",
+      "longest outage (ms)",
+      "allowed per pair",
       "max TCP pause (ms)",
-      "convergence p50 / max (ms)",
+      "maps = etcd after, p50 / max (ms)",
+      "all ready after, max (ms)",
     ],
     perType.map((t) => [
       t.type,
       t.type === STEADY ? "-" : t.count,
       t.pingsLost,
-      `${t.maxLostOnePair} (${t.maxLostOnePair * intervalMs} ms)`,
-      allowedText(t.type),
+      t.maxLostOnePair,
+      t.maxOutageMs,
+      allowedText(t.type, intervalMs),
       t.maxPauseMs,
       t.type === STEADY ? "-" : `${t.convergenceMsP50} / ${t.convergenceMsMax}`,
+      t.type === STEADY ? "-" : t.readyMsMax,
     ]),
   );
 }

@@ -33,6 +33,7 @@ import {
   pauses,
   Schedule,
   VALID_CONFIGS,
+  windowOf,
   type ChaosEvent,
   type EventRecord,
   type Verdict,
@@ -73,10 +74,14 @@ export interface SoakResult {
   maxEtcdKeys: number;
   /** Keys etcd holds between faults: one lease per node and the config. */
   steadyEtcdKeys: number;
-  events: (Omit<EventRecord, "start" | "done" | "converged" | "end"> & {
+  /** Every pause of every flow: when (s into the run), how long, in which
+   *  event's window (-1: between events). */
+  pauses: { flow: string; atS: number; ms: number; event: number }[];
+  events: (Omit<EventRecord, "start" | "done" | "converged" | "ready" | "end"> & {
     atS: number;
     actionMs: number;
     convergenceMs: number;
+    readyMs: number;
     detail?: Record<string, number | string>;
   })[];
   verdict: Verdict;
@@ -145,7 +150,8 @@ export class Soak {
       }
     await sleep(1500);
     const baseline = await this.settle(performance.timeOrigin + performance.now());
-    if (baseline.length) throw new Error(`the cluster is not healthy before any fault: ${baseline.join("; ")}`);
+    if (baseline.length)
+      throw new Error(`the cluster is not healthy before any fault: ${baseline.join("; ")}`);
 
     const records: EventRecord[] = [];
     const details: (Record<string, number | string> | undefined)[] = [];
@@ -158,7 +164,7 @@ export class Soak {
     const t0 = Date.now();
     while (Date.now() - t0 < o.seconds * 1000) {
       const ev = schedule.next();
-      const rec: EventRecord = { ev, start: now(), done: 0, converged: 0, end: 0, failures: [] };
+      const rec: EventRecord = newRecord(ev);
       const detail: Record<string, number | string> = {};
       try {
         await this.inject(ev, rec, detail);
@@ -172,7 +178,7 @@ export class Soak {
       details.push(Object.keys(detail).length ? detail : undefined);
       this.log(
         `  ${((rec.start - t0) / 1000).toFixed(1).padStart(6)} s  ${describeEvent(ev).padEnd(44)} ` +
-          `converged in ${Math.round(rec.converged - rec.done)} ms` +
+          `maps ${Math.round(rec.converged - rec.done)} ms, ready ${Math.round(rec.ready - rec.done)} ms` +
           (rec.failures.length ? `  FAILED: ${rec.failures.join("; ")}` : ""),
       );
       await sleep(ev.gapMs);
@@ -181,7 +187,7 @@ export class Soak {
     const down = schedule.memberDown;
     if (down !== undefined) {
       const ev: ChaosEvent = { type: "etcd-restart", member: down, gapMs: 0 };
-      const rec: EventRecord = { ev, start: now(), done: 0, converged: 0, end: 0, failures: [] };
+      const rec: EventRecord = newRecord(ev);
       await this.inject(ev, rec, {});
       rec.failures.push(...(await this.settle(rec.done, rec)));
       rec.end = now();
@@ -197,10 +203,11 @@ export class Soak {
       if (x.p.exitCode !== 0 && x.p.exitCode !== 1 && x.p.exitCode !== 130)
         final.push(`ping ${x.p.ns} -> ${x.p.dst} exited ${x.p.exitCode}`);
 
+    const flowPauses = this.flows.map((f) => pauses(f.intervals));
     const verdict = judge(
       records,
       this.pingers.map((x) => ({ pair: x.pair, lost: x.p.lost(0) })),
-      this.flows.map((f) => pauses(f.intervals)),
+      flowPauses,
       PING_MS,
     );
     verdict.failures.push(...final.map((f) => `final check: ${f}`));
@@ -219,12 +226,21 @@ export class Soak {
       maxAgentRssMb: Math.round(this.maxRss),
       maxEtcdKeys: this.maxKeys,
       steadyEtcdKeys: this.n + 1,
+      pauses: flowPauses.flatMap((ps, i) =>
+        ps.map((p) => ({
+          flow: `${(this.flows[i] as IperfFlow).from.ns} -> ${(this.flows[i] as IperfFlow).to.ip}`,
+          atS: Math.round((p.at - t0) / 100) / 10,
+          ms: p.ms,
+          event: windowOf(records, p.at),
+        })),
+      ),
       events: records.map((r, i) => ({
         ev: r.ev,
         failures: r.failures,
         atS: Math.round((r.start - t0) / 100) / 10,
         actionMs: Math.round(r.done - r.start),
         convergenceMs: Math.round(r.converged - r.done),
+        readyMs: Math.round(r.ready - r.done),
         ...(details[i] ? { detail: details[i] } : {}),
       })),
       verdict,
@@ -429,7 +445,8 @@ export class Soak {
     for (const [i, n] of this.nodes.entries()) {
       const want = new Set(
         leases.map(
-          (l) => `${l.subnet} ${l.publicIp} ${l.vtepMac}${l.publicIp === n.underlayIp ? " local" : ""}`,
+          (l) =>
+            `${l.subnet} ${l.publicIp} ${l.vtepMac}${l.publicIp === n.underlayIp ? " local" : ""}`,
         ),
       );
       const m = SubnetHostMap.openPinned(n.pinPath);
@@ -495,7 +512,7 @@ export class Soak {
     if (rec) rec.converged = now();
     failures.push(...maps);
     failures.push(...(await this.poll(CONVERGE_MS, () => this.readyProblems())));
-    if (rec) rec.converged = Math.max(rec.converged, now());
+    if (rec) rec.ready = now();
     // Bytes after `since` on every flow; a broken one never will.
     const after = Math.max(since, now() - 200);
     const flows = await this.poll(FLOW_MS, () =>
@@ -512,7 +529,9 @@ export class Soak {
       if (!x.p.running) failures.push(`ping ${x.p.ns} -> ${x.p.dst} exited ${x.p.exitCode}`);
     failures.push(...this.sampleRss());
     const keys = Number(
-      JSON.parse(this.etcd().ctl(["get", "", "--prefix", "--count-only", "-w", "json"])).count ?? 0,
+      JSON.parse(
+        this.etcd().ctl(["get", "", "--prefix", "--keys-only", "--limit", "1", "-w", "json"]),
+      ).count ?? 0,
     );
     this.maxKeys = Math.max(this.maxKeys, keys);
     if (keys !== this.n + 1) failures.push(`etcd holds ${keys} keys, not ${this.n + 1}`);
@@ -527,10 +546,15 @@ export class Soak {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
       const mb = m ? Number(m[1]) / 1024 : 0;
       this.maxRss = Math.max(this.maxRss, mb);
-      if (mb > RSS_LIMIT_MB) out.push(`node ${i}: agent RSS ${mb.toFixed(0)} MB > ${RSS_LIMIT_MB} MB`);
+      if (mb > RSS_LIMIT_MB)
+        out.push(`node ${i}: agent RSS ${mb.toFixed(0)} MB > ${RSS_LIMIT_MB} MB`);
     }
     return out;
   }
+}
+
+function newRecord(ev: ChaosEvent): EventRecord {
+  return { ev, start: now(), done: 0, converged: 0, ready: 0, end: 0, failures: [] };
 }
 
 function now(): number {
@@ -558,4 +582,3 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     await s.stop();
   }
 }
-

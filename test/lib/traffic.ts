@@ -392,7 +392,11 @@ export class IperfFlow {
   /** Bytes received in intervals reported after `since` (ms). */
   bytesSince(since: number): number {
     let n = 0;
-    for (let i = this.intervals.length - 1; i >= 0 && (this.intervals[i] as FlowInterval).at > since; i--)
+    for (
+      let i = this.intervals.length - 1;
+      i >= 0 && (this.intervals[i] as FlowInterval).at > since;
+      i--
+    )
       n += (this.intervals[i] as FlowInterval).bytes;
     return n;
   }
