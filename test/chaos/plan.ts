@@ -254,7 +254,9 @@ export function windowOf(events: EventRecord[], t: number): number {
   return -1;
 }
 
-/** A pause of a TCP flow: receiver intervals without a byte. */
+/** A pause of a TCP flow: receiver intervals without a byte. `at` is when
+ *  the first empty one ended (its report arrived): the fault that caused it
+ *  had begun by then, which is what attribution to a window needs. */
 export interface Pause {
   at: number;
   ms: number;
@@ -267,7 +269,7 @@ export function pauses(intervals: { at: number; bytes: number }[], intervalMs = 
   let n = 0;
   for (const i of intervals) {
     if (i.bytes === 0) {
-      if (n === 0) startAt = i.at - intervalMs;
+      if (n === 0) startAt = i.at;
       n++;
     } else if (n) {
       out.push({ at: startAt, ms: n * intervalMs });

@@ -8,7 +8,9 @@
 // agent RSS and etcd's key count. `make chaos` (test/chaos/run.ts) and
 // test/e2e/chaos.test.ts run it.
 import { readFileSync } from "node:fs";
-import { F_LOCAL } from "../../agent/bpf/codec";
+import { decodeIp, decodePeer, F_LOCAL } from "../../agent/bpf/codec";
+import { type MapName } from "../../agent/bpf/abi.generated";
+import { BpfMap } from "../../agent/bpf/map";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";
 import { encodeLeaseAttrs, leaseKey } from "../../agent/control/lease";
 import { Cidr, formatIp } from "../../agent/net/ip";
@@ -463,13 +465,28 @@ export class Soak {
       } finally {
         m.close();
       }
-      const missing = [...want].filter((x) => !got.has(x));
-      const extra = [...got].filter((x) => !want.has(x));
-      if (missing.length || extra.length)
-        problems.push(
-          `node ${i} map: ${missing.length} missing (${missing.slice(0, 3).join(", ")}), ` +
-            `${extra.length} extra (${extra.slice(0, 3).join(", ")})`,
-        );
+      problems.push(...differ(`node ${i} ovl_subnets`, want, got));
+      // Decap's source check: every remote lease's host -> its subnet, and
+      // no host that holds no lease (ovl_peer_stats has the same keys).
+      const peers = new Set(
+        leases.filter((l) => l.publicIp !== n.underlayIp).map((l) => `${l.publicIp} ${l.subnet}`),
+      );
+      problems.push(
+        ...differ(
+          `node ${i} ovl_peers`,
+          peers,
+          new Set(
+            readPinned(n.pinPath, "ovl_peers").map(
+              ([k, v]) => `${formatIp(decodeIp(k))} ${decodePeer(v)}`,
+            ),
+          ),
+        ),
+        ...differ(
+          `node ${i} ovl_peer_stats`,
+          new Set([...peers].map((p) => p.split(" ")[0] as string)),
+          new Set(readPinned(n.pinPath, "ovl_peer_stats").map(([k]) => formatIp(decodeIp(k)))),
+        ),
+      );
     }
     return problems;
   }
@@ -550,6 +567,26 @@ export class Soak {
         out.push(`node ${i}: agent RSS ${mb.toFixed(0)} MB > ${RSS_LIMIT_MB} MB`);
     }
     return out;
+  }
+}
+
+/** "what: N missing (…), N extra (…)" when two sets differ. */
+function differ(what: string, want: Set<string>, got: Set<string>): string[] {
+  const missing = [...want].filter((x) => !got.has(x));
+  const extra = [...got].filter((x) => !want.has(x));
+  if (!missing.length && !extra.length) return [];
+  return [
+    `${what}: ${missing.length} missing (${missing.slice(0, 3).join(", ")}), ` +
+      `${extra.length} extra (${extra.slice(0, 3).join(", ")})`,
+  ];
+}
+
+function readPinned(pinPath: string, name: MapName): [Buffer, Buffer][] {
+  const m = BpfMap.openPinned(pinPath, name);
+  try {
+    return m.entries();
+  } finally {
+    m.close();
   }
 }
 

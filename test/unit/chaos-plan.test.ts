@@ -99,9 +99,9 @@ describe("chaos soak plan", function () {
   it("measures pauses as runs of empty receiver intervals", function () {
     const iv = [5, 0, 0, 3, 0, 4, 0, 0, 0].map((bytes, i) => ({ at: 1000 + i * 100, bytes }));
     assert.deepEqual(pauses(iv), [
-      { at: 1000, ms: 200 },
-      { at: 1300, ms: 100 },
-      { at: 1500, ms: 300 },
+      { at: 1100, ms: 200 },
+      { at: 1400, ms: 100 },
+      { at: 1600, ms: 300 },
     ]);
     assert.deepEqual(pauses([{ at: 1, bytes: 1 }]), []);
   });
