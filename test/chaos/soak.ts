@@ -506,7 +506,7 @@ export class Soak {
 
   private async poll(ms: number, fn: () => string[]): Promise<string[]> {
     const end = now() + ms;
-    let last: string[] = [];
+    let last: string[];
     for (;;) {
       try {
         last = fn();
