@@ -518,6 +518,12 @@ export class Agent {
     const listing = await this.retryEtcd("list leases", () => this.store.list());
     const held = await (this.leases as LeaseManager).acquire(listing.leases, old?.lease.subnet);
     this.held = held;
+    // The old etcd lease holds nothing now (its key was deleted, expired or
+    // taken): revoke it rather than leave it to live out its TTL.
+    if (old && old.lease.leaseId !== held.lease.leaseId)
+      await this.store
+        .revoke(old.lease.leaseId)
+        .catch((e: Error) => this.log.debug("old etcd lease not revoked", { error: e.message }));
     const subnet = held.lease.subnet;
     if (!old || !old.lease.subnet.equals(subnet)) this.reprogram(subnet, old?.lease.subnet);
     await this.relist("reacquire");

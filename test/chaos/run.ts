@@ -32,7 +32,8 @@ export function report(r: SoakResult): string {
       `${r.pingers} pingers every ${r.pingIntervalMs} ms, ${r.flows} iperf3 flows at ${r.bitrate}. ` +
       `${r.events.length} faults; ${r.pingsLost} of ${r.pingsSent} pings lost; ` +
       `${r.flowsBroken} of ${r.flows} flows broken; agent RSS at most ${r.maxAgentRssMb} MB; ` +
-      `etcd at most ${r.maxEtcdKeys} keys (${r.steadyEtcdKeys} between faults).`,
+      `etcd at most ${r.maxEtcdKeys} keys (${r.steadyEtcdKeys} between faults) and ` +
+      `${r.maxEtcdLeases} etcd leases (one per node).`,
     ``,
     markdown(t, r.pingIntervalMs),
     ``,

@@ -74,6 +74,8 @@ export interface SoakResult {
   flowsBroken: number;
   maxAgentRssMb: number;
   maxEtcdKeys: number;
+  /** etcd leases (TTLs), at most, after a fault: one per node. */
+  maxEtcdLeases: number;
   /** Keys etcd holds between faults: one lease per node and the config. */
   steadyEtcdKeys: number;
   /** Every pause of every flow: when (s into the run), how long, in which
@@ -105,6 +107,7 @@ export class Soak {
   private config = VALID_CONFIGS[0] as string;
   private maxRss = 0;
   private maxKeys = 0;
+  private maxLeases = 0;
   private readonly log: (line: string) => void;
   private readonly n: number;
 
@@ -227,6 +230,7 @@ export class Soak {
       flowsBroken: this.flows.filter((f) => f.broken).length,
       maxAgentRssMb: Math.round(this.maxRss),
       maxEtcdKeys: this.maxKeys,
+      maxEtcdLeases: this.maxLeases,
       steadyEtcdKeys: this.n + 1,
       pauses: flowPauses.flatMap((ps, i) =>
         ps.map((p) => ({
@@ -552,6 +556,11 @@ export class Soak {
     );
     this.maxKeys = Math.max(this.maxKeys, keys);
     if (keys !== this.n + 1) failures.push(`etcd holds ${keys} keys, not ${this.n + 1}`);
+    // One etcd lease per node: a restart or a re-acquired lease that left
+    // its old one behind would pile them up for a TTL (a day by default).
+    const held = this.etcd().leaseCount();
+    this.maxLeases = Math.max(this.maxLeases, held);
+    if (held !== this.n) failures.push(`etcd holds ${held} etcd leases, not ${this.n}`);
     return failures;
   }
 

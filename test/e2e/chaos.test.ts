@@ -52,8 +52,9 @@ describe("e2e: chaos soak, 60 s", function () {
     assert.equal(steady?.maxPauseMs, 0, "a flow paused between faults");
   });
 
-  it("keeps agent RSS and etcd's key count bounded", function () {
+  it("keeps agent RSS, etcd's key count and its etcd leases bounded", function () {
     assert.ok(r.maxAgentRssMb > 0 && r.maxAgentRssMb < RSS_LIMIT_MB, `${r.maxAgentRssMb} MB`);
     assert.equal(r.maxEtcdKeys, r.steadyEtcdKeys, "keys left behind after a fault");
+    assert.equal(r.maxEtcdLeases, r.nodes, "etcd leases left behind after a fault");
   });
 });

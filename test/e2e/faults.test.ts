@@ -85,6 +85,23 @@ describe("e2e: faults", function () {
       }
     });
 
+    // Found by the chaos soak (etcd's lease count): every restart adopted
+    // the lease with a fresh etcd lease, and every re-acquired lease took a
+    // new one, leaving the old to live out its TTL (a day by default).
+    it("leaves exactly one etcd lease per node after a restart and a re-acquired lease", async function () {
+      await c.agent(n1).stop("SIGKILL");
+      await c.startAgent(n1).waitReady();
+      const sub2 = c.agent(n2).subnet();
+      const key = `${PREFIX}/subnets/${sub2.replace("/", "-")}`;
+      const before = c.etcd.list(key).get(key)?.lease;
+      c.etcd.ctl(["del", key]);
+      await waitFor("lease back in etcd", () => leases(c).has(key), 10000);
+      assert.notEqual(c.etcd.list(key).get(key)?.lease, before, "re-created with a new etcd lease");
+      await waitFor("old etcd leases revoked", () => c.etcd.leaseCount() === 2, 5000).catch(() => {
+        throw new Error(`etcd holds ${c.etcd.leaseCount()} etcd leases for 2 nodes`);
+      });
+    });
+
     // The same restart under the other decap mechanism: the agent on n1
     // runs with --decap xdp first (that switch is not under load: attaching
     // XDP reconfigures the device), then restarts under load, and goes back

@@ -179,6 +179,13 @@ export class EtcdServer {
     return out;
   }
 
+  /** etcd leases (TTLs) the server holds. */
+  leaseCount(): number {
+    const m = /found (\d+) leases/.exec(this.ctl(["lease", "list"]));
+    if (!m) throw new Error("etcdctl lease list: no count in its output");
+    return Number(m[1]);
+  }
+
   revision(): number {
     return Number(
       JSON.parse(this.ctl(["endpoint", "status", "-w", "json"]))[0].Status.header.revision,
