@@ -29,13 +29,14 @@ export function report(r: SoakResult): string {
     `# Chaos soak`,
     ``,
     `Seed ${r.seed}, ${r.seconds} s, ${r.nodes} nodes on a ${r.etcdMembers}-member etcd, ` +
-      `${r.pingers} pingers every ${r.pingIntervalMs} ms, ${r.flows} iperf3 flows at ${r.bitrate}. ` +
+      `${r.pingers} pingers every ${r.pingIntervalMs} ms (kept: ${r.pingAchievedMs} ms), ` +
+      `${r.flows} iperf3 flows at ${r.bitrate}. ` +
       `${r.events.length} faults; ${r.pingsLost} of ${r.pingsSent} pings lost; ` +
       `${r.flowsBroken} of ${r.flows} flows broken; agent RSS at most ${r.maxAgentRssMb} MB; ` +
       `etcd at most ${r.maxEtcdKeys} keys (${r.steadyEtcdKeys} between faults) and ` +
       `${r.maxEtcdLeases} etcd leases (one per node).`,
     ``,
-    markdown(t, r.pingIntervalMs),
+    markdown(t, r.pingAchievedMs),
     ``,
     r.verdict.failures.length
       ? `**${r.verdict.failures.length} failures:**\n\n${r.verdict.failures.map((f) => `- ${f}`).join("\n")}`

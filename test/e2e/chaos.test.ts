@@ -48,8 +48,13 @@ describe("e2e: chaos soak, 60 s", function () {
     assert.deepEqual(r.verdict.failures, []);
     for (const t of r.verdict.perType)
       if (t.type !== "link-flap") assert.equal(t.pingsLost, 0, `${t.type}: ${t.pingsLost} lost`);
+    // One empty 0.1 s receiver interval is the resolution: on 2 CPUs an
+    // iperf3 receiver is now and then not scheduled for that long.
     const steady = r.verdict.perType.find((t) => t.type === STEADY);
-    assert.equal(steady?.maxPauseMs, 0, "a flow paused between faults");
+    assert.ok(
+      (steady?.maxPauseMs ?? 0) <= 100,
+      `a flow paused ${steady?.maxPauseMs} ms between faults`,
+    );
   });
 
   it("keeps agent RSS, etcd's key count and its etcd leases bounded", function () {

@@ -80,7 +80,13 @@ describe("chaos soak plan", function () {
     assert.equal(allowedLoss(flap, { from: 2, to: 0 }, 10), (1000 + FLAP_SLACK_MS) / 10);
     assert.equal(allowedLoss(flap, { from: 1, to: 2 }, 10), (1000 + FLAP_SLACK_MS) / 10);
     assert.equal(allowedLoss(flap, { from: 0, to: 1 }, 10), 0);
-    for (const type of ["agent-sigkill", "agent-sigterm", "hostile-flood", "lease-churn"] as const)
+    for (const type of [
+      "agent-sigkill",
+      "agent-sigterm",
+      "hostile-flood",
+      "lease-churn",
+      "lease-delete",
+    ] as const)
       assert.equal(allowedLoss({ type, node: 2, gapMs: 0 }, { from: 2, to: 0 }, 10), 0, type);
   });
 
@@ -148,6 +154,18 @@ describe("chaos soak plan", function () {
     const md = markdown(v.perType, 10);
     assert.match(md, /^\| event \| count \| pings lost/);
     assert.match(md, /\| link-flap \| 1 \| 11 \| 10 \| 100 \|/);
+  });
+
+  it("fails a flap whose pings stay unanswered longer than the flap and its slack", function () {
+    const flap = rec({ type: "link-flap", node: 1, flapMs: 100, gapMs: 0 }, 0, 5000);
+    // Two lost, far apart: few pings, but 1,010 ms without an answer.
+    const v = judge(
+      [flap],
+      [{ pair: { from: 1, to: 0 }, lost: [{ at: 10 }, { at: 1010 }] }],
+      [],
+      10,
+    );
+    assert.match(v.failures.join("\n"), /unanswered for 1010 ms, allowed 600 ms/);
   });
 
   it("passes a run whose only losses are within their allowances", function () {

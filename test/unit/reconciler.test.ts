@@ -93,15 +93,22 @@ describe("unit: reconciler", function () {
     };
   }
 
+  /** A reconciler with held deletes on a fake map, synced with these
+   *  leases (10.5.K.0/24 on 172.31.0.K), its map's op log cleared. */
+  function holding(...ks: number[]) {
+    const map = new FakeMap();
+    const t = timers();
+    const r = new Reconciler(map, quiet, { defer: t.defer });
+    r.fullSync(ks.map((k) => lease(`10.5.${k}.0/24`, `172.31.0.${k}`)));
+    map.ops = [];
+    return { map, t, r };
+  }
+
   // Found by the chaos soak (lease-delete): a lease deleted by hand is written
   // back by its owner within milliseconds, but every other node removed the
   // entry at once, and 30-60 ms of pings to that node's pods were lost.
   it("lease deleted and re-created by its owner: the entry is held, never removed", function () {
-    const map = new FakeMap();
-    const t = timers();
-    const r = new Reconciler(map, quiet, { defer: t.defer });
-    r.fullSync([lease("10.5.2.0/24", "172.31.0.2")]);
-    map.ops = [];
+    const { map, t, r } = holding(2);
     r.onDelete(Cidr.parse("10.5.2.0/24"));
     assert.deepEqual(map.ops, [], "nothing removed while held");
     assert.equal(t.q[0]?.ms, DELETE_HOLD_MS);
@@ -111,11 +118,7 @@ describe("unit: reconciler", function () {
   });
 
   it("removes a held entry when the hold runs out without a re-create", function () {
-    const map = new FakeMap();
-    const t = timers();
-    const r = new Reconciler(map, quiet, { defer: t.defer });
-    r.fullSync([lease("10.5.2.0/24", "172.31.0.2"), lease("10.5.3.0/24", "172.31.0.3")]);
-    map.ops = [];
+    const { map, t, r } = holding(2, 3);
     r.onDelete(Cidr.parse("10.5.3.0/24"));
     t.fireAll();
     assert.deepEqual(map.ops, ["-10.5.3.0/24"]);
@@ -123,10 +126,7 @@ describe("unit: reconciler", function () {
   });
 
   it("a hold whose timer fired before a re-create cancelled it removes nothing", function () {
-    const map = new FakeMap();
-    const t = timers();
-    const r = new Reconciler(map, quiet, { defer: t.defer });
-    r.fullSync([lease("10.5.2.0/24", "172.31.0.2")]);
+    const { map, t, r } = holding(2);
     r.onDelete(Cidr.parse("10.5.2.0/24"));
     r.onPut(lease("10.5.2.0/24", "172.31.0.2")); // queued before the fired timer ran
     map.ops = [];
@@ -136,10 +136,7 @@ describe("unit: reconciler", function () {
   });
 
   it("a full sync drops held deletes and decides from the listing", function () {
-    const map = new FakeMap();
-    const t = timers();
-    const r = new Reconciler(map, quiet, { defer: t.defer });
-    r.fullSync([lease("10.5.2.0/24", "172.31.0.2")]);
+    const { map, t, r } = holding(2);
     r.onDelete(Cidr.parse("10.5.2.0/24"));
     map.ops = [];
     r.fullSync([]);
@@ -148,11 +145,7 @@ describe("unit: reconciler", function () {
   });
 
   it("a subnet that moves to another host loses the old entry before the new one goes in", function () {
-    const map = new FakeMap();
-    const t = timers();
-    const r = new Reconciler(map, quiet, { defer: t.defer });
-    r.fullSync([lease("10.5.2.0/24", "172.31.0.2"), lease("10.5.3.0/24", "172.31.0.3")]);
-    map.ops = [];
+    const { map, t, r } = holding(2, 3);
     // Expired and taken by another node within the hold, and a plain put
     // with another PublicIP: both remove the old host's entry first (the
     // real map removes its peer entry with it).
@@ -165,10 +158,7 @@ describe("unit: reconciler", function () {
   });
 
   it("never removes its own subnet when a held delete runs out after taking it", function () {
-    const map = new FakeMap();
-    const t = timers();
-    const r = new Reconciler(map, quiet, { defer: t.defer });
-    r.fullSync([lease("10.5.2.0/24", "172.31.0.2")]);
+    const { map, t, r } = holding(2);
     r.onDelete(Cidr.parse("10.5.2.0/24"));
     const own = { remoteIp: parseIp("172.31.0.1"), vtepMac: "0e:00:00:00:00:11", flags: F_LOCAL };
     r.setOwn(Cidr.parse("10.5.2.0/24"), own);
