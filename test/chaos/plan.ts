@@ -386,12 +386,12 @@ export function judge(
   return { perType, failures };
 }
 
-/** What one pinger in one event of this type may lose, for the table. */
+/** The outage one pinger may see in one event of this type, for the table. */
 export function allowedText(type: EventType | typeof STEADY): string {
   return type === "link-flap" ? `flap + ${FLAP_SLACK_MS} ms on that node's pairs; else 0` : "0";
 }
 
-export function markdown(perType: TypeSummary[], intervalMs: number): string {
+export function markdown(perType: TypeSummary[]): string {
   return markdownTable(
     [
       "event",

@@ -36,7 +36,7 @@ export function report(r: SoakResult): string {
       `etcd at most ${r.maxEtcdKeys} keys (${r.steadyEtcdKeys} between faults) and ` +
       `${r.maxEtcdLeases} etcd leases (one per node).`,
     ``,
-    markdown(t, r.pingAchievedMs),
+    markdown(t),
     ``,
     r.verdict.failures.length
       ? `**${r.verdict.failures.length} failures:**\n\n${r.verdict.failures.map((f) => `- ${f}`).join("\n")}`

@@ -151,7 +151,7 @@ describe("chaos soak plan", function () {
     assert.equal(by.get("agent-sigkill")?.convergenceMsMax, 20);
     assert.equal(by.get(STEADY)?.pingsLost, 1);
     assert.equal(by.has("lease-churn"), false, "types that did not happen are left out");
-    const md = markdown(v.perType, 10);
+    const md = markdown(v.perType);
     assert.match(md, /^\| event \| count \| pings lost/);
     assert.match(md, /\| link-flap \| 1 \| 11 \| 10 \| 100 \|/);
   });
