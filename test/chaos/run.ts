@@ -34,7 +34,8 @@ export function report(r: SoakResult): string {
       `${r.events.length} faults; ${r.pingsLost} of ${r.pingsSent} pings lost; ` +
       `${r.flowsBroken} of ${r.flows} flows broken; agent RSS at most ${r.maxAgentRssMb} MB; ` +
       `etcd at most ${r.maxEtcdKeys} keys (${r.steadyEtcdKeys} between faults) and ` +
-      `${r.maxEtcdLeases} etcd leases (one per node).`,
+      `${r.maxEtcdLeases} etcd leases (one per node). ` +
+      `Load average ${r.loadStart} at the start, ${r.loadEnd} at the end, on ${r.cpus} CPUs.`,
     ``,
     markdown(t),
     ``,

@@ -8,6 +8,7 @@
 // agent RSS and etcd's key count. `make chaos` (test/chaos/run.ts) and
 // test/e2e/chaos.test.ts run it.
 import { readFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
 import { decodeIp, decodePeer, F_LOCAL } from "../../agent/bpf/codec";
 import { type MapName } from "../../agent/bpf/abi.generated";
 import { BpfMap } from "../../agent/bpf/map";
@@ -73,6 +74,11 @@ export interface SoakResult {
   pingIntervalMs: number;
   /** The interval the pingers kept, median (ms). */
   pingAchievedMs: number;
+  cpus: number;
+  /** 1-minute load average when the faults began and when they ended: other
+   *  work on the machine lengthens outages and pauses. */
+  loadStart: number;
+  loadEnd: number;
   pingers: number;
   pingsSent: number;
   pingsLost: number;
@@ -173,6 +179,7 @@ export class Soak {
       floodPerCase: o.floodPerCase,
     });
     const t0 = Date.now();
+    const loadStart = loadavg()[0] as number;
     while (Date.now() - t0 < o.seconds * 1000) {
       const ev = schedule.next();
       const rec: EventRecord = newRecord(ev);
@@ -205,6 +212,7 @@ export class Soak {
       records.push(rec);
       details.push(undefined);
     }
+    const loadEnd = loadavg()[0] as number;
     await sleep(2500); // the last pings' replies, a steady stretch at the end
     const final = await this.settle(now());
     for (const f of this.flows)
@@ -232,6 +240,9 @@ export class Soak {
       bitrate,
       pingIntervalMs: PING_MS,
       pingAchievedMs: Math.round(achieved * 100) / 100,
+      cpus: cpus().length,
+      loadStart: Math.round(loadStart * 10) / 10,
+      loadEnd: Math.round(loadEnd * 10) / 10,
       pingers: this.pingers.length,
       pingsSent: this.pingers.reduce((a, x) => a + x.p.sent, 0),
       pingsLost: this.pingers.reduce((a, x) => a + x.p.lost(LAST_REPLY_MS).length, 0),

@@ -325,7 +325,7 @@ export interface FlowInterval {
 const UNIT: Record<string, number> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
 
 /**
- * A long iperf3 TCP flow in the background, rate-limited (`bitrate`), whose
+ * A long iperf3 TCP flow in the background, paced at `bitrate`, whose
  * receiver reports every 0.1 s. The receiver's reports (not the sender's,
  * whose socket buffer hides a stall) say when bytes stop and start again;
  * the exit codes say whether the connection survived.
@@ -373,7 +373,9 @@ export class IperfFlow {
       this.port,
       "-t",
       String(this.seconds),
-      "-b",
+      // Socket pacing rather than -b: after a pause, -b's average makes
+      // iperf3 catch up at line rate, a burst that starves everyone else.
+      "--fq-rate",
       this.bitrate,
       "-i",
       "0",
