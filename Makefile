@@ -38,7 +38,7 @@ APT_PKGS := clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 \
 	podman:podman runc:runc catatonit:catatonit debootstrap:debootstrap
 
 .PHONY: help deps build bpf ts abi abi-check manifests-check check lint format test test-unit \
-	test-bpf test-e2e image-args image-test demo demo-clean fuzz bench bench-control clean
+	test-bpf test-e2e image-args image-test demo demo-clean fuzz chaos bench bench-control clean
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | \
@@ -162,6 +162,11 @@ FUZZ_N ?= 1000000
 FUZZ_SEED ?=
 fuzz: build ## differential fuzzing of the programs against test/fuzz/model.ts (root; FUZZ_N, FUZZ_SEED)
 	$(Q)node dist/test/fuzz/run.js --n $(FUZZ_N) --seed $(FUZZ_SEED)
+
+CHAOS_S ?= 600
+CHAOS_SEED ?=
+chaos: build ## chaos soak: faults under traffic on 4 nodes and a 3-member etcd (root; CHAOS_S, CHAOS_SEED)
+	$(Q)node dist/test/chaos/run.js --seconds $(CHAOS_S) --seed $(CHAOS_SEED)
 
 bench: build $(BPF_NOTRACE_OBJS) ## data path benchmark: host-gw vs flannel VXLAN vs overlayd (root)
 	$(Q)node dist/bench/datapath.js

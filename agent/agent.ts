@@ -351,6 +351,11 @@ export class Agent {
       synced: (s) => this.metrics.mapSyncDuration.observe(s),
       entryOf: (l, log) => backend.entryOf(l, log),
       changed: (plan) => backend.changed(plan),
+      defer: (fn, ms) => {
+        const t = setTimeout(() => void this.serialize(async () => !this.stopping && fn()), ms);
+        t.unref();
+        return () => clearTimeout(t);
+      },
     });
     this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
 
@@ -453,6 +458,7 @@ export class Agent {
     this.podBridge?.stop();
     this.backend?.stop();
     this.overlapWatch?.stop();
+    this.reconciler?.cancelHeld();
     await this.watchLoop.close();
     this.saveState();
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
@@ -686,6 +692,12 @@ export class Agent {
       old?.lease.subnet6,
     );
     this.held = held;
+    // The old etcd lease holds nothing now (its key was deleted, expired or
+    // taken): revoke it rather than leave it to live out its TTL.
+    if (old && old.lease.leaseId !== held.lease.leaseId)
+      await this.store
+        .revoke(old.lease.leaseId)
+        .catch((e: Error) => this.log.debug("old etcd lease not revoked", { error: e.message }));
     const subnet = held.lease.subnet;
     const s6 = (l?: HeldLease) => l?.lease.subnet6?.toString();
     if (!old || !old.lease.subnet.equals(subnet) || s6(old) !== s6(held)) {

@@ -7,6 +7,7 @@ import {
   configKey,
   decodeLeaseAttrs,
   encodeLeaseAttrs,
+  isReservation,
   keyOf,
   leaseKey,
   parseLeaseKey,
@@ -311,6 +312,9 @@ export class EtcdStore {
     }
     ka?.on("lost", onLost);
     const leaseId = ka ? String(await ka.grant()) : "0";
+    // The key is bound to the new lease now: the previous run's holds
+    // nothing. A failure here costs only that lease's TTL.
+    if (existing.leaseId !== leaseId) await this.revoke(existing.leaseId).catch(() => undefined);
     return {
       lease: {
         subnet: existing.subnet,
@@ -364,6 +368,23 @@ export class EtcdStore {
       }
     }
     return deleted > 0;
+  }
+
+  /**
+   * Revokes an etcd lease this node no longer uses: the one a previous run
+   * held, once adopt() has bound the key to a fresh one, or the one of a
+   * lease that was deleted or lost. Left alone it would live out its TTL
+   * (a day by default) holding nothing, one more per restart. A lease that
+   * is already gone is not an error.
+   */
+  async revoke(leaseId: string): Promise<void> {
+    if (isReservation({ leaseId })) return;
+    try {
+      await this.client.leaseClient.leaseRevoke({ ID: leaseId });
+    } catch (e) {
+      if (/not found/i.test(String((e as Error).message))) return;
+      throw new EtcdError(`revoke lease ${leaseId}`, e);
+    }
   }
 
   /** Remaining TTL of an etcd lease, in seconds (-1 if expired). */

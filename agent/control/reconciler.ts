@@ -30,11 +30,24 @@ export interface ReconcilerHooks {
   /** The map changed by this plan (the backend's routes follow it); full
    * is true after a full sync, when the plan is relative to the old map. */
   changed?(plan: SyncPlan, full: boolean): void;
+  /**
+   * Runs fn after ms, returning a cancel (a timer). With it, a watch delete
+   * of a remote lease is held for DELETE_HOLD_MS before the entry goes: an
+   * owner whose lease was deleted writes it back within milliseconds, and
+   * traffic to its pods must not stop meanwhile. Without it (the upgrade
+   * refill, tests) deletes apply at once.
+   */
+  defer?(fn: () => void, ms: number): () => void;
 }
+
+/** How long a deleted remote lease's entry stays, waiting for a re-create. */
+export const DELETE_HOLD_MS = 3000;
 
 export class Reconciler {
   /** subnet (addr * 64 + prefixlen) -> last PublicIP */
   private readonly leases = new Map<number, Ip4>();
+  /** Deletes held back (subnet id -> the cancel and the last PublicIP). */
+  private readonly held = new Map<number, { cancel: () => void; publicIp: Ip4 | undefined }>();
   private own: Cidr | undefined;
   private ownEntry: HostEntry | undefined;
   private fullSyncs = 0;
@@ -64,6 +77,8 @@ export class Reconciler {
   setOwn(subnet: Cidr, entry: HostEntry): void {
     this.own = subnet;
     this.ownEntry = entry;
+    this.held.get(subnetId(subnet))?.cancel();
+    this.held.delete(subnetId(subnet));
   }
 
   /** The last PublicIP seen for a subnet. */
@@ -78,6 +93,7 @@ export class Reconciler {
   /** Replace everything we know with a fresh listing and converge the map. */
   fullSync(leases: Lease[]): SyncPlan {
     const t0 = process.hrtime.bigint();
+    this.cancelHeld(); // the listing says what stays
     this.leases.clear();
     for (const l of leases) this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
     const desired = desiredEntries(
@@ -116,26 +132,72 @@ export class Reconciler {
     this.applyChanges([{ type: "delete", subnet }]);
   }
 
-  /** A burst of watch events as one plan and one batched map write. */
+  /** Held deletes are dropped (a full sync decides, or the agent stops). */
+  cancelHeld(): void {
+    for (const h of this.held.values()) h.cancel();
+    this.held.clear();
+  }
+
+  /**
+   * A burst of watch events as one plan and one batched map write. A remote
+   * lease's delete is held (hooks.defer) rather than planned; a put cancels
+   * its subnet's hold. A subnet whose PublicIP changed loses its old entry
+   * first, and with it the old host's peer entry (decap's source check).
+   */
   applyChanges(changes: LeaseChange[]): SyncPlan {
     const t0 = process.hrtime.bigint();
+    const planned: LeaseChange[] = [];
+    const moved: Cidr[] = [];
+    const isOwn = (c: Cidr) => this.own !== undefined && c.equals(this.own);
     for (const c of changes) {
       if (c.type === "put") {
-        this.leases.set(subnetId(c.lease.subnet), c.lease.attrs.publicIp);
+        const id = subnetId(c.lease.subnet);
+        const held = this.held.get(id);
+        if (held) {
+          held.cancel();
+          this.held.delete(id);
+        }
+        const prev = held ? held.publicIp : this.leases.get(id);
+        this.leases.set(id, c.lease.attrs.publicIp);
+        if (prev !== undefined && prev !== c.lease.attrs.publicIp && !isOwn(c.lease.subnet)) {
+          moved.push(c.lease.subnet);
+        }
+        planned.push(c);
         continue;
       }
       const id = subnetId(c.subnet);
       const old = this.leases.get(id);
       this.leases.delete(id);
-      if (old !== undefined && !(this.own && c.subnet.equals(this.own))) {
-        this.log.info("lease gone", { subnet: c.subnet.toString(), publicIp: formatIp(old) });
+      if (isOwn(c.subnet)) continue;
+      const defer = this.hooks.defer;
+      if (!defer) {
+        if (old !== undefined) this.logGone(c.subnet, old);
+        planned.push(c);
+        continue;
       }
+      if (this.held.has(id)) continue;
+      const h = { cancel: () => {}, publicIp: old };
+      this.held.set(id, h);
+      // A put may have cancelled it after the timer fired but before the
+      // agent's queue ran it: only the hold still in place deletes.
+      h.cancel = defer(() => {
+        if (this.held.get(id) !== h) return;
+        this.held.delete(id);
+        if (old !== undefined) this.logGone(c.subnet, old);
+        this.apply({ upserts: [], deletes: [c.subnet] }, false);
+      }, DELETE_HOLD_MS);
     }
     const entryOf = this.hooks.entryOf ?? hostEntryOf;
-    const plan = planChanges(changes, this.own, (l) => entryOf(l, (m) => this.log.warn(m)));
+    const plan = planChanges(planned, this.own, (l) => entryOf(l, (m) => this.log.warn(m)));
+    const deleting = new Set(plan.deletes.map(subnetId));
+    for (const m of moved) if (!deleting.has(subnetId(m))) plan.deletes.push(m);
     this.apply(plan, false);
     this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
     return plan;
+  }
+
+  private logGone(subnet: Cidr, publicIp: Ip4): void {
+    this.log.info("lease gone", { subnet: subnet.toString(), publicIp: formatIp(publicIp) });
   }
 
   private apply(plan: SyncPlan, full: boolean): void {

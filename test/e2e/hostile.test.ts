@@ -4,33 +4,22 @@
 // is counted under its reason exactly as many times as it was sent, traffic
 // that is not VXLAN passes, and nothing reaches the pod.
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { StatsReader } from "../../agent/bpf/stats";
 import { Cluster } from "../lib/cluster";
+import {
+  dropMismatches,
+  eth0Mac,
+  expectedDrops,
+  HOSTILE_CASES as CASES,
+  requireScapy,
+  rxDrops,
+  sendHostile,
+} from "../lib/hostile";
 import { requireEnv } from "../lib/require";
 import { inNs, sh } from "../lib/sh";
 import { ping } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
 
-const HOSTILE = join(__dirname, "..", "..", "..", "test", "tools", "hostile.py");
 const PER_CASE = 800;
-
-/** case sent -> drop reason it must be counted under (undefined: passes). */
-const CASES: Record<string, string | undefined> = {
-  truncated: "truncated",
-  wrong_vni: "wrong_vni",
-  bad_flags: "bad_vxlan_flags",
-  ip_options: "ip_options",
-  fragment: "fragment",
-  oversized: "truncated",
-  inner_arp: "inner_not_ipv4",
-  inner_ipv6: "inner_not_ipv4",
-  spoofed_source: "spoofed_source",
-  bad_checksum: "bad_ip_hdr",
-  bad_udp_len: "bad_udp_len",
-  not_local: "not_local",
-  not_vxlan: undefined,
-};
 
 // Under every decap mechanism: the checks are shared code, but the hooks
 // differ (TC after GRO with the kernel's VXLAN socket behind it, or XDP).
@@ -44,11 +33,7 @@ for (const decap of ["tc", "xdp"] as const)
 
     before(async function () {
       requireEnv(this, { root: true, tools: ["etcd", "ip", "/usr/bin/python3"] });
-      const scapy = sh(["/usr/bin/python3", "-c", "import scapy; print('ok')"], {
-        allowFail: true,
-      });
-      if (!scapy.includes("ok"))
-        throw new Error("python3-scapy is missing (make deps installs it)");
+      requireScapy();
       await c.start(2, { agentFlags: ["--decap", decap] });
       [n1, n2] = c.nodes as [NodeInfo, NodeInfo];
       outsider = c.topo.addNode(9); // on the underlay, holds no lease
@@ -59,17 +44,7 @@ for (const decap of ["tc", "xdp"] as const)
     });
 
     function drops(): Map<string, bigint> {
-      const r = StatsReader.openPinned(n1.pinPath);
-      try {
-        return new Map(
-          r
-            .read()
-            .drops.filter((d) => d.direction === "rx")
-            .map((d) => [d.reason, d.packets]),
-        );
-      } finally {
-        r.close();
-      }
+      return rxDrops(n1.pinPath);
     }
 
     /**
@@ -89,23 +64,15 @@ for (const decap of ["tc", "xdp"] as const)
       cases: string[],
       via?: { ns: string; mac: string; src: string },
     ): Record<string, number> {
-      const mac =
-        via?.mac ?? JSON.parse(sh(inNs(n1.ns, ["ip", "-j", "link", "show", "eth0"])))[0].address;
-      const out = sh(
-        inNs(via?.ns ?? from.ns, [
-          "/usr/bin/python3",
-          HOSTILE,
-          "eth0",
-          mac,
-          n1.underlayIp,
-          via?.src ?? from.underlayIp,
-          c.agent(from === outsider ? n2 : from).subnet(),
-          c.pod(n1).ip,
-          String(PER_CASE),
-          ...cases,
-        ]),
-      );
-      return JSON.parse(out.trim().split("\n").pop() as string);
+      return sendHostile({
+        ns: via?.ns ?? from.ns,
+        to: { mac: via?.mac ?? eth0Mac(n1.ns), ip: n1.underlayIp },
+        src: via?.src ?? from.underlayIp,
+        peerSubnet: c.agent(from === outsider ? n2 : from).subnet(),
+        podIp: c.pod(n1).ip,
+        count: PER_CASE,
+        cases,
+      });
     }
 
     it("counts every one of more than 10,000 crafted packets under its reason, and keeps forwarding", function () {
@@ -121,20 +88,7 @@ for (const decap of ["tc", "xdp"] as const)
       const total = Object.values(sent).reduce((a, b) => a + b, 0);
       assert.ok(total >= 10000, `sent ${total}`);
 
-      const want = new Map<string, number>();
-      for (const [k, n] of Object.entries(sent)) {
-        const reason = k === "unknown_source" ? "unknown_source" : CASES[k];
-        if (reason) want.set(reason, (want.get(reason) ?? 0) + n);
-      }
-      const after = drops();
-      for (const [reason, n] of want) {
-        const got = (after.get(reason) ?? 0n) - (before.get(reason) ?? 0n);
-        assert.equal(got, BigInt(n), `${reason}: counted ${got}, sent ${n}`);
-      }
-      for (const [reason, v] of after) {
-        if (!want.has(reason))
-          assert.equal(v - (before.get(reason) ?? 0n), 0n, `unexpected drops under ${reason}`);
-      }
+      assert.deepEqual(dropMismatches(before, drops(), expectedDrops(sent)), []);
 
       assert.equal(podRx(), rxBefore, "nothing was decapsulated into the pod");
       assert.ok(c.agent(n1).running, "agent still running");

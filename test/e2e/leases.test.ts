@@ -68,6 +68,35 @@ describe("e2e: leases against a real etcd", function () {
     });
   }
 
+  // Found by the chaos soak: a restart adopted its lease with a fresh etcd
+  // lease and left the previous run's to live out its TTL.
+  it("revokes the previous run's etcd lease when it adopts its own lease after a restart", async function () {
+    const prefix = "/test/adopt-revoke";
+    const text = JSON.stringify({ Network: "10.7.0.0/16" });
+    etcd.put(`${prefix}/config`, text);
+    const cfg = parseNetworkConfig(text, `${prefix}/config`);
+    const first = store(prefix);
+    const h1 = await manager(first, cfg, "172.30.5.1").acquire(
+      (await first.list()).leases,
+      undefined,
+    );
+    h1.keepalive?.release(); // the first run dies without revoking
+    const second = store(prefix);
+    const h2 = await manager(second, cfg, "172.30.5.1").acquire(
+      (await second.list()).leases,
+      undefined,
+    );
+    held.push(h2);
+    assert.ok(h2.lease.subnet.equals(h1.lease.subnet), "the same subnet, adopted");
+    assert.notEqual(h2.lease.leaseId, h1.lease.leaseId);
+    assert.equal(await second.ttl(h1.lease.leaseId), -1, "the previous run's etcd lease is gone");
+    assert.ok((await second.ttl(h2.lease.leaseId)) > 0);
+    assert.equal(
+      etcd.list(`${prefix}/subnets/`).get(leaseKey(prefix, h2.lease.subnet))?.lease,
+      h2.lease.leaseId,
+    );
+  });
+
   it("gives 30 managers acquiring at once 30 distinct subnets, and the 31st a clear 'network full'", async function () {
     const prefix = "/test/race";
     // Exactly 30 subnets: every manager races for the same small pool.

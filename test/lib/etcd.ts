@@ -58,6 +58,12 @@ export class EtcdServer {
     return this.proc?.pid;
   }
 
+  /** Started and not exited (killed members are not). */
+  get running(): boolean {
+    const p = this.proc;
+    return p !== undefined && p.exitCode === null && p.signalCode === null;
+  }
+
   /** Starts (or restarts, same ports and data) the server. */
   async start(): Promise<this> {
     const ip = this.o.ip ?? "127.0.0.1";
@@ -171,6 +177,13 @@ export class EtcdServer {
       });
     }
     return out;
+  }
+
+  /** etcd leases (TTLs) the server holds. */
+  leaseCount(): number {
+    const m = /found (\d+) leases/.exec(this.ctl(["lease", "list"]));
+    if (!m) throw new Error("etcdctl lease list: no count in its output");
+    return Number(m[1]);
   }
 
   revision(): number {

@@ -1,7 +1,7 @@
 // Real traffic between namespaces: ping and iperf3.
 import assert from "node:assert/strict";
 import { type Cluster } from "./cluster";
-import { inNs, sh, shStatus, sleep, spawnInNs } from "./sh";
+import { inNs, sh, shStatus, sleep, spawnInNs, waitFor } from "./sh";
 import { type NodeInfo } from "./topology";
 
 export function ping(
@@ -204,4 +204,224 @@ export function assertNothingLost(r: {
   assert.ok(r.intervals.length >= 10, `only ${r.intervals.length} iperf3 intervals`);
   for (const [i, bytes] of r.intervals.entries())
     assert.ok(bytes > 0, `iperf3 stalled in interval ${i}`);
+}
+
+/** Wall clock in ms with sub-ms precision, the clock ping -D prints. */
+function nowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** Splits a child's stdout into lines as they arrive. */
+function onLines(p: ReturnType<typeof spawnInNs>, fn: (line: string, at: number) => void): void {
+  let rest = "";
+  p.stdout?.on("data", (d: Buffer) => {
+    const at = nowMs();
+    const parts = (rest + d.toString()).split("\n");
+    rest = parts.pop() as string;
+    for (const l of parts) fn(l, at);
+  });
+}
+
+/** One ping request that no reply answered: when it was sent (ms). */
+export interface LostPing {
+  seq: number;
+  at: number;
+}
+
+/**
+ * A ping running in the background every `intervalMs` (ping -D -O): every
+ * reply and every request still unanswered when the next one left is
+ * timestamped, so a loss is known to within one interval. Sequence numbers
+ * are unwrapped past 65,535 (11 minutes at 10 ms).
+ */
+export class PingStream {
+  private readonly replied = new Set<number>();
+  /** seq -> send time of requests reported unanswered */
+  private readonly late = new Map<number, number>();
+  private proc: ReturnType<typeof spawnInNs> | undefined;
+  private top = 0;
+  exitCode: number | null = null;
+  startedAt = 0;
+  stoppedAt = 0;
+
+  constructor(
+    readonly ns: string,
+    readonly dst: string,
+    readonly intervalMs = 10,
+  ) {}
+
+  start(): this {
+    this.startedAt = nowMs();
+    // iputils waits up to a timer tick more per request at intervals of
+    // 10 ms and above (-i 0.01 sends every 17 ms here); 0.1 ms less keeps
+    // the interval asked for. achievedMs says what it was.
+    const i = ((this.intervalMs - 0.1) / 1000).toFixed(4);
+    this.proc = spawnInNs(this.ns, ["ping", "-n", "-D", "-O", "-i", i, this.dst]);
+    this.proc.on("exit", (code, sig) => (this.exitCode = code ?? (sig ? 128 : -1)));
+    onLines(this.proc, (l) => {
+      const reply = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)/.exec(l);
+      if (reply) {
+        this.replied.add(this.unwrap(Number(reply[2])));
+        return;
+      }
+      const none = /^\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)/.exec(l);
+      if (none) {
+        // Printed as the next request leaves: one interval after this one.
+        this.late.set(this.unwrap(Number(none[2])), Number(none[1]) * 1000 - this.intervalMs);
+      }
+    });
+    return this;
+  }
+
+  private unwrap(seq: number): number {
+    const base = this.top - (this.top % 65536);
+    let s = base + seq;
+    if (s < this.top - 32768) s += 65536;
+    else if (s > this.top + 32768) s -= 65536;
+    if (s > this.top) this.top = s;
+    return s;
+  }
+
+  get running(): boolean {
+    return this.proc !== undefined && this.exitCode === null;
+  }
+
+  /** Requests sent so far (the highest sequence number seen). */
+  get sent(): number {
+    return this.top;
+  }
+
+  /** The interval ping kept, on average (ms). */
+  get achievedMs(): number {
+    return this.top ? ((this.stoppedAt || nowMs()) - this.startedAt) / this.top : NaN;
+  }
+
+  /** Requests never answered, sent at least `graceMs` before now. */
+  lost(graceMs = 2000): LostPing[] {
+    const until = (this.stoppedAt || nowMs()) - graceMs;
+    return [...this.late]
+      .filter(([seq, at]) => !this.replied.has(seq) && at < until)
+      .map(([seq, at]) => ({ seq, at }));
+  }
+
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (!p || this.exitCode !== null) return;
+    this.stoppedAt = nowMs();
+    await new Promise<void>((resolve) => {
+      p.once("exit", () => resolve());
+      p.kill("SIGINT");
+    });
+  }
+}
+
+/** What an iperf3 receiver reported for one 0.1 s interval. */
+export interface FlowInterval {
+  /** When the report arrived (ms): the interval's end. */
+  at: number;
+  bytes: number;
+}
+
+const UNIT: Record<string, number> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+
+/**
+ * A long iperf3 TCP flow in the background, paced at `bitrate`, whose
+ * receiver reports every 0.1 s. The receiver's reports (not the sender's,
+ * whose socket buffer hides a stall) say when bytes stop and start again;
+ * the exit codes say whether the connection survived.
+ */
+export class IperfFlow {
+  readonly intervals: FlowInterval[] = [];
+  private server: ReturnType<typeof spawnInNs> | undefined;
+  private client: ReturnType<typeof spawnInNs> | undefined;
+  serverExit: number | null = null;
+  clientExit: number | null = null;
+  private errors = "";
+  readonly port = String(16000 + Math.floor(Math.random() * 20000));
+
+  constructor(
+    readonly from: { ns: string },
+    readonly to: { ns: string; ip: string },
+    readonly seconds: number,
+    readonly bitrate = "50M",
+  ) {}
+
+  async start(): Promise<this> {
+    this.server = spawnInNs(this.to.ns, [
+      "iperf3",
+      "-s",
+      "-1",
+      "-p",
+      this.port,
+      "-i",
+      "0.1",
+      "--forceflush",
+    ]);
+    this.server.on("exit", (code, sig) => (this.serverExit = code ?? (sig ? 128 : -1)));
+    this.server.stderr?.on("data", (d) => (this.errors = (this.errors + d).slice(-2000)));
+    onLines(this.server, (l, at) => {
+      const m = /^\[\s*\d+\]\s+[\d.]+-[\d.]+\s+sec\s+([\d.]+) ([KMG]?)Bytes\s/.exec(l);
+      if (m && !/sender|receiver/.test(l))
+        this.intervals.push({ at, bytes: Number(m[1]) * (UNIT[m[2] as string] as number) });
+    });
+    await sleep(300);
+    this.client = spawnInNs(this.from.ns, [
+      "iperf3",
+      "-c",
+      this.to.ip,
+      "-p",
+      this.port,
+      "-t",
+      String(this.seconds),
+      // Socket pacing rather than -b: after a pause, -b's average makes
+      // iperf3 catch up at line rate, a burst that starves everyone else.
+      "--fq-rate",
+      this.bitrate,
+      "-i",
+      "0",
+    ]);
+    this.client.on("exit", (code, sig) => (this.clientExit = code ?? (sig ? 128 : -1)));
+    this.client.stderr?.on("data", (d) => (this.errors = (this.errors + d).slice(-2000)));
+    this.client.stdout?.on("data", (d) => (this.errors = (this.errors + d).slice(-2000)));
+    return this;
+  }
+
+  /** The client's and the server's last words (for a failure message). */
+  get output(): string {
+    return this.errors;
+  }
+
+  /** Both ends still running, or both finished cleanly. */
+  get broken(): boolean {
+    return (
+      (this.clientExit !== null && this.clientExit !== 0) ||
+      (this.serverExit !== null && this.serverExit !== 0)
+    );
+  }
+
+  /** Bytes received in intervals reported after `since` (ms). */
+  bytesSince(since: number): number {
+    let n = 0;
+    for (
+      let i = this.intervals.length - 1;
+      i >= 0 && (this.intervals[i] as FlowInterval).at > since;
+      i--
+    )
+      n += (this.intervals[i] as FlowInterval).bytes;
+    return n;
+  }
+
+  /** Waits for both ends to finish (the client's -t ran out). */
+  async finished(timeoutMs: number): Promise<void> {
+    await waitFor(
+      `iperf3 ${this.from.ns} -> ${this.to.ip}:${this.port} to finish`,
+      () => this.clientExit !== null && this.serverExit !== null,
+      timeoutMs,
+    );
+  }
+
+  kill(): void {
+    this.client?.kill("SIGKILL");
+    this.server?.kill("SIGKILL");
+  }
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Reconciler } from "../../agent/control/reconciler";
+import { DELETE_HOLD_MS, Reconciler } from "../../agent/control/reconciler";
 import { type HostEntry, F_LOCAL } from "../../agent/bpf/codec";
 import { type SubnetMapLike, type SubnetEntry } from "../../agent/bpf/subnet-map";
 import { type Lease, type LeaseChange } from "../../agent/control/lease";
@@ -75,6 +75,97 @@ describe("unit: reconciler", function () {
     map.failUpsert = true;
     r.fullSync([lease("10.5.2.0/24", "172.31.0.2"), lease("10.5.3.0/24", "172.31.0.3")]);
     assert.deepEqual(errors, ["upsert", "upsert"]);
+  });
+
+  /** A timer queue the test runs by hand: (fn, ms) as the agent's setTimeout. */
+  function timers() {
+    const q: { fn: () => void; ms: number; cancelled: boolean }[] = [];
+    return {
+      q,
+      defer: (fn: () => void, ms: number) => {
+        const t = { fn, ms, cancelled: false };
+        q.push(t);
+        return () => (t.cancelled = true);
+      },
+      /** Fires every timer, cancelled or not (as a fired-then-cancelled one). */
+      fireAll: (evenCancelled = false) => {
+        for (const t of q.splice(0)) if (evenCancelled || !t.cancelled) t.fn();
+      },
+    };
+  }
+
+  /** A reconciler with held deletes on a fake map, synced with these
+   *  leases (10.5.K.0/24 on 172.31.0.K), its map's op log cleared. */
+  function holding(...ks: number[]) {
+    const map = new FakeMap();
+    const t = timers();
+    const r = new Reconciler(map, quiet, { defer: t.defer });
+    r.fullSync(ks.map((k) => lease(`10.5.${k}.0/24`, `172.31.0.${k}`)));
+    map.ops = [];
+    return { map, t, r };
+  }
+
+  // Found by the chaos soak (lease-delete): a lease deleted by hand is written
+  // back by its owner within milliseconds, but every other node removed the
+  // entry at once, and 30-60 ms of pings to that node's pods were lost.
+  it("lease deleted and re-created by its owner: the entry is held, never removed", function () {
+    const { map, t, r } = holding(2);
+    r.onDelete(Cidr.parse("10.5.2.0/24"));
+    assert.deepEqual(map.ops, [], "nothing removed while held");
+    assert.equal(t.q[0]?.ms, DELETE_HOLD_MS);
+    r.onPut(lease("10.5.2.0/24", "172.31.0.2"));
+    t.fireAll();
+    assert.deepEqual(map.ops, ["+10.5.2.0/24"], "re-created in place, never removed");
+  });
+
+  it("removes a held entry when the hold runs out without a re-create", function () {
+    const { map, t, r } = holding(2, 3);
+    r.onDelete(Cidr.parse("10.5.3.0/24"));
+    t.fireAll();
+    assert.deepEqual(map.ops, ["-10.5.3.0/24"]);
+    assert.equal(r.publicIpOf(Cidr.parse("10.5.3.0/24")), undefined);
+  });
+
+  it("a hold whose timer fired before a re-create cancelled it removes nothing", function () {
+    const { map, t, r } = holding(2);
+    r.onDelete(Cidr.parse("10.5.2.0/24"));
+    r.onPut(lease("10.5.2.0/24", "172.31.0.2")); // queued before the fired timer ran
+    map.ops = [];
+    t.fireAll(true);
+    assert.deepEqual(map.ops, [], "the re-created entry stays");
+    assert.ok(map.m.has("10.5.2.0/24"));
+  });
+
+  it("a full sync drops held deletes and decides from the listing", function () {
+    const { map, t, r } = holding(2);
+    r.onDelete(Cidr.parse("10.5.2.0/24"));
+    map.ops = [];
+    r.fullSync([]);
+    assert.deepEqual(map.ops, ["-10.5.2.0/24"]);
+    assert.equal(t.q[0]?.cancelled, true);
+  });
+
+  it("a subnet that moves to another host loses the old entry before the new one goes in", function () {
+    const { map, t, r } = holding(2, 3);
+    // Expired and taken by another node within the hold, and a plain put
+    // with another PublicIP: both remove the old host's entry first (the
+    // real map removes its peer entry with it).
+    r.onDelete(Cidr.parse("10.5.2.0/24"));
+    r.onPut(lease("10.5.2.0/24", "172.31.0.9"));
+    r.onPut(lease("10.5.3.0/24", "172.31.0.8"));
+    t.fireAll();
+    assert.deepEqual(map.ops, ["-10.5.2.0/24", "+10.5.2.0/24", "-10.5.3.0/24", "+10.5.3.0/24"]);
+    assert.equal(map.m.get("10.5.2.0/24")?.host.remoteIp, parseIp("172.31.0.9"));
+  });
+
+  it("never removes its own subnet when a held delete runs out after taking it", function () {
+    const { map, t, r } = holding(2);
+    r.onDelete(Cidr.parse("10.5.2.0/24"));
+    const own = { remoteIp: parseIp("172.31.0.1"), vtepMac: "0e:00:00:00:00:11", flags: F_LOCAL };
+    r.setOwn(Cidr.parse("10.5.2.0/24"), own);
+    map.upsert(Cidr.parse("10.5.2.0/24"), own);
+    t.fireAll();
+    assert.equal(map.m.get("10.5.2.0/24")?.host.flags, F_LOCAL);
   });
 });
 
