@@ -211,6 +211,20 @@ export interface Pair {
 export const FLAP_SLACK_MS = 500;
 
 /**
+ * What a link flap may cost: slackMs after the link is back on the flapped
+ * node's pairs, otherPairsMs on every other pair. `make chaos` judges by
+ * STRICT_FLAP, which is the claim (a flap costs only its own node's pairs).
+ * The claim does not always hold on the 2-CPU machine this runs on: some
+ * flaps also cost other pairs a few hundred ms, and the flapped node's
+ * pairs up to about a second more (README, "Chaos soak": not understood).
+ */
+export interface FlapAllowance {
+  slackMs: number;
+  otherPairsMs: number;
+}
+export const STRICT_FLAP: FlapAllowance = { slackMs: FLAP_SLACK_MS, otherPairsMs: 0 };
+
+/**
  * How long one pinger may go unanswered in one event (ms). A fault that
  * leaves the pinned data path alone costs nothing: agent kills and restarts,
  * etcd members, lease deletions (the other nodes hold the entry until its
@@ -218,15 +232,20 @@ export const FLAP_SLACK_MS = 500;
  * down costs the pings that cross it while it is down, and no more than
  * FLAP_SLACK_MS after (neighbour resolution, the first retries).
  */
-export function allowedOutageMs(ev: ChaosEvent, pair: Pair): number {
+export function allowedOutageMs(ev: ChaosEvent, pair: Pair, flap = STRICT_FLAP): number {
+  if (ev.type !== "link-flap") return 0;
   const touches = ev.node !== undefined && (pair.from === ev.node || pair.to === ev.node);
-  if (ev.type === "link-flap" && touches) return (ev.flapMs as number) + FLAP_SLACK_MS;
-  return 0;
+  return touches ? (ev.flapMs as number) + flap.slackMs : flap.otherPairsMs;
 }
 
 /** The same in pings sent every `intervalMs`. */
-export function allowedLoss(ev: ChaosEvent, pair: Pair, intervalMs: number): number {
-  return Math.ceil(allowedOutageMs(ev, pair) / intervalMs);
+export function allowedLoss(
+  ev: ChaosEvent,
+  pair: Pair,
+  intervalMs: number,
+  flap = STRICT_FLAP,
+): number {
+  return Math.ceil(allowedOutageMs(ev, pair, flap) / intervalMs);
 }
 
 /** An executed event: its fault and the times that bound it (ms). */
@@ -315,6 +334,7 @@ export function judge(
   pingers: PingerLoss[],
   flowPauses: Pause[][],
   intervalMs: number,
+  flap = STRICT_FLAP,
 ): Verdict {
   const failures: string[] = events.flatMap((e, i) =>
     e.failures.map((f) => `event ${i} (${e.ev.type}): ${f}`),
@@ -335,7 +355,7 @@ export function judge(
       const outage = Math.round(b - a + intervalMs);
       outageBy.set(w, Math.max(outageBy.get(w) ?? 0, outage));
       const ev = w >= 0 ? (events[w] as EventRecord).ev : undefined;
-      const allowed = ev ? allowedOutageMs(ev, pinger.pair) : 0;
+      const allowed = ev ? allowedOutageMs(ev, pinger.pair, flap) : 0;
       if (allowed && outage > allowed)
         failures.push(
           `event ${w} (${(ev as ChaosEvent).type}): pings node ${pinger.pair.from} -> node ` +
@@ -347,7 +367,7 @@ export function judge(
     for (const [p, n] of arr.entries()) {
       const pair = (pingers[p] as PingerLoss).pair;
       const ev = w >= 0 ? (events[w] as EventRecord).ev : undefined;
-      const allowed = ev ? allowedLoss(ev, pair, intervalMs) : 0;
+      const allowed = ev ? allowedLoss(ev, pair, intervalMs, flap) : 0;
       if (n > allowed) {
         failures.push(
           `${ev ? `event ${w} (${ev.type}${ev.node !== undefined ? ` node ${ev.node}` : ""})` : STEADY}: ` +

@@ -41,6 +41,7 @@ import {
   type ChaosEvent,
   type EventRecord,
   type Verdict,
+  type FlapAllowance,
 } from "./plan";
 
 export interface SoakOptions {
@@ -52,6 +53,8 @@ export interface SoakOptions {
   churn?: number;
   floodPerCase?: number;
   log?: (line: string) => void;
+  /** What a link flap may cost (plan.ts); STRICT_FLAP unless given. */
+  flap?: FlapAllowance;
 }
 
 /** Agent RSS bound (MB): a start with 1,000 leases is well under this. */
@@ -230,6 +233,7 @@ export class Soak {
       this.pingers.map((x) => ({ pair: x.pair, lost: x.p.lost(LAST_REPLY_MS) })),
       flowPauses,
       achieved,
+      o.flap,
     );
     verdict.failures.push(...final.map((f) => `final check: ${f}`));
     return {

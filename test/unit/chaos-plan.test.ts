@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import {
+  allowedOutageMs,
+  STRICT_FLAP,
   allowedLoss,
   EVENT_TYPES,
   FLAP_SLACK_MS,
@@ -29,6 +31,19 @@ function rec(ev: ChaosEvent, start: number, end: number): EventRecord {
 }
 
 describe("chaos soak plan", function () {
+  it("a link flap may cost its own node's pairs the flap plus slack, others nothing (strict) or what an allowance says", function () {
+    const ev = { type: "link-flap" as const, node: 2, flapMs: 1000, gapMs: 500 };
+    assert.equal(allowedOutageMs(ev, { from: 0, to: 2 }), 1000 + STRICT_FLAP.slackMs);
+    assert.equal(allowedOutageMs(ev, { from: 0, to: 1 }), 0);
+    const ci = { slackMs: 1500, otherPairsMs: 500 };
+    assert.equal(allowedOutageMs(ev, { from: 2, to: 3 }, ci), 2500);
+    assert.equal(allowedOutageMs(ev, { from: 0, to: 1 }, ci), 500);
+    assert.equal(
+      allowedOutageMs({ type: "agent-sigkill" as never, node: 2 } as never, { from: 0, to: 2 }, ci),
+      0,
+    );
+  });
+
   it("draws the same schedule from the same seed, and another from another", function () {
     const draw = (seed: number) => {
       const s = new Schedule(seed, { nodes: 4, members: 3 });
