@@ -21,7 +21,17 @@ import { type Logger } from "../log";
 import { listFdb, listLinks, listNeighbours, listNeighbours6 } from "../net/neigh";
 import { formatIp, type Cidr, type Ip4 } from "../net/ip";
 import { formatIp6, type Cidr6, type Ip6 } from "../net/ip6";
-import { discoverEndpoints, findPodBridge, planEndpoints, scope4, scope6 } from "./pods";
+import {
+  discoverEndpoints,
+  findPodBridge,
+  planEndpoints,
+  scope4,
+  scope6,
+  type BridgeLink,
+  type FamilyScope,
+  type FdbEntry,
+  type Neighbour,
+} from "./pods";
 
 export interface PodBridgeSync {
   bridge?: string;
@@ -31,11 +41,20 @@ export interface PodBridgeSync {
 }
 
 /** One address family's side of a sync. */
-interface FamilySync<A> {
-  map: EndpointMapOf<A & (number | bigint)>;
+interface FamilySync<A extends number | bigint> {
+  open(): EndpointMapOf<A>;
   owned: Set<A>;
-  discovered: Map<A, Endpoint>;
+  scope(bridge: BridgeLink): FamilyScope<A>;
+  neighbours(dev: string): Neighbour<A>[];
   format(ip: A): string;
+}
+
+/** What both families' syncs share: the bridge and the kernel's view around it. */
+interface SyncScene {
+  bridge: BridgeLink | undefined;
+  links: BridgeLink[];
+  fdb: FdbEntry[];
+  live: ReadonlySet<number>;
 }
 
 export class PodBridge {
@@ -69,79 +88,82 @@ export class PodBridge {
       this.attached = bridge.ifindex;
       this.log.info("pod bridge fast path attached", { bridge: bridge.name });
     }
-    const fdb = bridge ? listFdb(bridge.name) : [];
-    const live = new Set(links.map((l) => l.ifindex));
+    const scene: SyncScene = {
+      bridge,
+      links,
+      fdb: bridge ? listFdb(bridge.name) : [],
+      live: new Set(links.map((l) => l.ifindex)),
+    };
     const out: PodBridgeSync = { bridge: bridge?.name, endpoints: 0, upserts: 0, deletes: 0 };
     const add = (r: Omit<PodBridgeSync, "bridge">) => {
       out.endpoints += r.endpoints;
       out.upserts += r.upserts;
       out.deletes += r.deletes;
     };
-    const v4 = EndpointMap.openPinned(this.pinPath);
-    try {
-      add(
-        this.syncFamily(bridge?.name, live, {
-          map: v4,
-          owned: this.owned,
-          discovered: bridge
-            ? discoverEndpoints({
-                bridge,
-                scope: scope4(bridge, subnet),
-                links,
-                neighbours: listNeighbours(bridge.name),
-                fdb,
-              })
-            : new Map(),
-          format: formatIp,
-        }),
-      );
-    } finally {
-      v4.close();
-    }
+    add(
+      this.syncFamily(scene, {
+        open: () => EndpointMap.openPinned(this.pinPath),
+        owned: this.owned,
+        scope: (b) => scope4(b, subnet),
+        neighbours: listNeighbours,
+        format: formatIp,
+      }),
+    );
     const subnet6 = this.subnet6();
     if (!subnet6) return out;
-    const v6 = EndpointMap6.openPinned(this.pinPath);
-    try {
-      add(
-        this.syncFamily(bridge?.name, live, {
-          map: v6,
-          owned: this.owned6,
-          discovered: bridge
-            ? discoverEndpoints({
-                bridge,
-                scope: scope6(bridge, subnet6),
-                links,
-                neighbours: listNeighbours6(bridge.name),
-                fdb,
-              })
-            : new Map(),
-          format: formatIp6,
-        }),
-      );
-    } finally {
-      v6.close();
-    }
+    add(
+      this.syncFamily(scene, {
+        open: () => EndpointMap6.openPinned(this.pinPath),
+        owned: this.owned6,
+        scope: (b) => scope6(b, subnet6),
+        neighbours: listNeighbours6,
+        format: formatIp6,
+      }),
+    );
     return out;
   }
 
   private syncFamily<A extends number | bigint>(
-    bridge: string | undefined,
-    live: ReadonlySet<number>,
+    { bridge, links, fdb, live }: SyncScene,
     f: FamilySync<A>,
   ): Omit<PodBridgeSync, "bridge"> {
-    const actual = new Map(f.map.list().map((e) => [e.podIp, e.endpoint] as const));
+    const discovered = bridge
+      ? discoverEndpoints({
+          bridge,
+          scope: f.scope(bridge),
+          links,
+          neighbours: f.neighbours(bridge.name),
+          fdb,
+        })
+      : new Map<A, Endpoint>();
+    const map = f.open();
+    try {
+      return this.applyFamily(bridge?.name, live, discovered, map, f);
+    } finally {
+      map.close();
+    }
+  }
+
+  private applyFamily<A extends number | bigint>(
+    bridge: string | undefined,
+    live: ReadonlySet<number>,
+    discovered: Map<A, Endpoint>,
+    map: EndpointMapOf<A>,
+    f: FamilySync<A>,
+  ): Omit<PodBridgeSync, "bridge"> {
+    const actual = new Map(map.list().map((e) => [e.podIp, e.endpoint] as const));
     const plan = planEndpoints({
-      discovered: f.discovered,
+      discovered,
       actual,
       owned: f.owned,
       liveIfindexes: live,
     });
     for (const ip of plan.deletes) {
-      f.map.delete(ip);
+      map.delete(ip);
       f.owned.delete(ip);
     }
     for (const [ip, ep] of plan.upserts) {
-      f.map.upsert(ip, ep);
+      map.upsert(ip, ep);
       f.owned.add(ip);
     }
     if (plan.upserts.length || plan.deletes.length) {
@@ -152,7 +174,7 @@ export class PodBridge {
       });
     }
     return {
-      endpoints: f.discovered.size,
+      endpoints: discovered.size,
       upserts: plan.upserts.length,
       deletes: plan.deletes.length,
     };
