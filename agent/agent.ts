@@ -19,7 +19,7 @@ import { type Datapath, type DecapChoice } from "./bpf/datapath";
 import { F_LOCAL } from "./bpf/codec";
 import { libbpf } from "./bpf/libbpf";
 import { StatsReader } from "./bpf/stats";
-import { SubnetHostMap } from "./bpf/subnet-map";
+import { SubnetHostMap, SubnetHostMap6 } from "./bpf/subnet-map";
 import {
   EtcdStore,
   type EtcdOptions,
@@ -42,16 +42,20 @@ import { WatchLoop } from "./control/watch-loop";
 import { backoffMs, sleep } from "./backoff";
 import { type Logger } from "./log";
 import { Cidr, formatIp, type Ip4 } from "./net/ip";
+import { formatIp6, type Cidr6, type Ip6 } from "./net/ip6";
 import { ensureMasquerade, type Masq6 } from "./net/masq";
 import { describeIptablesMode, detectedIptablesMode, iptablesMode } from "./net/iptables-mode";
 import {
+  choosePublicIpv6,
   chooseUnderlay,
   ensureOverlayDevice,
   mustLink,
   replaceRoute,
+  replaceRoute6,
   setOverlayAddress,
+  setOverlayAddress6,
 } from "./net/link";
-import { backendMtu, setupNode } from "./node/node-setup";
+import { backendMtu, setupNode, type NodeV6 } from "./node/node-setup";
 import { disablePodBridge, PodBridge } from "./node/pod-bridge";
 import { findFlannelDevice, removeFlannelDevice } from "./node/flannel";
 import { describeOverlap, OverlapWatch } from "./node/overlap";
@@ -65,6 +69,9 @@ export interface AgentOptions {
   iface?: string;
   ifaceRegex?: string;
   publicIp?: string;
+  /** --public-ipv6: the PublicIPv6 of a dual-stack network (default: the
+   * underlay's first global IPv6 address). */
+  publicIpv6?: string;
   subnetFile: string;
   leaseTtl: number;
   ipMasq: boolean;
@@ -102,6 +109,8 @@ export class Agent {
   /** Unknown config keys already logged (once each). */
   private readonly unknownLogged = new Set<string>();
   private publicIp: Ip4 = 0;
+  /** Our PublicIPv6, in a dual-stack network. */
+  private publicIpv6: Ip6 | undefined;
   private vtepMac = "";
   private mtu = 0;
   /** The external interface, as chosen at start. */
@@ -112,6 +121,8 @@ export class Agent {
   private startListing: ListResult | undefined;
   private datapath: Datapath | undefined;
   private map: SubnetHostMap | undefined;
+  /** ovl_subnets6 and its peers, in a dual-stack network. */
+  private map6: SubnetHostMap6 | undefined;
   private stats: StatsReader | undefined;
   private reconciler: Reconciler | undefined;
   private servers: Server[] = [];
@@ -227,6 +238,7 @@ export class Agent {
       const r = this.usable(cfg, key);
       this.mtu = r.mtu;
       this.backend = r.backend;
+      this.publicIpv6 = r.publicIpv6;
     });
     const backend = this.backend as Backend;
     // A node that still runs flannel's vxlan backend is taken over: ovl0
@@ -247,6 +259,7 @@ export class Agent {
     this.log.info("underlay chosen", {
       iface: u.iface,
       publicIp: formatIp(u.publicIp),
+      ...(this.publicIpv6 !== undefined ? { publicIpv6: formatIp6(this.publicIpv6) } : {}),
       vtepMac: this.vtepMac,
       mtu: this.mtu,
     });
@@ -291,6 +304,8 @@ export class Agent {
     const subnet = this.held.lease.subnet;
     if (warm && this.startListing) warm = this.cold("the lease had to be chosen from a listing");
     if (warm && !subnet.equals(Cidr.parse(warm.subnet))) warm = this.cold("another subnet");
+    if (warm && warm.subnet6 !== this.held.lease.subnet6?.toString())
+      warm = this.cold("another IPv6 subnet");
     if (warm && BigInt(this.held.lease.modRevision) < BigInt(warm.resumeRevision)) {
       // etcd is behind the saved revision: restored from a backup, or another cluster.
       warm = this.cold(
@@ -299,6 +314,7 @@ export class Agent {
     }
     t.leased = performance.now();
 
+    const v6 = this.nodeV6();
     const node = setupNode({
       underlay: u.iface,
       publicIp: u.publicIp,
@@ -307,6 +323,8 @@ export class Agent {
       vni: this.config.backend.vni,
       port: this.config.backend.port,
       backend,
+      mtu: this.mtu,
+      ...(v6 ? { v6 } : {}),
       pinPath: o.pinPath,
       objDir: o.objDir,
       decap: o.decap,
@@ -336,6 +354,7 @@ export class Agent {
     this.log.info("data path attached", this.mechanism);
     t.datapath = performance.now();
     this.map = SubnetHostMap.openPinned(o.pinPath);
+    const map6 = (this.map6 = v6 ? SubnetHostMap6.openPinned(o.pinPath) : undefined);
     this.stats = StatsReader.openPinned(o.pinPath);
     const map = this.map;
     const stats = this.stats;
@@ -343,13 +362,14 @@ export class Agent {
       stats: () => stats.read(),
       peers: () => map.peerCounters(),
       eachPeer: (fn) => map.eachPeer(fn),
-      entries: () => map.count(),
-      writes: () => map.writes,
+      ...(map6 ? { eachPeer6: (fn) => map6.eachPeer(fn) } : {}),
+      entries: () => map.count() + (map6?.count() ?? 0),
+      writes: () => map.writes + (map6?.writes ?? 0),
     });
     this.reconciler = new Reconciler(this.map, this.log, {
+      ...this.reconcilerFamilies(backend, map6),
       syncError: (op) => this.metrics.mapSyncErrors.inc({ op }),
       synced: (s) => this.metrics.mapSyncDuration.observe(s),
-      entryOf: (l, log) => backend.entryOf(l, log),
       changed: (plan) => backend.changed(plan),
       defer: (fn, ms) => {
         const t = setTimeout(() => void this.serialize(async () => !this.stopping && fn()), ms);
@@ -357,22 +377,27 @@ export class Agent {
         return () => clearTimeout(t);
       },
     });
-    this.reconciler.setOwn(subnet, { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+    this.setOwn(this.reconciler);
 
     if (warm && map.id() !== warm.mapId) warm = this.cold("the pinned map is another one");
     let leaseCount: number;
     if (warm) {
-      // The map holds every lease up to the saved revision: check our own
-      // entry, and watch from there.
+      // The maps hold every lease up to the saved revision: check our own
+      // entries, and watch from there.
+      const same = (
+        a: { remoteIp: unknown; vtepMac: string; flags: number } | undefined,
+        b: typeof a,
+      ) =>
+        a !== undefined &&
+        b !== undefined &&
+        a.remoteIp === b.remoteIp &&
+        a.vtepMac === b.vtepMac &&
+        a.flags === b.flags;
       const local = { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL };
-      const cur = map.get(subnet);
-      if (
-        !cur ||
-        cur.remoteIp !== local.remoteIp ||
-        cur.vtepMac !== local.vtepMac ||
-        cur.flags !== local.flags
-      )
-        map.upsert(subnet, local);
+      if (!same(map.get(subnet), local)) map.upsert(subnet, local);
+      const own6 = this.own6();
+      if (map6 && own6 && !same(map6.get(own6.subnet), own6.host))
+        map6.upsert(own6.subnet, own6.host);
       this.reconciler.resume();
       this.resumeRevision = warm.resumeRevision;
       // From one revision earlier than needed (its event is in the map
@@ -409,6 +434,7 @@ export class Agent {
         () => this.held?.lease.subnet,
         o.podBridge === "auto" ? undefined : o.podBridge,
         this.log,
+        () => (this.map6 ? this.held?.lease.subnet6 : undefined),
       );
       this.podBridge.start();
     }
@@ -438,6 +464,7 @@ export class Agent {
     this.saveState();
     this.log.info("ready", {
       subnet: subnet.toString(),
+      ...(v6 ? { subnet6: v6.subnet.toString() } : {}),
       start: warm ? "warm" : "cold",
       leases: leaseCount,
       mapWrites: map.writes,
@@ -466,6 +493,7 @@ export class Agent {
     await this.store.close();
     for (const s of this.servers) s.close();
     this.map?.close();
+    this.map6?.close();
     this.stats?.close();
     this.datapath?.close(); // programs stay attached, maps stay pinned
     this.log.info("stopped; data path left forwarding");
@@ -476,10 +504,11 @@ export class Agent {
   private refill(staged: string, subnet: Cidr): void {
     const backend = this.backend as Backend;
     const m = SubnetHostMap.openPinned(staged);
+    const m6 = this.nodeV6() ? SubnetHostMap6.openPinned(staged) : undefined;
     try {
       // The reconciler that later keeps the map, run once on the new map.
-      const r = new Reconciler(m, this.log, { entryOf: (l, log) => backend.entryOf(l, log) });
-      r.setOwn(subnet, { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+      const r = new Reconciler(m, this.log, this.reconcilerFamilies(backend, m6));
+      this.setOwn(r, subnet);
       // A warm start has no listing here; it only gets this far with the
       // ABI it saved, whose maps are reused, never refilled (and if they
       // were, the pin plan turns the start cold and a full sync follows).
@@ -487,6 +516,7 @@ export class Agent {
       this.log.info("new subnet maps filled from etcd", { entries: plan.upserts.length });
     } finally {
       m.close();
+      m6?.close();
     }
   }
 
@@ -502,6 +532,7 @@ export class Agent {
     const why = warmMismatch(saved, {
       prefix: this.opts.etcd.prefix,
       publicIp: formatIp(this.publicIp),
+      ...(this.publicIpv6 !== undefined ? { publicIpv6: formatIp6(this.publicIpv6) } : {}),
       vtepMac: this.vtepMac,
       backend: backend.type,
       abi: buildInfo().abi,
@@ -527,6 +558,9 @@ export class Agent {
         publicIp: formatIp(this.publicIp),
         subnet: subnet.toString(),
         vtepMac: this.vtepMac,
+        ...(this.map6 && this.publicIpv6 !== undefined && this.held?.lease.subnet6
+          ? { publicIpv6: formatIp6(this.publicIpv6), subnet6: this.held.lease.subnet6.toString() }
+          : {}),
         backend: (this.backend as Backend).type,
         abi: buildInfo().abi,
         mapId: this.map.id(),
@@ -546,21 +580,19 @@ export class Agent {
    * Backend.MTU against the interface. A refusal is a ConfigError naming
    * the key. Touches nothing.
    */
-  private usable(cfg: NetworkConfig, key: string): { backend: Backend; mtu: number } {
-    // Issue 14: the control plane handles dual-stack (IPv6 config, the
-    // dual-stack lease key, subnet.env, CNI ranges, v6 masquerade), but the
-    // IPv6 data path is not wired yet. Refused here, the one place a config
-    // is applied: at start-up nothing is touched until the config changes,
-    // and a running node keeps forwarding. Remove with the data path.
-    if (cfg.enableIPv6) {
+  private usable(
+    cfg: NetworkConfig,
+    key: string,
+  ): { backend: Backend; mtu: number; publicIpv6?: Ip6 } {
+    const backend = createBackend(cfg.backend, { log: this.log });
+    if (cfg.enableIPv6 && !backend.entryOf6) {
       throw new ConfigError(
         "EnableIPv6",
-        "the IPv6 data path is not wired yet (issue 14): this overlayd cannot run a " +
-          "dual-stack network; set EnableIPv6 to false",
+        `Backend.Type ${backend.type} carries IPv4 only in overlayd; use vxlan for a ` +
+          "dual-stack network, or set EnableIPv6 to false",
         key,
       );
     }
-    const backend = createBackend(cfg.backend, { log: this.log });
     try {
       backend.check({ iface: this.node.iface, publicIp: this.node.publicIp });
     } catch (e) {
@@ -569,7 +601,14 @@ export class Agent {
       }
       throw e;
     }
-    return { backend, mtu: backendMtu(backend, this.node.mtu, key, cfg.enableIPv6) };
+    const publicIpv6 = cfg.enableIPv6
+      ? choosePublicIpv6(this.node.iface, this.opts.publicIpv6, key)
+      : undefined;
+    return {
+      backend,
+      mtu: backendMtu(backend, this.node.mtu, key, cfg.enableIPv6),
+      ...(publicIpv6 !== undefined ? { publicIpv6 } : {}),
+    };
   }
 
   private async waitForConfig(
@@ -667,7 +706,54 @@ export class Agent {
 
   // --- leases ---------------------------------------------------------------
   private attrs(): LeaseAttrs {
-    return (this.backend as Backend).leaseAttrs(this.publicIp, this.vtepMac);
+    const v6 =
+      this.publicIpv6 !== undefined
+        ? { publicIp: this.publicIpv6, vtepMac: this.vtepMac }
+        : undefined;
+    return (this.backend as Backend).leaseAttrs(this.publicIp, this.vtepMac, v6);
+  }
+
+  /** The IPv6 half of this node, when the network is dual-stack and our
+   * lease has an IPv6 subnet (a full IPv6 range leaves a lease v4-only). */
+  private nodeV6(): NodeV6 | undefined {
+    const net6 = this.config?.ipv6?.network;
+    const sub6 = this.held?.lease.subnet6;
+    const pub6 = this.publicIpv6;
+    return net6 && sub6 && pub6 !== undefined
+      ? { publicIp: pub6, network: net6, subnet: sub6 }
+      : undefined;
+  }
+
+  /** Our IPv6 subnet's LOCAL entry in ovl_subnets6. */
+  private own6():
+    { subnet: Cidr6; host: { remoteIp: Ip6; vtepMac: string; flags: number } } | undefined {
+    const v6 = this.nodeV6();
+    return (
+      v6 && {
+        subnet: v6.subnet,
+        host: { remoteIp: v6.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL },
+      }
+    );
+  }
+
+  /** The backend's entries for both families, for a Reconciler. */
+  private reconcilerFamilies(backend: Backend, map6: SubnetHostMap6 | undefined) {
+    return {
+      entryOf: (l: Lease, log: (m: string) => void) => backend.entryOf(l, log),
+      ...(map6 && backend.entryOf6
+        ? { map6, entryOf6: (l: Lease, log: (m: string) => void) => backend.entryOf6?.(l, log) }
+        : {}),
+    };
+  }
+
+  /** Our own lease, both halves, as the reconciler keeps it LOCAL. */
+  private setOwn(r: Reconciler, subnet = this.held?.lease.subnet): void {
+    if (!subnet) return;
+    r.setOwn(
+      subnet,
+      { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL },
+      this.own6(),
+    );
   }
 
   private onLost = (err: Error): void => {
@@ -701,25 +787,36 @@ export class Agent {
     const subnet = held.lease.subnet;
     const s6 = (l?: HeldLease) => l?.lease.subnet6?.toString();
     if (!old || !old.lease.subnet.equals(subnet) || s6(old) !== s6(held)) {
-      this.reprogram(subnet, old?.lease.subnet);
+      this.reprogram(subnet, old?.lease.subnet, old?.lease.subnet6);
     }
     await this.watchLoop.relist("reacquire");
   }
 
-  /** Our subnet changed: LOCAL entry, overlay address, route, subnet file. */
-  private reprogram(subnet: Cidr, old: Cidr | undefined): void {
+  /** Our subnet changed: LOCAL entries, overlay addresses, routes, subnet file. */
+  private reprogram(subnet: Cidr, old: Cidr | undefined, old6: Cidr6 | undefined): void {
     const cfg = this.config as NetworkConfig;
     const reconciler = this.reconciler as Reconciler;
     if (old) this.map?.delete(old);
-    reconciler.setOwn(subnet, { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
+    this.setOwn(reconciler, subnet);
     this.map?.upsert(subnet, { remoteIp: this.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL });
     setOverlayAddress(this.opts.overlayIface, subnet.addr, cfg.network);
     replaceRoute(cfg.network, this.opts.overlayIface, subnet.addr);
+    const own6 = this.own6();
+    if (this.map6) {
+      if (old6 && !(own6 && own6.subnet.equals(old6))) this.map6.delete(old6);
+      if (own6) {
+        this.map6.upsert(own6.subnet, own6.host);
+        const net6 = (cfg.ipv6 as { network: Cidr6 }).network;
+        setOverlayAddress6(this.opts.overlayIface, own6.subnet.addr, net6);
+        replaceRoute6(net6, this.opts.overlayIface);
+      }
+    }
     this.writeSubnetFile();
     if (this.opts.ipMasq) ensureMasquerade(this.masqMode(), cfg.network, subnet, this.masq6());
     this.log.warn("subnet changed; pods on the old subnet must be recreated", {
       from: old?.toString(),
       to: subnet.toString(),
+      ...(old6 || own6 ? { from6: old6?.toString(), to6: own6?.subnet.toString() } : {}),
     });
   }
 
@@ -768,7 +865,7 @@ export class Agent {
           const c: LeaseChange =
             e.type === "put"
               ? { type: "put", lease: e.lease }
-              : { type: "delete", subnet: e.subnet };
+              : { type: "delete", subnet: e.subnet, ...(e.subnet6 ? { subnet6: e.subnet6 } : {}) };
           changes.push(c);
           if (own && (e.type === "put" ? e.lease.subnet : e.subnet).equals(own)) {
             ownChange = c;

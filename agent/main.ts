@@ -45,6 +45,11 @@ async function main(): Promise<number> {
       type: "string",
       describe: "IPv4 announced to other nodes (default: the underlay's)",
     })
+    .option("public-ipv6", {
+      type: "string",
+      describe:
+        "IPv6 announced to other nodes in a dual-stack network (default: the underlay's first global IPv6 address)",
+    })
     .option("subnet-file", {
       type: "string",
       default: DEFAULTS.subnetFile,
@@ -169,6 +174,7 @@ async function main(): Promise<number> {
       iface: argv.iface,
       ifaceRegex: argv.ifaceRegex,
       publicIp: argv.publicIp,
+      publicIpv6: argv.publicIpv6,
       subnetFile: argv.subnetFile,
       leaseTtl: argv.subnetLeaseTtl,
       ipMasq: argv.ipMasq,

@@ -6,6 +6,7 @@ import { M } from "./names";
 import { type DatapathStats } from "../agent/bpf/stats";
 import { type PeerCounters } from "../agent/bpf/codec";
 import { formatIp, type Ip4 } from "../agent/net/ip";
+import { formatIp6, type Ip6 } from "../agent/net/ip6";
 import { OverlayError } from "../agent/errors";
 
 /** Where scrape-time datapath numbers come from (pinned maps in production). */
@@ -15,6 +16,9 @@ export interface DatapathSource {
   /** Every peer's counters as Numbers, one at a time (what a scrape ranks;
    * preferred over peers() where given). */
   eachPeer?(fn: (ip: Ip4, c: Float64Array) => void): void;
+  /** The IPv6 peers of a dual-stack network (by PublicIPv6), ranked with the
+   * IPv4 ones. */
+  eachPeer6?(fn: (ip: Ip6, c: Float64Array) => void): void;
   entries(): number;
   /** Subnet map writes so far. */
   writes?(): number;
@@ -34,6 +38,10 @@ export function checkMetricsPeers(n: number): number {
   return n;
 }
 
+/** A peer's label: its PublicIP, or its PublicIPv6 for an IPv6 peer. */
+const formatPeer = (ip: Ip4 | Ip6): string =>
+  typeof ip === "bigint" ? formatIp6(ip) : formatIp(ip);
+
 /** A peer's counters as Numbers: tx packets, tx bytes, rx packets, rx bytes. */
 export type PeerNumbers = [number, number, number, number];
 
@@ -45,16 +53,16 @@ export type PeerNumbers = [number, number, number, number];
  */
 export class PeerRanking {
   /** Kept sorted, best first; n is small, the peers many. */
-  private readonly best: { ip: Ip4; c: PeerNumbers; score: number }[] = [];
+  private readonly best: { ip: Ip4 | Ip6; c: PeerNumbers; score: number }[] = [];
   private readonly rest: PeerNumbers = [0, 0, 0, 0];
 
   constructor(readonly n: number) {}
 
-  add(ip: Ip4, c: ArrayLike<number>): void {
+  add(ip: Ip4 | Ip6, c: ArrayLike<number>): void {
     const score = (c[1] as number) + (c[3] as number);
     const n = this.n;
     const best = this.best;
-    const beats = (b: { ip: Ip4; score: number }) =>
+    const beats = (b: { ip: Ip4 | Ip6; score: number }) =>
       score > b.score || (score === b.score && ip < b.ip);
     if (n >= 0 && best.length === n && (n === 0 || !beats(best[n - 1] as (typeof best)[0]))) {
       this.sum(c);
@@ -74,7 +82,7 @@ export class PeerRanking {
     for (let k = 0; k < 4; k++) this.rest[k] = (this.rest[k] as number) + (c[k] as number);
   }
 
-  result(): { top: [Ip4, PeerNumbers][]; other: PeerNumbers | undefined } {
+  result(): { top: [Ip4 | Ip6, PeerNumbers][]; other: PeerNumbers | undefined } {
     return {
       top: this.best.map((b) => [b.ip, b.c]),
       other: this.n < 0 ? undefined : [...this.rest],
@@ -221,6 +229,7 @@ export class AgentMetrics {
         if (!s.eachPeer) return topPeers(s.peers(), peerSeries);
         const r = new PeerRanking(peerSeries);
         s.eachPeer((ip, c) => r.add(ip, c));
+        s.eachPeer6?.((ip, c) => r.add(ip, c));
         return r.result();
       }),
     );
@@ -228,7 +237,7 @@ export class AgentMetrics {
       readCounter(reg, name, help, ["peer"], (set) => {
         const t = top();
         if (!t) return;
-        for (const [ip, c] of t.top) set({ peer: formatIp(ip) }, c[k] as number);
+        for (const [ip, c] of t.top) set({ peer: formatPeer(ip) }, c[k] as number);
         if (t.other) set({ peer: OTHER_PEERS }, t.other[k] as number);
       });
     peerCounter(M.peerTxPackets, "Packets sent to a peer node (by its public IP).", 0);

@@ -3,11 +3,13 @@
 // device and decapsulation it needs, and the upkeep it does while running.
 // The agent's lifecycle code calls these and never branches on the type.
 import { type HostEntry } from "../bpf/codec";
+import { type HostEntry6 } from "../bpf/codec6";
 import { type SubnetMapLike } from "../bpf/subnet-map";
 import { type BackendConfig, type BackendType } from "../control/config";
 import { type Lease, type LeaseAttrs, type SyncPlan } from "../control/lease";
 import { type Logger } from "../log";
 import { type Ip4 } from "../net/ip";
+import { type Ip6 } from "../net/ip6";
 import { type OverlayDeviceOptions } from "../net/link";
 import { type RouteInfo } from "../net/routes";
 
@@ -31,11 +33,14 @@ export interface Backend {
   check(node: BackendNode): void;
   /** How the overlay device is made (a VXLAN socket, or a plain dummy). */
   device(): OverlayDeviceOptions;
-  /** What our lease announces. */
-  leaseAttrs(publicIp: Ip4, vtepMac: string): LeaseAttrs;
+  /** What our lease announces; `v6` in a dual-stack network. */
+  leaseAttrs(publicIp: Ip4, vtepMac: string, v6?: { publicIp: Ip6; vtepMac: string }): LeaseAttrs;
   /** The map entry for a peer's lease; undefined (said through log) when
    * it cannot be programmed. */
   entryOf(l: Lease, log: (msg: string) => void): HostEntry | undefined;
+  /** The IPv6 map entry for a peer's dual-stack lease; absent for a backend
+   * that cannot carry IPv6 (the agent refuses EnableIPv6 with it). */
+  entryOf6?(l: Lease, log: (msg: string) => void): HostEntry6 | undefined;
   /** Upkeep that follows the map (routes): after the first full sync.
    * `resync` asks the agent for a full re-list (the backend's view of which
    * peers it can reach changed). */

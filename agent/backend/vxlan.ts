@@ -6,8 +6,16 @@
 import { ENCAP_OVERHEAD, F_DIRECT, type HostEntry } from "../bpf/codec";
 import { type SubnetMapLike } from "../bpf/subnet-map";
 import { type BackendConfig } from "../control/config";
-import { hostEntryOf, type Lease, type LeaseAttrs, type SyncPlan } from "../control/lease";
+import { type HostEntry6 } from "../bpf/codec6";
+import {
+  hostEntry6Of,
+  hostEntryOf,
+  type Lease,
+  type LeaseAttrs,
+  type SyncPlan,
+} from "../control/lease";
 import { type Ip4 } from "../net/ip";
+import { type Ip6 } from "../net/ip6";
 import { type OverlayDeviceOptions } from "../net/link";
 import { type Backend, type BackendDeps, type BackendNode } from "./backend";
 import { DirectRoutes } from "./direct-routes";
@@ -35,14 +43,28 @@ export class VxlanBackend implements Backend {
     return { port: this.config.port, gbp: this.config.gbp };
   }
 
-  leaseAttrs(publicIp: Ip4, vtepMac: string): LeaseAttrs {
-    return { publicIp, backendType: "vxlan", vni: this.config.vni, vtepMac };
+  /** flannel's dual-stack vxlan lease: BackendV6Data has the same VNI; its
+   * VtepMAC is ours too, since one collect_md device carries both families. */
+  leaseAttrs(publicIp: Ip4, vtepMac: string, v6?: { publicIp: Ip6; vtepMac: string }): LeaseAttrs {
+    const vni = this.config.vni;
+    return {
+      publicIp,
+      backendType: "vxlan",
+      vni,
+      vtepMac,
+      ...(v6 ? { publicIpv6: v6.publicIp, vni6: vni, vtepMac6: v6.vtepMac } : {}),
+    };
   }
 
   entryOf(l: Lease, log: (msg: string) => void): HostEntry | undefined {
     const e = hostEntryOf(l, log);
     if (e && this.routes?.direct(l.attrs.publicIp)) e.flags |= F_DIRECT;
     return e;
+  }
+
+  /** IPv6 peers are always encapsulated: DirectRouting routes IPv4 only. */
+  entryOf6(l: Lease, log: (msg: string) => void): HostEntry6 | undefined {
+    return hostEntry6Of(l, log);
   }
 
   start(map: SubnetMapLike, resync: (why: string) => void): void {

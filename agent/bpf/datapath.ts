@@ -112,6 +112,9 @@ export const REFILLED_FROM_ETCD: ReadonlySet<MapName> = new Set([
   "ovl_subnets",
   "ovl_peers",
   "ovl_peer_stats",
+  "ovl_subnets6",
+  "ovl_peers6",
+  "ovl_peer_stats6",
 ]);
 
 /** Pure: the action for one pinned map (undefined info: nothing pinned). */

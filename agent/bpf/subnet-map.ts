@@ -4,6 +4,9 @@
 //   ovl_peers      (hash) H's underlay IP -> S   (decap's source check)
 //   ovl_peer_stats (pcpu) H's underlay IP -> counters, created here so the
 //                         fast path never inserts
+// One class for both address families (SubnetFamily): SubnetHostMap6 keeps
+// ovl_subnets6, ovl_peers6 and ovl_peer_stats6 the same way, keyed by the
+// IPv6 subnet of a dual-stack lease and the host's PublicIPv6.
 import { BPF_NOEXIST } from "./libbpf";
 import { BpfError } from "../errors";
 import { BpfMap } from "./map";
@@ -12,14 +15,9 @@ import {
   decodeIp,
   decodePeer,
   decodeSubnetKey,
-  encodeHostEntry,
   encodeHostEntryInto,
-  encodeIp,
   encodeIpInto,
-  encodeLookupKey,
-  encodePeer,
   encodePeerInto,
-  encodeSubnetKey,
   encodeSubnetKeyInto,
   F_LOCAL,
   HOST_ENTRY_SIZE,
@@ -30,39 +28,151 @@ import {
   type HostEntry,
   type PeerCounters,
 } from "./codec";
+import {
+  decodeHostEntry6,
+  decodeIp6,
+  decodePeer6,
+  decodeSubnet6Key,
+  encodeHostEntry6Into,
+  encodeIp6Into,
+  encodePeer6Into,
+  encodeSubnet6KeyInto,
+  HOST_ENTRY6_SIZE,
+  PEER6_SIZE,
+  SUBNET6_KEY_SIZE,
+  type HostEntry6,
+} from "./codec6";
+import { type MapName } from "./abi.generated";
 import { mapInfo, possibleCpus } from "./map";
-import { type Cidr, type Ip4 } from "../net/ip";
+import { Cidr, type Ip4 } from "../net/ip";
+import { Cidr6, type Ip6 } from "../net/ip6";
 
-export interface SubnetEntry {
-  subnet: Cidr;
-  host: HostEntry;
+/** What both families' subnets offer (Cidr, Cidr6). */
+interface FamilyCidr<A> {
+  readonly addr: A;
+  readonly prefixlen: number;
+  equals(other: this): boolean;
+  contains(ip: A): boolean;
 }
 
-export interface SubnetMapLike {
+/** One address family's map names and byte layouts. */
+interface SubnetFamily<A extends number | bigint, C extends FamilyCidr<A>, H> {
+  subnets: MapName;
+  peers: MapName;
+  peerStats: MapName;
+  /** Address width in bits (a lookup key is addr/bits). */
+  bits: number;
+  ip: Layout<A>;
+  key: Layout<C>;
+  host: Layout<H>;
+  peer: Layout<C>;
+  cidr(addr: A, prefixlen: number): C;
+}
+
+interface Layout<T> {
+  size: number;
+  into(v: T, b: Buffer, off: number): void;
+  decode(b: Buffer, off: number): T;
+}
+
+const V4: SubnetFamily<Ip4, Cidr, HostEntry> = {
+  subnets: "ovl_subnets",
+  peers: "ovl_peers",
+  peerStats: "ovl_peer_stats",
+  bits: 32,
+  ip: { size: 4, into: encodeIpInto, decode: decodeIp },
+  key: {
+    size: SUBNET_KEY_SIZE,
+    into: encodeSubnetKeyInto,
+    decode: (b, o) => decodeSubnetKey(b.subarray(o)),
+  },
+  host: {
+    size: HOST_ENTRY_SIZE,
+    into: encodeHostEntryInto,
+    decode: (b, o) => decodeHostEntry(b.subarray(o)),
+  },
+  peer: { size: PEER_SIZE, into: encodePeerInto, decode: (b, o) => decodePeer(b.subarray(o)) },
+  cidr: (a, l) => Cidr.of(a, l),
+};
+
+const V6: SubnetFamily<Ip6, Cidr6, HostEntry6> = {
+  subnets: "ovl_subnets6",
+  peers: "ovl_peers6",
+  peerStats: "ovl_peer_stats6",
+  bits: 128,
+  ip: { size: 16, into: encodeIp6Into, decode: decodeIp6 },
+  key: {
+    size: SUBNET6_KEY_SIZE,
+    into: encodeSubnet6KeyInto,
+    decode: (b, o) => decodeSubnet6Key(b.subarray(o)),
+  },
+  host: {
+    size: HOST_ENTRY6_SIZE,
+    into: encodeHostEntry6Into,
+    decode: (b, o) => decodeHostEntry6(b.subarray(o)),
+  },
+  peer: { size: PEER6_SIZE, into: encodePeer6Into, decode: (b, o) => decodePeer6(b.subarray(o)) },
+  cidr: (a, l) => Cidr6.of(a, l),
+};
+
+function encode<T>(l: Layout<T>, v: T): Buffer {
+  const b = Buffer.alloc(l.size);
+  l.into(v, b, 0);
+  return b;
+}
+
+/** Many values of one layout in one buffer (a batch write). */
+function encodeAll<T, E>(l: Layout<T>, xs: E[], of: (x: E) => T): Buffer {
+  const b = Buffer.alloc(xs.length * l.size);
+  xs.forEach((x, i) => l.into(of(x), b, i * l.size));
+  return b;
+}
+
+const compare = (a: number | bigint, b: number | bigint): number => (a < b ? -1 : a > b ? 1 : 0);
+
+export interface SubnetEntryOf<C, H> {
+  subnet: C;
+  host: H;
+}
+export type SubnetEntry = SubnetEntryOf<Cidr, HostEntry>;
+export type SubnetEntry6 = SubnetEntryOf<Cidr6, HostEntry6>;
+
+export interface SubnetMapLikeOf<C, H> {
   /** Subnet entries written or deleted so far (a warm restart writes none). */
   readonly writes?: number;
-  upsert(subnet: Cidr, host: HostEntry): void;
+  upsert(subnet: C, host: H): void;
   /** Many upserts at once (a full sync); same result as upsert() each. */
-  upsertMany?(entries: SubnetEntry[]): void;
-  delete(subnet: Cidr): boolean;
-  list(): SubnetEntry[];
+  upsertMany?(entries: SubnetEntryOf<C, H>[]): void;
+  delete(subnet: C): boolean;
+  list(): SubnetEntryOf<C, H>[];
 }
+export type SubnetMapLike = SubnetMapLikeOf<Cidr, HostEntry>;
+export type SubnetMapLike6 = SubnetMapLikeOf<Cidr6, HostEntry6>;
 
-export class SubnetHostMap implements SubnetMapLike {
+export class SubnetHostMapOf<
+  A extends number | bigint,
+  C extends FamilyCidr<A>,
+  H extends { remoteIp: A; flags: number },
+> implements SubnetMapLikeOf<C, H> {
   writes = 0;
 
-  constructor(
+  protected constructor(
+    private readonly f: SubnetFamily<A, C, H>,
     private readonly subnets: BpfMap,
     private readonly peers: BpfMap,
     private readonly peerStats: BpfMap,
   ) {}
 
-  static openPinned(pinPath: string): SubnetHostMap {
-    return new SubnetHostMap(
-      BpfMap.openPinned(pinPath, "ovl_subnets"),
-      BpfMap.openPinned(pinPath, "ovl_peers"),
-      BpfMap.openPinned(pinPath, "ovl_peer_stats"),
-    );
+  protected static openFamily<A extends number | bigint, C extends FamilyCidr<A>, H>(
+    f: SubnetFamily<A, C, H>,
+    pinPath: string,
+  ): [SubnetFamily<A, C, H>, BpfMap, BpfMap, BpfMap] {
+    return [
+      f,
+      BpfMap.openPinned(pinPath, f.subnets),
+      BpfMap.openPinned(pinPath, f.peers),
+      BpfMap.openPinned(pinPath, f.peerStats),
+    ];
   }
 
   close(): void {
@@ -71,22 +181,22 @@ export class SubnetHostMap implements SubnetMapLike {
     this.peerStats.close();
   }
 
-  /** Entries in ovl_subnets, counted once and then kept by our writes. */
+  /** Entries in the subnet map, counted once and then kept by our writes. */
   private size: number | undefined;
 
   /** A subnet moved off host `ip`: the peer goes if it still points here. */
-  private dropPeer(ip: Ip4, subnet: Cidr): void {
-    const key = encodeIp(ip);
+  private dropPeer(ip: A, subnet: C): void {
+    const key = encode(this.f.ip, ip);
     const peer = this.peers.lookup(key);
-    if (peer && decodePeer(peer).equals(subnet)) {
+    if (peer && this.f.peer.decode(peer, 0).equals(subnet)) {
       this.peers.delete(key);
       this.peerStats.delete(key);
     }
   }
 
   /** Before writing `subnet` on `host`: a host it moves off loses its peer
-   * first (a full ovl_peers has no room for both); the count. */
-  private replacing(subnet: Cidr, host: HostEntry, old: HostEntry | undefined): void {
+   * first (a full peer map has no room for both); the count. */
+  private replacing(subnet: C, host: H, old: H | undefined): void {
     if (!old) {
       if (this.size !== undefined) this.size++;
     } else if (!(old.flags & F_LOCAL) && old.remoteIp !== host.remoteIp) {
@@ -97,13 +207,13 @@ export class SubnetHostMap implements SubnetMapLike {
   /**
    * Adds or replaces a subnet. The peer entry goes in first, so decap admits
    * the host before encap starts sending to it; a subnet that moves to
-   * another host takes its old peer out (else churn fills ovl_peers).
+   * another host takes its old peer out (else churn fills the peer map).
    */
-  upsert(subnet: Cidr, host: HostEntry): void {
+  upsert(subnet: C, host: H): void {
     this.replacing(subnet, host, this.get(subnet));
     if (!(host.flags & F_LOCAL)) {
-      const ip = encodeIp(host.remoteIp);
-      this.peers.update(ip, encodePeer(subnet));
+      const ip = encode(this.f.ip, host.remoteIp);
+      this.peers.update(ip, encode(this.f.peer, subnet));
       try {
         this.peerStats.update(ip, Buffer.alloc(this.peerStats.valueBufSize), BPF_NOEXIST);
       } catch (e) {
@@ -111,15 +221,16 @@ export class SubnetHostMap implements SubnetMapLike {
         if (!(e instanceof BpfError && e.code === "EEXIST")) throw e;
       }
     }
-    this.subnets.update(encodeSubnetKey(subnet), encodeHostEntry(host));
+    this.subnets.update(encode(this.f.key, subnet), encode(this.f.host, host));
     this.writes++;
   }
 
-  upsertMany(entries: SubnetEntry[]): void {
+  upsertMany(entries: SubnetEntryOf<C, H>[]): void {
     if (entries.length < 64) {
       for (const e of entries) this.upsert(e.subnet, e.host);
       return;
     }
+    const f = this.f;
     // Into an empty map (a first start) nothing is replaced: no lookups.
     const empty = this.subnets.keys().next().done === true;
     if (!empty) for (const e of entries) this.replacing(e.subnet, e.host, this.get(e.subnet));
@@ -128,78 +239,74 @@ export class SubnetHostMap implements SubnetMapLike {
     // Which peers already have counters: one batch listing when the write
     // is a large part of the map (a full sync), else a lookup each (a
     // coalesced burst of watch events into a big map).
-    const exists: (ip: Ip4) => boolean =
+    const exists: (ip: A) => boolean =
       remote.length > 4096
         ? (
-            (have) => (ip: Ip4) =>
+            (have) => (ip: A) =>
               have.has(ip)
-          )(new Set(this.peerStats.entries().map(([k]) => decodeIp(k))))
-        : (ip) => this.peerStats.lookup(encodeIp(ip)) !== undefined;
+          )(new Set(this.peerStats.entries().map(([k]) => f.ip.decode(k, 0))))
+        : (ip) => this.peerStats.lookup(encode(f.ip, ip)) !== undefined;
     const fresh = remote.filter((e) => !exists(e.host.remoteIp));
-    const peerKeys = Buffer.alloc(remote.length * 4);
-    const peerVals = Buffer.alloc(remote.length * PEER_SIZE);
-    remote.forEach((e, i) => {
-      encodeIpInto(e.host.remoteIp, peerKeys, i * 4);
-      encodePeerInto(e.subnet, peerVals, i * PEER_SIZE);
-    });
-    this.peers.updateMany(peerKeys, peerVals, remote.length);
+    const ipOf = (e: SubnetEntryOf<C, H>) => e.host.remoteIp;
+    const subnetOf = (e: SubnetEntryOf<C, H>) => e.subnet;
+    this.peers.updateMany(
+      encodeAll(f.ip, remote, ipOf),
+      encodeAll(f.peer, remote, subnetOf),
+      remote.length,
+    );
     // New peers get zeroed counters; existing ones keep theirs.
-    const statKeys = Buffer.alloc(fresh.length * 4);
-    fresh.forEach((e, i) => encodeIpInto(e.host.remoteIp, statKeys, i * 4));
     this.peerStats.updateMany(
-      statKeys,
+      encodeAll(f.ip, fresh, ipOf),
       Buffer.alloc(fresh.length * this.peerStats.valueBufSize),
       fresh.length,
     );
-    const keys = Buffer.alloc(entries.length * SUBNET_KEY_SIZE);
-    const vals = Buffer.alloc(entries.length * HOST_ENTRY_SIZE);
-    entries.forEach((e, i) => {
-      encodeSubnetKeyInto(e.subnet, keys, i * SUBNET_KEY_SIZE);
-      encodeHostEntryInto(e.host, vals, i * HOST_ENTRY_SIZE);
-    });
-    this.subnets.updateMany(keys, vals, entries.length);
+    this.subnets.updateMany(
+      encodeAll(f.key, entries, subnetOf),
+      encodeAll(f.host, entries, (e) => e.host),
+      entries.length,
+    );
     this.writes += entries.length;
   }
 
   /** Removes a subnet; its peer goes too unless the peer now holds another. */
-  delete(subnet: Cidr): boolean {
-    const key = encodeSubnetKey(subnet);
+  delete(subnet: C): boolean {
+    const key = encode(this.f.key, subnet);
     const old = this.subnets.lookup(key);
     const existed = this.subnets.delete(key);
     this.writes++;
     if (existed && this.size !== undefined) this.size--;
     if (old) {
-      const host = decodeHostEntry(old);
+      const host = this.f.host.decode(old, 0);
       if (!(host.flags & F_LOCAL)) this.dropPeer(host.remoteIp, subnet);
     }
     return existed;
   }
 
   /** The subnet's entry (an exact-prefix lookup). */
-  get(subnet: Cidr): HostEntry | undefined {
-    const v = this.subnets.lookup(encodeSubnetKey(subnet));
-    return v ? decodeHostEntry(v) : undefined;
+  get(subnet: C): H | undefined {
+    const v = this.subnets.lookup(encode(this.f.key, subnet));
+    return v ? this.f.host.decode(v, 0) : undefined;
   }
 
   /** Longest-prefix match: what the data path does with this destination. */
-  match(ip: Ip4): SubnetEntry | undefined {
-    const v = this.subnets.lookup(encodeLookupKey(ip));
+  match(ip: A): SubnetEntryOf<C, H> | undefined {
+    const v = this.subnets.lookup(encode(this.f.key, this.f.cidr(ip, this.f.bits)));
     if (!v) return undefined;
-    const host = decodeHostEntry(v);
+    const host = this.f.host.decode(v, 0);
     // The trie returns the value, not the matched prefix: find the key.
-    let best: Cidr | undefined;
+    let best: C | undefined;
     for (const e of this.list()) {
       if (e.subnet.contains(ip) && (!best || e.subnet.prefixlen > best.prefixlen)) best = e.subnet;
     }
     return best ? { subnet: best, host } : undefined;
   }
 
-  /** The kernel's id of ovl_subnets: another id is another map. */
+  /** The kernel's id of the subnet map: another id is another map. */
   id(): number {
-    return mapInfo(this.subnets.fd, "ovl_subnets").id;
+    return mapInfo(this.subnets.fd, this.f.subnets).id;
   }
 
-  /** Remote peers (ovl_peers has one per remote lease; a batch listing). */
+  /** Remote peers (one per remote lease; a batch listing). */
   peerCount(): number {
     return this.peers.entries().length;
   }
@@ -217,31 +324,47 @@ export class SubnetHostMap implements SubnetMapLike {
   }
 
   /** Every entry, sorted by subnet address then prefix length. */
-  list(): SubnetEntry[] {
+  list(): SubnetEntryOf<C, H>[] {
     return this.subnets
       .entries()
-      .map(([k, v]) => ({ subnet: decodeSubnetKey(k), host: decodeHostEntry(v) }))
-      .sort((a, b) => a.subnet.addr - b.subnet.addr || a.subnet.prefixlen - b.subnet.prefixlen);
+      .map(([k, v]) => ({ subnet: this.f.key.decode(k, 0), host: this.f.host.decode(v, 0) }))
+      .sort(
+        (a, b) => compare(a.subnet.addr, b.subnet.addr) || a.subnet.prefixlen - b.subnet.prefixlen,
+      );
   }
 
   /** Every peer's live counters as Numbers (tx packets, tx bytes, rx
    * packets, rx bytes), in one array reused for each: copy to keep. */
-  eachPeer(fn: (ip: Ip4, c: Float64Array) => void): void {
+  eachPeer(fn: (ip: A, c: Float64Array) => void): void {
     const ncpu = possibleCpus();
     const c = new Float64Array(4);
     this.peerStats.forEach((k, ko, v, vo) => {
       sumPeerCountersInto(v, ncpu, vo, c);
-      fn(decodeIp(k, ko), c);
+      fn(this.f.ip.decode(k, ko), c);
     });
   }
 
   /** Live per-peer counters, by underlay IP. */
-  peerCounters(): Map<Ip4, PeerCounters> {
+  peerCounters(): Map<A, PeerCounters> {
     const ncpu = possibleCpus();
-    const out = new Map<Ip4, PeerCounters>();
+    const out = new Map<A, PeerCounters>();
     this.peerStats.forEach((k, ko, v, vo) =>
-      out.set(decodeIp(k, ko), sumPeerCounters(v, ncpu, vo)),
+      out.set(this.f.ip.decode(k, ko), sumPeerCounters(v, ncpu, vo)),
     );
     return out;
+  }
+}
+
+/** IPv4 subnets (ovl_subnets, ovl_peers, ovl_peer_stats). */
+export class SubnetHostMap extends SubnetHostMapOf<Ip4, Cidr, HostEntry> {
+  static openPinned(pinPath: string): SubnetHostMap {
+    return new SubnetHostMap(...SubnetHostMapOf.openFamily(V4, pinPath));
+  }
+}
+
+/** IPv6 subnets of dual-stack leases (ovl_subnets6, ovl_peers6, ovl_peer_stats6). */
+export class SubnetHostMap6 extends SubnetHostMapOf<Ip6, Cidr6, HostEntry6> {
+  static openPinned(pinPath: string): SubnetHostMap6 {
+    return new SubnetHostMap6(...SubnetHostMapOf.openFamily(V6, pinPath));
   }
 }

@@ -77,7 +77,8 @@ export function clientOptions(o: EtcdOptions): IOptions {
 
 export type LeaseEvent =
   | { type: "put"; lease: Lease }
-  | { type: "delete"; subnet: Cidr; revision: string }
+  /** subnet6: the IPv6 half of the deleted key (a dual-stack lease's). */
+  | { type: "delete"; subnet: Cidr; subnet6?: Cidr6; revision: string }
   | { type: "config"; text: string | undefined; revision: string }
   /** A lease value that does not decode: logged, the data path untouched. */
   | { type: "bad"; key: string; error: string; revision: string };
@@ -437,10 +438,10 @@ export class EtcdStore {
           });
           continue;
         }
-        const subnet = parseLeaseKey(this.prefix, key);
-        if (!subnet) continue;
+        const parts = parseLeaseKeyParts(this.prefix, key);
+        if (!parts) continue;
         if (ev.type === "Delete") {
-          onEvent({ type: "delete", subnet, revision: rev });
+          onEvent({ type: "delete", ...parts, revision: rev });
         } else {
           try {
             onEvent({

@@ -6,6 +6,7 @@
 import { ConfigError } from "../errors";
 import { subnetCount6, subnetRange, type NetworkConfig } from "./config";
 import { F_LOCAL, type HostEntry } from "../bpf/codec";
+import { type HostEntry6 } from "../bpf/codec6";
 import { Cidr, formatIp, parseIp, parseMac, writeMac, type Ip4 } from "../net/ip";
 import { Cidr6, formatIp6, parseIp6, subnets6, type Ip6 } from "../net/ip6";
 
@@ -386,22 +387,25 @@ export function hostEntryOf(
   return { remoteIp: l.attrs.publicIp, vtepMac: l.attrs.vtepMac, flags: 0 };
 }
 
-export interface SyncPlan {
-  upserts: { subnet: Cidr; host: HostEntry }[];
-  deletes: Cidr[];
+export interface SyncPlanOf<C, H> {
+  upserts: { subnet: C; host: H }[];
+  deletes: C[];
 }
+export type SyncPlan = SyncPlanOf<Cidr, HostEntry>;
+export type SyncPlan6 = SyncPlanOf<Cidr6, HostEntry6>;
 
-function sameHost(a: HostEntry, b: HostEntry): boolean {
+function sameHost(a: HostEntry | HostEntry6, b: HostEntry | HostEntry6): boolean {
   return a.remoteIp === b.remoteIp && a.vtepMac === b.vtepMac && a.flags === b.flags;
 }
 
-/** desired vs actual -> the smallest set of map operations. */
-export function planSync(
-  desired: DesiredEntries,
-  actual: { subnet: Cidr; host: HostEntry }[],
-): SyncPlan {
-  const have = new Map(actual.map((e) => [subnetId(e.subnet), e]));
-  const plan: SyncPlan = { upserts: [], deletes: [] };
+/** desired vs actual -> the smallest set of map operations (either family). */
+function planSyncOf<K, C, H extends HostEntry | HostEntry6>(
+  desired: Map<K, { subnet: C; host: H }>,
+  actual: { subnet: C; host: H }[],
+  key: (c: C) => K,
+): SyncPlanOf<C, H> {
+  const have = new Map(actual.map((e) => [key(e.subnet), e]));
+  const plan: SyncPlanOf<C, H> = { upserts: [], deletes: [] };
   for (const [k, want] of desired) {
     const cur = have.get(k);
     if (!cur || !sameHost(cur.host, want.host)) plan.upserts.push(want);
@@ -410,8 +414,19 @@ export function planSync(
   return plan;
 }
 
+/** desired vs actual -> the smallest set of map operations. */
+export function planSync(
+  desired: DesiredEntries,
+  actual: { subnet: Cidr; host: HostEntry }[],
+): SyncPlan {
+  return planSyncOf(desired, actual, subnetId);
+}
+
 /** A lease change from the watch, as the reconciler applies it. */
-export type LeaseChange = { type: "put"; lease: Lease } | { type: "delete"; subnet: Cidr };
+export type LeaseChange =
+  | { type: "put"; lease: Lease }
+  /** subnet6: the IPv6 half of the deleted key (a dual-stack lease's). */
+  | { type: "delete"; subnet: Cidr; subnet6?: Cidr6 };
 
 /**
  * A burst of watch events -> one plan: the last change per subnet wins, our
@@ -434,6 +449,105 @@ export function planChanges(
     const subnet = c.type === "put" ? c.lease.subnet : c.subnet;
     if (own && subnet.equals(own)) continue;
     const entry = c.type === "put" ? entryOf(c.lease) : undefined;
+    if (entry) plan.upserts.push({ subnet, host: entry });
+    else plan.deletes.push(subnet);
+  }
+  return plan;
+}
+
+// --- the IPv6 half of dual-stack leases (ovl_subnets6) -----------------------
+// A lease is one key holding both halves, so its IPv6 subnet changes only
+// with its key (a delete of the old key, a put of the new): puts and deletes
+// carry the subnet6 they concern, and the IPv6 map follows them by subnet6.
+
+/** A backend's rule for the IPv6 map entry of a peer's dual-stack lease. */
+export type EntryOf6 = (l: Lease, log: (msg: string) => void) => HostEntry6 | undefined;
+
+/** An IPv6 subnet as one bigint (addr * 256 + prefixlen): a map key. */
+export function subnet6Id(c: Cidr6): bigint {
+  return (c.addr << 8n) | BigInt(c.prefixlen);
+}
+
+export type DesiredEntries6 = Map<bigint, { subnet: Cidr6; host: HostEntry6 }>;
+
+/** The IPv6 entry of a remote dual-stack lease; undefined (logged) when the
+ * lease has an IPv6 subnet it does not say how to reach. A v4-only lease
+ * (an older node during a rollout) has none, silently. */
+export function hostEntry6Of(
+  l: Lease,
+  log: (msg: string) => void = () => {},
+): HostEntry6 | undefined {
+  if (!l.subnet6 || l.attrs.backendType !== "vxlan") return undefined;
+  if (l.attrs.publicIpv6 === undefined) {
+    log(`lease ${l.subnet} has IPv6 subnet ${l.subnet6} but no PublicIPv6; IPv6 not programmed`);
+    return undefined;
+  }
+  if (!l.attrs.vtepMac6) {
+    log(`lease ${l.subnet}: no BackendV6Data.VtepMAC; IPv6 subnet ${l.subnet6} not programmed`);
+    return undefined;
+  }
+  return { remoteIp: l.attrs.publicIpv6, vtepMac: l.attrs.vtepMac6, flags: 0 };
+}
+
+/** What ovl_subnets6 should hold for a set of leases: one entry per IPv6
+ * subnet (two leases claiming one: the first, and said), ours LOCAL. */
+export function desiredEntries6(
+  leases: Iterable<Lease>,
+  own: { subnet: Cidr6; host: HostEntry6 } | undefined,
+  log: (msg: string) => void = () => {},
+  entryOf: EntryOf6 = hostEntry6Of,
+): DesiredEntries6 {
+  const want: DesiredEntries6 = new Map();
+  const by = new Map<bigint, Cidr>();
+  for (const l of leases) {
+    const s6 = l.subnet6;
+    if (!s6 || (own && s6.equals(own.subnet))) continue;
+    const id = subnet6Id(s6);
+    const first = by.get(id);
+    if (first) {
+      log(`IPv6 subnet ${s6} is in leases ${first} and ${l.subnet}; kept ${first}'s`);
+      continue;
+    }
+    const entry = entryOf(l, log);
+    if (!entry) continue;
+    by.set(id, l.subnet);
+    want.set(id, { subnet: s6, host: entry });
+  }
+  if (own)
+    want.set(subnet6Id(own.subnet), { subnet: own.subnet, host: { ...own.host, flags: F_LOCAL } });
+  return want;
+}
+
+export function planSync6(
+  desired: DesiredEntries6,
+  actual: { subnet: Cidr6; host: HostEntry6 }[],
+): SyncPlan6 {
+  return planSyncOf(desired, actual, subnet6Id);
+}
+
+/**
+ * A burst of watch events -> the IPv6 map's plan: the last change per IPv6
+ * subnet wins; our own is left alone; a put whose lease cannot be
+ * programmed over IPv6 removes its entry. Changes without an IPv6 subnet
+ * (v4-only leases) change nothing here.
+ */
+export function planChanges6(
+  changes: LeaseChange[],
+  own: Cidr6 | undefined,
+  entryOf: (l: Lease) => HostEntry6 | undefined,
+): SyncPlan6 {
+  const last = new Map<bigint, { subnet: Cidr6; change: LeaseChange }>();
+  for (const c of changes) {
+    const subnet = c.type === "put" ? c.lease.subnet6 : c.subnet6;
+    if (!subnet) continue;
+    const id = subnet6Id(subnet);
+    last.delete(id);
+    last.set(id, { subnet, change: c });
+  }
+  const plan: SyncPlan6 = { upserts: [], deletes: [] };
+  for (const { subnet, change } of last.values()) {
+    if (own && subnet.equals(own)) continue;
+    const entry = change.type === "put" ? entryOf(change.lease) : undefined;
     if (entry) plan.upserts.push({ subnet, host: entry });
     else plan.deletes.push(subnet);
   }

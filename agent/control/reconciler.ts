@@ -5,20 +5,28 @@
 // peer), and the reconciler keeps the last PublicIP per subnet, as numbers,
 // so 65,536 leases cost a few MB here and not the listing's objects.
 import { type HostEntry } from "../bpf/codec";
-import { type SubnetMapLike } from "../bpf/subnet-map";
+import { type HostEntry6 } from "../bpf/codec6";
+import { type SubnetMapLike, type SubnetMapLike6, type SubnetMapLikeOf } from "../bpf/subnet-map";
 import {
   desiredEntries,
+  desiredEntries6,
+  hostEntry6Of,
   hostEntryOf,
   planChanges,
+  planChanges6,
   planSync,
+  planSync6,
   subnetId,
   type EntryOf,
+  type EntryOf6,
   type Lease,
   type LeaseChange,
   type SyncPlan,
+  type SyncPlanOf,
 } from "./lease";
 import { type Logger } from "../log";
 import { formatIp, type Cidr, type Ip4 } from "../net/ip";
+import { type Cidr6 } from "../net/ip6";
 
 export interface ReconcilerHooks {
   /** A map operation failed (op = upsert | delete | list). */
@@ -38,6 +46,10 @@ export interface ReconcilerHooks {
    * refill, tests) deletes apply at once.
    */
   defer?(fn: () => void, ms: number): () => void;
+  /** A dual-stack network: the IPv6 map, kept from the leases' IPv6 halves. */
+  map6?: SubnetMapLike6;
+  /** The backend's IPv6 entry for a peer lease (default: hostEntry6Of). */
+  entryOf6?: EntryOf6;
 }
 
 /** How long a deleted remote lease's entry stays, waiting for a re-create. */
@@ -47,9 +59,13 @@ export class Reconciler {
   /** subnet (addr * 64 + prefixlen) -> last PublicIP */
   private readonly leases = new Map<number, Ip4>();
   /** Deletes held back (subnet id -> the cancel and the last PublicIP). */
-  private readonly held = new Map<number, { cancel: () => void; publicIp: Ip4 | undefined }>();
+  private readonly held = new Map<
+    number,
+    { cancel: () => void; publicIp: Ip4 | undefined; subnet6: Cidr6 | undefined }
+  >();
   private own: Cidr | undefined;
   private ownEntry: HostEntry | undefined;
+  private own6: { subnet: Cidr6; host: HostEntry6 } | undefined;
   private fullSyncs = 0;
 
   constructor(
@@ -73,10 +89,12 @@ export class Reconciler {
     this.resumed = true;
   }
 
-  /** Our own lease: kept in the map as LOCAL, never as a remote. */
-  setOwn(subnet: Cidr, entry: HostEntry): void {
+  /** Our own lease: kept in the map as LOCAL, never as a remote; its IPv6
+   * half likewise in the IPv6 map. */
+  setOwn(subnet: Cidr, entry: HostEntry, own6?: { subnet: Cidr6; host: HostEntry6 }): void {
     this.own = subnet;
     this.ownEntry = entry;
+    this.own6 = own6;
     this.held.get(subnetId(subnet))?.cancel();
     this.held.delete(subnetId(subnet));
   }
@@ -112,6 +130,7 @@ export class Reconciler {
     }
     const plan = planSync(desired, actual);
     this.apply(plan, true);
+    this.fullSync6(leases);
     this.fullSyncs++;
     this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, desired.size);
     if (plan.upserts.length || plan.deletes.length) {
@@ -122,6 +141,33 @@ export class Reconciler {
       });
     }
     return plan;
+  }
+
+  private fullSync6(leases: Lease[]): void {
+    const map6 = this.hooks.map6;
+    if (!map6) return;
+    const desired = desiredEntries6(
+      leases,
+      this.own6,
+      (m) => this.log.warn(m),
+      this.hooks.entryOf6,
+    );
+    let actual;
+    try {
+      actual = map6.list();
+    } catch (e) {
+      this.hooks.syncError?.("list", e);
+      throw e;
+    }
+    const plan = planSync6(desired, actual);
+    this.applyTo(map6, plan);
+    if (plan.upserts.length || plan.deletes.length) {
+      this.log.info("IPv6 map reconciled", {
+        upserts: plan.upserts.length,
+        deletes: plan.deletes.length,
+        entries: desired.size,
+      });
+    }
   }
 
   onPut(l: Lease): void {
@@ -148,6 +194,8 @@ export class Reconciler {
     const t0 = process.hrtime.bigint();
     const planned: LeaseChange[] = [];
     const moved: Cidr[] = [];
+    // IPv6: held deletes whose key a put replaced with another IPv6 half.
+    const gone6: Cidr6[] = [];
     const isOwn = (c: Cidr) => this.own !== undefined && c.equals(this.own);
     for (const c of changes) {
       if (c.type === "put") {
@@ -156,6 +204,8 @@ export class Reconciler {
         if (held) {
           held.cancel();
           this.held.delete(id);
+          const s6 = held.subnet6;
+          if (s6 && !(c.lease.subnet6 && s6.equals(c.lease.subnet6))) gone6.push(s6);
         }
         const prev = held ? held.publicIp : this.leases.get(id);
         this.leases.set(id, c.lease.attrs.publicIp);
@@ -176,7 +226,7 @@ export class Reconciler {
         continue;
       }
       if (this.held.has(id)) continue;
-      const h = { cancel: () => {}, publicIp: old };
+      const h = { cancel: () => {}, publicIp: old, subnet6: c.subnet6 };
       this.held.set(id, h);
       // A put may have cancelled it after the timer fired but before the
       // agent's queue ran it: only the hold still in place deletes.
@@ -185,6 +235,7 @@ export class Reconciler {
         this.held.delete(id);
         if (old !== undefined) this.logGone(c.subnet, old);
         this.apply({ upserts: [], deletes: [c.subnet] }, false);
+        this.apply6([], h.subnet6 ? [h.subnet6] : []);
       }, DELETE_HOLD_MS);
     }
     const entryOf = this.hooks.entryOf ?? hostEntryOf;
@@ -192,6 +243,7 @@ export class Reconciler {
     const deleting = new Set(plan.deletes.map(subnetId));
     for (const m of moved) if (!deleting.has(subnetId(m))) plan.deletes.push(m);
     this.apply(plan, false);
+    this.apply6(planned, gone6);
     this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, this.leases.size);
     return plan;
   }
@@ -200,20 +252,45 @@ export class Reconciler {
     this.log.info("lease gone", { subnet: subnet.toString(), publicIp: formatIp(publicIp) });
   }
 
+  /** The IPv6 map's share of a burst: its plan from the changes, plus the
+   * IPv6 subnets of replaced keys (`gone`) that no change re-creates. */
+  private apply6(changes: LeaseChange[], gone: Cidr6[]): void {
+    const map6 = this.hooks.map6;
+    if (!map6) return;
+    const entryOf = this.hooks.entryOf6 ?? hostEntry6Of;
+    const plan = planChanges6(changes, this.own6?.subnet, (l) =>
+      entryOf(l, (m) => this.log.warn(m)),
+    );
+    const own = this.own6?.subnet;
+    for (const g of gone) {
+      if (own && g.equals(own)) continue;
+      if (!plan.upserts.some((u) => u.subnet.equals(g)) && !plan.deletes.some((d) => d.equals(g)))
+        plan.deletes.push(g);
+    }
+    this.applyTo(map6, plan);
+  }
+
   private apply(plan: SyncPlan, full: boolean): void {
     if (plan.upserts.length || plan.deletes.length || full) this.hooks.changed?.(plan, full);
+    this.applyTo(this.map, plan);
+  }
+
+  private applyTo<C extends { toString(): string }, H>(
+    map: SubnetMapLikeOf<C, H>,
+    plan: SyncPlanOf<C, H>,
+  ): void {
     // Deletes first: a subnet that moved to another host never has two.
     for (const s of plan.deletes) {
       try {
-        this.map.delete(s);
+        map.delete(s);
       } catch (e) {
         this.hooks.syncError?.("delete", e);
         this.log.error("map delete failed", { subnet: s.toString(), error: String(e) });
       }
     }
-    if (this.map.upsertMany && plan.upserts.length > 1) {
+    if (map.upsertMany && plan.upserts.length > 1) {
       try {
-        this.map.upsertMany(plan.upserts);
+        map.upsertMany(plan.upserts);
         return;
       } catch (e) {
         // Fall back to one at a time, which names the entry that fails.
@@ -222,7 +299,7 @@ export class Reconciler {
     }
     for (const u of plan.upserts) {
       try {
-        this.map.upsert(u.subnet, u.host);
+        map.upsert(u.subnet, u.host);
       } catch (e) {
         this.hooks.syncError?.("upsert", e);
         this.log.error("map upsert failed", { subnet: u.subnet.toString(), error: String(e) });

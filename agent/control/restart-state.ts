@@ -20,6 +20,9 @@ export interface RestartState {
   /** Our own subnet, "10.5.1.0/24". */
   subnet: string;
   vtepMac: string;
+  /** A dual-stack node's PublicIPv6 and IPv6 subnet (absent: IPv4 only). */
+  publicIpv6?: string;
+  subnet6?: string;
   backend: string;
   /** ABI hash of the build that wrote the map. */
   abi: string;
@@ -49,6 +52,9 @@ export function parseRestartState(text: string): RestartState | string {
   for (const f of ["prefix", "publicIp", "subnet", "vtepMac", "backend", "abi"] as const) {
     if (typeof r[f] !== "string") return `${f} missing`;
   }
+  for (const f of ["publicIpv6", "subnet6"] as const) {
+    if (r[f] !== undefined && typeof r[f] !== "string") return `${f} is not a string`;
+  }
   if (typeof r.mapId !== "number") return "mapId missing";
   if (typeof r.resumeRevision !== "string" || !/^\d+$/.test(r.resumeRevision))
     return "resumeRevision missing";
@@ -61,10 +67,10 @@ export function parseRestartState(text: string): RestartState | string {
  */
 export function warmMismatch(
   saved: RestartState,
-  now: Omit<RestartState, "version" | "resumeRevision" | "subnet" | "mapId">,
+  now: Omit<RestartState, "version" | "resumeRevision" | "subnet" | "subnet6" | "mapId">,
 ): string | undefined {
-  for (const f of ["prefix", "publicIp", "vtepMac", "backend", "abi"] as const) {
-    if (saved[f] !== now[f]) return `${f} was ${saved[f]}, now ${now[f]}`;
+  for (const f of ["prefix", "publicIp", "vtepMac", "backend", "abi", "publicIpv6"] as const) {
+    if (saved[f] !== now[f]) return `${f} was ${saved[f] ?? "none"}, now ${now[f] ?? "none"}`;
   }
   return undefined;
 }

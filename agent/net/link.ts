@@ -2,8 +2,9 @@
 // network namespace: pick the underlay, create the overlay device, MTU,
 // addresses, the cluster-network route, sysctls.
 import { readFileSync, writeFileSync } from "node:fs";
-import { OverlayError } from "../errors";
+import { ConfigError, OverlayError } from "../errors";
 import { Cidr, formatIp, parseIp, type Ip4 } from "./ip";
+import { Cidr6, formatIp6, isIp6, parseIp6, type Ip6 } from "./ip6";
 import { run, tryRun } from "./run";
 
 export interface LinkInfo {
@@ -27,7 +28,7 @@ interface IpJsonLink {
     info_kind?: string;
     info_data?: { external?: boolean; port?: number; gbp?: boolean };
   };
-  addr_info?: { family: string; local: string; prefixlen: number }[];
+  addr_info?: { family: string; local: string; prefixlen: number; scope?: string }[];
 }
 
 export function linkInfo(name: string): LinkInfo | undefined {
@@ -67,6 +68,60 @@ export function ipv4Addresses(): { ifname: string; ip: Ip4; prefixlen: number }[
       .filter((a) => a.family === "inet")
       .map((a) => ({ ifname: l.ifname, ip: parseIp(a.local), prefixlen: a.prefixlen })),
   );
+}
+
+/** The node's global IPv6 addresses (no link-local, no loopback). */
+export function ipv6Addresses(): { ifname: string; ip: Ip6; prefixlen: number }[] {
+  const links = JSON.parse(
+    run(["ip", "-j", "-6", "addr", "show", "scope", "global"]),
+  ) as IpJsonLink[];
+  return links.flatMap((l) =>
+    (l.addr_info ?? [])
+      .filter((a) => a.family === "inet6" && (a.scope ?? "global") === "global")
+      .map((a) => ({ ifname: l.ifname, ip: parseIp6(a.local), prefixlen: a.prefixlen })),
+  );
+}
+
+/**
+ * The PublicIPv6 of a dual-stack network, as flannel picks it: --public-ipv6,
+ * which must be one of this node's addresses (the outer source of every
+ * IPv6 VXLAN frame, and what peers admit), else the underlay's first global
+ * IPv6 address. A node without one cannot run the network: a ConfigError
+ * naming EnableIPv6, waited out like a bad config, nothing touched.
+ */
+export function choosePublicIpv6(
+  iface: string,
+  publicIpv6: string | undefined,
+  where: string,
+  addresses: () => { ifname: string; ip: Ip6 }[] = ipv6Addresses,
+): Ip6 {
+  const addrs = addresses();
+  if (publicIpv6 !== undefined) {
+    if (!isIp6(publicIpv6)) {
+      throw new OverlayError(`--public-ipv6 "${publicIpv6}" is not an IPv6 address`);
+    }
+    const ip = parseIp6(publicIpv6, "--public-ipv6");
+    if (!addrs.some((a) => a.ip === ip)) {
+      throw new ConfigError(
+        "EnableIPv6",
+        `--public-ipv6 ${formatIp6(ip)} is not a global IPv6 address of this node ` +
+          `(it has ${addrs.map((a) => formatIp6(a.ip)).join(", ") || "none"}): ` +
+          "peers would send to an address nobody here answers",
+        where,
+      );
+    }
+    return ip;
+  }
+  const own = addrs.find((a) => a.ifname === iface);
+  if (!own) {
+    throw new ConfigError(
+      "EnableIPv6",
+      `the network is dual-stack but interface ${iface} has no global IPv6 address: ` +
+        "give it one, name another with --iface, set --public-ipv6, or set EnableIPv6 to false",
+      where,
+    );
+  }
+  return own.ip;
 }
 
 /** The interface of the IPv4 default route, as flannel picks it. */
@@ -228,6 +283,27 @@ export function setOverlayAddress(dev: string, addr: Ip4, network: Cidr): void {
   if (!have.some((a) => a.ip === addr)) {
     run(["ip", "addr", "add", `${formatIp(addr)}/32`, "dev", dev]);
   }
+}
+
+/** The IPv6 twin of setOverlayAddress: exactly this /128 inside network6
+ * (nodad: the device is NOARP, nothing could answer a probe). */
+export function setOverlayAddress6(dev: string, addr: Ip6, network: Cidr6): void {
+  const have = ipv6Addresses().filter((a) => a.ifname === dev);
+  for (const a of have) {
+    if (a.ip !== addr && network.contains(a.ip)) {
+      run(["ip", "-6", "addr", "del", `${formatIp6(a.ip)}/${a.prefixlen}`, "dev", dev]);
+    }
+  }
+  if (!have.some((a) => a.ip === addr)) {
+    run(["ip", "-6", "addr", "add", `${formatIp6(addr)}/128`, "dev", dev, "nodad"]);
+  }
+}
+
+/** `ip -6 route replace NET dev DEV [src SRC]`: idempotent. */
+export function replaceRoute6(net: Cidr6, dev: string, src?: Ip6): void {
+  const argv = ["ip", "-6", "route", "replace", net.toString(), "dev", dev];
+  if (src !== undefined) argv.push("src", formatIp6(src));
+  run(argv);
 }
 
 /** `ip route replace NET dev DEV src SRC`: idempotent. */

@@ -15,17 +15,26 @@ export interface FlannelDevice {
   name: string;
   mac: string;
   port?: number;
+  /** A dual-stack flannel's second device, flannel-v6.<VNI> (it holds the
+   * port's IPv6 socket); it goes with flannel.<VNI>. */
+  v6?: FlannelDevice;
 }
 
-/** flannel's VXLAN device for this VNI, if this node still has one. */
-export function findFlannelDevice(vni: number): FlannelDevice | undefined {
-  const name = `flannel.${vni}`;
+function flannelVxlan(name: string): FlannelDevice | undefined {
   const l = linkInfo(name);
   if (!l || l.kind !== "vxlan" || l.vxlan?.external) return undefined;
   return { name, mac: l.mac, port: l.vxlan?.port };
 }
 
-/** Removes flannel's device (its routes, neighbours and FDB go with it). */
+/** flannel's VXLAN device for this VNI, if this node still has one. */
+export function findFlannelDevice(vni: number): FlannelDevice | undefined {
+  const d = flannelVxlan(`flannel.${vni}`);
+  const v6 = flannelVxlan(`flannel-v6.${vni}`);
+  return d && v6 ? { ...d, v6 } : d;
+}
+
+/** Removes flannel's devices (their routes, neighbours and FDB go with them). */
 export function removeFlannelDevice(d: FlannelDevice): void {
   deleteLink(d.name);
+  if (d.v6) deleteLink(d.v6.name);
 }

@@ -1,22 +1,36 @@
 // What a node needs before the first lease entry can forward: the overlay
 // device (MTU = underlay - 50, address = first address of our subnet, as
 // flannel gives flannel.1), ip_forward, the cluster-network route, the data
-// path loaded and attached, and our own subnet in the map as LOCAL.
+// path loaded and attached, and our own subnet in the map as LOCAL. In a
+// dual-stack network the same device carries IPv6 too (collect_md VXLAN
+// sends either family): the IPv6 subnet's first address /128 on it, as
+// flannel gives flannel-v6.1, IPv6 forwarding, the IPv6 network's route,
+// our PublicIPv6 in the programs, our IPv6 subnet LOCAL in ovl_subnets6.
 import { Datapath, type DecapChoice, type DecapMode } from "../bpf/datapath";
 import { ENCAP_OVERHEAD, F_LOCAL } from "../bpf/codec";
 import { type Backend } from "../backend";
 import { overlayMtuOf } from "../control/config";
-import { SubnetHostMap } from "../bpf/subnet-map";
+import { SubnetHostMap, SubnetHostMap6 } from "../bpf/subnet-map";
 import { OverlayError } from "../errors";
 import { type Cidr, type Ip4 } from "../net/ip";
+import { ip6ToBytes, type Cidr6, type Ip6 } from "../net/ip6";
 import {
   ensureOverlayDevice,
   linkUp,
   mustLink,
   replaceRoute,
+  replaceRoute6,
   setOverlayAddress,
+  setOverlayAddress6,
   setSysctl,
 } from "../net/link";
+
+/** The IPv6 half of a dual-stack node. */
+export interface NodeV6 {
+  publicIp: Ip6;
+  network: Cidr6;
+  subnet: Cidr6;
+}
 
 export interface NodeSetupOptions {
   underlay: string;
@@ -27,6 +41,11 @@ export interface NodeSetupOptions {
   port: number;
   /** The network's backend: device kind, MTU, whether anything is decapsulated. */
   backend: Backend;
+  /** The overlay MTU (backendMtu: with room for IPv6's outer header in a
+   * dual-stack network); default the IPv4-only one. */
+  mtu?: number;
+  /** A dual-stack network: our PublicIPv6, the IPv6 network and subnet. */
+  v6?: NodeV6;
   pinPath: string;
   objDir: string;
   decap: DecapChoice;
@@ -74,7 +93,7 @@ export function backendMtu(
 
 export function setupNode(o: NodeSetupOptions): NodeSetupResult {
   const underlay = mustLink(o.underlay);
-  const mtu = backendMtu(o.backend, underlay.mtu);
+  const mtu = o.mtu ?? backendMtu(o.backend, underlay.mtu);
   const overlay = ensureOverlayDevice(o.overlayName, mtu, o.backend.device());
   setSysctl(["net", "ipv4", "ip_forward"], "1");
   const datapath = new Datapath({
@@ -88,6 +107,7 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     decap: o.backend.decapsulates ? o.decap : "none",
     kernelDecap: overlay.kernelDecap,
     gbp: o.backend.config.gbp,
+    ...(o.v6 ? { localIp6: ip6ToBytes(o.v6.publicIp) } : {}),
   });
   datapath.start({ refill: o.refill });
   const mechanism = datapath.mechanism as DecapMode | "none";
@@ -102,6 +122,17 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
   } finally {
     map.close();
   }
+  const v6 = o.v6;
+  if (v6) {
+    const map6 = SubnetHostMap6.openPinned(o.pinPath);
+    try {
+      map6.upsert(v6.subnet, { remoteIp: v6.publicIp, vtepMac: overlay.mac, flags: F_LOCAL });
+    } finally {
+      map6.close();
+    }
+    setSysctl(["net", "ipv6", "conf", "all", "forwarding"], "1");
+    setSysctl(["net", "ipv6", "conf", overlay.name, "disable_ipv6"], "0");
+  }
   const bringUp = (): void => {
     // Up only now: ovl_decap_dev guards the device's socket from its first packet.
     try {
@@ -115,6 +146,10 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     // Address and route last: traffic enters the overlay only once it works.
     setOverlayAddress(overlay.name, o.subnet.addr, o.network);
     replaceRoute(o.network, overlay.name, o.subnet.addr);
+    if (v6) {
+      setOverlayAddress6(overlay.name, v6.subnet.addr, v6.network);
+      replaceRoute6(v6.network, overlay.name);
+    }
   };
   if (!o.deferUp) bringUp();
   return {

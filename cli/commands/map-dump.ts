@@ -1,8 +1,11 @@
-// overlayctl map dump: the pinned subnet map with live per-peer counters.
+// overlayctl map dump: the pinned subnet maps with live per-peer counters:
+// the IPv4 subnets, then the IPv6 subnets of a dual-stack network (the same
+// rows, with IPv6 subnets and PublicIPv6s).
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { SubnetHostMap } from "../../agent/bpf/subnet-map";
-import { F_DIRECT, F_LOCAL } from "../../agent/bpf/codec";
+import { SubnetHostMap, SubnetHostMap6 } from "../../agent/bpf/subnet-map";
+import { F_DIRECT, F_LOCAL, type PeerCounters } from "../../agent/bpf/codec";
 import { formatIp } from "../../agent/net/ip";
+import { formatIp6 } from "../../agent/net/ip6";
 import { outputOption, print, table, type Format } from "../output";
 
 interface Args {
@@ -10,14 +13,23 @@ interface Args {
   output: Format;
 }
 
-export function dumpRows(map: SubnetHostMap) {
+/** What a dump reads of either family's map. */
+interface Dumpable<A> {
+  list(): {
+    subnet: { toString(): string };
+    host: { remoteIp: A; vtepMac: string; flags: number };
+  }[];
+  peerCounters(): Map<A, PeerCounters>;
+}
+
+export function dumpRows<A>(map: Dumpable<A>, fmt: (ip: A) => string) {
   const peers = map.peerCounters();
   return map.list().map((e) => {
     const local = (e.host.flags & F_LOCAL) !== 0;
     const c = local ? undefined : peers.get(e.host.remoteIp);
     return {
       subnet: e.subnet.toString(),
-      remoteIp: formatIp(e.host.remoteIp),
+      remoteIp: fmt(e.host.remoteIp),
       vtepMac: e.host.vtepMac,
       flags: [
         ...(local ? ["local"] : []),
@@ -34,7 +46,7 @@ export function dumpRows(map: SubnetHostMap) {
 
 export const mapDump: CommandModule<object, Args> = {
   command: "dump",
-  describe: "list the subnet map: remote subnet, host, VTEP MAC, live counters",
+  describe: "list the subnet maps (IPv4, then IPv6): remote subnet, host, VTEP MAC, live counters",
   builder: (y) =>
     (y as Argv<Args>)
       .options(outputOption)
@@ -42,8 +54,9 @@ export const mapDump: CommandModule<object, Args> = {
       .example("$0 map dump -o json", "stable JSON for scripts") as Argv<Args>,
   handler: async (a: ArgumentsCamelCase<Args>) => {
     const map = SubnetHostMap.openPinned(a.pinPath);
+    const map6 = SubnetHostMap6.openPinned(a.pinPath);
     try {
-      const rows = dumpRows(map);
+      const rows = [...dumpRows(map, formatIp), ...dumpRows(map6, formatIp6)];
       print(a.output, rows, () =>
         table(
           [
@@ -70,6 +83,7 @@ export const mapDump: CommandModule<object, Args> = {
       );
     } finally {
       map.close();
+      map6.close();
     }
   },
 };

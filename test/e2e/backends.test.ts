@@ -388,8 +388,8 @@ describe("e2e: vxlan GBP and MTU", function () {
       ),
     );
     assert.ok(ping(pod(n1).ns, pod(fl).ip, { count: 2 }), "still forwarding");
-    // A valid dual-stack config, refused where configs are applied until the
-    // IPv6 data path is wired (issue 14).
+    // A valid dual-stack config on a node without an IPv6 address: refused
+    // where configs are applied, naming the key and why.
     c.etcd.put(
       `${PREFIX}/config`,
       JSON.stringify({
@@ -400,7 +400,7 @@ describe("e2e: vxlan GBP and MTU", function () {
       }),
     );
     await waitFor("EnableIPv6 refused", () =>
-      /EnableIPv6: the IPv6 data path is not wired yet \(issue 14\)/.test(
+      /EnableIPv6: the network is dual-stack but interface eth0 has no global IPv6 address/.test(
         c.agent(n1).http("/readyz").body,
       ),
     );

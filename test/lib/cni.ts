@@ -80,13 +80,17 @@ export function addCniPod(
     ips: { address: string }[];
     interfaces: { name: string; mac: string; sandbox?: string }[];
   };
-  const ip = (result.ips[0]?.address ?? "").split("/")[0] as string;
+  const addr = (v6: boolean) =>
+    result.ips.find((x) => x.address.includes(":") === v6)?.address.split("/")[0];
+  const ip = addr(false) ?? "";
+  const ip6 = addr(true);
   const hostVeth = result.interfaces.find((i) => !i.sandbox && i.name !== "cni0")?.name ?? "";
   const podMac = result.interfaces.find((i) => i.sandbox)?.mac ?? "";
   const host = JSON.parse(sh(inNs(node.ns, ["ip", "-j", "link", "show", hostVeth])))[0];
   const pod: PodInfo = {
     ns,
     ip,
+    ...(ip6 ? { ip6 } : {}),
     hostVeth,
     mac: podMac,
     hostMac: host.address,

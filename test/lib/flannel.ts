@@ -101,21 +101,33 @@ export function flannelDelLease(ns: string, l: FlannelLease, v6?: boolean): void
 /**
  * What flanneld does when it starts on a node: flannel.1, its lease in etcd
  * (bound to an etcd lease of `ttl` seconds, as flanneld writes it, when
- * given), and every other lease's entries. Returns flannel.1's VtepMAC.
+ * given), and every other lease's entries. With `v6` a dual-stack flanneld:
+ * flannel-v6.1 too, the dual-stack key and value, and every other lease's
+ * IPv6 entries. Returns flannel.1's VtepMAC.
  */
 export function flannelJoin(
   etcd: EtcdServer,
   prefix: string,
   ns: string,
-  o: { publicIp: string; subnet: string; gbp?: boolean; ttl?: number },
+  o: {
+    publicIp: string;
+    subnet: string;
+    gbp?: boolean;
+    ttl?: number;
+    v6?: { publicIp: string; subnet: string };
+  },
 ): string {
   const mac = flannelUp(ns, { publicIp: o.publicIp, subnet: o.subnet, gbp: o.gbp });
-  const key = `${prefix}/subnets/${o.subnet.replace("/", "-")}`;
+  const mac6 = o.v6 && flannelUp(ns, { ...o.v6, gbp: o.gbp, v6: true });
+  const key =
+    `${prefix}/subnets/${o.subnet.replace("/", "-")}` +
+    (o.v6 ? `&${o.v6.subnet.replace("/", "-")}` : "");
   const value = JSON.stringify({
     PublicIP: o.publicIp,
-    PublicIPv6: null,
+    PublicIPv6: o.v6?.publicIp ?? null,
     BackendType: "vxlan",
     BackendData: { VNI: 1, VtepMAC: mac },
+    ...(o.v6 ? { BackendV6Data: { VNI: 1, VtepMAC: mac6 } } : {}),
   });
   if (o.ttl === undefined) {
     etcd.put(key, value);
@@ -128,11 +140,24 @@ export function flannelJoin(
   for (const [k, v] of etcd.list(`${prefix}/subnets/`)) {
     const l = JSON.parse(v.value);
     if (l.PublicIP === o.publicIp) continue;
+    const [v4, v6] = k.split("/").pop()!.split("&") as [string, string | undefined];
     flannelAddLease(ns, {
-      subnet: k.split("/").pop()!.replace("-", "/"),
+      subnet: v4.replace("-", "/"),
       publicIp: l.PublicIP,
       vtepMac: l.BackendData.VtepMAC,
     });
+    if (o.v6 && v6 && l.PublicIPv6 && l.BackendV6Data) {
+      const i = v6.lastIndexOf("-");
+      flannelAddLease(
+        ns,
+        {
+          subnet: `${v6.slice(0, i)}/${v6.slice(i + 1)}`,
+          publicIp: l.PublicIPv6,
+          vtepMac: l.BackendV6Data.VtepMAC,
+        },
+        true,
+      );
+    }
   }
   return mac;
 }

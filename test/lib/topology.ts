@@ -51,6 +51,8 @@ export function nicLike(switchNs: string, port: string, nodeNs: string): void {
 export interface PodInfo {
   ns: string;
   ip: string;
+  /** The pod's IPv6 address, in a dual-stack network. */
+  ip6?: string;
   hostVeth: string;
   mac: string;
   hostMac: string;
@@ -63,6 +65,8 @@ export interface NodeInfo {
   index: number;
   ns: string;
   underlayIp: string;
+  /** The node's IPv6 underlay address (addNode's ipv6 option). */
+  underlayIp6?: string;
   subnet: string;
   gateway: string;
   pinPath: string;
@@ -111,7 +115,7 @@ export class Topology {
   }
 
   /** A node on the underlay switch, with a pod subnet 10.5.K.0/24. */
-  addNode(index: number, opts: { mtu?: number; wire?: Wire } = {}): NodeInfo {
+  addNode(index: number, opts: { mtu?: number; wire?: Wire; ipv6?: boolean } = {}): NodeInfo {
     const ns = `${this.prefix}-n${index}`;
     this.addNs(ns);
     const port = `n${index}`;
@@ -138,10 +142,16 @@ export class Topology {
     const underlayIp = `172.31.0.${index}`;
     sh(inNs(ns, ["ip", "addr", "add", `${underlayIp}/24`, "dev", "eth0"]));
     sh(inNs(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    // IPv6 underlay: fd31::K/64 (nodad: the switch has nobody else on it).
+    const underlayIp6 = opts.ipv6 ? `fd31::${index.toString(16)}` : undefined;
+    if (underlayIp6) {
+      sh(inNs(ns, ["ip", "-6", "addr", "add", `${underlayIp6}/64`, "dev", "eth0", "nodad"]));
+    }
     const node: NodeInfo = {
       index,
       ns,
       underlayIp,
+      ...(underlayIp6 ? { underlayIp6 } : {}),
       subnet: `10.5.${index}.0/24`,
       gateway: `10.5.${index}.1`,
       pinPath: join(this.bpffs, `n${index}`),

