@@ -9,7 +9,7 @@ import { OVERLAYCTL } from "../lib/agent-proc";
 import { flannelJoin } from "../lib/flannel";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, shStatus, waitFor } from "../lib/sh";
-import { assertNothingLost, iperf, ping, PingStream, underLoadBetween } from "../lib/traffic";
+import { assertNothingLost, iperf, ping, underLoadBetween } from "../lib/traffic";
 import { type NodeInfo, type PodInfo } from "../lib/topology";
 
 const NET6 = "fc00:5::/48";
@@ -59,10 +59,10 @@ describe("e2e: dual-stack (IPv4 and IPv6 overlays)", function () {
     );
   const pod = (n: NodeInfo): PodInfo => c.pod(n);
 
-  /** A pod behind the node's plain cni0 bridge, both families, no CNI of ours. */
-  function bridgedPod(n: NodeInfo): PodInfo {
-    const p = c.topo.addPod(n, { mtu: 1430 });
-    const s6 = subnet6(n);
+  /** A pod behind the node's plain cni0 bridge, both families, no CNI of
+   * ours (flannel's CNI makes pods like it). */
+  function bridgedPod(n: NodeInfo, s6 = subnet6(n), subnet?: string): PodInfo {
+    const p = c.topo.addPod(n, { mtu: 1430, ...(subnet ? { subnet } : {}) });
     const gw6 = s6.replace("::/64", "::1");
     const ip6 = s6.replace("::/64", "::2");
     sh(inNs(n.ns, ["ip", "-6", "addr", "add", `${gw6}/64`, "dev", "cni0", "nodad"]));
@@ -182,9 +182,125 @@ describe("e2e: dual-stack (IPv4 and IPv6 overlays)", function () {
     const m = c.agent(n1).http("/metrics", 9474).body;
     assert.match(m, new RegExp(`overlay_peer_tx_bytes_total\\{peer="${n2.underlayIp6}"\\} [1-9]`));
   });
-});
 
-void flannelJoin;
-void PingStream;
-void underLoadBetween;
-void assertNothingLost;
+  it("interoperates with a dual-stack flannel node (flannel.1 and flannel-v6.1) both ways, over both families", async function () {
+    const fl = c.topo.addNode(4, { ipv6: true });
+    sh(inNs(fl.ns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
+    flannelJoin(c.etcd, PREFIX, fl.ns, {
+      publicIp: fl.underlayIp,
+      subnet: "10.5.250.0/24",
+      v6: { publicIp: fl.underlayIp6!, subnet: "fc00:5:0:fa::/64" },
+    });
+    const fp = bridgedPod(fl, "fc00:5:0:fa::/64", "10.5.250.0/24");
+    await waitFor("flannel's IPv6 subnet in node 1's map", () => {
+      const g = ctl(n1, ["map", "get", "fc00:5:0:fa::2", "-o", "json"]);
+      return g.status === 0 && JSON.parse(g.stdout).remoteIp === fl.underlayIp6;
+    });
+    const mac6 = JSON.parse(sh(inNs(fl.ns, ["ip", "-j", "link", "show", "flannel-v6.1"])))[0]
+      .address;
+    const g = JSON.parse(ctl(n1, ["map", "get", "fc00:5:0:fa::2", "-o", "json"]).stdout);
+    assert.equal(g.vtepMac, mac6, "flannel-v6.1's VtepMAC from BackendV6Data");
+    for (const p of [pod(n1), pod(n3)]) {
+      assert.ok(ping(p.ns, fp.ip, { count: 2 }), `${p.ns} -> flannel pod ${fp.ip}`);
+      assert.ok(ping(fp.ns, p.ip, { count: 2 }), `flannel pod -> ${p.ip}`);
+      await waitFor(`${p.ns} -> ${fp.ip6}`, () => ping6(p.ns, fp.ip6!, { count: 1 }), 10000);
+      assert.ok(ping6(fp.ns, p.ip6!, { count: 2 }), `flannel pod -> ${p.ip6}`);
+    }
+    const bps = await iperf(fp.ns, fp.ip6!, pod(n1).ns, { seconds: 2 });
+    assert.ok(bps > 50e6, `iperf3 over IPv6 to flannel: ${(bps / 1e6).toFixed(0)} Mbit/s`);
+  });
+
+  it("keeps a v4-only lease of an older node working in the dual-stack network (a rollout)", async function () {
+    const old = c.topo.addNode(5);
+    flannelJoin(c.etcd, PREFIX, old.ns, { publicIp: old.underlayIp, subnet: "10.5.251.0/24" });
+    const op = c.topo.addPod(old, { subnet: "10.5.251.0/24" });
+    await waitFor("the v4-only lease in node 1's map", () => {
+      const g = ctl(n1, ["map", "get", op.ip, "-o", "json"]);
+      return g.status === 0 && JSON.parse(g.stdout).remoteIp === old.underlayIp;
+    });
+    assert.ok(ping(pod(n1).ns, op.ip, { count: 2 }), "dual-stack pod -> v4-only node's pod");
+    assert.ok(ping(op.ns, pod(n2).ip, { count: 2 }), "v4-only node's pod -> dual-stack pod");
+    const rows = JSON.parse(ctl(n1, ["map", "dump", "-o", "json"]).stdout) as {
+      remoteIp: string;
+    }[];
+    assert.equal(rows.filter((r) => r.remoteIp === old.underlayIp).length, 1, "one (IPv4) entry");
+  });
+
+  it("follows a lease whose key changes its IPv6 half, and a delete, in the IPv6 map", async function () {
+    const lease = (s6: string) => ({
+      key: `${PREFIX}/subnets/10.5.252.0-24&${s6}`,
+      value: JSON.stringify({
+        PublicIP: "172.31.0.252",
+        PublicIPv6: "fd31::fc",
+        BackendType: "vxlan",
+        BackendData: { VNI: 1, VtepMAC: "0e:00:00:00:fc:01" },
+        BackendV6Data: { VNI: 1, VtepMAC: "0e:00:00:00:fc:02" },
+      }),
+    });
+    const at = (ip: string) => {
+      const g = JSON.parse(ctl(n1, ["map", "get", ip, "-o", "json"]).stdout);
+      return g.action === "encapsulate" ? `${g.subnet} ${g.remoteIp} ${g.vtepMac}` : g.action;
+    };
+    const a = lease("fc00:5:0:fc::-64");
+    c.etcd.put(a.key, a.value);
+    await waitFor("fc00:5:0:fc::/64", () => at("fc00:5:0:fc::1") !== "no-entry");
+    assert.equal(at("fc00:5:0:fc::1"), "fc00:5:0:fc::/64 fd31::fc 0e:00:00:00:fc:02");
+    assert.equal(at("10.5.252.1"), "10.5.252.0/24 172.31.0.252 0e:00:00:00:fc:01");
+    // the owner moves it to another IPv6 subnet: its old key deleted, the new put
+    const b = lease("fc00:5:0:fd::-64");
+    c.etcd.ctl(["txn"], `\ndel ${a.key}\nput ${b.key} ${b.value}\n\n\n`);
+    await waitFor("fc00:5:0:fd::/64", () => at("fc00:5:0:fd::1") !== "no-entry");
+    assert.equal(at("fc00:5:0:fc::1"), "no-entry", "the old IPv6 half is gone");
+    assert.equal(at("10.5.252.1"), "10.5.252.0/24 172.31.0.252 0e:00:00:00:fc:01", "IPv4 stays");
+    c.etcd.ctl(["del", b.key]);
+    await waitFor(
+      "both halves gone",
+      () => at("fc00:5:0:fd::1") === "no-entry" && at("10.5.252.1") === "no-entry",
+      10000,
+    );
+  });
+
+  it("restarts an agent under a 1 ms IPv6 ping and an IPv6 iperf3 flow: nothing lost, a warm start", async function () {
+    const r = await underLoadBetween(
+      pod(n1),
+      { ns: pod(n2).ns, ip: pod(n2).ip6! },
+      8,
+      async () => {
+        await c.agent(n2).stop("SIGKILL");
+        await c.startAgent(n2).waitReady();
+      },
+      "1G",
+    );
+    assertNothingLost(r);
+    assert.match(c.agent(n2).logs, /msg=ready .*start=warm .*mapWrites=0/);
+  });
+
+  it("reports a bad IPv6 config and keeps forwarding both families", async function () {
+    const bad = { ...CONFIG6, IPv6SubnetLen: 40 };
+    c.etcd.put(`${PREFIX}/config`, JSON.stringify(bad));
+    await waitFor("IPv6SubnetLen refused", () =>
+      /IPv6SubnetLen/.test(c.agent(n1).http("/readyz").body),
+    );
+    assert.ok(ping6(pod(n1).ns, pod(n2).ip6!, { count: 2 }), "IPv6 still forwarded");
+    assert.ok(ping(pod(n1).ns, pod(n2).ip, { count: 2 }), "IPv4 still forwarded");
+    c.etcd.put(`${PREFIX}/config`, JSON.stringify(CONFIG6));
+    await waitFor("ready again", () => c.agent(n1).http("/readyz").status === 200);
+  });
+
+  it("refuses a --public-ipv6 that is not this node's, naming it, and touches nothing", async function () {
+    const n6 = c.topo.addNode(6, { ipv6: true });
+    c.nodes.push(n6);
+    const a = c.startAgent(n6, [...c.defaultFlags, "--public-ipv6", "fd31::99"]);
+    await waitFor("the refusal", () =>
+      /EnableIPv6: --public-ipv6 fd31::99 is not a global IPv6 address of this node/.test(
+        a.http("/readyz").body,
+      ),
+    );
+    assert.equal(a.http("/readyz").status, 503);
+    const leases = [...c.etcd.list(`${PREFIX}/subnets/`).values()].map((v) => JSON.parse(v.value));
+    assert.ok(!leases.some((l) => l.PublicIP === n6.underlayIp), "no lease taken");
+    assert.equal(shStatus(inNs(n6.ns, ["ip", "link", "show", "ovl0"])).status, 1, "no ovl0");
+    await a.stop("SIGKILL");
+    c.agents.delete(n6.index);
+  });
+});

@@ -4,8 +4,9 @@
 // "subnet via subnet-address onlink", a permanent neighbour entry for the
 // remote VTEP MAC and an FDB entry pointing that MAC at the remote PublicIP.
 // With `v6`, the same for IPv6 as flannel's dual-stack does it: a second
-// device "flannel-v6.1" between the PublicIPv6 addresses (MTU underlay - 50
-// too, flannel's choice), the IPv6 subnet's first address /128, and per
+// device "flannel-v6.1" between the PublicIPv6 addresses (MTU underlay - 70,
+// the most the kernel lets an IPv6 VXLAN device on the underlay have), the
+// IPv6 subnet's first address /128, and per
 // remote lease the same three entries over IPv6.
 import { type EtcdServer } from "./etcd";
 import { inNs, sh } from "./sh";
@@ -36,7 +37,9 @@ export function flannelUp(
 ): string {
   const dev = o.underlay ?? "eth0";
   const name = flannelDev(o.v6, o.v6 ? (o.vni ?? 1) : 1);
-  const mtu = JSON.parse(sh(inNs(ns, ["ip", "-j", "link", "show", dev])))[0].mtu - 50;
+  // flannel asks for underlay - 50 on both devices; for an IPv6 VXLAN
+  // device bound to the underlay the kernel allows at most underlay - 70.
+  const mtu = JSON.parse(sh(inNs(ns, ["ip", "-j", "link", "show", dev])))[0].mtu - (o.v6 ? 70 : 50);
   sh(
     inNs(ns, [
       "ip",
