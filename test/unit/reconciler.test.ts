@@ -1,29 +1,38 @@
 import assert from "node:assert/strict";
 import { DELETE_HOLD_MS, Reconciler } from "../../agent/control/reconciler";
 import { type HostEntry, F_LOCAL } from "../../agent/bpf/codec";
-import { type SubnetMapLike, type SubnetEntry } from "../../agent/bpf/subnet-map";
+import {
+  type SubnetEntry,
+  type SubnetEntryOf,
+  type SubnetMapLikeOf,
+} from "../../agent/bpf/subnet-map";
+import { type HostEntry6 } from "../../agent/bpf/codec6";
 import { type Lease, type LeaseChange } from "../../agent/control/lease";
 import { EventQueue } from "../../agent/control/event-queue";
 import { createLogger } from "../../agent/log";
 import { Cidr, parseIp } from "../../agent/net/ip";
+import { Cidr6, parseIp6 } from "../../agent/net/ip6";
 
-class FakeMap implements SubnetMapLike {
-  readonly m = new Map<string, SubnetEntry>();
+/** Either family's subnet map, in memory, logging its operations. */
+class FakeMapOf<C extends { toString(): string }, H> implements SubnetMapLikeOf<C, H> {
+  readonly m = new Map<string, SubnetEntryOf<C, H>>();
   ops: string[] = [];
   failUpsert = false;
-  upsert(subnet: Cidr, host: HostEntry): void {
+  upsert(subnet: C, host: H): void {
     if (this.failUpsert) throw new Error("map update ovl_subnets: E2BIG (map full)");
     this.ops.push(`+${subnet}`);
     this.m.set(subnet.toString(), { subnet, host });
   }
-  delete(subnet: Cidr): boolean {
+  delete(subnet: C): boolean {
     this.ops.push(`-${subnet}`);
     return this.m.delete(subnet.toString());
   }
-  list(): SubnetEntry[] {
+  list(): SubnetEntryOf<C, H>[] {
     return [...this.m.values()];
   }
 }
+class FakeMap extends FakeMapOf<Cidr, HostEntry> {}
+class FakeMap6 extends FakeMapOf<Cidr6, HostEntry6> {}
 
 const quiet = createLogger("error", () => {});
 const lease = (s: string, ip: string): Lease => ({
@@ -166,6 +175,130 @@ describe("unit: reconciler", function () {
     map.upsert(Cidr.parse("10.5.2.0/24"), own);
     t.fireAll();
     assert.equal(map.m.get("10.5.2.0/24")?.host.flags, F_LOCAL);
+  });
+});
+
+describe("unit: reconciler, the IPv6 halves of dual-stack leases", function () {
+  /** 10.5.K.0/24 & fc00:5:0:K::/64 on 172.31.0.K / fd31::K (v6: false: v4 only). */
+  const dual = (k: number, v6: number | false = k, host = k): Lease => ({
+    ...lease(`10.5.${k}.0/24`, `172.31.0.${host}`),
+    ...(v6 !== false ? { subnet6: Cidr6.parse(`fc00:5:0:${v6.toString(16)}::/64`) } : {}),
+    attrs: {
+      ...lease(`10.5.${k}.0/24`, `172.31.0.${host}`).attrs,
+      ...(v6 !== false
+        ? {
+            publicIpv6: parseIp6(`fd31::${host.toString(16)}`),
+            vni6: 1,
+            vtepMac6: "0e:00:00:00:00:06",
+          }
+        : {}),
+    },
+  });
+  const s6 = (k: number) => Cidr6.parse(`fc00:5:0:${k.toString(16)}::/64`);
+  const del = (l: Lease): LeaseChange => ({
+    type: "delete",
+    subnet: l.subnet,
+    ...(l.subnet6 ? { subnet6: l.subnet6 } : {}),
+  });
+
+  function dualReconciler(withHold: boolean) {
+    const map = new FakeMap();
+    const map6 = new FakeMap6();
+    const q: (() => void)[] = [];
+    const r = new Reconciler(map, quiet, {
+      map6,
+      ...(withHold
+        ? { defer: (fn: () => void) => (q.push(fn), () => q.splice(q.indexOf(fn), 1)) }
+        : {}),
+    });
+    r.setOwn(
+      Cidr.parse("10.5.1.0/24"),
+      { remoteIp: parseIp("172.31.0.1"), vtepMac: "0e:00:00:00:00:11", flags: F_LOCAL },
+      {
+        subnet: s6(1),
+        host: { remoteIp: parseIp6("fd31::1"), vtepMac: "0e:00:00:00:00:11", flags: F_LOCAL },
+      },
+    );
+    return { map, map6, r, fire: () => q.splice(0).forEach((f) => f()) };
+  }
+
+  it("a full sync fills both maps: ours LOCAL, v4-only leases in the IPv4 map only, stale IPv6 entries gone", function () {
+    const { map, map6, r } = dualReconciler(false);
+    map6.upsert(s6(0x99), { remoteIp: 9n, vtepMac: "0e:00:00:00:00:99", flags: 0 }); // a previous run's
+    r.fullSync([dual(1), dual(2), dual(3, false)]);
+    assert.deepEqual([...map.m.keys()].sort(), ["10.5.1.0/24", "10.5.2.0/24", "10.5.3.0/24"]);
+    assert.deepEqual([...map6.m.keys()].sort(), ["fc00:5:0:1::/64", "fc00:5:0:2::/64"]);
+    assert.equal(map6.m.get("fc00:5:0:1::/64")?.host.flags, F_LOCAL);
+    assert.deepEqual(map6.m.get("fc00:5:0:2::/64")?.host, {
+      remoteIp: parseIp6("fd31::2"),
+      vtepMac: "0e:00:00:00:00:06",
+      flags: 0,
+    });
+  });
+
+  it("a lease with an IPv6 subnet but no PublicIPv6 keeps its IPv4 entry and gets no IPv6 one", function () {
+    const { map, map6, r } = dualReconciler(false);
+    const l = dual(2);
+    delete l.attrs.publicIpv6;
+    r.fullSync([l]);
+    assert.ok(map.m.has("10.5.2.0/24"));
+    assert.ok(!map6.m.has("fc00:5:0:2::/64"));
+  });
+
+  it("two leases claiming one IPv6 subnet: the first keeps it", function () {
+    const { map6, r } = dualReconciler(false);
+    r.fullSync([dual(2, 7, 2), dual(3, 7, 3)]);
+    assert.equal(map6.m.get("fc00:5:0:7::/64")?.host.remoteIp, parseIp6("fd31::2"));
+  });
+
+  it("follows puts and deletes; a key re-made with another IPv6 half moves the IPv6 entry", function () {
+    const { map, map6, r } = dualReconciler(false);
+    r.fullSync([dual(2)]);
+    map.ops = [];
+    map6.ops = [];
+    r.applyChanges([{ type: "put", lease: dual(3) }]);
+    assert.deepEqual(map6.ops, ["+fc00:5:0:3::/64"]);
+    // lease 3 re-keyed with fc00:5:0:8::/64: the old key deleted, the new put
+    r.applyChanges([del(dual(3)), { type: "put", lease: dual(3, 8) }]);
+    assert.deepEqual(map6.ops.slice(1).sort(), ["+fc00:5:0:8::/64", "-fc00:5:0:3::/64"]);
+    assert.ok(map.m.has("10.5.3.0/24"), "the IPv4 half stays");
+    // to a v4-only key (IPv6 switched off on that node): the IPv6 entry goes
+    map6.ops = [];
+    r.applyChanges([del(dual(3, 8)), { type: "put", lease: dual(3, false) }]);
+    assert.deepEqual(map6.ops, ["-fc00:5:0:8::/64"]);
+    map6.ops = [];
+    r.applyChanges([del(dual(2))]);
+    assert.deepEqual(map6.ops, ["-fc00:5:0:2::/64"]);
+    assert.ok(!map.m.has("10.5.2.0/24"));
+  });
+
+  it("holds an IPv6 entry with its lease's delete, and drops it when the re-create has another half", function () {
+    const { map6, r, fire } = dualReconciler(true);
+    r.fullSync([dual(2), dual(3)]);
+    map6.ops = [];
+    r.applyChanges([del(dual(2))]);
+    assert.deepEqual(map6.ops, [], "held");
+    r.applyChanges([{ type: "put", lease: dual(2) }]);
+    fire();
+    assert.deepEqual(map6.ops, ["+fc00:5:0:2::/64"], "re-created in place, never removed");
+    map6.ops = [];
+    r.applyChanges([del(dual(3))]);
+    r.applyChanges([{ type: "put", lease: dual(3, 9) }]);
+    assert.deepEqual(map6.ops.sort(), ["+fc00:5:0:9::/64", "-fc00:5:0:3::/64"]);
+    map6.ops = [];
+    r.applyChanges([del(dual(3, 9))]);
+    assert.deepEqual(map6.ops, []);
+    fire();
+    assert.deepEqual(map6.ops, ["-fc00:5:0:9::/64"], "the hold ran out: both halves go");
+  });
+
+  it("never touches its own IPv6 subnet from events", function () {
+    const { map6, r } = dualReconciler(false);
+    r.fullSync([dual(1), dual(2)]);
+    map6.ops = [];
+    r.applyChanges([del(dual(1)), { type: "put", lease: dual(4, 1, 4) }]);
+    assert.deepEqual(map6.ops, []);
+    assert.equal(map6.m.get("fc00:5:0:1::/64")?.host.flags, F_LOCAL);
   });
 });
 
