@@ -8,6 +8,10 @@
 //   pod 2  a plain bridge port overlayd never heard of, as flannel's CNI
 //          makes it: the "bridged" kind
 // and the "host" kind is node a itself talking to node b's bridged pod.
+// Every node and pod is dual-stack too (underlay fd31::K, pods in
+// fc00:5:0:K::/64, pod route MTU underlay - 70): the "cni6" and "bridged6"
+// kinds are the same pods over IPv6, against kernel VXLAN over IPv6
+// (flannel-v6.1) and IPv6 host routes.
 //
 // Wires:
 //   veth  the fabric hands the 64 KB GSO frames from one node to the other
@@ -50,7 +54,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 
 type PathName = "host-gw" | "flannel-vxlan" | "overlayd-tc" | "overlayd-xdp" | "overlayd-tc-trace";
-type Kind = "cni" | "bridged" | "host";
+type Kind = "cni" | "bridged" | "host" | "cni6" | "bridged6";
 /** BENCH_WIRES / BENCH_PATHS (comma-separated) narrow a run, for experiments. */
 function pick<T extends string>(all: T[], env: string | undefined): T[] {
   if (!env) return all;
@@ -68,14 +72,22 @@ const OVERLAYD: PathName[] = ["overlayd-tc", "overlayd-xdp", "overlayd-tc-trace"
 const TRACED: PathName = "overlayd-tc-trace";
 /** The kinds a path serves; the baselines have no CNI plugin of ours. */
 const kindsOf = (p: PathName): Kind[] =>
-  p === TRACED ? ["cni"] : OVERLAYD.includes(p) ? ["cni", "bridged", "host"] : ["bridged", "host"];
+  p === TRACED
+    ? ["cni"]
+    : p === "overlayd-tc"
+      ? ["cni", "bridged", "host", "cni6", "bridged6"]
+      : OVERLAYD.includes(p)
+        ? ["cni", "bridged", "host"]
+        : ["bridged", "host", "bridged6"];
 /** What an overlayd kind is compared with on a baseline path. */
-const baseKind = (k: Kind): Kind => (k === "host" ? "host" : "bridged");
+const baseKind = (k: Kind): Kind =>
+  k === "host" ? "host" : k === "cni6" || k === "bridged6" ? "bridged6" : "bridged";
 const DEFAULT_PATH: PathName = "overlayd-tc"; // what --decap auto picks on veth
 
 interface Pod {
   ns: string;
   ip: string;
+  ip6: string;
   hostVeth: string;
   hostIfindex: number;
   mac: string;
@@ -125,11 +137,16 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
     sh(inNs(fabric, ["sysctl", "-qw", `net.bridge.bridge-nf-call-${f}=0`]), { allowFail: true });
   }
   const mtu = path === "host-gw" ? "1500" : "1450";
+  // IPv6 pods: a route MTU of underlay - 70 on the overlays (an outer IPv6
+  // header), the link keeps the IPv4 one.
+  const mtu6 = path === "host-gw" ? "1500" : "1430";
   const mk = (i: number, side: "a" | "b"): Node => {
     const n: Node = {
       ns: ns(`${tag}${side}`),
       underlayIp: `172.31.0.${i}`,
+      underlayIp6: `fd31::${i}`,
       subnet: `10.5.${i}.0/24`,
+      subnet6: `fc00:5:0:${i}::/64`,
       pinPath: join(runDir, "bpffs", `${tag}${side}`),
       pods: [],
     };
@@ -137,11 +154,15 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
     sh(inNs(fabric, ["ip", "link", "set", `f${side}`, "master", "br0", "up"]));
     if (wire === "nic") nicLike(fabric, `f${side}`, n.ns);
     sh(inNs(n.ns, ["ip", "addr", "add", `${n.underlayIp}/24`, "dev", "eth0"]));
+    sh(inNs(n.ns, ["ip", "-6", "addr", "add", `${n.underlayIp6}/64`, "dev", "eth0", "nodad"]));
     sh(inNs(n.ns, ["ip", "link", "set", "eth0", "up"]));
     sh(inNs(n.ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    sh(inNs(n.ns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
     const gw = `10.5.${i}.1`;
+    const gw6 = `fc00:5:0:${i}::1`;
     sh(inNs(n.ns, ["ip", "link", "add", "cni0", "type", "bridge"]));
     sh(inNs(n.ns, ["ip", "addr", "add", `${gw}/24`, "dev", "cni0"]));
+    sh(inNs(n.ns, ["ip", "-6", "addr", "add", `${gw6}/64`, "dev", "cni0", "nodad"]));
     sh(inNs(n.ns, ["sysctl", "-qw", "net.ipv4.conf.cni0.rp_filter=0"]));
     sh(inNs(n.ns, ["ip", "link", "set", "cni0", "up"]));
     for (const p of [1, 2]) {
@@ -151,14 +172,18 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
       sh(inNs(n.ns, ["ip", "link", "set", `veth${p}`, "master", "cni0", "mtu", mtu, "up"]));
       sh(inNs(pod, ["ip", "link", "set", "eth0", "mtu", mtu, "up"]));
       const ip = `10.5.${i}.${p + 1}`;
+      const ip6 = `fc00:5:0:${i}::${p + 1}`;
       sh(inNs(pod, ["ip", "addr", "add", `${ip}/24`, "dev", "eth0"]));
       sh(inNs(pod, ["ip", "route", "add", "default", "via", gw]));
+      sh(inNs(pod, ["ip", "-6", "addr", "add", `${ip6}/64`, "dev", "eth0", "nodad"]));
+      sh(inNs(pod, ["ip", "-6", "route", "add", "default", "via", gw6, "mtu", mtu6]));
       const link = (nsName: string, dev: string) =>
         JSON.parse(sh(inNs(nsName, ["ip", "-j", "link", "show", dev])))[0];
       const host = link(n.ns, `veth${p}`);
       n.pods.push({
         ns: pod,
         ip,
+        ip6,
         hostVeth: `veth${p}`,
         hostIfindex: host.ifindex,
         mac: link(pod, "eth0").address,
@@ -170,13 +195,34 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
   const a = mk(1, "a");
   const b = mk(2, "b");
   const t: Topo = { wire, path, fabric, a, b, servers: [] };
+  const pairs = [
+    [a, b],
+    [b, a],
+  ] as const;
   if (path === "host-gw") {
-    sh(inNs(a.ns, ["ip", "route", "add", b.subnet, "via", b.underlayIp]));
-    sh(inNs(b.ns, ["ip", "route", "add", a.subnet, "via", a.underlayIp]));
+    for (const [n, peer] of pairs) {
+      sh(inNs(n.ns, ["ip", "route", "add", peer.subnet, "via", peer.underlayIp]));
+      sh(inNs(n.ns, ["ip", "-6", "route", "add", peer.subnet6!, "via", peer.underlayIp6!]));
+    }
   } else if (path === "flannel-vxlan") {
-    for (const n of [a, b]) n.vtep = flannelUp(n.ns, { publicIp: n.underlayIp, subnet: n.subnet });
-    flannelAddLease(a.ns, { subnet: b.subnet, publicIp: b.underlayIp, vtepMac: b.vtep as string });
-    flannelAddLease(b.ns, { subnet: a.subnet, publicIp: a.underlayIp, vtepMac: a.vtep as string });
+    // flannel's dual-stack vxlan: flannel.1 and flannel-v6.1
+    const v6: Record<string, string> = {};
+    for (const n of [a, b]) {
+      n.vtep = flannelUp(n.ns, { publicIp: n.underlayIp, subnet: n.subnet });
+      v6[n.ns] = flannelUp(n.ns, { publicIp: n.underlayIp6!, subnet: n.subnet6!, v6: true });
+    }
+    for (const [n, peer] of pairs) {
+      flannelAddLease(n.ns, {
+        subnet: peer.subnet,
+        publicIp: peer.underlayIp,
+        vtepMac: peer.vtep as string,
+      });
+      flannelAddLease(
+        n.ns,
+        { subnet: peer.subnet6!, publicIp: peer.underlayIp6!, vtepMac: v6[peer.ns]! },
+        true,
+      );
+    }
   } else {
     setupOverlayd(t, path === "overlayd-xdp" ? "xdp" : "tc");
     if (path === TRACED) for (const n of [a, b]) t.servers.push(traceMonitor(n));
@@ -224,6 +270,8 @@ function traceOn(n: Node): boolean {
 function endpoints(t: Topo, kind: Kind): { from: string; to: string } {
   if (kind === "cni") return { from: t.a.pods[0]!.ns, to: t.b.pods[0]!.ip };
   if (kind === "bridged") return { from: t.a.pods[1]!.ns, to: t.b.pods[1]!.ip };
+  if (kind === "cni6") return { from: t.a.pods[0]!.ns, to: t.b.pods[0]!.ip6 };
+  if (kind === "bridged6") return { from: t.a.pods[1]!.ns, to: t.b.pods[1]!.ip6 };
   return { from: t.a.ns, to: t.b.pods[1]!.ip };
 }
 
@@ -504,7 +552,8 @@ function report(samples: Record<string, Sample[]>, profile: Profile, progrun: Pr
       ok: op === "≥" ? v >= bound : v <= bound,
     });
   };
-  for (const k of kindsOf(DEFAULT_PATH)) {
+  // (IPv4 kinds: the IPv6 ones are in the ratio table, issue 14's row)
+  for (const k of kindsOf(DEFAULT_PATH).filter((x) => !x.endsWith("6"))) {
     vs("veth", k, "TCP vs host-gw", "tcp1Gbps", "host-gw", "≥", 0.97);
     vs("veth", k, "TCP vs kernel VXLAN", "tcp1Gbps", "flannel-vxlan", "≥", 1.15);
     vs("veth", k, "latency vs host-gw", "latencyUs", "host-gw", "≤", 1.03);
@@ -536,6 +585,8 @@ function report(samples: Record<string, Sample[]>, profile: Profile, progrun: Pr
     "Kinds: `cni` a pod registered by overlayd's CNI plugin; `bridged` a plain bridge port",
     "overlayd never heard of; `host` the node itself to a remote bridged pod. host-gw and",
     "flannel-vxlan have no CNI plugin of ours: their `bridged` pods are the baseline for `cni`.",
+    "`cni6` and `bridged6`: the same pods over IPv6 (outer IPv6 between the nodes' IPv6",
+    "addresses, pod route MTU underlay - 70), against IPv6 host routes and flannel-v6.1.",
     "The last column is the mean frame the fabric sent towards the receiver during TCP 1 stream.",
     "",
     "Median (min–max) per case:",

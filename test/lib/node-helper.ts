@@ -3,13 +3,14 @@
 //   attach-pod PIN_PATH IFNAME           -> encap_pod on the veth's ingress
 //   detach-pod IFNAME
 //   tc-probe IFNAME                      -> tc query/detach on a device without clsact
-//   pod-bridge PIN_PATH SUBNET [BRIDGE]  -> one sync of the bridged-pod fast path
+//   pod-bridge PIN_PATH SUBNET[,SUBNET6] [BRIDGE] -> one sync of the bridged-pod fast path
 // Programs stay attached and maps pinned after it exits, which is the
 // point: the data path forwards without a running agent.
 import { join } from "node:path";
 import { attachPodFromPin, detachPod, TC_HANDLE, TC_PRIORITY } from "../../agent/bpf/datapath";
 import { BPF_TC_INGRESS, libbpf } from "../../agent/bpf/libbpf";
 import { Cidr, parseIp } from "../../agent/net/ip";
+import { Cidr6, parseIp6 } from "../../agent/net/ip6";
 import { mustLink } from "../../agent/net/link";
 import { setupNode } from "../../agent/node/node-setup";
 import { createLogger } from "../../agent/log";
@@ -45,6 +46,16 @@ if (cmd === "setup") {
     objDir: o.objDir ?? join(__dirname, "../../../build/bpf"),
     decap: o.decap ?? "auto",
     overlayName: o.overlayName ?? "ovl0",
+    // dual-stack: {publicIp, network, subnet} of the IPv6 half
+    ...(o.v6
+      ? {
+          v6: {
+            publicIp: parseIp6(o.v6.publicIp),
+            network: Cidr6.parse(o.v6.network),
+            subnet: Cidr6.parse(o.v6.subnet),
+          },
+        }
+      : {}),
   });
   r.datapath.close();
   process.stdout.write(
@@ -70,8 +81,17 @@ if (cmd === "setup") {
   const detached = libbpf.tcDetach(link.ifindex, BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY, link.name);
   process.stdout.write(JSON.stringify({ query, detached }));
 } else if (cmd === "pod-bridge") {
-  const subnet = Cidr.parse(args[1] as string);
-  const pb = new PodBridge(args[0] as string, () => subnet, args[2], createLogger("warn"));
+  // SUBNET, or SUBNET,SUBNET6 in a dual-stack network
+  const [v4, v6] = (args[1] as string).split(",");
+  const subnet = Cidr.parse(v4 as string);
+  const subnet6 = v6 ? Cidr6.parse(v6) : undefined;
+  const pb = new PodBridge(
+    args[0] as string,
+    () => subnet,
+    args[2],
+    createLogger("warn"),
+    () => subnet6,
+  );
   process.stdout.write(JSON.stringify(pb.sync()));
 } else {
   process.stderr.write(
