@@ -168,6 +168,10 @@ describe("e2e: dual-stack (IPv4 and IPv6 overlays)", function () {
         `${a.ns} -> ${b.ip6} at 1430`,
       );
     }
+    // the node itself over IPv6 (ovl0's route), to CNI and bridged pods
+    for (const b of [p2, p3]) {
+      assert.ok(ping6(n1.ns, b.ip6!, { count: 2 }), `node 1 -> ${b.ip6}`);
+    }
     const bps = await iperf(p2.ns, p2.ip6!, p1.ns, { seconds: 2 });
     assert.ok(bps > 50e6, `iperf3 over IPv6: ${(bps / 1e6).toFixed(0)} Mbit/s`);
     const bps3 = await iperf(p3.ns, p3.ip6!, p1.ns, { seconds: 2 });
