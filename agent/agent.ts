@@ -588,22 +588,26 @@ export class Agent {
     if (cfg.enableIPv6 && !backend.entryOf6) {
       throw new ConfigError(
         "EnableIPv6",
-        `Backend.Type ${backend.type} carries IPv4 only in overlayd; use vxlan for a ` +
+        `Backend.Type ${backend.type} carries IPv4 only; use vxlan or host-gw for a ` +
           "dual-stack network, or set EnableIPv6 to false",
         key,
       );
     }
+    const publicIpv6 = cfg.enableIPv6
+      ? choosePublicIpv6(this.node.iface, this.opts.publicIpv6, key)
+      : undefined;
     try {
-      backend.check({ iface: this.node.iface, publicIp: this.node.publicIp });
+      backend.check({
+        iface: this.node.iface,
+        publicIp: this.node.publicIp,
+        ...(publicIpv6 !== undefined ? { publicIpv6 } : {}),
+      });
     } catch (e) {
       if (e instanceof OverlayError && !e.recoverable) {
         throw new ConfigError("config", `cannot be used on this node: ${e.message}`, key);
       }
       throw e;
     }
-    const publicIpv6 = cfg.enableIPv6
-      ? choosePublicIpv6(this.node.iface, this.opts.publicIpv6, key)
-      : undefined;
     return {
       backend,
       mtu: backendMtu(backend, this.node.mtu, key, cfg.enableIPv6),

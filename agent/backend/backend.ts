@@ -11,12 +11,14 @@ import { type Logger } from "../log";
 import { type Ip4 } from "../net/ip";
 import { type Ip6 } from "../net/ip6";
 import { type OverlayDeviceOptions } from "../net/link";
-import { type RouteInfo } from "../net/routes";
+import { type Route6, type RouteInfo } from "../net/routes";
 
 export interface BackendNode {
   /** The external interface and the address the lease announces. */
   iface: string;
   publicIp: Ip4;
+  /** The PublicIPv6, in a dual-stack network. */
+  publicIpv6?: Ip6;
 }
 
 export interface Backend {
@@ -58,4 +60,8 @@ export interface BackendDeps {
   readRoutes?: () => RouteInfo[];
   /** The node's IPv4 addresses (default: ipv4Addresses()). */
   addresses?: () => { ifname: string; ip: Ip4 }[];
+  /** The IPv6 routing table (default: listRoutes6()). */
+  readRoutes6?: () => Route6[];
+  /** The node's global IPv6 addresses (default: ipv6Addresses()). */
+  addresses6?: () => { ifname: string; ip: Ip6 }[];
 }

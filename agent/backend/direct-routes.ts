@@ -9,21 +9,38 @@
 // wanted are kept from the reconciler's plans (the map is listed once, at
 // start): under churn at 65,536 leases a listing of the map per change
 // would cost more than the change.
+//
+// IPv6 peers of a dual-stack network (direct6) get OVL_F_DIRECT entries in
+// ovl_subnets6 by the same rule over the IPv6 table, and no routes: the
+// programs send to the next hop, host traffic takes ovl0's IPv6 route into
+// the same programs, and IPv6 has no reverse-path filter to satisfy.
 import { F_DIRECT, F_LOCAL } from "../bpf/codec";
 import { type HostEntry } from "../bpf/codec";
 import { type SubnetMapLike } from "../bpf/subnet-map";
 import { subnetId, type SyncPlan } from "../control/lease";
 import { type Logger } from "../log";
 import { formatIp, type Cidr, type Ip4 } from "../net/ip";
-import { isDirect, listRoutes, ROUTE_PROTO, syncRoutes, type RouteInfo } from "../net/routes";
+import { formatIp6, type Ip6 } from "../net/ip6";
+import {
+  isDirect,
+  isDirect6,
+  listRoutes,
+  listRoutes6,
+  ROUTE_PROTO,
+  syncRoutes,
+  type Route6,
+  type RouteInfo,
+} from "../net/routes";
 
 export const RECHECK_MS = 10_000;
 const DEBOUNCE_MS = 100;
 
 export class DirectRoutes {
   private routes: RouteInfo[] = [];
+  private routes6: Route6[] | undefined;
   /** Peer address -> directly reachable, as entries were last computed. */
   private readonly seen = new Map<Ip4, boolean>();
+  private readonly seen6 = new Map<Ip6, boolean>();
   private map: SubnetMapLike | undefined;
   /** The routes the map's direct entries want, by subnetId. */
   private readonly want = new Map<number, { dst: Cidr; via: Ip4; dev: string }>();
@@ -39,13 +56,16 @@ export class DirectRoutes {
     private readonly read: () => RouteInfo[] = () => listRoutes(),
     /** Makes the kernel's routes these (tests record instead). */
     private readonly apply: typeof syncRoutes = syncRoutes,
+    /** The IPv6 table, read once an IPv6 peer is asked about. */
+    private readonly read6: () => Route6[] = () => listRoutes6(),
   ) {
     this.refresh();
   }
 
-  /** Re-reads the routing table (one `ip route` call). */
+  /** Re-reads the routing table (one `ip route` call, two with IPv6 peers). */
   refresh(): void {
     this.routes = this.read();
+    if (this.routes6) this.routes6 = this.read6();
   }
 
   /** Is the peer on a directly connected network of ours? Remembered, so
@@ -53,6 +73,14 @@ export class DirectRoutes {
   direct(ip: Ip4): boolean {
     const d = isDirect(this.routes, ip);
     this.seen.set(ip, d);
+    return d;
+  }
+
+  /** direct() for an IPv6 peer (its PublicIPv6), over the IPv6 table. */
+  direct6(ip: Ip6): boolean {
+    this.routes6 ??= this.read6();
+    const d = isDirect6(this.routes6, ip);
+    this.seen6.set(ip, d);
     return d;
   }
 
@@ -105,12 +133,20 @@ export class DirectRoutes {
       this.log.error("cannot read the routing table", { error: (e as Error).message });
       return;
     }
-    const moved = [...this.seen].filter(([ip, was]) => isDirect(this.routes, ip) !== was);
+    const moved = [
+      ...[...this.seen]
+        .filter(([ip, was]) => isDirect(this.routes, ip) !== was)
+        .map(([ip, was]) => [formatIp(ip), was] as const),
+      ...[...this.seen6]
+        .filter(([ip, was]) => isDirect6(this.routes6 ?? [], ip) !== was)
+        .map(([ip, was]) => [formatIp6(ip), was] as const),
+    ];
     if (moved.length && this.resync) {
-      const [ip, was] = moved[0] as [Ip4, boolean];
+      const [ip, was] = moved[0] as readonly [string, boolean];
       this.seen.clear();
+      this.seen6.clear();
       this.resync(
-        `${moved.length} peer(s) changed reachability (${formatIp(ip)} is ` +
+        `${moved.length} peer(s) changed reachability (${ip} is ` +
           `${was ? "no longer" : "now"} on a directly connected network)`,
       );
       return; // the re-list changes the map, which syncs the routes

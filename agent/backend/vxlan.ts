@@ -36,7 +36,13 @@ export class VxlanBackend implements Backend {
 
   check(node: BackendNode): void {
     if (this.config.directRouting)
-      this.routes = new DirectRoutes(node.iface, this.deps.log, this.deps.readRoutes);
+      this.routes = new DirectRoutes(
+        node.iface,
+        this.deps.log,
+        this.deps.readRoutes,
+        undefined,
+        this.deps.readRoutes6,
+      );
   }
 
   device(): OverlayDeviceOptions {
@@ -62,9 +68,11 @@ export class VxlanBackend implements Backend {
     return e;
   }
 
-  /** IPv6 peers are always encapsulated: DirectRouting routes IPv4 only. */
+  /** DirectRouting: an IPv6 peer on our own network is sent to unwrapped too. */
   entryOf6(l: Lease, log: (msg: string) => void): HostEntry6 | undefined {
-    return hostEntry6Of(l, log);
+    const e = hostEntry6Of(l, log);
+    if (e && this.routes?.direct6(e.remoteIp)) e.flags |= F_DIRECT;
+    return e;
   }
 
   start(map: SubnetMapLike, resync: (why: string) => void): void {

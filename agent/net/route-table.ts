@@ -5,6 +5,7 @@
 // agent/net/routes.ts runs ip.
 import { ConfigError, OverlayError } from "../errors";
 import { Cidr, formatIp, parseIp, type Ip4 } from "./ip";
+import { Cidr6, parseIp6, type Ip6 } from "./ip6";
 
 /**
  * overlayd's rtnetlink protocol number: `ip route ... proto 157`. It marks
@@ -192,10 +193,18 @@ export function parseRoutes(
 //     net.ipv4.conf.*.ignore_routes_with_linkdown skips a linkdown route.
 // routeGetKernel() asks the kernel itself, for one address at a time.
 
+/** What a lookup reads of a route of either family. */
+interface Routable<A> {
+  dst: { contains(ip: A): boolean; prefixlen: number };
+  metric: number;
+  type: string;
+  tos?: number;
+}
+
 /** Longest-prefix match in table main. A blackhole, unreachable, prohibit or
  * throw route that wins the match means "no route": undefined. */
-export function routeGet(routes: readonly RouteInfo[], ip: Ip4): RouteInfo | undefined {
-  let best: RouteInfo | undefined;
+export function routeGet<A, R extends Routable<A>>(routes: readonly R[], ip: A): R | undefined {
+  let best: R | undefined;
   for (const r of routes) {
     // A route with a TOS does not match a lookup without one.
     if (r.tos !== undefined || !r.dst.contains(ip)) continue;
@@ -211,7 +220,7 @@ export function routeGet(routes: readonly RouteInfo[], ip: Ip4): RouteInfo | und
 
 /** What flannel's DirectRouting asks of the kernel's answer: a route without a gateway. */
 export function isDirectRoute(
-  r: { gateway?: Ip4; nexthops?: readonly NextHop[] } | undefined,
+  r: { gateway?: Ip4 | Ip6; nexthops?: readonly { gateway?: Ip4 | Ip6 }[] } | undefined,
 ): boolean {
   return r !== undefined && r.gateway === undefined && !r.nexthops?.some((h) => h.gateway);
 }
@@ -222,6 +231,48 @@ export function isDirectRoute(
  * blackhole) is not direct: flannel's RouteGet fails and it encapsulates.
  */
 export function isDirect(routes: readonly RouteInfo[], ip: Ip4): boolean {
+  return isDirectRoute(routeGet(routes, ip));
+}
+
+/** An IPv6 route of table main, as much as DirectRouting asks of it. */
+export interface Route6 {
+  /** ::/0 for "default"; a bare address is a /128. */
+  dst: Cidr6;
+  gateway?: Ip6;
+  dev?: string;
+  type: string;
+  metric: number;
+  nexthops?: { gateway?: Ip6; dev?: string }[];
+}
+
+/** Routes from `ip -N -6 -j -d route show table main`. */
+export function parseRoutes6(json: string): Route6[] {
+  const raw = JSON.parse(json) as IpJsonRoute[];
+  const dst = (d: string) =>
+    d === "default"
+      ? Cidr6.of(0n, 0)
+      : d.includes("/")
+        ? Cidr6.parse(d, "route dst", false)
+        : Cidr6.of(parseIp6(d, "route dst"), 128);
+  return raw.map((r) => ({
+    dst: dst(r.dst),
+    ...(r.gateway !== undefined ? { gateway: parseIp6(r.gateway, "route gateway") } : {}),
+    ...(r.dev !== undefined ? { dev: r.dev } : {}),
+    type: routeType(r.type),
+    metric: r.metric ?? 0,
+    ...(r.nexthops
+      ? {
+          nexthops: r.nexthops.map((h) => ({
+            ...(h.gateway !== undefined ? { gateway: parseIp6(h.gateway, "nexthop gateway") } : {}),
+            ...(h.dev !== undefined ? { dev: h.dev } : {}),
+          })),
+        }
+      : {}),
+  }));
+}
+
+/** isDirect for an IPv6 peer (its PublicIPv6): flannel's rule, over IPv6. */
+export function isDirect6(routes: readonly Route6[], ip: Ip6): boolean {
   return isDirectRoute(routeGet(routes, ip));
 }
 

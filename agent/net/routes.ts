@@ -10,6 +10,7 @@ import {
   NO_ROUTE_ERRORS,
   parseRouteGet,
   parseRoutes,
+  parseRoutes6,
   parseRules,
   planRoutes,
   replaceCommand,
@@ -17,6 +18,7 @@ import {
   routeCommands,
   type DesiredRoute,
   type KernelRoute,
+  type Route6,
   type RouteInfo,
   type RuleInfo,
 } from "./route-table";
@@ -30,6 +32,11 @@ export function listRoutes(opts: { dev?: string; proto?: number } = {}): RouteIn
   if (opts.dev !== undefined) argv.push("dev", opts.dev);
   if (opts.proto !== undefined) argv.push("proto", String(opts.proto));
   return parseRoutes(run(argv), opts);
+}
+
+/** Table main, IPv6 (`ip -N -6 -j -d route show table main`), for isDirect6. */
+export function listRoutes6(): Route6[] {
+  return parseRoutes6(run(["ip", "-N", "-6", "-j", "-d", "route", "show", "table", "main"]));
 }
 
 /**

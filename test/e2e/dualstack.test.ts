@@ -9,7 +9,7 @@ import { OVERLAYCTL } from "../lib/agent-proc";
 import { flannelJoin } from "../lib/flannel";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, shStatus, waitFor } from "../lib/sh";
-import { assertNothingLost, iperf, ping, underLoadBetween } from "../lib/traffic";
+import { assertNothingLost, capture, iperf, ping, underLoadBetween } from "../lib/traffic";
 import { type NodeInfo, type PodInfo } from "../lib/topology";
 
 const NET6 = "fc00:5::/48";
@@ -308,3 +308,77 @@ describe("e2e: dual-stack (IPv4 and IPv6 overlays)", function () {
     c.agents.delete(n6.index);
   });
 });
+
+// flannel's other dual-stack modes: host-gw, and vxlan with DirectRouting,
+// for nodes on one L2 network: IPv6 pods are sent to the peer's PublicIPv6
+// unwrapped (OVL_F_DIRECT in ovl_subnets6), with no VXLAN on the wire.
+for (const backend of [{ Type: "host-gw" }, { Type: "vxlan", DirectRouting: true }]) {
+  describe(`e2e: dual-stack with ${JSON.stringify(backend)}`, function () {
+    this.timeout(180000);
+    const c = new Cluster();
+    let n1: NodeInfo;
+    let n2: NodeInfo;
+
+    before(async function () {
+      requireEnv(this, { root: true, tools: ["etcd", "etcdctl", "ip", "ping", "tcpdump"] });
+      await c.startEtcd({ config: JSON.stringify({ ...CONFIG6, Backend: backend }) });
+      for (let i = 1; i <= 2; i++) c.nodes.push(c.topo.addNode(i, { ipv6: true }));
+      [n1, n2] = c.nodes as [NodeInfo, NodeInfo];
+      await c.startAgents();
+      c.addPod(n1);
+      c.addPod(n2);
+    });
+    after(async () => c.stop());
+
+    it("programs the peer's IPv6 subnet as direct and carries IPv6 pods unwrapped", async function () {
+      const p1 = c.pod(n1);
+      const p2 = c.pod(n2);
+      const out = shStatus(
+        inNs(n1.ns, [
+          "node",
+          OVERLAYCTL,
+          "map",
+          "get",
+          p2.ip6!,
+          "-o",
+          "json",
+          "--pin-path",
+          n1.pinPath,
+        ]),
+      );
+      assert.equal(out.status, 0, out.stderr);
+      assert.equal(JSON.parse(out.stdout).remoteIp, n2.underlayIp6);
+      const dump = JSON.parse(
+        sh(
+          inNs(n1.ns, ["node", OVERLAYCTL, "map", "dump", "-o", "json", "--pin-path", n1.pinPath]),
+        ),
+      ) as { remoteIp: string; flags: string[] }[];
+      assert.deepEqual(dump.find((r) => r.remoteIp === n2.underlayIp6)?.flags, ["direct"]);
+      await waitFor(`${p1.ns} -> ${p2.ip6}`, () => ping(p1.ns, p2.ip6!, { count: 1 }), 10000);
+      const vxlan = await capture(
+        n1.ns,
+        "eth0",
+        ["udp", "port", "8472"],
+        async () => {
+          assert.ok(ping(p1.ns, p2.ip6!, { count: 5 }), "IPv6 pod -> pod");
+          assert.ok(ping(p2.ns, p1.ip6!, { count: 5 }), "and back");
+          assert.ok(ping(p1.ns, p2.ip, { count: 2 }), "IPv4 beside it");
+        },
+        "inout",
+      );
+      assert.deepEqual(vxlan, [], "no VXLAN on the wire");
+      const plain = await capture(
+        n1.ns,
+        "eth0",
+        ["icmp6", "and", "host", p2.ip6!],
+        async () => {
+          assert.ok(ping(p1.ns, p2.ip6!, { count: 3 }));
+        },
+        "out",
+      );
+      assert.ok(plain.length >= 3, `the pod's own ICMPv6 on the wire: ${plain.join("\n")}`);
+      const bps = await iperf(p2.ns, p2.ip6!, p1.ns, { seconds: 2 });
+      assert.ok(bps > 50e6, `iperf3 over IPv6: ${(bps / 1e6).toFixed(0)} Mbit/s`);
+    });
+  });
+}

@@ -7,7 +7,9 @@ import { parseNetworkConfig } from "../../agent/control/config";
 import { type Lease } from "../../agent/control/lease";
 import { createLogger } from "../../agent/log";
 import { Cidr, formatIp, parseIp } from "../../agent/net/ip";
-import { parseRoutes } from "../../agent/net/routes";
+import { Cidr6 } from "../../agent/net/ip6";
+import { parseIp6 } from "../../agent/net/ip6";
+import { parseRoutes, parseRoutes6 } from "../../agent/net/routes";
 
 // The routing table of a node on 172.31.0.0/24 whose default route is a
 // router at 172.31.0.254 (as `ip -N -4 -j -d route show table main` prints it).
@@ -32,12 +34,20 @@ const TABLE = JSON.stringify([
   },
   { type: "unicast", dst: "10.5.0.0/16", dev: "ovl0", protocol: 4, scope: "link", flags: [] },
 ]);
+// Its IPv6 table: fd31::/64 on eth0, the default route via a router.
+const TABLE6 = JSON.stringify([
+  { type: "unicast", dst: "default", gateway: "fd31::fe", dev: "eth0", metric: 1024, flags: [] },
+  { type: "unicast", dst: "fd31::/64", dev: "eth0", metric: 256, flags: [] },
+  { type: "unicast", dst: "fe80::/64", dev: "eth0", metric: 256, flags: [] },
+]);
 const quiet = createLogger("error", () => {});
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const deps = {
   log: quiet,
   readRoutes: () => parseRoutes(TABLE),
   addresses: () => [{ ifname: "eth0", ip: parseIp("172.31.0.1") }],
+  readRoutes6: () => parseRoutes6(TABLE6),
+  addresses6: () => [{ ifname: "eth0", ip: parseIp6("fd31::1") }],
 };
 const node = { iface: "eth0", publicIp: parseIp("172.31.0.1") };
 
@@ -60,6 +70,98 @@ function backend(conf: Record<string, unknown>) {
   b.check(node);
   return b;
 }
+
+/** A dual-stack lease: fc00:5:0:K::/64 on PublicIPv6 `v6`. */
+function lease6(k: number, v6: string, type = "vxlan"): Lease {
+  const l = lease(`10.5.${k}.0/24`, `172.31.0.${k}`, type);
+  return {
+    ...l,
+    subnet6: Cidr6.parse(`fc00:5:0:${k}::/64`),
+    attrs: {
+      ...l.attrs,
+      publicIpv6: parseIp6(v6),
+      ...(type === "vxlan" ? { vni6: 1, vtepMac6: "0e:00:00:00:00:06" } : {}),
+    },
+  };
+}
+
+describe("unit: backends, the IPv6 half", function () {
+  const dual = (conf: Record<string, unknown>) => {
+    const cfg = parseNetworkConfig(JSON.stringify({ Network: "10.5.0.0/16", Backend: conf }), "k");
+    const b = createBackend(cfg.backend, deps);
+    b.check({ ...node, publicIpv6: parseIp6("fd31::1") });
+    return b;
+  };
+  const logs: string[] = [];
+  const log = (m: string) => logs.push(m);
+
+  it("vxlan: IPv6 peers encapsulated; with DirectRouting, those on our IPv6 network direct", function () {
+    assert.equal(dual({ Type: "vxlan" }).entryOf6?.(lease6(2, "fd31::2"), log)?.flags, 0);
+    const d = dual({ Type: "vxlan", DirectRouting: true });
+    assert.deepEqual(d.entryOf6?.(lease6(2, "fd31::2"), log), {
+      remoteIp: parseIp6("fd31::2"),
+      vtepMac: "0e:00:00:00:00:06",
+      flags: F_DIRECT,
+    });
+    assert.equal(d.entryOf6?.(lease6(3, "fd99::3"), log)?.flags, 0, "behind the router: VXLAN");
+  });
+
+  it("host-gw: IPv6 subnets via the PublicIPv6 when on our network, else not programmed (said)", function () {
+    const b = dual({ Type: "host-gw" });
+    assert.deepEqual(b.entryOf6?.(lease6(2, "fd31::2", "host-gw"), log), {
+      remoteIp: parseIp6("fd31::2"),
+      vtepMac: "00:00:00:00:00:00",
+      flags: F_DIRECT,
+    });
+    logs.length = 0;
+    assert.equal(b.entryOf6?.(lease6(3, "fd99::3", "host-gw"), log), undefined);
+    assert.match(logs[0] ?? "", /PublicIPv6 fd99::3 is not on a directly connected IPv6 network/);
+    assert.deepEqual(
+      b.leaseAttrs(parseIp("172.31.0.1"), "", { publicIp: parseIp6("fd31::1"), vtepMac: "" }),
+      {
+        publicIp: parseIp("172.31.0.1"),
+        backendType: "host-gw",
+        publicIpv6: parseIp6("fd31::1"),
+      },
+    );
+  });
+
+  it("asks for a re-list when an IPv6 peer leaves our network (the 10 s re-check)", function () {
+    let table6 = TABLE6;
+    const r = new DirectRoutes(
+      "eth0",
+      quiet,
+      () => parseRoutes(TABLE),
+      () => ({ added: 0, replaced: 0, deleted: 0, unchanged: 0, foreign: [], failed: [] }),
+      () => parseRoutes6(table6),
+    );
+    assert.equal(r.direct6(parseIp6("fd31::2")), true);
+    const why: string[] = [];
+    r.start({ upsert() {}, delete: () => true, list: () => [] }, (w) => why.push(w));
+    r.recheck();
+    assert.deepEqual(why, [], "nothing moved");
+    table6 = JSON.stringify(
+      JSON.parse(TABLE6).filter((x: { dst: string }) => x.dst !== "fd31::/64"),
+    );
+    r.recheck();
+    r.stop();
+    assert.deepEqual(why, [
+      "1 peer(s) changed reachability (fd31::2 is no longer on a directly connected network)",
+    ]);
+  });
+
+  it("host-gw: refuses a PublicIPv6 that is not the interface's own", function () {
+    const cfg = parseNetworkConfig(
+      JSON.stringify({ Network: "10.5.0.0/16", Backend: { Type: "host-gw" } }),
+      "k",
+    );
+    const b = createBackend(cfg.backend, deps);
+    assert.throws(
+      () => b.check({ ...node, publicIpv6: parseIp6("fd32::1") }),
+      /host-gw backend: PublicIPv6 fd32::1 is not an address of eth0 \(fd31::1\)/,
+    );
+  });
+});
 
 describe("unit: backends (agent/backend)", function () {
   it("vxlan: every peer is encapsulated; its lease carries VNI and VtepMAC", function () {
