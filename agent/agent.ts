@@ -583,6 +583,11 @@ export class Agent {
   private usable(
     cfg: NetworkConfig,
     key: string,
+    /** The PublicIPv6 already in use (a running node): kept, not chosen
+     * again. The underlay's IPv6 address is the node's state, not the
+     * config's: a link flap flushes it until the network manager re-adds
+     * it, and a rewritten config must not read as invalid meanwhile. */
+    running6?: Ip6,
   ): { backend: Backend; mtu: number; publicIpv6?: Ip6 } {
     const backend = createBackend(cfg.backend, { log: this.log });
     if (cfg.enableIPv6 && !backend.entryOf6) {
@@ -593,9 +598,9 @@ export class Agent {
         key,
       );
     }
-    const publicIpv6 = cfg.enableIPv6
-      ? choosePublicIpv6(this.node.iface, this.opts.publicIpv6, key)
-      : undefined;
+    const publicIpv6 = !cfg.enableIPv6
+      ? undefined
+      : (running6 ?? choosePublicIpv6(this.node.iface, this.opts.publicIpv6, key));
     try {
       backend.check({
         iface: this.node.iface,
@@ -663,7 +668,8 @@ export class Agent {
     try {
       const cfg = parseNetworkConfig(text, key);
       this.logUnknownKeys(cfg, key);
-      this.usable(cfg, key).backend.stop(); // say precisely why a config cannot run here
+      // say precisely why a config cannot run here
+      this.usable(cfg, key, this.publicIpv6).backend.stop();
       const cur = this.config as NetworkConfig;
       const changed = [
         !cfg.network.equals(cur.network) && "Network",

@@ -43,16 +43,24 @@ export interface ChaosEvent {
   gapMs: number;
 }
 
-/** The network config the soak runs: room for 4,094 /24s (churn needs 1,000). */
-export const SOAK_CONFIG = { Network: "10.0.0.0/12", Backend: { Type: "vxlan" } };
+/** The network config the soak runs: room for 4,094 /24s (churn needs 1,000),
+ * dual-stack (issue 14): every node's lease has an IPv6 /64 too. */
+export const SOAK_IPV6 = { EnableIPv6: true, IPv6Network: "fc00:5::/48" };
+export const SOAK_CONFIG = { Network: "10.0.0.0/12", ...SOAK_IPV6, Backend: { Type: "vxlan" } };
 
 /** Rewrites that change nothing the agent must restart for. */
 export const VALID_CONFIGS: string[] = [
   JSON.stringify(SOAK_CONFIG),
   JSON.stringify(SOAK_CONFIG, null, 2),
-  JSON.stringify({ Backend: { Type: "vxlan", VNI: 1 }, Network: "10.0.0.0/12" }),
+  JSON.stringify({ Backend: { Type: "vxlan", VNI: 1 }, ...SOAK_IPV6, Network: "10.0.0.0/12" }),
   JSON.stringify({ ...SOAK_CONFIG, Comment: "rewritten by the chaos soak" }),
-  JSON.stringify({ network: "10.0.0.0/12", backend: { type: "vxlan", port: 8472 } }),
+  JSON.stringify({
+    network: "10.0.0.0/12",
+    enableipv6: true,
+    ipv6network: "fc00:5::/48",
+    backend: { type: "vxlan", port: 8472 },
+  }),
+  JSON.stringify({ ...SOAK_CONFIG, IPv6SubnetLen: 64, EnableIPv4: true }),
 ];
 
 /** Rewrites an agent must refuse (reported, data path untouched): the text
@@ -71,8 +79,16 @@ export const INVALID_CONFIGS: { text: string | undefined; says: RegExp }[] = [
   },
   { text: '{"Network":"10.0.0.0/12","SubnetLen":8}', says: /SubnetLen: \/8 must leave room/ },
   {
-    text: '{"Network":"10.16.0.0/12","Backend":{"Type":"vxlan"}}',
-    says: /Network changed; restart overlayd to apply/,
+    text: JSON.stringify({ ...SOAK_CONFIG, Network: "10.16.0.0/12" }),
+    says: /: Network changed; restart overlayd to apply/,
+  },
+  {
+    text: JSON.stringify({ ...SOAK_CONFIG, IPv6SubnetLen: 40 }),
+    says: /IPv6SubnetLen/,
+  },
+  {
+    text: JSON.stringify({ ...SOAK_CONFIG, EnableIPv6: false }),
+    says: /EnableIPv6, IPv6Network changed; restart overlayd to apply/,
   },
   { text: undefined, says: /config: is missing/ },
 ];

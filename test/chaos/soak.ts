@@ -1,7 +1,10 @@
 // The chaos soak (issue 18): a cluster of real agents on a 3-member etcd in
 // namespaces this run creates, 10 ms pings between every ordered pair of pods
 // and a rate-limited iperf3 flow between every pair, while the seeded
-// schedule of test/chaos/plan.ts injects one fault after another. After
+// schedule of test/chaos/plan.ts injects one fault after another. The
+// network is dual-stack: of each pair's two pings one goes over IPv4, the
+// other over IPv6, and flows alternate families, so both data paths and
+// both halves of every map are under the same faults. After
 // every fault it waits until every node's pinned map equals the leases in
 // etcd, every node holds its one lease (the same subnet as at the start),
 // every agent is ready and every flow moves bytes again, and it samples
@@ -12,9 +15,11 @@ import { cpus, loadavg } from "node:os";
 import { decodeIp, decodePeer, F_LOCAL } from "../../agent/bpf/codec";
 import { type MapName } from "../../agent/bpf/abi.generated";
 import { BpfMap } from "../../agent/bpf/map";
-import { SubnetHostMap } from "../../agent/bpf/subnet-map";
-import { encodeLeaseAttrs, leaseKey } from "../../agent/control/lease";
+import { decodeIp6, decodePeer6 } from "../../agent/bpf/codec6";
+import { SubnetHostMap, SubnetHostMap6 } from "../../agent/bpf/subnet-map";
+import { encodeLeaseAttrs, leaseKey, parseLeaseKeyParts } from "../../agent/control/lease";
 import { Cidr, formatIp } from "../../agent/net/ip";
+import { formatIp6 } from "../../agent/net/ip6";
 import { Rng } from "../fuzz/gen";
 import { Cluster, PREFIX } from "../lib/cluster";
 import { type EtcdServer } from "../lib/etcd";
@@ -28,8 +33,8 @@ import {
   sendHostile,
 } from "../lib/hostile";
 import { median } from "../../bench/report";
-import { inNs, sh, sleep } from "../lib/sh";
-import { IperfFlow, PingStream } from "../lib/traffic";
+import { inNs, sh, sleep, waitFor } from "../lib/sh";
+import { IperfFlow, ping, PingStream } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
 import {
   INVALID_CONFIGS,
@@ -107,9 +112,12 @@ export interface SoakResult {
 }
 
 interface Lease {
+  key: string;
   subnet: string;
   publicIp: string;
   vtepMac: string;
+  /** The IPv6 half: subnet, PublicIPv6, BackendV6Data.VtepMAC. */
+  v6?: { subnet: string; publicIp: string; vtepMac: string };
 }
 
 export class Soak {
@@ -117,6 +125,8 @@ export class Soak {
   private readonly nodes: NodeInfo[] = [];
   private outsider!: NodeInfo;
   private readonly subnets = new Map<number, string>();
+  /** Each node's IPv6 subnet at the start (it must keep it too). */
+  private readonly subnets6 = new Map<number, string>();
   private readonly pingers: { pair: { from: number; to: number }; p: PingStream }[] = [];
   private readonly flows: IperfFlow[] = [];
   private config = VALID_CONFIGS[0] as string;
@@ -141,28 +151,52 @@ export class Soak {
   async run(): Promise<SoakResult> {
     const o = this.o;
     requireScapy();
-    await this.c.start(this.n, { etcdMembers: 3, config: this.config });
+    await this.c.start(this.n, { etcdMembers: 3, config: this.config, ipv6: true });
     this.nodes.push(...this.c.nodes);
     this.outsider = this.c.topo.addNode(9); // on the underlay, holds no lease
     for (const [i, n] of this.nodes.entries()) this.subnets.set(i, this.c.agent(n).subnet());
+    for (const l of this.leases().leases) {
+      const i = this.nodes.findIndex((n) => n.underlayIp === l.publicIp);
+      if (i >= 0 && l.v6) this.subnets6.set(i, l.v6.subnet);
+    }
+    if (this.subnets6.size !== this.n) throw new Error("not every node has an IPv6 subnet");
     this.log(
       `chaos: seed ${o.seed}, ${o.seconds} s, ${this.n} nodes, 3 etcd members, ` +
-        `subnets ${[...this.subnets.values()].join(" ")}`,
+        `subnets ${[...this.subnets.values()].join(" ")} ${[...this.subnets6.values()].join(" ")}`,
     );
+    // A pod's address in a family: i -> j over IPv6 when i > j, so each
+    // pair's two pings are one of each.
+    const dst = (j: number, v6: boolean) => {
+      const p = this.c.pod(this.node(j));
+      return v6 ? (p.ip6 as string) : p.ip;
+    };
+    // Every pod reaches every other in both families before the streams
+    // start: a new IPv6 address (pod, gateway) is tentative until its
+    // duplicate address detection is done, and packets from it go nowhere.
+    for (let i = 0; i < this.n; i++)
+      for (let j = 0; j < this.n; j++) {
+        if (i === j) continue;
+        const from = this.c.pod(this.node(i)).ns;
+        for (const v6 of [false, true]) {
+          const to = dst(j, v6);
+          await waitFor(`${from} -> ${to}`, () => ping(from, to, { count: 1 }), 15000);
+        }
+      }
     const bitrate = o.bitrate ?? "50M";
     for (let i = 0; i < this.n; i++)
       for (let j = 0; j < this.n; j++) {
         if (i === j) continue;
-        const p = new PingStream(this.c.pod(this.node(i)).ns, this.c.pod(this.node(j)).ip, PING_MS);
+        const p = new PingStream(this.c.pod(this.node(i)).ns, dst(j, i > j), PING_MS);
         this.pingers.push({ pair: { from: i, to: j }, p: p.start() });
       }
     for (let i = 0; i < this.n; i++)
       for (let j = i + 1; j < this.n; j++) {
         // Alternate directions so every node sends and receives.
         const [a, b] = (i + j) % 2 ? [j, i] : [i, j];
+        const to = this.c.pod(this.node(b));
         const f = new IperfFlow(
           this.c.pod(this.node(a)),
-          this.c.pod(this.node(b)),
+          { ns: to.ns, ip: dst(b, this.flows.length % 2 === 1) },
           o.seconds + 600,
           bitrate,
         );
@@ -326,8 +360,9 @@ export class Soak {
         return;
       }
       case "lease-delete": {
-        const key = leaseKey(PREFIX, Cidr.parse(this.subnets.get(ev.node as number) as string));
-        this.etcd().ctl(["del", key]);
+        const s = this.subnets.get(ev.node as number) as string;
+        const own = this.leases().leases.find((l) => l.subnet === s);
+        this.etcd().ctl(["del", own?.key ?? leaseKey(PREFIX, Cidr.parse(s))]);
         rec.done = now();
         return;
       }
@@ -446,13 +481,27 @@ export class Soak {
     const leases: Lease[] = [];
     const problems: string[] = [];
     for (const [k, v] of this.etcd().list(`${PREFIX}/subnets/`)) {
-      const subnet = k.slice(`${PREFIX}/subnets/`.length).replace("-", "/");
+      const parts = parseLeaseKeyParts(PREFIX, k);
+      if (!parts) {
+        problems.push(`lease key ${k} is not a lease key`);
+        continue;
+      }
       try {
         const j = JSON.parse(v.value);
         leases.push({
-          subnet,
+          key: k,
+          subnet: parts.subnet.toString(),
           publicIp: j.PublicIP,
           vtepMac: String(j.BackendData?.VtepMAC ?? ""),
+          ...(parts.subnet6
+            ? {
+                v6: {
+                  subnet: parts.subnet6.toString(),
+                  publicIp: String(j.PublicIPv6),
+                  vtepMac: String(j.BackendV6Data?.VtepMAC ?? ""),
+                },
+              }
+            : {}),
         });
       } catch {
         problems.push(`lease ${k} is not JSON`);
@@ -464,6 +513,8 @@ export class Soak {
         problems.push(`node ${i} holds ${own.length} leases (${own.map((l) => l.subnet)})`);
       else if (own[0]?.subnet !== this.subnets.get(i))
         problems.push(`node ${i} moved from ${this.subnets.get(i)} to ${own[0]?.subnet}`);
+      else if (this.subnets6.size && own[0]?.v6?.subnet !== this.subnets6.get(i))
+        problems.push(`node ${i} moved from ${this.subnets6.get(i)} to ${own[0]?.v6?.subnet}`);
     }
     return { leases, problems };
   }
@@ -515,8 +566,55 @@ export class Soak {
           new Set(readPinned(n.pinPath, "ovl_peer_stats").map(([k]) => formatIp(decodeIp(k)))),
         ),
       );
+      problems.push(...this.map6Problems(i, n, leases));
     }
     return problems;
+  }
+
+  /** The IPv6 halves: ovl_subnets6, ovl_peers6 and ovl_peer_stats6 against
+   * the dual-stack leases (v4-only ones, the churn's, have none). */
+  private map6Problems(i: number, n: NodeInfo, leases: Lease[]): string[] {
+    const dual = leases.filter((l) => l.v6);
+    const own = (l: Lease) => l.publicIp === n.underlayIp;
+    const want = new Set(
+      dual.map(
+        (l) => `${l.v6?.subnet} ${l.v6?.publicIp} ${l.v6?.vtepMac}${own(l) ? " local" : ""}`,
+      ),
+    );
+    const m = SubnetHostMap6.openPinned(n.pinPath);
+    let got: Set<string>;
+    try {
+      got = new Set(
+        m
+          .list()
+          .map(
+            (e) =>
+              `${e.subnet} ${formatIp6(e.host.remoteIp)} ${e.host.vtepMac}${e.host.flags & F_LOCAL ? " local" : ""}`,
+          ),
+      );
+    } finally {
+      m.close();
+    }
+    const peers = new Set(
+      dual.filter((l) => !own(l)).map((l) => `${l.v6?.publicIp} ${l.v6?.subnet}`),
+    );
+    return [
+      ...differ(`node ${i} ovl_subnets6`, want, got),
+      ...differ(
+        `node ${i} ovl_peers6`,
+        peers,
+        new Set(
+          readPinned(n.pinPath, "ovl_peers6").map(
+            ([k, v]) => `${formatIp6(decodeIp6(k))} ${decodePeer6(v)}`,
+          ),
+        ),
+      ),
+      ...differ(
+        `node ${i} ovl_peer_stats6`,
+        new Set([...peers].map((p) => p.split(" ")[0] as string)),
+        new Set(readPinned(n.pinPath, "ovl_peer_stats6").map(([k]) => formatIp6(decodeIp6(k)))),
+      ),
+    ];
   }
 
   private readyProblems(): string[] {

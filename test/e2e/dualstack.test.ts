@@ -8,7 +8,7 @@ import { Cluster, PREFIX } from "../lib/cluster";
 import { OVERLAYCTL } from "../lib/agent-proc";
 import { flannelJoin } from "../lib/flannel";
 import { requireEnv } from "../lib/require";
-import { inNs, sh, shStatus, waitFor } from "../lib/sh";
+import { inNs, sh, shStatus, sleep, waitFor } from "../lib/sh";
 import { assertNothingLost, capture, iperf, ping, underLoadBetween } from "../lib/traffic";
 import { type NodeInfo, type PodInfo } from "../lib/topology";
 
@@ -289,6 +289,31 @@ describe("e2e: dual-stack (IPv4 and IPv6 overlays)", function () {
     assert.ok(ping(pod(n1).ns, pod(n2).ip, { count: 2 }), "IPv4 still forwarded");
     c.etcd.put(`${PREFIX}/config`, JSON.stringify(CONFIG6));
     await waitFor("ready again", () => c.agent(n1).http("/readyz").status === 200);
+  });
+
+  // Found by the chaos soak (link-flap-flushes-ipv6): a link down flushes
+  // the underlay's IPv6 addresses (keep_addr_on_down=0, the kernel's
+  // default) until the network manager re-adds them, and a config rewrite
+  // in that window was refused for want of a PublicIPv6, the node left not
+  // ready with a stale error.
+  it("link-flap-flushes-ipv6: a rewritten config is still valid while the PublicIPv6 is gone", async function () {
+    const ns = n2.ns;
+    sh(inNs(ns, ["sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=0"]));
+    try {
+      sh(inNs(ns, ["ip", "link", "set", "eth0", "down"]));
+      sh(inNs(ns, ["ip", "link", "set", "eth0", "up"]));
+      assert.doesNotMatch(sh(inNs(ns, ["ip", "-6", "addr", "show", "dev", "eth0"])), /fd31::/);
+      c.etcd.put(`${PREFIX}/config`, JSON.stringify(CONFIG6, null, 2)); // the same, rewritten
+      await sleep(1000);
+      const r = c.agent(n2).http("/readyz");
+      assert.equal(r.status, 200, r.body);
+      // the address back (what the network manager does): IPv6 flows again
+      sh(inNs(ns, ["ip", "-6", "addr", "add", `${n2.underlayIp6}/64`, "dev", "eth0", "nodad"]));
+      await waitFor("IPv6 again", () => ping6(pod(n1).ns, pod(n2).ip6!, { count: 1 }), 10000);
+      assert.ok(ping(pod(n1).ns, pod(n2).ip, { count: 2 }), "IPv4 throughout");
+    } finally {
+      sh(inNs(ns, ["sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1"]));
+    }
   });
 
   it("refuses a --public-ipv6 that is not this node's, naming it, and touches nothing", async function () {

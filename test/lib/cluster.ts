@@ -19,6 +19,8 @@ export interface ClusterOptions {
   tls?: TlsFiles;
   /** Processes outlive this one (the demo's KEEP=1). */
   detached?: boolean;
+  /** Nodes get an IPv6 underlay address too (a dual-stack config). */
+  ipv6?: boolean;
 }
 
 export class Cluster {
@@ -34,7 +36,7 @@ export class Cluster {
   /** All phases: etcd, n nodes, an agent on each (ready), a pod on each. */
   async start(n: number, opts: ClusterOptions = {}): Promise<this> {
     await this.startEtcd(opts);
-    this.addNodes(n);
+    this.addNodes(n, { ipv6: opts.ipv6 ?? false });
     await this.startAgents();
     for (const node of this.nodes) this.addPod(node);
     return this;
@@ -74,8 +76,8 @@ export class Cluster {
     this.detached = opts.detached ?? false;
   }
 
-  addNodes(n: number): void {
-    for (let i = 1; i <= n; i++) this.nodes.push(this.topo.addNode(i));
+  addNodes(n: number, o: { ipv6?: boolean } = {}): void {
+    for (let i = 1; i <= n; i++) this.nodes.push(this.topo.addNode(i, o));
   }
 
   /** An agent on every node, waited for until ready. */

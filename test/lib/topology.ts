@@ -145,6 +145,9 @@ export class Topology {
     // IPv6 underlay: fd31::K/64 (nodad: the switch has nobody else on it).
     const underlayIp6 = opts.ipv6 ? `fd31::${index.toString(16)}` : undefined;
     if (underlayIp6) {
+      // Kept across a link down, as a node's network manager keeps (or
+      // re-adds) a static address: the kernel's default flushes it.
+      sh(inNs(ns, ["sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1"]));
       sh(inNs(ns, ["ip", "-6", "addr", "add", `${underlayIp6}/64`, "dev", "eth0", "nodad"]));
     }
     const node: NodeInfo = {
