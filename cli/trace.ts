@@ -1,26 +1,29 @@
 // overlayctl trace <src> <dst>: what this node's data path would do with an
-// IPv4 packet from src to dst, like `ip route get` for the overlay. Pure:
-// the command (commands/trace.ts) looks the addresses up in the live maps
-// and the attachments and hands the results here.
-import { F_DIRECT, F_LOCAL, type Endpoint, type HostEntry } from "../agent/bpf/codec";
-import { type Cidr, formatIp, type Ip4 } from "../agent/net/ip";
+// IPv4 or IPv6 packet from src to dst, like `ip route get` for the overlay.
+// Pure: the command (commands/trace.ts) looks the addresses up in the live
+// maps of their family and the attachments and hands the results here.
+import { F_DIRECT, F_LOCAL, type Endpoint } from "../agent/bpf/codec";
+import { formatIp, type Ip4 } from "../agent/net/ip";
+import { formatIp6, type Ip6 } from "../agent/net/ip6";
 
-export interface TraceEntry {
-  subnet: Cidr;
-  host: HostEntry;
+/** An ovl_subnets or ovl_subnets6 entry. */
+export interface TraceEntry<A extends Ip4 | Ip6 = Ip4> {
+  subnet: { toString(): string };
+  host: { remoteIp: A; vtepMac: string; flags: number };
 }
 
-export interface TraceInput {
-  src: Ip4;
-  dst: Ip4;
+export interface TraceInput<A extends Ip4 | Ip6 = Ip4> {
+  src: A;
+  dst: A;
   /** Longest-prefix matches in ovl_subnets. */
-  srcEntry?: TraceEntry;
-  dstEntry?: TraceEntry;
+  srcEntry?: TraceEntry<A>;
+  dstEntry?: TraceEntry<A>;
   /** ovl_endpoints entries, with the interface name when known. */
   srcEndpoint?: Endpoint & { iface?: string };
   dstEndpoint?: Endpoint & { iface?: string };
-  /** The cluster network (subnet.env's FLANNEL_NETWORK), when known. */
-  network?: Cidr;
+  /** The cluster network of the family (subnet.env's FLANNEL_NETWORK or
+   * FLANNEL_IPV6_NETWORK), when known. */
+  network?: { contains(ip: A): boolean };
   /** What is attached (as overlayctl status reads it from the kernel). */
   mechanism: { decap: string; gro: string; podBridge: string };
   overlayDev: string;
@@ -44,35 +47,38 @@ export interface TraceResult {
   dropReason: string | null;
 }
 
-function flagsOf(h: HostEntry): string[] {
+function flagsOf(h: { flags: number }): string[] {
   return [...(h.flags & F_LOCAL ? ["local"] : []), ...(h.flags & F_DIRECT ? ["direct"] : [])];
 }
 
-function entryJson(e: TraceEntry | undefined): TraceResult["entry"] {
+const fmt = (ip: Ip4 | Ip6): string => (typeof ip === "bigint" ? formatIp6(ip) : formatIp(ip));
+
+function entryJson(e: TraceEntry<Ip4 | Ip6> | undefined): TraceResult["entry"] {
   return e
     ? {
         subnet: e.subnet.toString(),
-        remoteIp: formatIp(e.host.remoteIp),
+        remoteIp: fmt(e.host.remoteIp),
         vtepMac: e.host.vtepMac,
         flags: flagsOf(e.host),
       }
     : null;
 }
 
-export function trace(t: TraceInput): TraceResult {
-  const base = { src: formatIp(t.src), dst: formatIp(t.dst) };
+export function trace<A extends Ip4 | Ip6>(t: TraceInput<A>): TraceResult {
+  const v6 = typeof t.dst === "bigint";
+  const base = { src: fmt(t.src), dst: fmt(t.dst) };
   const d = t.dstEntry;
   const s = t.srcEntry;
   const dstLocal = d !== undefined && (d.host.flags & F_LOCAL) !== 0;
   const srcLocal = s !== undefined && (s.host.flags & F_LOCAL) !== 0;
-  const inNetwork = (ip: Ip4) => t.network?.contains(ip) ?? false;
+  const inNetwork = (ip: A) => t.network?.contains(ip) ?? false;
   const from = t.srcEndpoint
     ? `ovl_encap_pod on ${t.srcEndpoint.iface ?? `ifindex ${t.srcEndpoint.ifindex}`} (TC ingress)`
     : `the stack routes it to ${t.overlayDev}: ovl_encap_dev (TC egress)`;
 
   // Towards another node's subnet.
   if (d && !dstLocal) {
-    const peer = formatIp(d.host.remoteIp);
+    const peer = fmt(d.host.remoteIp);
     if (d.host.flags & F_DIRECT) {
       return {
         ...base,
@@ -90,11 +96,17 @@ export function trace(t: TraceInput): TraceResult {
       entry: entryJson(d),
       peer,
       vtepMac: d.host.vtepMac,
-      steps: [
-        from,
-        `VXLAN to ${peer}, inner destination MAC ${d.host.vtepMac}`,
-        `out of ${t.underlayDev ?? "the underlay"} (bpf_redirect_neigh)`,
-      ],
+      steps: v6
+        ? [
+            from,
+            `inner destination MAC ${d.host.vtepMac}, tunnel key to ${peer}`,
+            `redirected to ${t.overlayDev}, whose VXLAN socket adds the outer IPv6 and UDP headers`,
+          ]
+        : [
+            from,
+            `VXLAN to ${peer}, inner destination MAC ${d.host.vtepMac}`,
+            `out of ${t.underlayDev ?? "the underlay"} (bpf_redirect_neigh)`,
+          ],
       dropReason: null,
     };
   }
@@ -123,9 +135,18 @@ export function trace(t: TraceInput): TraceResult {
         dropReason: null,
       };
     }
-    const peer = formatIp(s.host.remoteIp);
+    const peer = fmt(s.host.remoteIp);
     const steps: string[] = [];
-    if (t.mechanism.decap === "xdp") {
+    const viaSocket = () => {
+      steps.push(`${t.overlayDev}'s VXLAN socket decapsulates`);
+      steps.push(
+        `ovl_decap_dev on ${t.overlayDev} (TC ingress): checks, routes it (FIB) or to the stack`,
+      );
+    };
+    if (v6 && t.mechanism.decap === "xdp") {
+      steps.push(`ovl_decap_xdp on ${t.underlayDev ?? "the underlay"}: IPv6, passed`);
+      viaSocket();
+    } else if (t.mechanism.decap === "xdp") {
       steps.push(`ovl_decap_xdp on ${t.underlayDev ?? "the underlay"}: checks, strips, passes`);
       steps.push("the stack forwards it to the pod");
     } else if (t.dstEndpoint) {
@@ -135,10 +156,7 @@ export function trace(t: TraceInput): TraceResult {
       );
     } else if (t.mechanism.gro === "vxlan-socket") {
       steps.push(`ovl_decap_tc on ${t.underlayDev ?? "the underlay"} (TC ingress): checks, passes`);
-      steps.push(`${t.overlayDev}'s VXLAN socket decapsulates`);
-      steps.push(
-        `ovl_decap_dev on ${t.overlayDev} (TC ingress): checks, routes it (FIB) or to the stack`,
-      );
+      viaSocket();
     } else {
       steps.push(
         `ovl_decap_tc on ${t.underlayDev ?? "the underlay"}: checks, strips, routes it (FIB)`,

@@ -168,6 +168,26 @@ describe("e2e: dual-stack (IPv4 and IPv6 overlays)", function () {
         `${a.ns} -> ${b.ip6} at 1430`,
       );
     }
+    // overlayctl trace over IPv6: the CNI pod's veth, a tunnel key to node 2
+    const tr = ctl(n1, [
+      "trace",
+      p1.ip6!,
+      p2.ip6!,
+      "-o",
+      "json",
+      "--subnet-file",
+      c.subnetFile(n1),
+    ]);
+    assert.equal(tr.status, 0, tr.stderr);
+    const t = JSON.parse(tr.stdout);
+    assert.equal(t.path, "encap");
+    assert.equal(t.peer, n2.underlayIp6);
+    assert.match(t.steps[0], /^ovl_encap_pod on /);
+    const back = JSON.parse(
+      ctl(n2, ["trace", p1.ip6!, p2.ip6!, "-o", "json", "--subnet-file", c.subnetFile(n2)]).stdout,
+    );
+    assert.equal(back.path, "decap");
+    assert.match(back.steps.join("\n"), /bpf_redirect_peer/);
     // the node itself over IPv6 (ovl0's route), to CNI and bridged pods
     for (const b of [p2, p3]) {
       assert.ok(ping6(n1.ns, b.ip6!, { count: 2 }), `node 1 -> ${b.ip6}`);
