@@ -352,6 +352,34 @@ describe("e2e: dual-stack (IPv4 and IPv6 overlays)", function () {
     await a.stop("SIGKILL");
     c.agents.delete(n6.index);
   });
+
+  it("takes a dual-stack flannel node over: both subnets kept, flannel.1 and flannel-v6.1 gone, both families reachable", async function () {
+    const fl = c.topo.addNode(7, { ipv6: true });
+    sh(inNs(fl.ns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
+    flannelJoin(c.etcd, PREFIX, fl.ns, {
+      publicIp: fl.underlayIp,
+      subnet: "10.5.247.0/24",
+      ttl: 600,
+      v6: { publicIp: fl.underlayIp6!, subnet: "fc00:5:0:f7::/64" },
+    });
+    const fp = bridgedPod(fl, "fc00:5:0:f7::/64", "10.5.247.0/24");
+    const p1 = pod(n1);
+    await waitFor("flannel's pod over IPv6", () => ping6(p1.ns, fp.ip6!, { count: 1 }), 10000);
+    c.nodes.push(fl);
+    await c.startAgent(fl).waitReady();
+    for (const dev of ["flannel.1", "flannel-v6.1"])
+      assert.equal(shStatus(inNs(fl.ns, ["ip", "link", "show", dev])).status, 1, `${dev} gone`);
+    assert.equal(env(fl).FLANNEL_SUBNET, "10.5.247.1/24");
+    assert.equal(env(fl).FLANNEL_IPV6_SUBNET, "fc00:5:0:f7::1/64");
+    await waitFor(
+      "IPv6 to the taken-over node's pod",
+      () => ping6(p1.ns, fp.ip6!, { count: 1 }),
+      10000,
+    );
+    assert.ok(ping6(fp.ns, p1.ip6!, { count: 2 }), "and back");
+    assert.ok(ping(p1.ns, fp.ip, { count: 2 }), "IPv4 too");
+    assert.ok(ping(fp.ns, p1.ip, { count: 2 }), "IPv4 back");
+  });
 });
 
 // flannel's other dual-stack modes: host-gw, and vxlan with DirectRouting,
