@@ -3,7 +3,7 @@
 // are written big-endian, host-order fields in the machine's order.
 import { endianness } from "node:os";
 import { ENUMS, RODATA, STRUCTS } from "./abi.generated";
-import { Cidr, formatMac, parseMac, writeMac, type Ip4 } from "../net/ip";
+import { Cidr, formatMac, formatMacAt, parseMac, writeMac, type Ip4 } from "../net/ip";
 
 const LE = endianness() === "LE";
 
@@ -93,8 +93,11 @@ export function encodeSubnetKeyInto(c: Cidr, b: Buffer, off: number): void {
 export function encodeLookupKey(ip: Ip4): Buffer {
   return encodeSubnetKey(Cidr.of(ip, 32));
 }
-export function decodeSubnetKey(b: Buffer): Cidr {
-  return Cidr.of(b.readUInt32BE(K.fields.addr.offset), readHostU32(b, K.fields.prefixlen.offset));
+export function decodeSubnetKey(b: Buffer, off = 0): Cidr {
+  return Cidr.of(
+    b.readUInt32BE(off + K.fields.addr.offset),
+    readHostU32(b, off + K.fields.prefixlen.offset),
+  );
 }
 
 // --- ovl_subnet_val ----------------------------------------------------------
@@ -110,12 +113,12 @@ export function encodeHostEntryInto(h: HostEntry, b: Buffer, off: number): void 
   writeMac(h.vtepMac, b, off + V.fields.vtep_mac.offset, "VtepMAC");
   hostU16(b, off + V.fields.flags.offset, h.flags);
 }
-export function decodeHostEntry(b: Buffer): HostEntry {
-  const m = V.fields.vtep_mac;
+export function decodeHostEntry(b: Buffer, off = 0): HostEntry {
+  const m = off + V.fields.vtep_mac.offset;
   return {
-    remoteIp: b.readUInt32BE(V.fields.remote_ip.offset),
-    vtepMac: formatMac(b.subarray(m.offset, m.offset + m.size)),
-    flags: readHostU16(b, V.fields.flags.offset),
+    remoteIp: b.readUInt32BE(off + V.fields.remote_ip.offset),
+    vtepMac: formatMacAt(b, m),
+    flags: readHostU16(b, off + V.fields.flags.offset),
   };
 }
 

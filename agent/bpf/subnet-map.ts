@@ -120,10 +120,14 @@ export class SubnetHostMap implements SubnetMapLike {
       for (const e of entries) this.upsert(e.subnet, e.host);
       return;
     }
-    // Into an empty map (a first start) nothing is replaced: no lookups.
-    const empty = this.subnets.keys().next().done === true;
-    if (!empty) for (const e of entries) this.replacing(e.subnet, e.host, this.get(e.subnet));
-    else if (this.size !== undefined) this.size += entries.length;
+    // Which entries replace one: for a map much smaller than the write (a
+    // first start's holds only our own entry) one walk of its keys says,
+    // else a lookup each.
+    const held = this.keysUpTo(entries.length >> 4);
+    for (const e of entries) {
+      const known = held?.has(e.subnet.addr * 64 + e.subnet.prefixlen) ?? true;
+      this.replacing(e.subnet, e.host, known ? this.get(e.subnet) : undefined);
+    }
     const remote = entries.filter((e) => !(e.host.flags & F_LOCAL));
     // Which peers already have counters: one batch listing when the write
     // is a large part of the map (a full sync), else a lookup each (a
@@ -159,6 +163,17 @@ export class SubnetHostMap implements SubnetMapLike {
     });
     this.subnets.updateMany(keys, vals, entries.length);
     this.writes += entries.length;
+  }
+
+  /** The subnets in ovl_subnets (addr * 64 + prefixlen), if at most `limit`. */
+  private keysUpTo(limit: number): Set<number> | undefined {
+    const out = new Set<number>();
+    for (const k of this.subnets.keys()) {
+      if (out.size === limit) return undefined;
+      const c = decodeSubnetKey(k);
+      out.add(c.addr * 64 + c.prefixlen);
+    }
+    return out;
   }
 
   /** Removes a subnet; its peer goes too unless the peer now holds another. */
@@ -201,7 +216,9 @@ export class SubnetHostMap implements SubnetMapLike {
 
   /** Remote peers (ovl_peers has one per remote lease; a batch listing). */
   peerCount(): number {
-    return this.peers.entries().length;
+    let n = 0;
+    this.peers.forEach(() => n++);
+    return n;
   }
 
   /** Number of entries: counted once (keys only), then kept by our own
@@ -218,10 +235,14 @@ export class SubnetHostMap implements SubnetMapLike {
 
   /** Every entry, sorted by subnet address then prefix length. */
   list(): SubnetEntry[] {
-    return this.subnets
-      .entries()
-      .map(([k, v]) => ({ subnet: decodeSubnetKey(k), host: decodeHostEntry(v) }))
-      .sort((a, b) => a.subnet.addr - b.subnet.addr || a.subnet.prefixlen - b.subnet.prefixlen);
+    const out: SubnetEntry[] = [];
+    // Decoded from the batch buffers: no copy of each key and value.
+    this.subnets.forEach((k, ko, v, vo) =>
+      out.push({ subnet: decodeSubnetKey(k, ko), host: decodeHostEntry(v, vo) }),
+    );
+    return out.sort(
+      (a, b) => a.subnet.addr - b.subnet.addr || a.subnet.prefixlen - b.subnet.prefixlen,
+    );
   }
 
   /** Every peer's live counters as Numbers (tx packets, tx bytes, rx
