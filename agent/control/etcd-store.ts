@@ -65,6 +65,13 @@ function rangeEnd(prefix: string): Buffer {
 /** Keys per page when listing leases (~190 bytes each in etcd's answer). */
 export const LIST_PAGE = 5000;
 
+/**
+ * Ranges a big listing is read as at once (setListSplits): etcd answers
+ * each on its own goroutine, so the pages of several are prepared while
+ * this process decodes, or is busy loading the data path.
+ */
+export const LIST_STREAMS = 4;
+
 export class EtcdError extends OverlayError {
   constructor(op: string, cause: unknown) {
     super(`etcd ${op}: ${cause instanceof Error ? cause.message : String(cause)}`, true);
