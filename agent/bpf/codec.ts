@@ -188,6 +188,24 @@ export function sumCounters(b: Buffer, ncpu: number): Counter {
 }
 
 const PC = STRUCTS.ovl_peer_counters;
+/** The counters' offsets in 32-bit words (each is a naturally aligned __u64). */
+const PC_TX_PACKETS = PC.fields.tx_packets.offset / 4;
+const PC_TX_BYTES = PC.fields.tx_bytes.offset / 4;
+const PC_RX_PACKETS = PC.fields.rx_packets.offset / 4;
+const PC_RX_BYTES = PC.fields.rx_bytes.offset / 4;
+
+/** A 32-bit view of b (kept for the last buffer: a scrape reads one batch
+ * buffer entry by entry), or undefined when b is not 4-byte aligned. */
+let wordsOf: Buffer | undefined;
+let wordsView: Uint32Array | undefined;
+function words(b: Buffer): Uint32Array | undefined {
+  if (b !== wordsOf) {
+    wordsOf = b;
+    wordsView =
+      b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, b.length >> 2) : undefined;
+  }
+  return wordsView;
+}
 const u64 = (b: Buffer, off: number): number =>
   LE
     ? b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296
@@ -201,6 +219,21 @@ const u64 = (b: Buffer, off: number): number =>
 export function sumPeerCountersInto(b: Buffer, ncpu: number, off: number, out: Float64Array): void {
   const stride = percpuStride(PC.size);
   out.fill(0);
+  const w = LE && off % 4 === 0 ? words(b) : undefined;
+  if (w) {
+    // The same sums, through a 32-bit view of the buffer: a scrape of 65,536
+    // peers on 2 CPUs is a million readUInt32LE calls otherwise.
+    for (let i = 0; i < ncpu; i++) {
+      const o = (off + i * stride) >> 2;
+      out[0] +=
+        (w[o + PC_TX_PACKETS] as number) + (w[o + PC_TX_PACKETS + 1] as number) * 4294967296;
+      out[1] += (w[o + PC_TX_BYTES] as number) + (w[o + PC_TX_BYTES + 1] as number) * 4294967296;
+      out[2] +=
+        (w[o + PC_RX_PACKETS] as number) + (w[o + PC_RX_PACKETS + 1] as number) * 4294967296;
+      out[3] += (w[o + PC_RX_BYTES] as number) + (w[o + PC_RX_BYTES + 1] as number) * 4294967296;
+    }
+    return;
+  }
   for (let i = 0; i < ncpu; i++) {
     const o = off + i * stride;
     out[0] += u64(b, o + PC.fields.tx_packets.offset);
