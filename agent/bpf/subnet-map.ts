@@ -122,47 +122,49 @@ export class SubnetHostMap implements SubnetMapLike {
     }
     // Which entries replace one: for a map much smaller than the write (a
     // first start's holds only our own entry) one walk of its keys says,
-    // else a lookup each.
+    // else a lookup each. Hosts they move off lose their peer entries first.
     const held = this.keysUpTo(entries.length >> 4);
     for (const e of entries) {
       const known = held?.has(e.subnet.addr * 64 + e.subnet.prefixlen) ?? true;
       this.replacing(e.subnet, e.host, known ? this.get(e.subnet) : undefined);
     }
-    const remote = entries.filter((e) => !(e.host.flags & F_LOCAL));
     // Which peers already have counters: one batch listing when the write
     // is a large part of the map (a full sync), else a lookup each (a
     // coalesced burst of watch events into a big map).
-    const exists: (ip: Ip4) => boolean =
-      remote.length > 4096
-        ? (
-            (have) => (ip: Ip4) =>
-              have.has(ip)
-          )(new Set(this.peerStats.entries().map(([k]) => decodeIp(k))))
-        : (ip) => this.peerStats.lookup(encodeIp(ip)) !== undefined;
-    const fresh = remote.filter((e) => !exists(e.host.remoteIp));
-    const peerKeys = Buffer.alloc(remote.length * 4);
-    const peerVals = Buffer.alloc(remote.length * PEER_SIZE);
-    remote.forEach((e, i) => {
-      encodeIpInto(e.host.remoteIp, peerKeys, i * 4);
-      encodePeerInto(e.subnet, peerVals, i * PEER_SIZE);
-    });
-    this.peers.updateMany(peerKeys, peerVals, remote.length);
-    // New peers get zeroed counters; existing ones keep theirs.
-    const statKeys = Buffer.alloc(fresh.length * 4);
-    fresh.forEach((e, i) => encodeIpInto(e.host.remoteIp, statKeys, i * 4));
-    this.peerStats.updateMany(
-      statKeys,
-      Buffer.alloc(fresh.length * this.peerStats.valueBufSize),
-      fresh.length,
-    );
-    const keys = Buffer.alloc(entries.length * SUBNET_KEY_SIZE);
-    const vals = Buffer.alloc(entries.length * HOST_ENTRY_SIZE);
-    entries.forEach((e, i) => {
+    let counted: Set<Ip4> | undefined;
+    if (entries.length > 4096) {
+      const have = (counted = new Set<Ip4>());
+      this.peerStats.forEach((k, ko) => have.add(decodeIp(k, ko)));
+    }
+    // One pass encodes all three writes (65,536 entries at a first start).
+    const n = entries.length;
+    const keys = Buffer.alloc(n * SUBNET_KEY_SIZE);
+    const vals = Buffer.alloc(n * HOST_ENTRY_SIZE);
+    const peerKeys = Buffer.alloc(n * 4);
+    const peerVals = Buffer.alloc(n * PEER_SIZE);
+    const statKeys = Buffer.alloc(n * 4);
+    let remote = 0;
+    let fresh = 0;
+    for (let i = 0; i < n; i++) {
+      const e = entries[i] as SubnetEntry;
       encodeSubnetKeyInto(e.subnet, keys, i * SUBNET_KEY_SIZE);
       encodeHostEntryInto(e.host, vals, i * HOST_ENTRY_SIZE);
-    });
-    this.subnets.updateMany(keys, vals, entries.length);
-    this.writes += entries.length;
+      if (e.host.flags & F_LOCAL) continue;
+      const ip = e.host.remoteIp;
+      encodeIpInto(ip, peerKeys, remote * 4);
+      encodePeerInto(e.subnet, peerVals, remote * PEER_SIZE);
+      remote++;
+      // New peers get zeroed counters; existing ones keep theirs.
+      if (counted ? !counted.has(ip) : this.peerStats.lookup(encodeIp(ip)) === undefined) {
+        encodeIpInto(ip, statKeys, fresh * 4);
+        fresh++;
+      }
+    }
+    // The peers first: decap admits a host before encap sends to it.
+    this.peers.updateMany(peerKeys, peerVals, remote);
+    this.peerStats.updateMany(statKeys, Buffer.alloc(fresh * this.peerStats.valueBufSize), fresh);
+    this.subnets.updateMany(keys, vals, n);
+    this.writes += n;
   }
 
   /** The subnets in ovl_subnets (addr * 64 + prefixlen), if at most `limit`. */
