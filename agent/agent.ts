@@ -213,6 +213,9 @@ export class Agent {
 
   async start(): Promise<void> {
     const o = this.opts;
+    // Since the process started (performance's time origin): node itself,
+    // loading the modules, the flags.
+    const bootMs = Math.round(performance.now());
     // The config's round trip (and etcd's connection) overlaps the rest of
     // the set-up below.
     const firstConfig = this.store.getConfig();
@@ -462,6 +465,8 @@ export class Agent {
       start: warm ? "warm" : "cold",
       leases: leaseCount,
       mapWrites: map.writes,
+      bootMs,
+      setupMs: ms(bootMs, t.start),
       listMs: ms(t.start, t.listed),
       leaseMs: ms(t.listed, t.leased),
       datapathMs: ms(t.leased, t.datapath),
