@@ -171,8 +171,11 @@ chaos: build ## chaos soak: faults under traffic on 4 nodes and a 3-member etcd 
 bench: build $(BPF_NOTRACE_OBJS) ## data path benchmark: host-gw vs flannel VXLAN vs overlayd (root)
 	$(Q)node dist/bench/datapath.js
 
-bench-control: build ## control plane benchmark against a real etcd (root)
-	$(Q)node dist/bench/control.js
+# The churn soak at 5,000 leases: 120 s keeps a run near ten minutes; the
+# issue's 30 minutes is BENCH_CHURN_S=1800 (about 28 minutes more).
+BENCH_CHURN_S ?= 120
+bench-control: build ## control plane benchmark against a real etcd (root; BENCH_CHURN_S=120, 1800 for the 30-minute soak; BENCH_STORM=50,200,500)
+	$(Q)BENCH_CHURN_S=$(BENCH_CHURN_S) node dist/bench/control.js
 
 clean: ## remove build output
 	rm -rf $(BUILD) dist

@@ -22,6 +22,8 @@ import { StatsReader } from "./bpf/stats";
 import { SubnetHostMap, SubnetHostMap6 } from "./bpf/subnet-map";
 import {
   EtcdStore,
+  LIST_PAGE,
+  LIST_STREAMS,
   type EtcdOptions,
   type HeldLease,
   type LeaseEvent,
@@ -29,7 +31,13 @@ import {
 } from "./control/etcd-store";
 import { ConfigError, OverlayError } from "./errors";
 import { serve, type Readiness } from "./http";
-import { configKey, type Lease, type LeaseAttrs, type LeaseChange } from "./control/lease";
+import {
+  configKey,
+  listSplits,
+  type Lease,
+  type LeaseAttrs,
+  type LeaseChange,
+} from "./control/lease";
 import {
   readRestartState,
   warmMismatch,
@@ -216,6 +224,13 @@ export class Agent {
 
   async start(): Promise<void> {
     const o = this.opts;
+    // Since the process started (performance's time origin): node itself,
+    // loading the modules, the flags.
+    const bootMs = Math.round(performance.now());
+    // The config's round trip (and etcd's connection) overlaps the rest of
+    // the set-up below.
+    const firstConfig = this.store.getConfig();
+    firstConfig.catch(() => undefined); // awaited in waitForConfig
     if (o.healthzAddr) {
       this.servers.push(
         await serve(o.healthzAddr, "--healthz-addr", { readiness: () => this.readiness() }),
@@ -239,8 +254,13 @@ export class Agent {
       this.mtu = r.mtu;
       this.backend = r.backend;
       this.publicIpv6 = r.publicIpv6;
-    });
+    }, firstConfig);
     const backend = this.backend as Backend;
+    this.store.setListSplits(listSplits(this.config, LIST_STREAMS, LIST_PAGE));
+    // Without restart state this start lists every lease: ask for them now,
+    // and etcd prepares them while the overlay device is made.
+    let early = this.coldForSure(backend) ? this.store.list() : undefined;
+    early?.catch(() => undefined); // awaited below
     // A node that still runs flannel's vxlan backend is taken over: ovl0
     // gets flannel.1's MAC, and flannel.1 goes only once our path is up.
     const flannel =
@@ -278,7 +298,11 @@ export class Agent {
       else warm = this.cold(`lease ${warm.subnet} is ${own ? "someone else's" : "gone"}`);
     }
     if (!warm) {
-      this.startListing = await this.retryEtcd("list leases", () => this.store.list());
+      this.startListing = await this.retryEtcd("list leases", () => {
+        const l = early ?? this.store.list();
+        early = undefined; // a retry lists afresh
+        return l;
+      });
       acquireFrom = this.startListing.leases;
     }
     t.listed = performance.now();
@@ -468,6 +492,8 @@ export class Agent {
       start: warm ? "warm" : "cold",
       leases: leaseCount,
       mapWrites: map.writes,
+      bootMs,
+      setupMs: ms(bootMs, t.start),
       listMs: ms(t.start, t.listed),
       leaseMs: ms(t.listed, t.leased),
       datapathMs: ms(t.leased, t.datapath),
@@ -538,6 +564,12 @@ export class Agent {
       abi: buildInfo().abi,
     });
     return why ? this.cold(why) : saved;
+  }
+
+  /** No restart state this start could resume from (savedState() would say why). */
+  private coldForSure(backend: Backend): boolean {
+    const path = this.opts.stateFile;
+    return !path || !backend.entriesFromLeases || typeof readRestartState(path) === "string";
   }
 
   private cold(why: string): undefined {
@@ -622,12 +654,14 @@ export class Agent {
 
   private async waitForConfig(
     usable: (cfg: NetworkConfig, key: string) => void,
+    first?: Promise<string | undefined>,
   ): Promise<NetworkConfig> {
     const key = configKey(this.opts.etcd.prefix);
     for (let attempt = 0; ; attempt++) {
       if (this.stopping) throw new OverlayError("stopped while waiting for the network config");
       try {
-        const cfg = parseNetworkConfig(await this.store.getConfig(), key);
+        const text = await (attempt === 0 && first ? first : this.store.getConfig());
+        const cfg = parseNetworkConfig(text, key);
         this.etcdConnected = true;
         this.logUnknownKeys(cfg, key);
         usable(cfg, key);

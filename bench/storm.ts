@@ -37,6 +37,8 @@ import { Cidr, parseIp, type Ip4 } from "../agent/net/ip";
 import { F_LOCAL } from "../agent/bpf/codec";
 
 const LEASES = 5000;
+/** How long after the last plane is ready every map must equal etcd. */
+const CONVERGE_MS = 60_000;
 const MAC = "0e:00:00:00:00:01";
 /** Plane i's PublicIP: 100.64.0.0 + i (foreign leases use 172.16/12). */
 const planeIp = (i: number) => (0x64400000 + i) >>> 0;
@@ -254,7 +256,11 @@ function worker(endpoint: string, prefix: string, first: number, count: number):
 export interface StormPhase {
   phase: "first start" | "cold restart" | "warm restart";
   lastReadySeconds: number;
+  /** Until every plane's map held every lease in etcd (each plane's own too). */
+  convergedSeconds: number;
   etcdCpuSeconds: number;
+  /** CPU seconds of the worker processes that hold the planes (the same 2 CPUs as etcd). */
+  planesCpuSeconds: number;
   etcdBytesSentPerAgent: number;
   mapWritesPerAgent: number;
   /** etcd calls that failed (deadline) and were retried, all planes. */
@@ -327,6 +333,11 @@ class Workers {
     await this.all(() => ({ cmd: "report" }));
   }
 
+  /** CPU seconds the workers have used so far. */
+  cpuSeconds(): number {
+    return this.procs.reduce((a, p) => a + (p.pid ? cpuSeconds(p.pid) : 0), 0);
+  }
+
   exit(): void {
     for (const p of this.procs) if (p.exitCode === null) p.kill("SIGTERM");
   }
@@ -382,6 +393,7 @@ export async function restartStorm(
           saved = Object.assign({}, ...stopped.map((s) => s.saved)) as Record<number, Saved>;
         }
         const cpu0 = cpuSeconds(etcdPid);
+        const planesCpu0 = w.cpuSeconds();
         const bytes0 = await sentBytes(endpoint);
         const t0 = performance.now();
         const started = await w.all<{ lastReadyMs: number }>(() =>
@@ -389,13 +401,6 @@ export async function restartStorm(
         );
         const lastReadySeconds = (performance.now() - t0) / 1000;
         const slowest = Math.max(...started.map((s) => s.lastReadyMs)) / 1000;
-        await new Promise((r) => setTimeout(r, 1000)); // the others' adoptions reach every watch
-        const etcdCpuSeconds = cpuSeconds(etcdPid) - cpu0;
-        const bytes = (await sentBytes(endpoint)) - bytes0;
-        // Every plane: its lease (the same as before), none shared, its map = etcd.
-        const reports = (
-          await w.all<{ planes: ReturnType<Plane["report"]>[] }>(() => ({ cmd: "report" }))
-        ).flatMap((r) => r.planes);
         const kvs = (await client.getAll().prefix(`${prefix}/subnets/`).strings()) as Record<
           string,
           string
@@ -411,6 +416,25 @@ export async function restartStorm(
           (d, l) => (d + ((subnetId(l.subnet) * 2654435761 + l.ip) % 4294967296)) % 4294967296,
           0,
         );
+        // The last planes' own leases reach every other plane's watch after
+        // they are ready: wait until every map equals etcd (or CONVERGE_MS).
+        const report = async () =>
+          (
+            await w.all<{ planes: ReturnType<Plane["report"]>[] }>(() => ({ cmd: "report" }))
+          ).flatMap((r) => r.planes);
+        let reports = await report();
+        const behind = () => reports.filter((p) => p.size !== LEASES || p.digest !== total).length;
+        while (behind() && performance.now() - t0 < lastReadySeconds * 1000 + CONVERGE_MS) {
+          await new Promise((r) => setTimeout(r, 250));
+          reports = await report();
+        }
+        const convergedSeconds = (performance.now() - t0) / 1000;
+        await new Promise((r) => setTimeout(r, 1000)); // settled: nothing more arrives
+        reports = await report();
+        const etcdCpuSeconds = cpuSeconds(etcdPid) - cpu0;
+        const planesCpuSeconds = w.cpuSeconds() - planesCpu0;
+        const bytes = (await sentBytes(endpoint)) - bytes0;
+        // Every plane: its lease (the same as before), none shared, its map = etcd.
         const subnets = new Set<string>();
         for (const p of reports) {
           if (subnets.has(p.subnet))
@@ -436,15 +460,17 @@ export async function restartStorm(
         const row: StormPhase = {
           phase,
           lastReadySeconds,
+          convergedSeconds,
           etcdCpuSeconds,
+          planesCpuSeconds,
           etcdBytesSentPerAgent: bytes / n,
           mapWritesPerAgent: writes / n,
           retries,
         };
         phases.push(row);
         log(
-          `  storm N=${n} ${phase}: last ready ${lastReadySeconds.toFixed(2)} s (slowest worker ${slowest.toFixed(2)} s), ` +
-            `etcd CPU ${etcdCpuSeconds.toFixed(2)} s, ${(bytes / n / 1024).toFixed(1)} KiB sent per agent, ${retries} etcd calls retried, all ${n} converged`,
+          `  storm N=${n} ${phase}: last ready ${lastReadySeconds.toFixed(2)} s (slowest worker ${slowest.toFixed(2)} s), all converged ${convergedSeconds.toFixed(2)} s, ` +
+            `etcd CPU ${etcdCpuSeconds.toFixed(2)} s, planes' CPU ${planesCpuSeconds.toFixed(2)} s, ${(bytes / n / 1024).toFixed(1)} KiB sent per agent, ${retries} etcd calls retried, all ${n} converged`,
         );
       }
       await w.all(() => ({ cmd: "stop" }));

@@ -51,6 +51,16 @@ export type PeerNumbers = [number, number, number, number];
  * with its own). Ties go to the lower address, so the choice is stable.
  * Peers are added one at a time, so 65,536 of them never sit in one map.
  */
+interface Ranked {
+  ip: Ip4 | Ip6;
+  score: number;
+}
+
+/** Does a peer with (ip, score) rank before b? More traffic first, then the lower IP. */
+function beats(ip: Ip4 | Ip6, score: number, b: Ranked): boolean {
+  return score > b.score || (score === b.score && ip < b.ip);
+}
+
 export class PeerRanking {
   /** Kept sorted, best first; n is small, the peers many. */
   private readonly best: { ip: Ip4 | Ip6; c: PeerNumbers; score: number }[] = [];
@@ -62,14 +72,13 @@ export class PeerRanking {
     const score = (c[1] as number) + (c[3] as number);
     const n = this.n;
     const best = this.best;
-    const beats = (b: { ip: Ip4 | Ip6; score: number }) =>
-      score > b.score || (score === b.score && ip < b.ip);
-    if (n >= 0 && best.length === n && (n === 0 || !beats(best[n - 1] as (typeof best)[0]))) {
+    // (no closure here: one per peer, 65,536 a scrape, was most of its garbage)
+    if (n >= 0 && best.length === n && (n === 0 || !beats(ip, score, best[n - 1] as Ranked))) {
       this.sum(c);
       return;
     }
     let i = best.length;
-    while (i > 0 && beats(best[i - 1] as (typeof best)[0])) i--;
+    while (i > 0 && beats(ip, score, best[i - 1] as Ranked)) i--;
     best.splice(i, 0, {
       ip,
       c: [c[0] as number, c[1] as number, c[2] as number, c[3] as number],

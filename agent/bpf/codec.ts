@@ -3,7 +3,7 @@
 // are written big-endian, host-order fields in the machine's order.
 import { endianness } from "node:os";
 import { ENUMS, RODATA, STRUCTS } from "./abi.generated";
-import { Cidr, formatMac, parseMac, writeMac, type Ip4 } from "../net/ip";
+import { Cidr, formatMac, formatMacAt, parseMac, writeMac, type Ip4 } from "../net/ip";
 
 const LE = endianness() === "LE";
 
@@ -93,8 +93,11 @@ export function encodeSubnetKeyInto(c: Cidr, b: Buffer, off: number): void {
 export function encodeLookupKey(ip: Ip4): Buffer {
   return encodeSubnetKey(Cidr.of(ip, 32));
 }
-export function decodeSubnetKey(b: Buffer): Cidr {
-  return Cidr.of(b.readUInt32BE(K.fields.addr.offset), readHostU32(b, K.fields.prefixlen.offset));
+export function decodeSubnetKey(b: Buffer, off = 0): Cidr {
+  return Cidr.of(
+    b.readUInt32BE(off + K.fields.addr.offset),
+    readHostU32(b, off + K.fields.prefixlen.offset),
+  );
 }
 
 // --- ovl_subnet_val ----------------------------------------------------------
@@ -110,12 +113,12 @@ export function encodeHostEntryInto(h: HostEntry, b: Buffer, off: number): void 
   writeMac(h.vtepMac, b, off + V.fields.vtep_mac.offset, "VtepMAC");
   hostU16(b, off + V.fields.flags.offset, h.flags);
 }
-export function decodeHostEntry(b: Buffer): HostEntry {
-  const m = V.fields.vtep_mac;
+export function decodeHostEntry(b: Buffer, off = 0): HostEntry {
+  const m = off + V.fields.vtep_mac.offset;
   return {
-    remoteIp: b.readUInt32BE(V.fields.remote_ip.offset),
-    vtepMac: formatMac(b.subarray(m.offset, m.offset + m.size)),
-    flags: readHostU16(b, V.fields.flags.offset),
+    remoteIp: b.readUInt32BE(off + V.fields.remote_ip.offset),
+    vtepMac: formatMacAt(b, m),
+    flags: readHostU16(b, off + V.fields.flags.offset),
   };
 }
 
@@ -185,6 +188,24 @@ export function sumCounters(b: Buffer, ncpu: number): Counter {
 }
 
 const PC = STRUCTS.ovl_peer_counters;
+/** The counters' offsets in 32-bit words (each is a naturally aligned __u64). */
+const PC_TX_PACKETS = PC.fields.tx_packets.offset / 4;
+const PC_TX_BYTES = PC.fields.tx_bytes.offset / 4;
+const PC_RX_PACKETS = PC.fields.rx_packets.offset / 4;
+const PC_RX_BYTES = PC.fields.rx_bytes.offset / 4;
+
+/** A 32-bit view of b (kept for the last buffer: a scrape reads one batch
+ * buffer entry by entry), or undefined when b is not 4-byte aligned. */
+let wordsOf: Buffer | undefined;
+let wordsView: Uint32Array | undefined;
+function words(b: Buffer): Uint32Array | undefined {
+  if (b !== wordsOf) {
+    wordsOf = b;
+    wordsView =
+      b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, b.length >> 2) : undefined;
+  }
+  return wordsView;
+}
 const u64 = (b: Buffer, off: number): number =>
   LE
     ? b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296
@@ -198,6 +219,21 @@ const u64 = (b: Buffer, off: number): number =>
 export function sumPeerCountersInto(b: Buffer, ncpu: number, off: number, out: Float64Array): void {
   const stride = percpuStride(PC.size);
   out.fill(0);
+  const w = LE && off % 4 === 0 ? words(b) : undefined;
+  if (w) {
+    // The same sums, through a 32-bit view of the buffer: a scrape of 65,536
+    // peers on 2 CPUs is a million readUInt32LE calls otherwise.
+    for (let i = 0; i < ncpu; i++) {
+      const o = (off + i * stride) >> 2;
+      out[0] +=
+        (w[o + PC_TX_PACKETS] as number) + (w[o + PC_TX_PACKETS + 1] as number) * 4294967296;
+      out[1] += (w[o + PC_TX_BYTES] as number) + (w[o + PC_TX_BYTES + 1] as number) * 4294967296;
+      out[2] +=
+        (w[o + PC_RX_PACKETS] as number) + (w[o + PC_RX_PACKETS + 1] as number) * 4294967296;
+      out[3] += (w[o + PC_RX_BYTES] as number) + (w[o + PC_RX_BYTES + 1] as number) * 4294967296;
+    }
+    return;
+  }
   for (let i = 0; i < ncpu; i++) {
     const o = off + i * stride;
     out[0] += u64(b, o + PC.fields.tx_packets.offset);

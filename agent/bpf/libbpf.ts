@@ -5,10 +5,15 @@
 // libbpf >= 1.0 returns -errno from int-returning calls and NULL (with errno
 // set) from pointer-returning ones; check() and checkPtr() turn both into
 // BpfError {op, errno, object}.
+import { constants as osConstants } from "node:os";
 import koffi, { type LibraryHandle } from "koffi";
 import { BpfError } from "../errors";
 
 let lib: LibraryHandle | undefined;
+let libcLib: LibraryHandle | undefined;
+function libc(): LibraryHandle {
+  return (libcLib ??= koffi.load("libc.so.6"));
+}
 function load(): LibraryHandle {
   if (!lib) {
     try {
@@ -39,11 +44,9 @@ let printCb: unknown; // kept referenced: libbpf holds the pointer
 const PrintFn = koffi.proto("int overlayd_libbpf_print(int level, const char *fmt, void *ap)");
 
 function installPrint(l: LibraryHandle): void {
-  const vsnprintf = koffi
-    .load("libc.so.6")
-    .func("int vsnprintf(void *buf, size_t n, const char *fmt, void *ap)") as (
-    ...a: unknown[]
-  ) => number;
+  const vsnprintf = libc().func(
+    "int vsnprintf(void *buf, size_t n, const char *fmt, void *ap)",
+  ) as (...a: unknown[]) => number;
   const buf = Buffer.alloc(4096);
   printCb = koffi.register((level: number, fmt: string, ap: unknown) => {
     if (quietDepth > 0) return 0;
@@ -143,6 +146,41 @@ function checkPtr(ret: unknown, op: string, object: string): unknown {
   return ret;
 }
 
+// The verifier gives up with EAGAIN as soon as a signal is pending
+// (do_check() tests signal_pending() at every instruction), and libbpf
+// retries a program load only 5 times. V8's CPU profiler (node --cpu-prof)
+// sends the main thread SIGPROF every millisecond, and one verification of
+// ovl_decap_tc takes longer: every attempt fails, and so does the start.
+// The load runs with SIGPROF blocked in this thread; a sample that falls
+// within it is delivered right after, and counts for the JS frame that
+// called the load. Other signals still interrupt (libbpf retries).
+let sigprof: { set: Buffer; mask: (...a: unknown[]) => unknown } | null | undefined;
+function withSigprofBlocked<T>(f: () => T): T {
+  if (sigprof === undefined) {
+    try {
+      const c = libc();
+      const set = Buffer.alloc(128); // glibc's sigset_t
+      c.func("int sigemptyset(void *set)")(set);
+      c.func("int sigaddset(void *set, int signum)")(set, osConstants.signals.SIGPROF);
+      sigprof = {
+        set,
+        mask: c.func("int pthread_sigmask(int how, const void *set, void *oldset)"),
+      };
+    } catch {
+      sigprof = null; // no glibc: load as before
+    }
+  }
+  const SIG_BLOCK = 0;
+  const SIG_SETMASK = 2;
+  const old = Buffer.alloc(128);
+  if (!sigprof || Number(sigprof.mask(SIG_BLOCK, sigprof.set, old)) !== 0) return f();
+  try {
+    return f();
+  } finally {
+    sigprof.mask(SIG_SETMASK, old, null);
+  }
+}
+
 /** Opaque libbpf object handles. */
 export type BpfObjectHandle = { readonly __brand: "bpf_object" } & object;
 export type BpfMapHandle = { readonly __brand: "bpf_map" } & object;
@@ -210,7 +248,11 @@ export const libbpf = {
     ) as BpfObjectHandle;
   },
   loadObject(obj: BpfObjectHandle, name: string): void {
-    check(fn("int bpf_object__load(void *obj)")(obj), "load", name);
+    check(
+      withSigprofBlocked(() => fn("int bpf_object__load(void *obj)")(obj)),
+      "load",
+      name,
+    );
   },
   closeObject(obj: BpfObjectHandle): void {
     fn("void bpf_object__close(void *obj)")(obj);

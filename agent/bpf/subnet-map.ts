@@ -67,6 +67,8 @@ interface SubnetFamily<A extends number | bigint, C extends FamilyCidr<A>, H> {
   host: Layout<H>;
   peer: Layout<C>;
   cidr(addr: A, prefixlen: number): C;
+  /** A subnet as one number or bigint (a Set key). */
+  id(c: C): number | bigint;
 }
 
 interface Layout<T> {
@@ -93,6 +95,7 @@ const V4: SubnetFamily<Ip4, Cidr, HostEntry> = {
   },
   peer: { size: PEER_SIZE, into: encodePeerInto, decode: (b, o) => decodePeer(b.subarray(o)) },
   cidr: (a, l) => Cidr.of(a, l),
+  id: (c) => c.addr * 64 + c.prefixlen,
 };
 
 const V6: SubnetFamily<Ip6, Cidr6, HostEntry6> = {
@@ -113,18 +116,12 @@ const V6: SubnetFamily<Ip6, Cidr6, HostEntry6> = {
   },
   peer: { size: PEER6_SIZE, into: encodePeer6Into, decode: (b, o) => decodePeer6(b.subarray(o)) },
   cidr: (a, l) => Cidr6.of(a, l),
+  id: (c) => (c.addr << 8n) | BigInt(c.prefixlen),
 };
 
 function encode<T>(l: Layout<T>, v: T): Buffer {
   const b = Buffer.alloc(l.size);
   l.into(v, b, 0);
-  return b;
-}
-
-/** Many values of one layout in one buffer (a batch write). */
-function encodeAll<T, E>(l: Layout<T>, xs: E[], of: (x: E) => T): Buffer {
-  const b = Buffer.alloc(xs.length * l.size);
-  xs.forEach((x, i) => l.into(of(x), b, i * l.size));
   return b;
 }
 
@@ -231,41 +228,61 @@ export class SubnetHostMapOf<
       return;
     }
     const f = this.f;
-    // Into an empty map (a first start) nothing is replaced: no lookups.
-    const empty = this.subnets.keys().next().done === true;
-    if (!empty) for (const e of entries) this.replacing(e.subnet, e.host, this.get(e.subnet));
-    else if (this.size !== undefined) this.size += entries.length;
-    const remote = entries.filter((e) => !(e.host.flags & F_LOCAL));
+    // Which entries replace one: for a map much smaller than the write (a
+    // first start's holds only our own entry) one walk of its keys says,
+    // else a lookup each. Hosts they move off lose their peer entries first.
+    const held = this.keysUpTo(entries.length >> 4);
+    for (const e of entries) {
+      const known = held?.has(f.id(e.subnet)) ?? true;
+      this.replacing(e.subnet, e.host, known ? this.get(e.subnet) : undefined);
+    }
     // Which peers already have counters: one batch listing when the write
     // is a large part of the map (a full sync), else a lookup each (a
     // coalesced burst of watch events into a big map).
-    const exists: (ip: A) => boolean =
-      remote.length > 4096
-        ? (
-            (have) => (ip: A) =>
-              have.has(ip)
-          )(new Set(this.peerStats.entries().map(([k]) => f.ip.decode(k, 0))))
-        : (ip) => this.peerStats.lookup(encode(f.ip, ip)) !== undefined;
-    const fresh = remote.filter((e) => !exists(e.host.remoteIp));
-    const ipOf = (e: SubnetEntryOf<C, H>) => e.host.remoteIp;
-    const subnetOf = (e: SubnetEntryOf<C, H>) => e.subnet;
-    this.peers.updateMany(
-      encodeAll(f.ip, remote, ipOf),
-      encodeAll(f.peer, remote, subnetOf),
-      remote.length,
-    );
-    // New peers get zeroed counters; existing ones keep theirs.
-    this.peerStats.updateMany(
-      encodeAll(f.ip, fresh, ipOf),
-      Buffer.alloc(fresh.length * this.peerStats.valueBufSize),
-      fresh.length,
-    );
-    this.subnets.updateMany(
-      encodeAll(f.key, entries, subnetOf),
-      encodeAll(f.host, entries, (e) => e.host),
-      entries.length,
-    );
-    this.writes += entries.length;
+    let counted: Set<A> | undefined;
+    if (entries.length > 4096) {
+      const have = (counted = new Set<A>());
+      this.peerStats.forEach((k, ko) => have.add(f.ip.decode(k, ko)));
+    }
+    // One pass encodes all three writes (65,536 entries at a first start).
+    const n = entries.length;
+    const keys = Buffer.alloc(n * f.key.size);
+    const vals = Buffer.alloc(n * f.host.size);
+    const peerKeys = Buffer.alloc(n * f.ip.size);
+    const peerVals = Buffer.alloc(n * f.peer.size);
+    const statKeys = Buffer.alloc(n * f.ip.size);
+    let remote = 0;
+    let fresh = 0;
+    for (let i = 0; i < n; i++) {
+      const e = entries[i] as SubnetEntryOf<C, H>;
+      f.key.into(e.subnet, keys, i * f.key.size);
+      f.host.into(e.host, vals, i * f.host.size);
+      if (e.host.flags & F_LOCAL) continue;
+      const ip = e.host.remoteIp;
+      f.ip.into(ip, peerKeys, remote * f.ip.size);
+      f.peer.into(e.subnet, peerVals, remote * f.peer.size);
+      remote++;
+      // New peers get zeroed counters; existing ones keep theirs.
+      if (counted ? !counted.has(ip) : this.peerStats.lookup(encode(f.ip, ip)) === undefined) {
+        f.ip.into(ip, statKeys, fresh * f.ip.size);
+        fresh++;
+      }
+    }
+    // The peers first: decap admits a host before encap sends to it.
+    this.peers.updateMany(peerKeys, peerVals, remote);
+    this.peerStats.updateMany(statKeys, Buffer.alloc(fresh * this.peerStats.valueBufSize), fresh);
+    this.subnets.updateMany(keys, vals, n);
+    this.writes += n;
+  }
+
+  /** The subnets in the subnet map (family ids), if at most `limit`. */
+  private keysUpTo(limit: number): Set<number | bigint> | undefined {
+    const out = new Set<number | bigint>();
+    for (const k of this.subnets.keys()) {
+      if (out.size === limit) return undefined;
+      out.add(this.f.id(this.f.key.decode(k, 0)));
+    }
+    return out;
   }
 
   /** Removes a subnet; its peer goes too unless the peer now holds another. */
@@ -308,7 +325,9 @@ export class SubnetHostMapOf<
 
   /** Remote peers (one per remote lease; a batch listing). */
   peerCount(): number {
-    return this.peers.entries().length;
+    let n = 0;
+    this.peers.forEach(() => n++);
+    return n;
   }
 
   /** Number of entries: counted once (keys only), then kept by our own
@@ -325,12 +344,14 @@ export class SubnetHostMapOf<
 
   /** Every entry, sorted by subnet address then prefix length. */
   list(): SubnetEntryOf<C, H>[] {
-    return this.subnets
-      .entries()
-      .map(([k, v]) => ({ subnet: this.f.key.decode(k, 0), host: this.f.host.decode(v, 0) }))
-      .sort(
-        (a, b) => compare(a.subnet.addr, b.subnet.addr) || a.subnet.prefixlen - b.subnet.prefixlen,
-      );
+    const out: SubnetEntryOf<C, H>[] = [];
+    // Decoded from the batch buffers: no copy of each key and value.
+    this.subnets.forEach((k, ko, v, vo) =>
+      out.push({ subnet: this.f.key.decode(k, ko), host: this.f.host.decode(v, vo) }),
+    );
+    return out.sort(
+      (a, b) => compare(a.subnet.addr, b.subnet.addr) || a.subnet.prefixlen - b.subnet.prefixlen,
+    );
   }
 
   /** Every peer's live counters as Numbers (tx packets, tx bytes, rx

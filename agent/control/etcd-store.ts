@@ -1,7 +1,17 @@
 // The etcd side of the control plane: config, leases, watch. The ONLY module
 // that imports etcd3. Everything it returns is decoded through lease.ts.
 import { readFileSync } from "node:fs";
-import { Etcd3, type IKeyValue, type IOptions, type Lease as EtcdLease, type Watcher } from "etcd3";
+import {
+  Etcd3,
+  GRPCDeadlineExceededError,
+  type ICallable,
+  type IKeyValue,
+  type IOptions,
+  type IRangeRequest,
+  type IRangeResponse,
+  type Lease as EtcdLease,
+  type Watcher,
+} from "etcd3";
 import { OverlayError } from "../errors";
 import {
   configKey,
@@ -16,6 +26,8 @@ import {
   type Lease,
   type LeaseAttrs,
 } from "./lease";
+import { leaseAttrsFromBytes, leaseKeyFromBytes } from "./lease-bytes";
+import { readRangeResponse } from "./range-codec";
 import { type Cidr } from "../net/ip";
 import { type Cidr6 } from "../net/ip6";
 
@@ -29,7 +41,19 @@ export interface EtcdOptions {
   password?: string;
   /** Per-call deadline, so a dead etcd fails calls instead of hanging. */
   callTimeoutMs?: number;
+  /**
+   * Deadline of each page of a listing (default LIST_TIMEOUT_MS). Longer
+   * than a call's: when every node of a cluster lists at once (a
+   * DaemonSet rollout), etcd answers every listing, late, and a listing
+   * given up at 5 s is asked for again in full: 500 planes restarting
+   * against 5,000 leases retried 2,127 times, and etcd sent each 4.7 MB
+   * instead of 0.9 MB.
+   */
+  listTimeoutMs?: number;
 }
+
+/** A listing page's deadline, by default. */
+export const LIST_TIMEOUT_MS = 30_000;
 
 /** The end of the key range of every key that starts with `prefix`. */
 function rangeEnd(prefix: string): Buffer {
@@ -40,6 +64,13 @@ function rangeEnd(prefix: string): Buffer {
 
 /** Keys per page when listing leases (~190 bytes each in etcd's answer). */
 export const LIST_PAGE = 5000;
+
+/**
+ * Ranges a big listing is read as at once (setListSplits): etcd answers
+ * each on its own goroutine, so the pages of several are prepared while
+ * this process decodes, or is busy loading the data path.
+ */
+export const LIST_STREAMS = 4;
 
 export class EtcdError extends OverlayError {
   constructor(op: string, cause: unknown) {
@@ -102,11 +133,65 @@ export interface HeldLease {
   keepalive?: EtcdLease;
 }
 
+/**
+ * etcd3's client, plus RangeResponses as bytes. etcd3 decodes every response
+ * through protobufjs into objects (a Buffer per key and value, int64s as
+ * strings through Long); for a listing of 65,536 leases that, and the
+ * garbage, was most of a cold start. rawRange() makes the same call on
+ * etcd3's own connection pool (its hosts, TLS, auth token and circuit
+ * breakers) with a deserializer that keeps the bytes, and range-codec.ts
+ * reads them in place. It returns undefined where etcd3's client is not
+ * shaped as this expects (another etcd3 version): then kv.range it is.
+ */
+class Client extends Etcd3 {
+  rawRange(req: IRangeRequest, timeoutMs: number): Promise<Buffer> | undefined {
+    const pool: ICallable<unknown> = this.pool;
+    if (typeof pool?.withConnection !== "function") return undefined;
+    return pool.withConnection("KV", ({ client, metadata }) => {
+      const service = (client.constructor as { service?: Record<string, RpcDef> }).service;
+      const def = service?.Range;
+      if (!def?.path || typeof def.requestSerialize !== "function")
+        throw new RawUnsupported("etcd3's KV client has no Range definition");
+      return new Promise<Buffer>((resolve, reject) =>
+        client.makeUnaryRequest<IRangeRequest, Buffer>(
+          def.path,
+          def.requestSerialize,
+          (b: Buffer) => b,
+          req,
+          metadata,
+          { deadline: Date.now() + timeoutMs },
+          (err, res) => (err || !res ? reject(err ?? new Error("no response")) : resolve(res)),
+        ),
+      );
+    });
+  }
+}
+
+interface RpcDef {
+  path: string;
+  requestSerialize: (req: IRangeRequest) => Buffer;
+}
+
+class RawUnsupported extends Error {}
+
+/** How listings were read (tests check that the byte path is the one taken). */
+export interface ListStats {
+  /** Pages read from the response bytes (range-codec.ts). */
+  rawPages: number;
+  /** Pages decoded by etcd3 (its client lacks the byte path, or that call failed). */
+  decodedPages: number;
+  /** Keys whose key and value took the fast decode (lease-bytes.ts). */
+  fastKeys: number;
+}
+
 export class EtcdStore {
-  private readonly client: Etcd3;
+  private readonly client: Client;
+  readonly listStats: ListStats = { rawPages: 0, decodedPages: 0, fastKeys: 0 };
+  /** Cleared when etcd3's client turns out not to have the byte path. */
+  private raw = true;
 
   constructor(readonly opts: EtcdOptions) {
-    this.client = new Etcd3(clientOptions(opts));
+    this.client = new Client(clientOptions(opts));
   }
 
   get prefix(): string {
@@ -158,46 +243,166 @@ export class EtcdStore {
   }
 
   /**
+   * Cuts for listings (listSplits() in lease.ts): key texts after
+   * "…/subnets/" where a listing is split into ranges read side by side.
+   */
+  setListSplits(cuts: string[]): void {
+    this.splits = [...cuts].sort();
+  }
+
+  private splits: string[] = [];
+
+  /**
    * Every lease, as one consistent snapshot: pages of LIST_PAGE keys, all
-   * read at the first page's revision. One unpaged range of 65,536 leases is
-   * ~12 MB, past gRPC's default 4 MB message limit.
+   * read at one revision. One unpaged range of 65,536 leases is ~12 MB,
+   * past gRPC's default 4 MB message limit. With cuts (setListSplits) the
+   * key range is read as that many ranges at once, each page by page; the
+   * leases come in key order either way. Each page is read from its bytes
+   * (Client.rawRange), or decoded by etcd3 if that fails.
    */
   async list(): Promise<ListResult> {
-    const prefix = Buffer.from(subnetsPrefix(this.prefix));
-    const end = Buffer.from(prefix);
-    end[end.length - 1] = (end[end.length - 1] as number) + 1; // prefix range end
-    const page = (key: Buffer, revision: string | undefined) =>
-      this.client.kv
-        .range({ key, range_end: end, limit: LIST_PAGE, ...(revision ? { revision } : {}) })
-        .catch((e: unknown) => {
-          throw new EtcdError(`list ${subnetsPrefix(this.prefix)}`, e);
-        });
-    const out: ListResult = { leases: [], revision: "0", bad: [] };
-    let res = await page(prefix, undefined);
-    // Every page at the first one's revision: one consistent snapshot.
-    const revision = String(res.header.revision);
-    for (;;) {
-      const last = res.kvs[res.kvs.length - 1];
-      // Ask for the next page before decoding this one: etcd prepares it
-      // while we decode.
-      const next =
-        res.more && last ? page(Buffer.concat([last.key, Buffer.from([0])]), revision) : undefined;
-      next?.catch(() => undefined); // awaited below; not unhandled meanwhile
-      for (const kv of res.kvs) {
-        const k = kv.key.toString();
-        try {
-          out.leases.push(
-            this.decode(k, kv.value.toString(), String(kv.lease), String(kv.mod_revision)),
-          );
-        } catch (e) {
-          out.bad.push({ key: k, error: (e as Error).message });
+    const what = subnetsPrefix(this.prefix);
+    const prefix = Buffer.from(what);
+    const bounds = [prefix, ...this.splits.map((c) => Buffer.from(what + c)), rangeEnd(what)];
+    const parts = bounds.slice(1).map(() => ({ leases: [], revision: "0", bad: [] }) as ListResult);
+    const page = (i: number, key: Buffer, revision: string | undefined) =>
+      this.page(
+        {
+          key,
+          range_end: bounds[i + 1] as Buffer,
+          limit: LIST_PAGE,
+          ...(revision ? { revision } : {}),
+        },
+        prefix,
+        parts[i] as ListResult,
+      ).catch((e: unknown) => {
+        throw new EtcdError(`list ${what}`, e);
+      });
+    // The first page of every range at once. They are one snapshot if they
+    // have one revision; a write between them makes it two, and the later
+    // ones are read again at the first's.
+    const first = await Promise.all(parts.map((_, i) => page(i, bounds[i] as Buffer, undefined)));
+    const revision = first.reduce(
+      (r, p) => (BigInt(p.revision) < BigInt(r) ? p.revision : r),
+      (first[0] as { revision: string }).revision,
+    );
+    await Promise.all(
+      first.map(async (res, i) => {
+        if (res.revision !== revision) res = await page(i, bounds[i] as Buffer, revision);
+        for (;;) {
+          // Ask for the next page before decoding this one: etcd prepares it
+          // while we decode.
+          const next =
+            res.more && res.lastKey
+              ? page(i, Buffer.concat([res.lastKey, Buffer.from([0])]), revision)
+              : undefined;
+          next?.catch(() => undefined); // awaited below; not unhandled meanwhile
+          res.decode();
+          if (!next) return;
+          res = await next;
         }
-      }
-      if (!next) break;
-      res = await next;
+      }),
+    );
+    if (parts.length === 1) return { ...(parts[0] as ListResult), revision };
+    return {
+      leases: parts.flatMap((p) => p.leases),
+      revision,
+      bad: parts.flatMap((p) => p.bad),
+    };
+  }
+
+  /**
+   * One page of a listing: its revision, whether more follow, its last key,
+   * and decode(), which adds its leases to `out`.
+   */
+  private async page(
+    req: IRangeRequest,
+    prefix: Buffer,
+    out: ListResult,
+  ): Promise<{ revision: string; more: boolean; lastKey?: Buffer; decode: () => void }> {
+    const timeoutMs = this.opts.listTimeoutMs ?? LIST_TIMEOUT_MS;
+    const bytes = await this.rawPage(req, timeoutMs);
+    if (bytes) {
+      this.listStats.rawPages++;
+      // The walk is cheap; decoding the leases is the work: done in decode().
+      const r = readRangeResponse(bytes, () => undefined);
+      return {
+        revision: r.revision,
+        more: r.more,
+        ...(r.kvs ? { lastKey: Buffer.from(bytes.subarray(r.lastKeyStart, r.lastKeyEnd)) } : {}),
+        decode: () => this.decodeRaw(bytes, prefix, out),
+      };
     }
-    out.revision = revision;
-    return out;
+    const res: IRangeResponse = await this.client.kv.range(req, {
+      deadline: Date.now() + timeoutMs,
+    });
+    this.listStats.decodedPages++;
+    const last = res.kvs[res.kvs.length - 1];
+    return {
+      revision: String(res.header.revision),
+      more: res.more,
+      ...(last ? { lastKey: last.key } : {}),
+      decode: () => {
+        for (const kv of res.kvs) {
+          this.decodeInto(
+            out,
+            kv.key.toString(),
+            kv.value.toString(),
+            String(kv.lease),
+            String(kv.mod_revision),
+          );
+        }
+      },
+    };
+  }
+
+  /** The page's bytes; undefined to have etcd3 decode it instead. */
+  private async rawPage(req: IRangeRequest, timeoutMs: number): Promise<Buffer | undefined> {
+    if (!this.raw) return undefined;
+    try {
+      const p = this.client.rawRange(req, timeoutMs);
+      if (!p) this.raw = false;
+      return await p;
+    } catch (e) {
+      if (e instanceof RawUnsupported) this.raw = false;
+      // A deadline would only pass again; anything else (an auth token
+      // that expired, which etcd3 renews) gets one more try through etcd3.
+      if (e instanceof GRPCDeadlineExceededError) throw e;
+      return undefined;
+    }
+  }
+
+  private decodeRaw(bytes: Buffer, prefix: Buffer, out: ListResult): void {
+    readRangeResponse(bytes, (kv) => {
+      const subnet = leaseKeyFromBytes(bytes, kv.keyStart, kv.keyEnd, prefix);
+      const attrs = subnet && leaseAttrsFromBytes(bytes, kv.valueStart, kv.valueEnd);
+      if (subnet && attrs) {
+        this.listStats.fastKeys++;
+        out.leases.push({ subnet, attrs, leaseId: kv.lease, modRevision: kv.modRevision });
+        return;
+      }
+      this.decodeInto(
+        out,
+        bytes.toString("utf8", kv.keyStart, kv.keyEnd),
+        bytes.toString("utf8", kv.valueStart, kv.valueEnd),
+        kv.lease,
+        kv.modRevision,
+      );
+    });
+  }
+
+  private decodeInto(
+    out: ListResult,
+    key: string,
+    value: string,
+    leaseId: string,
+    modRevision: string,
+  ): void {
+    try {
+      out.leases.push(this.decode(key, value, leaseId, modRevision));
+    } catch (e) {
+      out.bad.push({ key, error: (e as Error).message });
+    }
   }
 
   /**
@@ -418,6 +623,7 @@ export class EtcdStore {
       throw new EtcdError(`watch ${root}/`, e);
     }
     const cfgKey = configKey(this.prefix);
+    const subnets = Buffer.from(subnetsPrefix(this.prefix));
     // Our own resume point: etcd3's lastRevision() jumps to the header
     // revision as soon as the watch is created, before catch-up events.
     let resume = fromRevision;
@@ -438,11 +644,23 @@ export class EtcdStore {
           });
           continue;
         }
-        const parts = parseLeaseKeyParts(this.prefix, key);
+        // The usual key and value straight from their bytes (lease-bytes.ts);
+        // a dual-stack key through the general parser.
+        const fast = leaseKeyFromBytes(ev.kv.key, 0, ev.kv.key.length, subnets);
+        const parts = fast ? { subnet: fast } : parseLeaseKeyParts(this.prefix, key);
         if (!parts) continue;
+        const subnet = parts.subnet;
         if (ev.type === "Delete") {
           onEvent({ type: "delete", ...parts, revision: rev });
         } else {
+          const attrs = fast && leaseAttrsFromBytes(ev.kv.value, 0, ev.kv.value.length);
+          if (attrs) {
+            onEvent({
+              type: "put",
+              lease: { subnet, attrs, leaseId: String(ev.kv.lease), modRevision: rev },
+            });
+            continue;
+          }
           try {
             onEvent({
               type: "put",

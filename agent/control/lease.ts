@@ -4,7 +4,7 @@
 // "BackendData":{"VNI":1,"VtepMAC":".."},"BackendV6Data":{..}}. Pure: codec,
 // subnet choice and the reconcile plan; etcd I/O lives in etcd-store.ts.
 import { ConfigError } from "../errors";
-import { subnetCount6, subnetRange, type NetworkConfig } from "./config";
+import { subnetCount, subnetCount6, subnetRange, type NetworkConfig } from "./config";
 import { F_LOCAL, type HostEntry } from "../bpf/codec";
 import { type HostEntry6 } from "../bpf/codec6";
 import { Cidr, formatIp, parseIp, parseMac, writeMac, type Ip4 } from "../net/ip";
@@ -256,6 +256,37 @@ export function inRange(cfg: NetworkConfig, s: Cidr): boolean {
     s.addr >= cfg.subnetMin &&
     s.addr <= cfg.subnetMax
   );
+}
+
+/**
+ * Where a listing of the leases may be cut into `streams` ranges read side by
+ * side (etcd answers each on its own, and one stream mostly waits for it):
+ * key texts after "…/subnets/" (leaseKey()'s), ascending, each range about
+ * as big. None when the config's range holds no more than `minPerStream`
+ * subnets a stream. Nodes take subnets at random from [SubnetMin,
+ * SubnetMax], so leases spread over the keys as the range's subnets do: the
+ * cuts are the byte-order quantiles of an even sample of the range (key
+ * order is text order, "10.100.0.0-24" before "10.11.0.0-24"). Any cuts give
+ * the same listing; these only balance it.
+ */
+export function listSplits(cfg: NetworkConfig, streams: number, minPerStream: number): string[] {
+  const count = subnetCount(cfg);
+  const n = Math.min(streams, Math.floor(count / minPerStream));
+  if (n < 2) return [];
+  const samples = Math.min(count, 4096);
+  const size = 2 ** (32 - cfg.subnetLen);
+  const keys: string[] = [];
+  for (let i = 0; i < samples; i++) {
+    const k = Math.floor((i * count) / samples);
+    keys.push(Cidr.of(cfg.subnetMin + k * size, cfg.subnetLen).toKey());
+  }
+  keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const cuts: string[] = [];
+  for (let i = 1; i < n; i++) {
+    const k = keys[Math.floor((i * samples) / n)] as string;
+    if (k !== cuts[cuts.length - 1]) cuts.push(k);
+  }
+  return cuts;
 }
 
 /** A random subnet of [SubnetMin, SubnetMax] no lease or reservation holds. */

@@ -114,5 +114,10 @@ export function writeMac(s: string, b: Uint8Array, off: number, field = "mac"): 
 const HEX2 = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
 export function formatMac(b: Uint8Array): string {
-  return `${HEX2[b[0] as number]}:${HEX2[b[1] as number]}:${HEX2[b[2] as number]}:${HEX2[b[3] as number]}:${HEX2[b[4] as number]}:${HEX2[b[5] as number]}`;
+  return formatMacAt(b, 0);
+}
+
+/** The MAC at b[off..off+6). */
+export function formatMacAt(b: Uint8Array, off: number): string {
+  return `${HEX2[b[off] as number]}:${HEX2[b[off + 1] as number]}:${HEX2[b[off + 2] as number]}:${HEX2[b[off + 3] as number]}:${HEX2[b[off + 4] as number]}:${HEX2[b[off + 5] as number]}`;
 }

@@ -14,6 +14,8 @@ export interface LinkInfo {
   mac: string;
   kind?: string;
   up: boolean;
+  /** ARP off (IFF_NOARP), as the overlay device has it. */
+  noarp: boolean;
   /** For a vxlan device: collect_md ("external") mode and its UDP port. */
   vxlan?: { external: boolean; port?: number; gbp: boolean };
 }
@@ -43,6 +45,7 @@ export function linkInfo(name: string): LinkInfo | undefined {
     mac: l.address ?? "00:00:00:00:00:00",
     kind: l.linkinfo?.info_kind,
     up: (l.flags ?? []).includes("UP"),
+    noarp: (l.flags ?? []).includes("NOARP"),
     ...(l.linkinfo?.info_kind === "vxlan"
       ? {
           vxlan: {
@@ -219,6 +222,9 @@ export function ensureOverlayDevice(
   const port = o.port;
   const gbp = o.gbp === true;
   if (port !== undefined && l?.vxlan?.external && l.vxlan.port === port && l.vxlan.gbp === gbp) {
+    // As it should be (every restart, and node-setup's second look): no
+    // more `ip` runs.
+    if (l.mtu === mtu && l.noarp) return { ...l, kernelDecap: true };
     run(["ip", "link", "set", "dev", name, "arp", "off", "mtu", String(mtu)]);
     return { ...mustLink(name), kernelDecap: true };
   }

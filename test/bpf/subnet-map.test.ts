@@ -92,4 +92,50 @@ describe("bpf: subnet map bookkeeping", function () {
     m.upsertMany(batch(200, 2)); // unchanged values: still written (the plan decides what to write)
     assert.equal(m.writes, writes + 200);
   });
+
+  it("a big batch (a full sync): new peers get zeroed counters, existing ones keep theirs, a host one subnet leaves and another takes has counters", function () {
+    const n = 5000;
+    /** subnet 10.8.x.0/24 on host 172.21.<i / 256>.<i % 256> */
+    const big = (count: number, hostOf: (i: number) => number = (i) => 0xac150000 + i) =>
+      Array.from({ length: count }, (_, i) => ({
+        subnet: Cidr.of((0x0a080000 + i * 256) >>> 0, 24),
+        host: { remoteIp: hostOf(i) >>> 0, vtepMac: "0e:00:00:00:00:03", flags: 0 },
+      }));
+    m.upsertMany(big(n));
+    const key = (ip: number) => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE(ip >>> 0);
+      return b;
+    };
+    const h0 = 0xac150000;
+    const h2 = 0xac150002;
+    // traffic counted for hosts 0 and 2
+    for (const [h, c] of [
+      [h0, 7],
+      [h2, 9],
+    ]) {
+      const v = Buffer.alloc(stats.valueBufSize);
+      v.writeUInt32LE(c as number, 0); // cpu 0's tx_packets (low half)
+      stats.update(key(h as number), v);
+    }
+    // the same 5,000 again, 100 more, and subnet 0 moves onto subnet 1's
+    // host (an entry before the one that moves subnet 1 away from it)
+    const h1 = 0xac150001;
+    const again = big(n + 100, (i) => (i === 0 ? h1 : i === 1 ? 0xac16ffff : 0xac150000 + i));
+    m.upsertMany(again);
+    const have = new Set(peerIps(stats));
+    for (const e of again)
+      assert.ok(have.has(formatIp(e.host.remoteIp)), formatIp(e.host.remoteIp));
+    assert.equal(
+      [...have].filter((ip) => /^172\.2[12]\./.test(ip)).length,
+      n + 100,
+      "no counters left for a host nobody has",
+    );
+    assert.equal(stats.lookup(key(h2))?.readUInt32LE(0), 9, "host 2 keeps its counters");
+    assert.equal(stats.lookup(key(0xac16ffff))?.readUInt32LE(0), 0, "a new host starts at zero");
+    assert.equal(peers.lookup(key(h1))?.readUInt32BE(0), 0x0a080000, "host 1 now holds subnet 0");
+    assert.equal(stats.lookup(key(h1))?.readUInt32LE(0), 0, "with counters");
+    assert.equal(peers.lookup(key(h0)), undefined, "host 0 holds nothing");
+    assert.equal(stats.lookup(key(h0)), undefined);
+  });
 });

@@ -2,13 +2,16 @@
 // a full network, reservations, and a watch across compaction. Uses the
 // agent's own EtcdStore and LeaseManager in-process.
 import assert from "node:assert/strict";
+import { Etcd3 } from "etcd3";
 import { parseNetworkConfig, type NetworkConfig } from "../../agent/control/config";
 import { EtcdStore, type HeldLease, type LeaseEvent } from "../../agent/control/etcd-store";
 import { LeaseManager, NetworkFullError } from "../../agent/control/lease-manager";
 import {
+  decodeLeaseAttrs,
   encodeLeaseAttrs,
   keyOf,
   leaseKey,
+  parseLeaseKeyParts,
   type Lease,
   type LeaseAttrs,
 } from "../../agent/control/lease";
@@ -243,6 +246,107 @@ describe("e2e: leases against a real etcd", function () {
     await waitFor("a compaction gap", () => gap);
     assert.match(gap, /compact/);
     await stale.close();
+  });
+
+  // The listing reads etcd's RangeResponse bytes itself (range-codec.ts,
+  // lease-bytes.ts): it must say what etcd holds, form for form, as the
+  // general decoders read each key and value, over several pages and with
+  // the key range cut in parts.
+  it("lists every lease page by page from the response bytes, each as the general decoders read it", async function () {
+    const prefix = "/test/list";
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      const id = await client.lease(600, { autoKeepAlive: false }).grant();
+      const vxlan = (ip: number) =>
+        encodeLeaseAttrs({
+          publicIp: ip,
+          backendType: "vxlan",
+          vni: 1,
+          vtepMac: "0e:2a:00:00:00:07",
+        });
+      // 12,000 canonical leases: three pages of LIST_PAGE
+      for (let start = 0; start < 12000; start += 100) {
+        const ops = [];
+        for (let i = start; i < start + 100; i++) {
+          const subnet = Cidr.of(0x0a000000 + i * 256, 24);
+          ops.push(
+            client
+              .put(leaseKey(prefix, subnet))
+              .value(vxlan(0xac100000 + i))
+              .lease(id),
+          );
+        }
+        await client
+          .if(`${prefix}/subnets/x`, "Version", "==", 0)
+          .then(...ops)
+          .commit();
+      }
+      // and every other form, in place of some of them (a reservation each)
+      const odd: [string, string][] = [
+        [leaseKey(prefix, Cidr.parse("10.0.7.0/24"), Cidr6.parse("fc00:5:0:7::/64")), vxlan(1)],
+        [`${prefix}/subnets/10.1.0.0-24`, vxlan(2).replace("0e:2a", "0E:2A")],
+        [`${prefix}/subnets/10.2.0.0-24`, vxlan(3).replace(/,/g, ", ")],
+        [`${prefix}/subnets/10.3.0.0-24`, "not json"],
+        [`${prefix}/subnets/10.4.0.1-24`, vxlan(4)], // host bits: not a lease key
+        [
+          `${prefix}/subnets/10.5.0.0-24`,
+          encodeLeaseAttrs({ publicIp: 5, backendType: "host-gw" }),
+        ],
+      ];
+      for (const [k, v] of odd) await client.put(k).value(v); // no lease: reservations
+      await client.delete().key(leaseKey(prefix, Cidr.parse("10.0.7.0/24"))); // now only the dual-stack key
+      await client.delete().key(leaseKey(prefix, Cidr.parse("10.1.0.0/24")));
+      await client.put(`${prefix}/subnets/10.1.0.0-24`).value(odd[1]?.[1] as string);
+
+      // What etcd holds, read by etcdctl and the general decoders.
+      const json = etcd
+        .ctl(["get", `${prefix}/subnets/`, "--prefix", "-w", "json"])
+        .replace(/"(lease|mod_revision)":(\d+)/g, '"$1":"$2"');
+      const kvs = (
+        JSON.parse(json) as {
+          kvs: { key: string; value: string; lease?: string; mod_revision: string }[];
+        }
+      ).kvs.map((kv) => ({
+        key: Buffer.from(kv.key, "base64").toString(),
+        value: Buffer.from(kv.value, "base64").toString(),
+        leaseId: kv.lease ?? "0",
+        modRevision: kv.mod_revision,
+      }));
+      const want: Lease[] = [];
+      const bad: string[] = [];
+      for (const kv of kvs) {
+        const parts = parseLeaseKeyParts(prefix, kv.key);
+        try {
+          if (!parts) throw new Error("not a lease key");
+          const attrs = decodeLeaseAttrs(kv.value, kv.key);
+          want.push({ ...parts, attrs, leaseId: kv.leaseId, modRevision: kv.modRevision });
+        } catch {
+          bad.push(kv.key);
+        }
+      }
+      // 10.3.0.0-24 turned bad; the odd forms took the places of canonical ones
+      assert.equal(want.length, 12000 - 1);
+
+      const s = store(prefix);
+      const plain = await s.list();
+      assert.deepEqual(plain.leases, want);
+      assert.deepEqual(
+        plain.bad.map((b) => b.key),
+        bad,
+      );
+      assert.match(plain.bad[0]?.error ?? "", /10\.3\.0\.0-24.*not valid JSON/);
+      assert.equal(plain.revision, String(etcd.revision()));
+      assert.deepEqual(s.listStats, { rawPages: 3, decodedPages: 0, fastKeys: 12000 - 4 });
+
+      // Cut into ranges read side by side: the same listing.
+      s.setListSplits(["10.12.0.0-24", "10.3.0.0-24", "10.33.0.0-24"]);
+      const cut = await s.list();
+      assert.deepEqual(cut, plain);
+      assert.ok(s.listStats.rawPages >= 3 + 4, `pages ${s.listStats.rawPages}`);
+      assert.equal(s.listStats.decodedPages, 0);
+    } finally {
+      client.close();
+    }
   });
 
   describe("dual-stack (issue 14)", function () {

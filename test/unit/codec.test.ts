@@ -18,6 +18,7 @@ import {
   rodataImage,
   sumCounters,
   sumPeerCounters,
+  sumPeerCountersInto,
 } from "../../agent/bpf/codec";
 import { ENUMS, MAPS, RODATA, STRUCTS } from "../../agent/bpf/abi.generated";
 import { Cidr, parseIp } from "../../agent/net/ip";
@@ -70,6 +71,47 @@ describe("unit: ABI codec", function () {
         rxPackets: 0n,
         rxBytes: 5n,
       });
+    }
+  });
+
+  it("sums per-CPU peer counters as Numbers exactly as the BigInt sum, at any offset", function () {
+    const stride = percpuStride(STRUCTS.ovl_peer_counters.size);
+    const f = STRUCTS.ovl_peer_counters.fields;
+    const ncpu = 3;
+    const values = [1n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 40n + 12345n, 0n, 2n ** 51n + 7n];
+    const le = endianness() === "LE";
+    // one buffer of several entries, as a batch lookup returns them, and a
+    // copy one byte off (not 4-byte aligned: the per-byte reads)
+    const entries = 4;
+    const whole = Buffer.alloc(1 + entries * stride * ncpu);
+    const aligned = Buffer.alloc(entries * stride * ncpu);
+    for (let e = 0; e < entries; e++) {
+      for (let cpu = 0; cpu < ncpu; cpu++) {
+        const o = (e * ncpu + cpu) * stride;
+        for (const [k, name] of (
+          ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes"] as const
+        ).entries()) {
+          const v = values[(e + cpu + k) % values.length] as bigint;
+          const at = o + f[name].offset;
+          if (le) aligned.writeBigUInt64LE(v, at);
+          else aligned.writeBigUInt64BE(v, at);
+        }
+      }
+    }
+    aligned.copy(whole, 1);
+    const unaligned = whole.subarray(1);
+    for (let e = 0; e < entries; e++) {
+      const off = e * ncpu * stride;
+      const want = sumPeerCounters(aligned, ncpu, off);
+      for (const b of [aligned, unaligned]) {
+        const out = new Float64Array(4);
+        sumPeerCountersInto(b, ncpu, off, out);
+        assert.deepEqual(
+          [...out],
+          [want.txPackets, want.txBytes, want.rxPackets, want.rxBytes].map(Number),
+          `entry ${e}, ${b === aligned ? "aligned" : "unaligned"}`,
+        );
+      }
     }
   });
 

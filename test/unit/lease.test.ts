@@ -6,6 +6,7 @@ import {
   desiredEntries,
   encodeLeaseAttrs,
   leaseKey,
+  listSplits,
   parseLeaseKey,
   planSync,
   subnetId,
@@ -157,5 +158,33 @@ describe("unit: leases", function () {
       "10.5.3.0/24",
     ]);
     assert.deepEqual(plan.deletes.map(String), ["10.5.9.0/24"]);
+  });
+
+  it("cuts a listing of a big range into ranges of about equal size, in key order", function () {
+    const big = parseNetworkConfig(
+      JSON.stringify({ Network: "10.0.0.0/8", SubnetMin: "10.0.0.0", SubnetMax: "10.255.255.0" }),
+      "cfg",
+    );
+    const cuts = listSplits(big, 3, 5000);
+    assert.equal(cuts.length, 2);
+    assert.deepEqual([...cuts].sort(), cuts, "ascending in byte order");
+    // Every subnet of the range, as its key, falls in one of the 3 ranges.
+    const sizes = [0, 0, 0];
+    for (let i = 0; i < 65536; i++) {
+      const k = Cidr.of(0x0a000000 + i * 256, 24).toKey();
+      const part = cuts.filter((c) => k >= c).length;
+      sizes[part] = (sizes[part] as number) + 1;
+    }
+    for (const n of sizes) assert.ok(Math.abs(n - 65536 / 3) < 65536 * 0.02, `sizes ${sizes}`);
+    // text order is not numeric order: the cuts are keys of the range
+    for (const c of cuts) assert.ok(parseLeaseKey(P, `${P}/subnets/${c}`), c);
+  });
+
+  it("does not cut a listing that fits a few pages", function () {
+    assert.deepEqual(listSplits(cfg, 3, 5000), []); // a /16 of /24s: 255 subnets
+    const mid = parseNetworkConfig(JSON.stringify({ Network: "10.0.0.0/12" }), "cfg");
+    assert.equal(listSplits(mid, 3, 5000).length, 0, "4,095 subnets");
+    assert.equal(listSplits(mid, 3, 1000).length, 2);
+    assert.equal(listSplits(mid, 1, 10).length, 0, "one stream: no cut");
   });
 });
