@@ -122,6 +122,20 @@ export function decodeHostEntry(b: Buffer, off = 0): HostEntry {
   };
 }
 
+/**
+ * The fields of an ovl_subnets key and value at offsets into batch buffers,
+ * for readers of the whole map that want no object per entry (a 65,536-entry
+ * `map dump -o json`).
+ */
+export const subnetAt = {
+  addr: (k: Buffer, off: number): Ip4 => k.readUInt32BE(off + K.fields.addr.offset),
+  prefixlen: (k: Buffer, off: number): number => readHostU32(k, off + K.fields.prefixlen.offset),
+  remoteIp: (v: Buffer, off: number): Ip4 => v.readUInt32BE(off + V.fields.remote_ip.offset),
+  flags: (v: Buffer, off: number): number => readHostU16(v, off + V.fields.flags.offset),
+  /** The VTEP MAC's 6 bytes start here. */
+  macOffset: V.fields.vtep_mac.offset,
+};
+
 // --- ovl_peer ----------------------------------------------------------------
 const P = STRUCTS.ovl_peer;
 export const PEER_SIZE = P.size;

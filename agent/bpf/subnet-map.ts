@@ -354,6 +354,16 @@ export class SubnetHostMapOf<
     );
   }
 
+  /**
+   * Every ovl_subnets entry as (key bytes, offset, value bytes, offset), in
+   * the map's order, from the batch buffers (codec's subnetAt reads the
+   * fields): for readers of the whole map that want no object per entry.
+   * The buffers are reused: read them, do not keep them.
+   */
+  forEachEntry(fn: (k: Buffer, ko: number, v: Buffer, vo: number) => void): void {
+    this.subnets.forEach(fn);
+  }
+
   /** Every peer's live counters as Numbers (tx packets, tx bytes, rx
    * packets, rx bytes), in one array reused for each: copy to keep. */
   eachPeer(fn: (ip: A, c: Float64Array) => void): void {

@@ -279,8 +279,8 @@ export class EtcdStore {
         throw new EtcdError(`list ${what}`, e);
       });
     // The first page of every range at once. They are one snapshot if they
-    // have one revision; a write between them makes it two, and the later
-    // ones are read again at the first's.
+    // have one revision; a write between them makes it two, and those read
+    // later are read again at the earliest one.
     const first = await Promise.all(parts.map((_, i) => page(i, bounds[i] as Buffer, undefined)));
     const revision = first.reduce(
       (r, p) => (BigInt(p.revision) < BigInt(r) ? p.revision : r),

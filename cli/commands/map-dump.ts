@@ -2,9 +2,10 @@
 // the IPv4 subnets, then the IPv6 subnets of a dual-stack network (the same
 // rows, with IPv6 subnets and PublicIPv6s).
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { SubnetHostMap, SubnetHostMap6 } from "../../agent/bpf/subnet-map";
-import { F_DIRECT, F_LOCAL } from "../../agent/bpf/codec";
-import { formatIp, type Ip4 } from "../../agent/net/ip";
+import { type SubnetEntry, SubnetHostMap, SubnetHostMap6 } from "../../agent/bpf/subnet-map";
+import { MAPS } from "../../agent/bpf/abi.generated";
+import { F_DIRECT, F_LOCAL, subnetAt } from "../../agent/bpf/codec";
+import { formatIp, writeMac, type Ip4 } from "../../agent/net/ip";
 import { formatIp6, type Ip6 } from "../../agent/net/ip6";
 import { outputOption, print, table, type Format } from "../output";
 
@@ -45,74 +46,208 @@ export class PeerCounts {
     this.c.push(c[0] as number, c[1] as number, c[2] as number, c[3] as number);
   }
 
-  /** An entry's counters: tx packets, tx bytes, rx packets, rx bytes. */
-  of(e: DumpEntry): [number, number, number, number] {
-    const i = e.host.flags & F_LOCAL ? undefined : this.at.get(e.host.remoteIp);
-    if (i === undefined) return ZEROS;
-    const c = this.c;
-    return [c[i] as number, c[i + 1] as number, c[i + 2] as number, c[i + 3] as number];
+  /** Where the counters of a host's entry are (for counter()), or -1 for zeros. */
+  index(remoteIp: Ip4 | Ip6, flags: number): number {
+    return flags & F_LOCAL ? -1 : (this.at.get(remoteIp) ?? -1);
+  }
+
+  /** Counter k (0 tx packets, 1 tx bytes, 2 rx packets, 3 rx bytes) at index i. */
+  counter(i: number, k: number): number {
+    return i < 0 ? 0 : (this.c[i + k] as number);
   }
 }
 
-const ZEROS: [number, number, number, number] = [0, 0, 0, 0];
-
-function flagsOf(e: DumpEntry): string[] {
-  return [
-    ...(e.host.flags & F_LOCAL ? ["local"] : []),
-    // sent without VXLAN to this host (host-gw, DirectRouting)
-    ...(e.host.flags & F_DIRECT ? ["direct"] : []),
-  ];
+function flagsOf(flags: number): string[] {
+  const out: string[] = [];
+  if (flags & F_LOCAL) out.push("local");
+  if (flags & F_DIRECT) out.push("direct"); // sent without VXLAN (host-gw, DirectRouting)
+  return out;
 }
 
-/** The rows, sorted by subnet. */
+/** The rows, sorted by subnet (the table, and what -o json prints). */
 export function dumpRows(entries: DumpEntry[], peers: PeerCounts) {
   return entries.map((e) => {
-    const [txPackets, txBytes, rxPackets, rxBytes] = peers.of(e);
+    const i = peers.index(e.host.remoteIp, e.host.flags);
     return {
       subnet: e.subnet.toString(),
       remoteIp: fmt(e.host.remoteIp),
       vtepMac: e.host.vtepMac,
-      flags: flagsOf(e),
-      txPackets,
-      txBytes,
-      rxPackets,
-      rxBytes,
+      flags: flagsOf(e.host.flags),
+      txPackets: peers.counter(i, 0),
+      txBytes: peers.counter(i, 1),
+      rxPackets: peers.counter(i, 2),
+      rxBytes: peers.counter(i, 3),
     };
   });
 }
 
+/** The map in columns (-o json reads 65,536 entries without an object each). */
+export class EntryColumns {
+  n = 0;
+  readonly addr: Uint32Array;
+  readonly prefixlen: Uint8Array;
+  readonly remoteIp: Uint32Array;
+  readonly flags: Uint16Array;
+  readonly mac: Uint8Array;
+
+  constructor(capacity: number) {
+    this.addr = new Uint32Array(capacity);
+    this.prefixlen = new Uint8Array(capacity);
+    this.remoteIp = new Uint32Array(capacity);
+    this.flags = new Uint16Array(capacity);
+    this.mac = new Uint8Array(capacity * 6);
+  }
+
+  static read(map: SubnetHostMap, capacity: number): EntryColumns {
+    const t = new EntryColumns(capacity);
+    map.forEachEntry((k, ko, v, vo) => {
+      const i = t.n++;
+      t.addr[i] = subnetAt.addr(k, ko);
+      t.prefixlen[i] = subnetAt.prefixlen(k, ko);
+      t.remoteIp[i] = subnetAt.remoteIp(v, vo);
+      t.flags[i] = subnetAt.flags(v, vo);
+      const m = vo + subnetAt.macOffset;
+      t.mac.set(v.subarray(m, m + 6), i * 6);
+    });
+    return t;
+  }
+
+  static of(entries: SubnetEntry[]): EntryColumns {
+    const t = new EntryColumns(entries.length);
+    for (const e of entries) {
+      const i = t.n++;
+      t.addr[i] = e.subnet.addr;
+      t.prefixlen[i] = e.subnet.prefixlen;
+      t.remoteIp[i] = e.host.remoteIp;
+      t.flags[i] = e.host.flags;
+      writeMac(e.host.vtepMac, t.mac, i * 6);
+    }
+    return t;
+  }
+
+  /** Entry indexes sorted by subnet address, then prefix length (as list()). */
+  order(): number[] {
+    const idx = Array.from({ length: this.n }, (_, i) => i);
+    const a = this.addr;
+    const l = this.prefixlen;
+    return idx.sort(
+      (x, y) => (a[x] as number) - (a[y] as number) || (l[x] as number) - (l[y] as number),
+    );
+  }
+}
+
+const ascii = (s: string) => Buffer.from(s, "latin1");
+const DECIMAL = Array.from({ length: 256 }, (_, i) => ascii(String(i)));
+const HEX = Array.from({ length: 256 }, (_, i) => ascii(i.toString(16).padStart(2, "0")));
+const ROW_SUBNET = ascii('  {\n    "subnet": "');
+const ROW_REMOTE = ascii('",\n    "remoteIp": "');
+const ROW_MAC = ascii('",\n    "vtepMac": "');
+const ROW_FLAGS = ascii('",\n    "flags": ');
+const ROW_COUNTERS = ["txPackets", "txBytes", "rxPackets", "rxBytes"].map((k) =>
+  ascii(`,\n    "${k}": `),
+);
+const ROW_END = ascii("\n  }");
+const BETWEEN = ascii(",\n");
+/** The "flags" value by flag bits, as JSON.stringify(rows, null, 2) writes it. */
+const FLAGS = Array.from({ length: 4 }, (_, bits) => {
+  const f = flagsOf((bits & 1 ? F_LOCAL : 0) | (bits & 2 ? F_DIRECT : 0));
+  return ascii(f.length ? `[\n${f.map((x) => `      "${x}"`).join(",\n")}\n    ]` : "[]");
+});
+
+/** Bytes into 1 MB buffers, each handed to `write` once full (a new one each). */
+class ByteOut {
+  private buf = Buffer.allocUnsafe(1 << 20);
+  private pos = 0;
+
+  constructor(private readonly write: (chunk: Buffer) => void) {}
+
+  bytes(b: Uint8Array): void {
+    if (this.pos + b.length > this.buf.length) this.flush();
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  text(s: string): void {
+    if (this.pos + s.length > this.buf.length) this.flush();
+    this.pos += this.buf.write(s, this.pos, "latin1");
+  }
+
+  ip(v: Ip4): void {
+    this.bytes(DECIMAL[v >>> 24] as Buffer);
+    for (let s = 16; s >= 0; s -= 8) {
+      this.text(".");
+      this.bytes(DECIMAL[(v >>> s) & 255] as Buffer);
+    }
+  }
+
+  number(n: number): void {
+    if (n < 256 && Number.isInteger(n) && n >= 0) this.bytes(DECIMAL[n] as Buffer);
+    else this.text(JSON.stringify(n));
+  }
+
+  mac(m: Uint8Array, off: number): void {
+    for (let i = 0; i < 6; i++) {
+      if (i) this.text(":");
+      this.bytes(HEX[m[off + i] as number] as Buffer);
+    }
+  }
+
+  flush(): void {
+    if (this.pos) this.write(this.buf.subarray(0, this.pos));
+    this.buf = Buffer.allocUnsafe(1 << 20); // the last one may still be queued for writing
+    this.pos = 0;
+  }
+}
+
 /**
- * `-o json`: the text of JSON.stringify(dumpRows(entries, peers), null, 2),
- * handed to `write` a chunk at a time, without a row object per entry or
- * one 13 MB string for 65,536 of them. Every value is an address, a MAC,
- * a flag name or a number: nothing needs escaping.
+ * `-o json`: exactly the bytes of JSON.stringify(dumpRows(entries, peers),
+ * null, 2) + "\n", written straight from the columns a megabyte at a time:
+ * no row object, no string per address or counter (every value is an
+ * address, a MAC, a flag name or a number: nothing needs escaping). The
+ * IPv6 rows (`after`, one per dual-stack node: few) follow as
+ * JSON.stringify writes them.
  */
 export function dumpJson(
-  entries: DumpEntry[],
+  t: EntryColumns,
   peers: PeerCounts,
-  write: (chunk: string) => void,
+  write: (chunk: Buffer) => void,
+  after: ReturnType<typeof dumpRows> = [],
 ): void {
-  if (!entries.length) {
-    write("[]\n");
+  const out = new ByteOut(write);
+  if (!t.n && !after.length) {
+    out.text("[]\n");
+    out.flush();
     return;
   }
-  let out = "[\n";
-  entries.forEach((e, i) => {
-    const flags = flagsOf(e);
-    const c = peers.of(e);
-    out +=
-      `  {\n    "subnet": "${e.subnet.toString()}",\n    "remoteIp": "${fmt(e.host.remoteIp)}",\n` +
-      `    "vtepMac": "${e.host.vtepMac}",\n    "flags": ` +
-      (flags.length ? `[\n${flags.map((f) => `      "${f}"`).join(",\n")}\n    ]` : "[]") +
-      `,\n    "txPackets": ${c[0]},\n    "txBytes": ${c[1]},\n` +
-      `    "rxPackets": ${c[2]},\n    "rxBytes": ${c[3]}\n  }` +
-      (i < entries.length - 1 ? ",\n" : "\n]\n");
-    if (out.length >= 1 << 20) {
-      write(out);
-      out = "";
+  out.text("[\n");
+  const order = t.order();
+  for (let j = 0; j < order.length; j++) {
+    const i = order[j] as number;
+    const flags = t.flags[i] as number;
+    out.bytes(ROW_SUBNET);
+    out.ip(t.addr[i] as number);
+    out.text("/");
+    out.bytes(DECIMAL[t.prefixlen[i] as number] as Buffer);
+    out.bytes(ROW_REMOTE);
+    out.ip(t.remoteIp[i] as number);
+    out.bytes(ROW_MAC);
+    out.mac(t.mac, i * 6);
+    out.bytes(ROW_FLAGS);
+    out.bytes(FLAGS[(flags & F_LOCAL ? 1 : 0) | (flags & F_DIRECT ? 2 : 0)] as Buffer);
+    const at = peers.index(t.remoteIp[i] as number, flags);
+    for (let k = 0; k < 4; k++) {
+      out.bytes(ROW_COUNTERS[k] as Buffer);
+      out.number(peers.counter(at, k));
     }
+    out.bytes(ROW_END);
+    if (j < order.length - 1 || after.length) out.bytes(BETWEEN);
+  }
+  after.forEach((r, j) => {
+    out.text(JSON.stringify(r, null, 2).replace(/^/gm, "  "));
+    if (j < after.length - 1) out.bytes(BETWEEN);
   });
-  if (out) write(out);
+  out.text("\n]\n");
+  out.flush();
 }
 
 export const mapDump: CommandModule<object, Args> = {
@@ -128,12 +263,13 @@ export const mapDump: CommandModule<object, Args> = {
     const map6 = SubnetHostMap6.openPinned(a.pinPath);
     try {
       const peers = PeerCounts.read(map, map6);
-      const entries: DumpEntry[] = [...map.list(), ...map6.list()];
+      const rows6 = dumpRows(map6.list(), peers);
       if (a.output === "json") {
-        dumpJson(entries, peers, (s) => process.stdout.write(s));
+        const cols = EntryColumns.read(map, MAPS.ovl_subnets.maxEntries);
+        dumpJson(cols, peers, (b) => process.stdout.write(b), rows6);
         return;
       }
-      const rows = dumpRows(entries, peers);
+      const rows = [...dumpRows(map.list(), peers), ...rows6];
       print(a.output, rows, () =>
         table(
           [
