@@ -69,9 +69,13 @@ const PATHS: PathName[] = pick(
   process.env.BENCH_PATHS,
 );
 const OVERLAYD: PathName[] = ["overlayd-tc", "overlayd-xdp", "overlayd-tc-trace"];
+/** BENCH_IPV6=0: IPv4-only nodes and pods, no IPv6 kinds (an A/B of what
+ * dual-stack costs IPv4). */
+const IPV6 = process.env.BENCH_IPV6 !== "0";
 const TRACED: PathName = "overlayd-tc-trace";
 /** The kinds a path serves; the baselines have no CNI plugin of ours. */
-const kindsOf = (p: PathName): Kind[] =>
+const kindsOf = (p: PathName): Kind[] => allKindsOf(p).filter((k) => IPV6 || !k.endsWith("6"));
+const allKindsOf = (p: PathName): Kind[] =>
   p === TRACED
     ? ["cni"]
     : p === "overlayd-tc"
@@ -87,7 +91,7 @@ const DEFAULT_PATH: PathName = "overlayd-tc"; // what --decap auto picks on veth
 interface Pod {
   ns: string;
   ip: string;
-  ip6: string;
+  ip6?: string;
   hostVeth: string;
   hostIfindex: number;
   mac: string;
@@ -144,9 +148,8 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
     const n: Node = {
       ns: ns(`${tag}${side}`),
       underlayIp: `172.31.0.${i}`,
-      underlayIp6: `fd31::${i}`,
+      ...(IPV6 ? { underlayIp6: `fd31::${i}`, subnet6: `fc00:5:0:${i}::/64` } : {}),
       subnet: `10.5.${i}.0/24`,
-      subnet6: `fc00:5:0:${i}::/64`,
       pinPath: join(runDir, "bpffs", `${tag}${side}`),
       pods: [],
     };
@@ -154,15 +157,16 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
     sh(inNs(fabric, ["ip", "link", "set", `f${side}`, "master", "br0", "up"]));
     if (wire === "nic") nicLike(fabric, `f${side}`, n.ns);
     sh(inNs(n.ns, ["ip", "addr", "add", `${n.underlayIp}/24`, "dev", "eth0"]));
-    sh(inNs(n.ns, ["ip", "-6", "addr", "add", `${n.underlayIp6}/64`, "dev", "eth0", "nodad"]));
+    const six = (argv: string[]) => IPV6 && sh(argv);
+    six(inNs(n.ns, ["ip", "-6", "addr", "add", `${n.underlayIp6}/64`, "dev", "eth0", "nodad"]));
     sh(inNs(n.ns, ["ip", "link", "set", "eth0", "up"]));
     sh(inNs(n.ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
-    sh(inNs(n.ns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
+    six(inNs(n.ns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
     const gw = `10.5.${i}.1`;
     const gw6 = `fc00:5:0:${i}::1`;
     sh(inNs(n.ns, ["ip", "link", "add", "cni0", "type", "bridge"]));
     sh(inNs(n.ns, ["ip", "addr", "add", `${gw}/24`, "dev", "cni0"]));
-    sh(inNs(n.ns, ["ip", "-6", "addr", "add", `${gw6}/64`, "dev", "cni0", "nodad"]));
+    six(inNs(n.ns, ["ip", "-6", "addr", "add", `${gw6}/64`, "dev", "cni0", "nodad"]));
     sh(inNs(n.ns, ["sysctl", "-qw", "net.ipv4.conf.cni0.rp_filter=0"]));
     sh(inNs(n.ns, ["ip", "link", "set", "cni0", "up"]));
     for (const p of [1, 2]) {
@@ -175,15 +179,15 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
       const ip6 = `fc00:5:0:${i}::${p + 1}`;
       sh(inNs(pod, ["ip", "addr", "add", `${ip}/24`, "dev", "eth0"]));
       sh(inNs(pod, ["ip", "route", "add", "default", "via", gw]));
-      sh(inNs(pod, ["ip", "-6", "addr", "add", `${ip6}/64`, "dev", "eth0", "nodad"]));
-      sh(inNs(pod, ["ip", "-6", "route", "add", "default", "via", gw6, "mtu", mtu6]));
+      six(inNs(pod, ["ip", "-6", "addr", "add", `${ip6}/64`, "dev", "eth0", "nodad"]));
+      six(inNs(pod, ["ip", "-6", "route", "add", "default", "via", gw6, "mtu", mtu6]));
       const link = (nsName: string, dev: string) =>
         JSON.parse(sh(inNs(nsName, ["ip", "-j", "link", "show", dev])))[0];
       const host = link(n.ns, `veth${p}`);
       n.pods.push({
         ns: pod,
         ip,
-        ip6,
+        ...(IPV6 ? { ip6 } : {}),
         hostVeth: `veth${p}`,
         hostIfindex: host.ifindex,
         mac: link(pod, "eth0").address,
@@ -202,14 +206,16 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
   if (path === "host-gw") {
     for (const [n, peer] of pairs) {
       sh(inNs(n.ns, ["ip", "route", "add", peer.subnet, "via", peer.underlayIp]));
-      sh(inNs(n.ns, ["ip", "-6", "route", "add", peer.subnet6!, "via", peer.underlayIp6!]));
+      if (IPV6)
+        sh(inNs(n.ns, ["ip", "-6", "route", "add", peer.subnet6!, "via", peer.underlayIp6!]));
     }
   } else if (path === "flannel-vxlan") {
     // flannel's dual-stack vxlan: flannel.1 and flannel-v6.1
     const v6: Record<string, string> = {};
     for (const n of [a, b]) {
       n.vtep = flannelUp(n.ns, { publicIp: n.underlayIp, subnet: n.subnet });
-      v6[n.ns] = flannelUp(n.ns, { publicIp: n.underlayIp6!, subnet: n.subnet6!, v6: true });
+      if (IPV6)
+        v6[n.ns] = flannelUp(n.ns, { publicIp: n.underlayIp6!, subnet: n.subnet6!, v6: true });
     }
     for (const [n, peer] of pairs) {
       flannelAddLease(n.ns, {
@@ -217,11 +223,12 @@ function buildTopo(wire: Wire, path: PathName, k: number): Topo {
         publicIp: peer.underlayIp,
         vtepMac: peer.vtep as string,
       });
-      flannelAddLease(
-        n.ns,
-        { subnet: peer.subnet6!, publicIp: peer.underlayIp6!, vtepMac: v6[peer.ns]! },
-        true,
-      );
+      if (IPV6)
+        flannelAddLease(
+          n.ns,
+          { subnet: peer.subnet6!, publicIp: peer.underlayIp6!, vtepMac: v6[peer.ns]! },
+          true,
+        );
     }
   } else {
     setupOverlayd(t, path === "overlayd-xdp" ? "xdp" : "tc");
@@ -270,8 +277,8 @@ function traceOn(n: Node): boolean {
 function endpoints(t: Topo, kind: Kind): { from: string; to: string } {
   if (kind === "cni") return { from: t.a.pods[0]!.ns, to: t.b.pods[0]!.ip };
   if (kind === "bridged") return { from: t.a.pods[1]!.ns, to: t.b.pods[1]!.ip };
-  if (kind === "cni6") return { from: t.a.pods[0]!.ns, to: t.b.pods[0]!.ip6 };
-  if (kind === "bridged6") return { from: t.a.pods[1]!.ns, to: t.b.pods[1]!.ip6 };
+  if (kind === "cni6") return { from: t.a.pods[0]!.ns, to: t.b.pods[0]!.ip6! };
+  if (kind === "bridged6") return { from: t.a.pods[1]!.ns, to: t.b.pods[1]!.ip6! };
   return { from: t.a.ns, to: t.b.pods[1]!.ip };
 }
 
