@@ -88,7 +88,8 @@ export const INVALID_CONFIGS: { text: string | undefined; says: RegExp }[] = [
   },
   {
     text: JSON.stringify({ ...SOAK_CONFIG, EnableIPv6: false }),
-    says: /EnableIPv6, IPv6Network changed; restart overlayd to apply/,
+    // (IPv6 off: no IPv6 half, so its subnet length differs too)
+    says: /EnableIPv6, IPv6Network, IPv6SubnetLen changed; restart overlayd to apply/,
   },
   { text: undefined, says: /config: is missing/ },
 ];
