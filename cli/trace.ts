@@ -3,8 +3,8 @@
 // Pure: the command (commands/trace.ts) looks the addresses up in the live
 // maps of their family and the attachments and hands the results here.
 import { F_DIRECT, F_LOCAL, type Endpoint } from "../agent/bpf/codec";
-import { formatIp, type Ip4 } from "../agent/net/ip";
-import { formatIp6, type Ip6 } from "../agent/net/ip6";
+import { type Ip4 } from "../agent/net/ip";
+import { formatAddr, type Ip6 } from "../agent/net/ip6";
 
 /** An ovl_subnets or ovl_subnets6 entry. */
 export interface TraceEntry<A extends Ip4 | Ip6 = Ip4> {
@@ -51,13 +51,11 @@ function flagsOf(h: { flags: number }): string[] {
   return [...(h.flags & F_LOCAL ? ["local"] : []), ...(h.flags & F_DIRECT ? ["direct"] : [])];
 }
 
-const fmt = (ip: Ip4 | Ip6): string => (typeof ip === "bigint" ? formatIp6(ip) : formatIp(ip));
-
 function entryJson(e: TraceEntry<Ip4 | Ip6> | undefined): TraceResult["entry"] {
   return e
     ? {
         subnet: e.subnet.toString(),
-        remoteIp: fmt(e.host.remoteIp),
+        remoteIp: formatAddr(e.host.remoteIp),
         vtepMac: e.host.vtepMac,
         flags: flagsOf(e.host),
       }
@@ -66,7 +64,7 @@ function entryJson(e: TraceEntry<Ip4 | Ip6> | undefined): TraceResult["entry"] {
 
 export function trace<A extends Ip4 | Ip6>(t: TraceInput<A>): TraceResult {
   const v6 = typeof t.dst === "bigint";
-  const base = { src: fmt(t.src), dst: fmt(t.dst) };
+  const base = { src: formatAddr(t.src), dst: formatAddr(t.dst) };
   const d = t.dstEntry;
   const s = t.srcEntry;
   const dstLocal = d !== undefined && (d.host.flags & F_LOCAL) !== 0;
@@ -78,7 +76,7 @@ export function trace<A extends Ip4 | Ip6>(t: TraceInput<A>): TraceResult {
 
   // Towards another node's subnet.
   if (d && !dstLocal) {
-    const peer = fmt(d.host.remoteIp);
+    const peer = formatAddr(d.host.remoteIp);
     if (d.host.flags & F_DIRECT) {
       return {
         ...base,
@@ -135,7 +133,7 @@ export function trace<A extends Ip4 | Ip6>(t: TraceInput<A>): TraceResult {
         dropReason: null,
       };
     }
-    const peer = fmt(s.host.remoteIp);
+    const peer = formatAddr(s.host.remoteIp);
     const steps: string[] = [];
     const viaSocket = () => {
       steps.push(`${t.overlayDev}'s VXLAN socket decapsulates`);

@@ -5,8 +5,8 @@ import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 
 import { M } from "./names";
 import { type DatapathStats } from "../agent/bpf/stats";
 import { type PeerCounters } from "../agent/bpf/codec";
-import { formatIp, type Ip4 } from "../agent/net/ip";
-import { formatIp6, type Ip6 } from "../agent/net/ip6";
+import { type Ip4 } from "../agent/net/ip";
+import { formatAddr, type Ip6 } from "../agent/net/ip6";
 import { OverlayError } from "../agent/errors";
 
 /** Where scrape-time datapath numbers come from (pinned maps in production). */
@@ -37,10 +37,6 @@ export function checkMetricsPeers(n: number): number {
   }
   return n;
 }
-
-/** A peer's label: its PublicIP, or its PublicIPv6 for an IPv6 peer. */
-const formatPeer = (ip: Ip4 | Ip6): string =>
-  typeof ip === "bigint" ? formatIp6(ip) : formatIp(ip);
 
 /** A peer's counters as Numbers: tx packets, tx bytes, rx packets, rx bytes. */
 export type PeerNumbers = [number, number, number, number];
@@ -246,7 +242,7 @@ export class AgentMetrics {
       readCounter(reg, name, help, ["peer"], (set) => {
         const t = top();
         if (!t) return;
-        for (const [ip, c] of t.top) set({ peer: formatPeer(ip) }, c[k] as number);
+        for (const [ip, c] of t.top) set({ peer: formatAddr(ip) }, c[k] as number);
         if (t.other) set({ peer: OTHER_PEERS }, t.other[k] as number);
       });
     peerCounter(M.peerTxPackets, "Packets sent to a peer node (by its public IP).", 0);

@@ -19,6 +19,7 @@ import { type HostEntry } from "../bpf/codec";
 import { type SubnetMapLike } from "../bpf/subnet-map";
 import { subnetId, type SyncPlan } from "../control/lease";
 import { type Logger } from "../log";
+import { type BackendDeps } from "./backend";
 import { formatIp, type Cidr, type Ip4 } from "../net/ip";
 import { formatIp6, type Ip6 } from "../net/ip6";
 import {
@@ -188,6 +189,12 @@ export class DirectRoutes {
       this.log.error("direct routes not synced", { error: (e as Error).message });
     }
   }
+}
+
+/** The DirectRoutes of a backend (host-gw, vxlan DirectRouting) on its
+ * external interface, reading the tables its deps give (tests inject them). */
+export function directRoutesOf(iface: string, deps: BackendDeps): DirectRoutes {
+  return new DirectRoutes(iface, deps.log, deps.readRoutes, undefined, deps.readRoutes6);
 }
 
 /** `overlayd --cleanup`: removes every route overlayd made. */

@@ -16,7 +16,7 @@ import { formatIp, type Ip4 } from "../net/ip";
 import { formatIp6, type Ip6 } from "../net/ip6";
 import { ipv4Addresses, ipv6Addresses, type OverlayDeviceOptions } from "../net/link";
 import { type Backend, type BackendDeps, type BackendNode } from "./backend";
-import { DirectRoutes } from "./direct-routes";
+import { directRoutesOf, type DirectRoutes } from "./direct-routes";
 
 /** host-gw entries carry no VTEP: the inner frame goes to the next hop. */
 const NO_MAC = "00:00:00:00:00:00";
@@ -53,13 +53,7 @@ export class HostGwBackend implements Backend {
         );
       }
     }
-    this.routes = new DirectRoutes(
-      node.iface,
-      this.deps.log,
-      this.deps.readRoutes,
-      undefined,
-      this.deps.readRoutes6,
-    );
+    this.routes = directRoutesOf(node.iface, this.deps);
   }
 
   device(): OverlayDeviceOptions {

@@ -18,7 +18,7 @@ import { type Ip4 } from "../net/ip";
 import { type Ip6 } from "../net/ip6";
 import { type OverlayDeviceOptions } from "../net/link";
 import { type Backend, type BackendDeps, type BackendNode } from "./backend";
-import { DirectRoutes } from "./direct-routes";
+import { directRoutesOf, type DirectRoutes } from "./direct-routes";
 
 export class VxlanBackend implements Backend {
   readonly type = "vxlan" as const;
@@ -35,14 +35,7 @@ export class VxlanBackend implements Backend {
   ) {}
 
   check(node: BackendNode): void {
-    if (this.config.directRouting)
-      this.routes = new DirectRoutes(
-        node.iface,
-        this.deps.log,
-        this.deps.readRoutes,
-        undefined,
-        this.deps.readRoutes6,
-      );
+    if (this.config.directRouting) this.routes = directRoutesOf(node.iface, this.deps);
   }
 
   device(): OverlayDeviceOptions {

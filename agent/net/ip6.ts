@@ -4,6 +4,7 @@
 // of two or more zero groups as "::", the first on a tie), which is also what
 // Go's net.IP prints, so flannel's lease keys and JSON compare byte for byte.
 import { ConfigError } from "../errors";
+import { formatIp, type Ip4 } from "./ip";
 
 /** An IPv6 address as an unsigned 128-bit number. */
 export type Ip6 = bigint;
@@ -201,3 +202,8 @@ export function* subnets6(min: Ip6, max: Ip6, len: number): Generator<Cidr6> {
 export const IPV4_MAPPED = Cidr6.of(0xffff00000000n, 96);
 /** ff00::/8, multicast: never masqueraded (flannel's rule). */
 export const MULTICAST6 = Cidr6.of(0xffn << 120n, 8);
+
+/** An address of either family as text (IPv4 numbers, IPv6 bigints). */
+export function formatAddr(ip: Ip4 | Ip6): string {
+  return typeof ip === "bigint" ? formatIp6(ip) : formatIp(ip);
+}

@@ -5,8 +5,8 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { type SubnetEntry, SubnetHostMap, SubnetHostMap6 } from "../../agent/bpf/subnet-map";
 import { MAPS } from "../../agent/bpf/abi.generated";
 import { F_DIRECT, F_LOCAL, subnetAt } from "../../agent/bpf/codec";
-import { formatIp, writeMac, type Ip4 } from "../../agent/net/ip";
-import { formatIp6, type Ip6 } from "../../agent/net/ip6";
+import { writeMac, type Ip4 } from "../../agent/net/ip";
+import { formatAddr, type Ip6 } from "../../agent/net/ip6";
 import { outputOption, print, table, type Format } from "../output";
 
 interface Args {
@@ -19,8 +19,6 @@ export interface DumpEntry {
   subnet: { toString(): string };
   host: { remoteIp: Ip4 | Ip6; vtepMac: string; flags: number };
 }
-
-const fmt = (ip: Ip4 | Ip6): string => (typeof ip === "bigint" ? formatIp6(ip) : formatIp(ip));
 
 /**
  * Every peer's live counters, as Numbers (exact below 2^53, as the JSON
@@ -70,7 +68,7 @@ export function dumpRows(entries: DumpEntry[], peers: PeerCounts) {
     const i = peers.index(e.host.remoteIp, e.host.flags);
     return {
       subnet: e.subnet.toString(),
-      remoteIp: fmt(e.host.remoteIp),
+      remoteIp: formatAddr(e.host.remoteIp),
       vtepMac: e.host.vtepMac,
       flags: flagsOf(e.host.flags),
       txPackets: peers.counter(i, 0),

@@ -519,102 +519,41 @@ export class Soak {
     return { leases, problems };
   }
 
-  /** Every node's pinned map against the leases in etcd. */
+  /** Every node's pinned maps against the leases in etcd: the IPv4 maps
+   * against every lease, the IPv6 maps against the dual-stack leases' IPv6
+   * halves (v4-only ones, the churn's, have none). */
   private mapProblems(): string[] {
     const { leases, problems } = this.leases();
     if (problems.length) return problems;
     for (const [i, n] of this.nodes.entries()) {
-      const want = new Set(
-        leases.map(
-          (l) =>
-            `${l.subnet} ${l.publicIp} ${l.vtepMac}${l.publicIp === n.underlayIp ? " local" : ""}`,
-        ),
-      );
-      const m = SubnetHostMap.openPinned(n.pinPath);
-      let got: Set<string>;
-      try {
-        got = new Set(
-          m
-            .list()
-            .map(
-              (e) =>
-                `${e.subnet} ${formatIp(e.host.remoteIp)} ${e.host.vtepMac}${e.host.flags & F_LOCAL ? " local" : ""}`,
-            ),
+      for (const f of FAMILIES) {
+        const halves = leases.flatMap((l) => {
+          const h = f.half(l);
+          return h ? [{ ...h, own: l.publicIp === n.underlayIp }] : [];
+        });
+        const want = new Set(
+          halves.map((h) => `${h.subnet} ${h.publicIp} ${h.vtepMac}${h.own ? " local" : ""}`),
         );
-      } finally {
-        m.close();
-      }
-      problems.push(...differ(`node ${i} ovl_subnets`, want, got));
-      // Decap's source check: every remote lease's host -> its subnet, and
-      // no host that holds no lease (ovl_peer_stats has the same keys).
-      const peers = new Set(
-        leases.filter((l) => l.publicIp !== n.underlayIp).map((l) => `${l.publicIp} ${l.subnet}`),
-      );
-      problems.push(
-        ...differ(
-          `node ${i} ovl_peers`,
-          peers,
-          new Set(
-            readPinned(n.pinPath, "ovl_peers").map(
-              ([k, v]) => `${formatIp(decodeIp(k))} ${decodePeer(v)}`,
-            ),
+        problems.push(...differ(`node ${i} ovl_subnets${f.suffix}`, want, f.entries(n.pinPath)));
+        // Decap's source check: every remote lease's host -> its subnet, and
+        // no host that holds no lease (the peer counters have the same keys).
+        const peers = new Set(halves.filter((h) => !h.own).map((h) => `${h.publicIp} ${h.subnet}`));
+        const pinned = (m: string) => readPinned(n.pinPath, `${m}${f.suffix}` as MapName);
+        problems.push(
+          ...differ(
+            `node ${i} ovl_peers${f.suffix}`,
+            peers,
+            new Set(pinned("ovl_peers").map(([k, v]) => `${f.host(k)} ${f.peer(v)}`)),
           ),
-        ),
-        ...differ(
-          `node ${i} ovl_peer_stats`,
-          new Set([...peers].map((p) => p.split(" ")[0] as string)),
-          new Set(readPinned(n.pinPath, "ovl_peer_stats").map(([k]) => formatIp(decodeIp(k)))),
-        ),
-      );
-      problems.push(...this.map6Problems(i, n, leases));
+          ...differ(
+            `node ${i} ovl_peer_stats${f.suffix}`,
+            new Set([...peers].map((p) => p.split(" ")[0] as string)),
+            new Set(pinned("ovl_peer_stats").map(([k]) => f.host(k))),
+          ),
+        );
+      }
     }
     return problems;
-  }
-
-  /** The IPv6 halves: ovl_subnets6, ovl_peers6 and ovl_peer_stats6 against
-   * the dual-stack leases (v4-only ones, the churn's, have none). */
-  private map6Problems(i: number, n: NodeInfo, leases: Lease[]): string[] {
-    const dual = leases.filter((l) => l.v6);
-    const own = (l: Lease) => l.publicIp === n.underlayIp;
-    const want = new Set(
-      dual.map(
-        (l) => `${l.v6?.subnet} ${l.v6?.publicIp} ${l.v6?.vtepMac}${own(l) ? " local" : ""}`,
-      ),
-    );
-    const m = SubnetHostMap6.openPinned(n.pinPath);
-    let got: Set<string>;
-    try {
-      got = new Set(
-        m
-          .list()
-          .map(
-            (e) =>
-              `${e.subnet} ${formatIp6(e.host.remoteIp)} ${e.host.vtepMac}${e.host.flags & F_LOCAL ? " local" : ""}`,
-          ),
-      );
-    } finally {
-      m.close();
-    }
-    const peers = new Set(
-      dual.filter((l) => !own(l)).map((l) => `${l.v6?.publicIp} ${l.v6?.subnet}`),
-    );
-    return [
-      ...differ(`node ${i} ovl_subnets6`, want, got),
-      ...differ(
-        `node ${i} ovl_peers6`,
-        peers,
-        new Set(
-          readPinned(n.pinPath, "ovl_peers6").map(
-            ([k, v]) => `${formatIp6(decodeIp6(k))} ${decodePeer6(v)}`,
-          ),
-        ),
-      ),
-      ...differ(
-        `node ${i} ovl_peer_stats6`,
-        new Set([...peers].map((p) => p.split(" ")[0] as string)),
-        new Set(readPinned(n.pinPath, "ovl_peer_stats6").map(([k]) => formatIp6(decodeIp6(k)))),
-      ),
-    ];
   }
 
   private readyProblems(): string[] {
@@ -700,6 +639,58 @@ export class Soak {
     return out;
   }
 }
+
+/** One address family's maps, as the soak checks them against etcd. */
+interface MapFamily {
+  /** "" for ovl_subnets, ovl_peers, ovl_peer_stats; "6" for their IPv6 twins. */
+  suffix: "" | "6";
+  /** What a lease says of this family's half, if it has one. */
+  half(l: Lease): { subnet: string; publicIp: string; vtepMac: string } | undefined;
+  /** The subnet map's entries as "subnet host mac[ local]". */
+  entries(pinPath: string): Set<string>;
+  /** A peer map key (a host address) and value (its subnet) as text. */
+  host(k: Buffer): string;
+  peer(v: Buffer): string;
+}
+
+/** A subnet map's entries as "subnet host mac[ local]" (closed after). */
+function entryTexts<A>(
+  m: {
+    list(): { subnet: object; host: { remoteIp: A; vtepMac: string; flags: number } }[];
+    close(): void;
+  },
+  fmt: (ip: A) => string,
+): Set<string> {
+  try {
+    return new Set(
+      m
+        .list()
+        .map(
+          (e) =>
+            `${e.subnet} ${fmt(e.host.remoteIp)} ${e.host.vtepMac}${e.host.flags & F_LOCAL ? " local" : ""}`,
+        ),
+    );
+  } finally {
+    m.close();
+  }
+}
+
+const FAMILIES: MapFamily[] = [
+  {
+    suffix: "",
+    half: (l) => l,
+    entries: (p) => entryTexts(SubnetHostMap.openPinned(p), formatIp),
+    host: (k) => formatIp(decodeIp(k)),
+    peer: (v) => String(decodePeer(v)),
+  },
+  {
+    suffix: "6",
+    half: (l) => l.v6,
+    entries: (p) => entryTexts(SubnetHostMap6.openPinned(p), formatIp6),
+    host: (k) => formatIp6(decodeIp6(k)),
+    peer: (v) => String(decodePeer6(v)),
+  },
+];
 
 /** "what: N missing (…), N extra (…)" when two sets differ. */
 function differ(what: string, want: Set<string>, got: Set<string>): string[] {
