@@ -9,6 +9,7 @@
 //             own lease re-acquires it (the same subnet when still free) and
 //             re-programs; a bad config is reported and changes nothing.
 //   stop():   stops watching and renewing; the data path keeps forwarding.
+import { compileCacheStats, flushCompileCache } from "./compile-cache";
 import { type Server } from "node:http";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -57,7 +58,7 @@ import {
   choosePublicIpv6,
   chooseUnderlay,
   ensureOverlayDevice,
-  mustLink,
+  linkTable,
   replaceRoute,
   replaceRoute6,
   setOverlayAddress,
@@ -231,6 +232,8 @@ export class Agent {
     // the set-up below.
     const firstConfig = this.store.getConfig();
     firstConfig.catch(() => undefined); // awaited in waitForConfig
+    // A warm restart's first read, our own lease, goes out with it.
+    let ownEarly = this.prefetchOwnLease();
     if (o.healthzAddr) {
       this.servers.push(
         await serve(o.healthzAddr, "--healthz-addr", { readiness: () => this.readiness() }),
@@ -244,9 +247,14 @@ export class Agent {
         }),
       );
     }
-    const u = chooseUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp });
+    const u = chooseUnderlay({
+      iface: o.iface,
+      ifaceRegex: o.ifaceRegex,
+      publicIp: o.publicIp,
+      links: linkTable(),
+    });
     this.publicIp = u.publicIp;
-    this.node = { iface: u.iface, publicIp: u.publicIp, mtu: mustLink(u.iface).mtu };
+    this.node = { iface: u.iface, publicIp: u.publicIp, mtu: u.link.mtu };
     // A config this node cannot run (an MTU the underlay cannot carry,
     // host-gw behind NAT) is waited out like a bad one: nothing is touched.
     this.config = await this.waitForConfig((cfg, key) => {
@@ -263,8 +271,11 @@ export class Agent {
     early?.catch(() => undefined); // awaited below
     // A node that still runs flannel's vxlan backend is taken over: ovl0
     // gets flannel.1's MAC, and flannel.1 goes only once our path is up.
+    // One look at the links (the config may have been waited for: not the
+    // snapshot the underlay was chosen from) for flannel's and ours.
+    const links = linkTable();
     const flannel =
-      backend.type === "vxlan" ? findFlannelDevice(this.config.backend.vni) : undefined;
+      backend.type === "vxlan" ? findFlannelDevice(this.config.backend.vni, links) : undefined;
     if (flannel) {
       this.log.warn("flannel's VXLAN device found: taking this node over from flannel", {
         device: flannel.name,
@@ -272,10 +283,12 @@ export class Agent {
       });
     }
     // The overlay device first: its MAC is the VtepMAC the lease announces.
-    this.vtepMac = ensureOverlayDevice(o.overlayIface, this.mtu, {
-      ...backend.device(),
-      ...(flannel ? { mac: flannel.mac } : {}),
-    }).mac;
+    this.vtepMac = ensureOverlayDevice(
+      o.overlayIface,
+      this.mtu,
+      { ...backend.device(), ...(flannel ? { mac: flannel.mac } : {}) },
+      links,
+    ).mac;
     this.log.info("underlay chosen", {
       iface: u.iface,
       publicIp: formatIp(u.publicIp),
@@ -293,7 +306,11 @@ export class Agent {
     let acquireFrom: Lease[] = [];
     if (warm) {
       const ownSubnet = Cidr.parse(warm.subnet);
-      const own = await this.retryEtcd("get own lease", () => this.store.get(ownSubnet));
+      const own = await this.retryEtcd("get own lease", () => {
+        const g = ownEarly?.subnet.equals(ownSubnet) ? ownEarly.get : this.store.get(ownSubnet);
+        ownEarly = undefined; // a retry reads afresh
+        return g;
+      });
       if (own && own.attrs.publicIp === this.publicIp) acquireFrom = [own];
       else warm = this.cold(`lease ${warm.subnet} is ${own ? "someone else's" : "gone"}`);
     }
@@ -482,9 +499,13 @@ export class Agent {
         switchMs: Math.round((performance.now() - t0) * 10) / 10,
       });
     }
-    this.overlapWatch.start(); // after flannel's routes are gone: they were its own
+    // After flannel's routes are gone (they were its own), and a tick after
+    // ready: it only reports, and its first scan is two `ip` runs.
+    const overlapWatch = this.overlapWatch;
+    setImmediate(() => !this.stopping && overlapWatch.start());
     const ms = (a: number, b: number) => Math.round(b - a);
     const mem = process.memoryUsage();
+    const cache = compileCacheStats();
     this.saveState();
     this.log.info("ready", {
       subnet: subnet.toString(),
@@ -500,7 +521,13 @@ export class Agent {
       syncMs: ms(t.datapath, t.synced),
       heapMb: Math.round(mem.heapUsed / 1048576),
       rssMb: Math.round(mem.rss / 1048576),
+      ...(cache
+        ? { codeCacheHits: cache.hits, codeCacheMisses: cache.misses + cache.rejected }
+        : {}),
     });
+    // The next start compiles from what this one compiled (a first start,
+    // or after an upgrade).
+    if (cache && cache.misses + cache.rejected > 0) setTimeout(flushCompileCache, 1000).unref();
     this.settleMemory();
   }
 
@@ -564,6 +591,20 @@ export class Agent {
       abi: buildInfo().abi,
     });
     return why ? this.cold(why) : saved;
+  }
+
+  /** The read of our own lease a warm restart starts with, sent before the config is known. */
+  private prefetchOwnLease(): { subnet: Cidr; get: Promise<Lease | undefined> } | undefined {
+    const saved = this.opts.stateFile ? readRestartState(this.opts.stateFile) : undefined;
+    if (saved === undefined || typeof saved === "string") return undefined;
+    try {
+      const subnet = Cidr.parse(saved.subnet);
+      const get = this.store.get(subnet);
+      get.catch(() => undefined); // awaited in start(), or never when the start is cold
+      return { subnet, get };
+    } catch {
+      return undefined;
+    }
   }
 
   /** No restart state this start could resume from (savedState() would say why). */

@@ -33,11 +33,8 @@ interface IpJsonLink {
   addr_info?: { family: string; local: string; prefixlen: number; scope?: string }[];
 }
 
-export function linkInfo(name: string): LinkInfo | undefined {
-  const out = tryRun(["ip", "-d", "-j", "link", "show", "dev", name]);
-  if (!out) return undefined;
-  const l = (JSON.parse(out) as IpJsonLink[])[0];
-  if (!l) return undefined;
+/** What `ip -d -j link show` says of one link, as LinkInfo. */
+function toLinkInfo(l: IpJsonLink): LinkInfo {
   return {
     name: l.ifname,
     ifindex: l.ifindex,
@@ -58,8 +55,30 @@ export function linkInfo(name: string): LinkInfo | undefined {
   };
 }
 
-export function mustLink(name: string): LinkInfo {
-  const l = linkInfo(name);
+/**
+ * Every link of the node by name, from one `ip` run: start-up asks about
+ * the underlay, flannel's devices and the overlay device at once (each
+ * `ip` run is 3-5 ms of a start that should take less than 0.5 s). A
+ * snapshot: pass it only to reads made before anything changes the links.
+ */
+export type LinkTable = ReadonlyMap<string, LinkInfo>;
+
+export function linkTable(): LinkTable {
+  const links = JSON.parse(run(["ip", "-d", "-j", "link", "show"])) as IpJsonLink[];
+  return new Map(links.map((l) => [l.ifname, toLinkInfo(l)]));
+}
+
+/** One link, from `links` when given (a linkTable() snapshot), else from `ip`. */
+export function linkInfo(name: string, links?: LinkTable): LinkInfo | undefined {
+  if (links) return links.get(name);
+  const out = tryRun(["ip", "-d", "-j", "link", "show", "dev", name]);
+  if (!out) return undefined;
+  const l = (JSON.parse(out) as IpJsonLink[])[0];
+  return l ? toLinkInfo(l) : undefined;
+}
+
+export function mustLink(name: string, links?: LinkTable): LinkInfo {
+  const l = linkInfo(name, links);
   if (!l) throw new OverlayError(`interface ${name}: not found`);
   return l;
 }
@@ -138,6 +157,7 @@ export function defaultRouteInterface(): string | undefined {
 export interface UnderlayChoice {
   iface: string;
   publicIp: Ip4;
+  link: LinkInfo;
 }
 
 /**
@@ -149,6 +169,8 @@ export function chooseUnderlay(opts: {
   iface?: string;
   ifaceRegex?: string;
   publicIp?: string;
+  /** A linkTable() snapshot to read the chosen interface from. */
+  links?: LinkTable;
 }): UnderlayChoice {
   const addrs = ipv4Addresses().filter((a) => a.ifname !== "lo");
   let iface: string | undefined;
@@ -167,14 +189,14 @@ export function chooseUnderlay(opts: {
       throw new OverlayError("no default route: name the underlay with --iface or --iface-regex");
     }
   }
-  mustLink(iface);
+  const link = mustLink(iface, opts.links);
   let publicIp: Ip4 | undefined;
   if (opts.publicIp) publicIp = parseIp(opts.publicIp, "--public-ip");
   else publicIp = addrs.find((a) => a.ifname === iface)?.ip;
   if (publicIp === undefined) {
     throw new OverlayError(`interface ${iface}: has no IPv4 address (set --public-ip)`);
   }
-  return { iface, publicIp };
+  return { iface, publicIp, link };
 }
 
 export interface OverlayDevice extends LinkInfo {
@@ -212,8 +234,9 @@ export function ensureOverlayDevice(
   name: string,
   mtu: number,
   o: OverlayDeviceOptions,
+  links?: LinkTable,
 ): OverlayDevice {
-  let l = linkInfo(name);
+  let l = linkInfo(name, links);
   if (l && l.kind !== "dummy" && l.kind !== "ifb" && l.kind !== "vxlan") {
     throw new OverlayError(
       `interface ${name}: exists as ${l.kind ?? "unknown kind"}, not an overlay device`,

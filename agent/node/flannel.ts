@@ -9,7 +9,7 @@
 // it, and brings ovl0 up on the freed port. Between the two, VXLAN for a
 // registered pod is decapsulated by ovl_decap_tc without any socket; only
 // what goes to the node itself waits for ovl0's socket.
-import { deleteLink, linkInfo } from "../net/link";
+import { deleteLink, linkInfo, type LinkTable } from "../net/link";
 
 export interface FlannelDevice {
   name: string;
@@ -20,16 +20,16 @@ export interface FlannelDevice {
   v6?: FlannelDevice;
 }
 
-function flannelVxlan(name: string): FlannelDevice | undefined {
-  const l = linkInfo(name);
+function flannelVxlan(name: string, links?: LinkTable): FlannelDevice | undefined {
+  const l = linkInfo(name, links);
   if (!l || l.kind !== "vxlan" || l.vxlan?.external) return undefined;
   return { name, mac: l.mac, port: l.vxlan?.port };
 }
 
 /** flannel's VXLAN device for this VNI, if this node still has one. */
-export function findFlannelDevice(vni: number): FlannelDevice | undefined {
-  const d = flannelVxlan(`flannel.${vni}`);
-  const v6 = flannelVxlan(`flannel-v6.${vni}`);
+export function findFlannelDevice(vni: number, links?: LinkTable): FlannelDevice | undefined {
+  const d = flannelVxlan(`flannel.${vni}`, links);
+  const v6 = flannelVxlan(`flannel-v6.${vni}`, links);
   return d && v6 ? { ...d, v6 } : d;
 }
 

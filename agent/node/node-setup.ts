@@ -136,7 +136,7 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
   const bringUp = (): void => {
     // Up only now: ovl_decap_dev guards the device's socket from its first packet.
     try {
-      linkUp(overlay.name);
+      if (!overlay.up) linkUp(overlay.name); // a restart finds it up
     } catch (e) {
       throw new OverlayError(
         `cannot bring ${overlay.name} up: is UDP port ${o.port} taken on this node ` +
