@@ -642,7 +642,9 @@ function report(samples: Record<string, Sample[]>, profile: Profile, progrun: Pr
     "",
     "Per packet, through BPF_PROG_RUN (one MTU-sized TCP frame per run, mean of",
     "20,000 runs, median of 7): objects built without the trace hooks, tracing off",
-    "(the default: nobody watches) and tracing on (events drained as a monitor does):",
+    "(the default: nobody watches) and tracing on (events drained as a monitor does);",
+    "last, the same IPv4 frame through the programs of a dual-stack node (a PublicIPv6",
+    "in .rodata, so the verifier keeps the IPv6 branches):",
     "",
     markdownTable(
       [
@@ -652,6 +654,8 @@ function report(samples: Record<string, Sample[]>, profile: Profile, progrun: Pr
         "off vs compiled out",
         "tracing on (ns)",
         "on vs off",
+        "dual-stack node, IPv4 frame (ns)",
+        "dual-stack vs IPv4-only",
       ],
       progrun.map((c) => [
         c.program,
@@ -660,6 +664,8 @@ function report(samples: Record<string, Sample[]>, profile: Profile, progrun: Pr
         `${(c.offNs / c.noHooksNs).toFixed(2)}×`,
         c.onNs.toFixed(0),
         `+${(c.onNs - c.offNs).toFixed(0)} ns`,
+        c.dualStackNs.toFixed(0),
+        `${(c.dualStackNs / c.offNs).toFixed(2)}×`,
       ]),
     ),
     "",

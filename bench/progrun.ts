@@ -16,6 +16,7 @@ import { EventSource } from "../agent/bpf/events";
 import { libbpf } from "../agent/bpf/libbpf";
 import { SubnetHostMap } from "../agent/bpf/subnet-map";
 import { Cidr, parseIp } from "../agent/net/ip";
+import { ip6ToBytes, parseIp6 } from "../agent/net/ip6";
 import { eth, ETH_P_IP, ipv4, vxlanFrame } from "../test/lib/packets";
 import { median } from "./report";
 
@@ -33,6 +34,9 @@ export interface ProgCost {
   noHooksNs: number;
   offNs: number;
   onNs: number;
+  /** Tracing off, the programs of a dual-stack node (a PublicIPv6 in
+   * .rodata: the IPv6 branches are not pruned), the same IPv4 frame. */
+  dualStackNs: number;
   /** Trace events the "on" runs produced (proves tracing was on). */
   traced: number;
 }
@@ -68,7 +72,7 @@ class Bench {
   readonly dp: Datapath;
   private readonly pins: string;
 
-  constructor(dir: string, objDir: string) {
+  constructor(dir: string, objDir: string, ip6 = false) {
     this.pins = join(dir, "pins");
     this.dp = new Datapath({
       pinPath: this.pins,
@@ -82,6 +86,7 @@ class Bench {
       overlay: { name: "lo", ifindex: 1, mac: "0e:00:00:00:01:01" },
       decap: "tc",
       kernelDecap: false,
+      ...(ip6 ? { localIp6: ip6ToBytes(parseIp6("fd00:31::1")) } : {}),
     });
     this.dp.load();
     const subnets = SubnetHostMap.openPinned(this.pins);
@@ -148,6 +153,7 @@ export function progCosts(buildDir: string, runsPerRep = 20000): ProgCost[] {
     const out: ProgCost[] = [];
     const built = new Bench(join(dir, "built"), join(buildDir, "bpf"));
     const bare = new Bench(join(dir, "bare"), join(buildDir, "bpf-notrace"));
+    const dual = new Bench(join(dir, "dual"), join(buildDir, "bpf"), true);
     try {
       for (const p of PROGRAMS) {
         const frame = frameFor(p);
@@ -155,6 +161,10 @@ export function progCosts(buildDir: string, runsPerRep = 20000): ProgCost[] {
         const bareRet = libbpf.testRun(bare.dp.programFd(p), frame, null, p).retval;
         if (retval !== bareRet)
           throw new Error(`${p}: verdict ${retval} with hooks, ${bareRet} without`);
+        const dualRet = libbpf.testRun(dual.dp.programFd(p), frame, null, p).retval;
+        if (retval !== dualRet)
+          throw new Error(`${p}: verdict ${retval} IPv4-only, ${dualRet} dual-stack`);
+        const dualNs: number[] = [];
         const noHooks: number[] = [];
         const off: number[] = [];
         const on: number[] = [];
@@ -163,6 +173,7 @@ export function progCosts(buildDir: string, runsPerRep = 20000): ProgCost[] {
           for (let i = 0; i < REPS; i++) {
             noHooks.push(bare.time(p, frame, runsPerRep));
             off.push(built.time(p, frame, runsPerRep));
+            dualNs.push(dual.time(p, frame, runsPerRep));
             ev.setTrace(true);
             on.push(built.time(p, frame, runsPerRep, () => ev.drain()));
             ev.setTrace(false);
@@ -173,6 +184,7 @@ export function progCosts(buildDir: string, runsPerRep = 20000): ProgCost[] {
             noHooksNs: median(noHooks),
             offNs: median(off),
             onNs: median(on),
+            dualStackNs: median(dualNs),
             traced: ev.count(),
           });
         } finally {
@@ -182,6 +194,7 @@ export function progCosts(buildDir: string, runsPerRep = 20000): ProgCost[] {
     } finally {
       built.close();
       bare.close();
+      dual.close();
     }
     return out;
   } finally {
