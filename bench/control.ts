@@ -487,7 +487,14 @@ async function inner(run: string): Promise<void> {
             /^overlay_map_writes_total (\d+)$/m.exec((await scrape()).body)?.[1],
           );
           results.restart = {
-            warm: { readySeconds: warmReady, mapWrites: writes, warm: /start=warm/.test(warmLine) },
+            warm: {
+              readySeconds: warmReady,
+              mapWrites: writes,
+              warm: /start=warm/.test(warmLine),
+              phases: Object.fromEntries(
+                [...warmLine.matchAll(/(\w+)=(\d+)/g)].map((m) => [m[1], Number(m[2])]),
+              ),
+            },
             coldWithPins: { readySeconds: coldReady, mapWrites: coldWrites },
           };
           log(
@@ -593,19 +600,39 @@ async function putToMap(client: Etcd3, prefix: string, pin: string, n: number, t
 async function soak(prefix: string, n: number, a: Agent) {
   const ch = churn(prefix, n, SOAK_RATE, CHURN_S);
   const mark = Math.min(60, CHURN_S / 2);
-  const samples: { s: number; rssMb: number }[] = [];
+  // RSS every second; the JS heap in use (prom-client's default gauges)
+  // every 10 s beside it, which tells a leak of objects from the heap and
+  // allocator pages growing around a flat one.
+  const samples: { s: number; rssMb: number; heapMb?: number; externalMb?: number }[] = [];
   const t0 = performance.now();
-  while (ch.exitCode === null) {
+  const gauge = (body: string, name: string) => {
+    const m = new RegExp(`^${name} (\\S+)$`, "m").exec(body);
+    return m ? Number(m[1]) / 1048576 : undefined;
+  };
+  for (let i = 1; ch.exitCode === null; i++) {
     await sleep(1000);
-    samples.push({
+    const sample: (typeof samples)[number] = {
       s: Math.round((performance.now() - t0) / 1000),
       rssMb: rssMb(a.proc.pid as number),
-    });
+    };
+    if (i % 10 === 0) {
+      const body = (await get("/metrics", METRICS_PORT)).body;
+      const heapMb = gauge(body, "nodejs_heap_size_used_bytes");
+      const externalMb = gauge(body, "nodejs_external_memory_bytes");
+      if (heapMb !== undefined) sample.heapMb = heapMb;
+      if (externalMb !== undefined) sample.externalMb = externalMb;
+    }
+    samples.push(sample);
   }
-  const at = (s: number) =>
-    samples.reduce((b, x) => (Math.abs(x.s - s) < Math.abs(b.s - s) ? x : b));
+  const at = (s: number, list = samples) =>
+    list.reduce((b, x) => (Math.abs(x.s - s) < Math.abs(b.s - s) ? x : b));
   const first = at(mark);
-  const last = samples[samples.length - 1] as { s: number; rssMb: number };
+  const last = samples[samples.length - 1] as (typeof samples)[number];
+  const heaps = samples.filter((x) => x.heapMb !== undefined);
+  const heapFirst = heaps.length ? at(mark, heaps) : undefined;
+  const heapLast = heaps[heaps.length - 1];
+  // RSS every minute, for the report's line.
+  const perMinute = samples.filter((x) => x.s % 60 === 0).map((x) => Math.round(x.rssMb * 10) / 10);
   const r = {
     seconds: CHURN_S,
     changesPerSecond: SOAK_RATE,
@@ -613,9 +640,16 @@ async function soak(prefix: string, n: number, a: Agent) {
     rssAtMarkMb: first.rssMb,
     rssAtEndMb: last.rssMb,
     growth: last.rssMb / first.rssMb - 1,
+    heapAtMarkMb: heapFirst?.heapMb,
+    heapAtEndMb: heapLast?.heapMb,
+    externalAtMarkMb: heapFirst?.externalMb,
+    externalAtEndMb: heapLast?.externalMb,
+    rssPerMinuteMb: perMinute,
   };
   process.stderr.write(
-    `  churn soak at ${formatN(n)}: ${CHURN_S} s at ${SOAK_RATE} changes/s: RSS ${first.rssMb.toFixed(1)} MB at ${first.s} s, ${last.rssMb.toFixed(1)} MB at ${last.s} s (${(r.growth * 100).toFixed(1)}%)\n`,
+    `  churn soak at ${formatN(n)}: ${CHURN_S} s at ${SOAK_RATE} changes/s: RSS ${first.rssMb.toFixed(1)} MB at ${first.s} s, ${last.rssMb.toFixed(1)} MB at ${last.s} s (${(r.growth * 100).toFixed(1)}%); ` +
+      `JS heap in use ${heapFirst?.heapMb?.toFixed(1) ?? "-"} MB at ${heapFirst?.s ?? "-"} s, ${heapLast?.heapMb?.toFixed(1) ?? "-"} MB at ${heapLast?.s ?? "-"} s; ` +
+      `external ${heapFirst?.externalMb?.toFixed(1) ?? "-"} -> ${heapLast?.externalMb?.toFixed(1) ?? "-"} MB; RSS per minute ${perMinute.join(" ")}\n`,
   );
   return r;
 }
@@ -657,9 +691,31 @@ function report(
   const pTxn = results.putToMapTxn as PutToMap | undefined;
   const dump = results.dump as { seconds: number } | undefined;
   const restart = results.restart as
-    { warm: { readySeconds: number; mapWrites: number; warm: boolean } } | undefined;
+    | {
+        warm: {
+          readySeconds: number;
+          mapWrites: number;
+          warm: boolean;
+          phases?: Record<string, number>;
+        };
+      }
+    | undefined;
   const soakR = results.soak as
-    { growth: number; seconds: number; markSeconds: number } | undefined;
+    | {
+        growth: number;
+        seconds: number;
+        markSeconds: number;
+        changesPerSecond: number;
+        rssAtMarkMb: number;
+        rssAtEndMb: number;
+        heapAtMarkMb?: number;
+        heapAtEndMb?: number;
+        externalAtMarkMb?: number;
+        externalAtEndMb?: number;
+        rssPerMinuteMb?: number[];
+      }
+    | undefined;
+  const mb = (x: number | undefined) => (x === undefined ? "-" : `${x.toFixed(1)} MB`);
   // Each target is an upper bound; the row says it once, as a number, and
   // a missed one by how much, with `why` (what the profiles name) below it.
   const below = (
@@ -724,8 +780,7 @@ function report(
       0.5,
       "s",
       false,
-      "node and its modules are ~250-300 ms of it (see the cold start); the rest is the config read " +
-        "(etcd's first call), the own lease's adoption (a txn and a lease grant), the program load and the watch",
+      warmWhy(restart?.warm.phases ?? {}),
     ),
     below(
       "etcd put -> map entry, p99, 65,536 leases under 1,000 changes/s",
@@ -842,6 +897,16 @@ function report(
           `the entry was in the map at most ${x.afterAckP99Ms.toFixed(2)} ms after the answer (p99).`,
       ),
     "",
+    ...(soakR
+      ? [
+          `Lease churn at 5,000 leases, ${soakR.changesPerSecond} changes/s for ${soakR.seconds} s: ` +
+            `RSS ${mb(soakR.rssAtMarkMb)} at ${soakR.markSeconds} s and ${mb(soakR.rssAtEndMb)} at the end; ` +
+            `JS heap in use ${mb(soakR.heapAtMarkMb)} and ${mb(soakR.heapAtEndMb)}; ` +
+            `external (Buffers) ${mb(soakR.externalAtMarkMb)} and ${mb(soakR.externalAtEndMb)}. ` +
+            `RSS each minute (MB): ${(soakR.rssPerMinuteMb ?? []).join(", ") || "-"}.`,
+          "",
+        ]
+      : []),
     ...(storms.length
       ? [
           "Restart storm: N control planes against one etcd holding 5,000 leases, all (re)starting at once;",
@@ -913,6 +978,19 @@ function report(
   for (const t of targets)
     if (!t.ok)
       process.stderr.write(`target missed: ${t.what} = ${t.value} ${t.unit} (${t.target})\n`);
+}
+
+/** Where a warm restart's time goes, from the agent's own `ready` line. */
+function warmWhy(ph: Record<string, number>): string {
+  const v = (k: string) => (ph[k] === undefined ? "-" : String(ph[k]));
+  return (
+    `from the agent's own clock: node and its modules ${v("bootMs")} ms before the agent's first line ` +
+    `(node itself ~50-80 ms, then ~200 ms of loading with the code cache: etcd3/grpc-js, protobufjs parsing etcd's ` +
+    `rpc.proto, prom-client, yargs; ${v("codeCacheHits")} modules from the cache); config read (etcd's first call and ` +
+    `its connection), underlay and overlay device ${v("setupMs")} ms; own lease read and adopted (a lease grant and a ` +
+    `txn) ${v("leaseMs")} ms; programs loaded and attached ${v("datapathMs")} ms; maps opened, own entries checked, ` +
+    `watch started ${v("syncMs")} ms; the rest is spawning node and the pod bridge's first look`
+  );
 }
 
 function formatN(n: number): string {

@@ -21,6 +21,15 @@ process.noDeprecation = true;
 
 let usageError = false;
 
+// `overlayctl map dump | head`: the reader went away, so stop as a filter
+// does, without a stack trace. A command with its own handler (monitor
+// cleans up first) keeps it.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (process.stdout.listenerCount("error") > 1) return;
+  if (e.code === "EPIPE") process.exit(0);
+  throw e;
+});
+
 // Every global flag may come from OVERLAYD_*; anything else with that prefix
 // (Kubernetes service variables) is not ours.
 dropUnknownEnv("OVERLAYD", [
