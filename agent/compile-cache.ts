@@ -89,7 +89,12 @@ export function enableCompileCache(
   M.prototype._compile = function (this: CjsModule, content: string, filename: string) {
     // Only plain scripts: a file starting with a shebang or anything the
     // wrapper would not parse goes to Node as usual.
-    if (content.startsWith("#!")) return original.call(this, content, filename);
+    // Node 20's vm.Script does not take its main context's loader for a
+    // dynamic import() (overlayctl loads etcd3 that way): a module that
+    // has one compiles as usual.
+    if (content.startsWith("#!") || content.includes("import(")) {
+      return original.call(this, content, filename);
+    }
     const file = join(
       s.dir,
       createHash("sha1").update(filename).update("\0").update(content).digest("hex"),

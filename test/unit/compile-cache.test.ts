@@ -58,6 +58,26 @@ describe("compile cache (agent/compile-cache.ts)", () => {
     assert.equal(second.stats.written, 0);
   });
 
+  it("a module with a dynamic import() is left to Node's loader, and its import works", () => {
+    const mod = join(dir, "dyn.js");
+    writeFileSync(join(dir, "later.js"), "module.exports = { v: 7 };\n");
+    writeFileSync(
+      mod,
+      `module.exports = import(${JSON.stringify(join(dir, "later.js"))}).then((m) => m.default.v);\n`,
+    );
+    const script = `
+      const c = require(${JSON.stringify(HOOK)});
+      c.enableCompileCache(${JSON.stringify(join(dir, "cache"))});
+      require(${JSON.stringify(mod)}).then((v) => process.stdout.write(JSON.stringify({ v, stats: c.compileCacheStats() })));
+    `;
+    const r = spawnSync(process.execPath, ["-e", script], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { v: number; stats: { hits: number; misses: number } };
+    assert.equal(out.v, 7);
+    // later.js (plain CommonJS, imported) goes through the cache; dyn.js does not.
+    assert.equal(out.stats.misses + out.stats.hits, 1);
+  });
+
   it("never runs stale code: an edit of the same length is a miss, not a hit", () => {
     const mod = join(dir, "same-length.js");
     writeFileSync(mod, "module.exports = 'aaaa';\n");
