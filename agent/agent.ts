@@ -232,8 +232,10 @@ export class Agent {
     // the set-up below.
     const firstConfig = this.store.getConfig();
     firstConfig.catch(() => undefined); // awaited in waitForConfig
-    // A warm restart's first read, our own lease, goes out with it.
-    let ownEarly = this.prefetchOwnLease();
+    // The restart state, read once; a warm restart's first etcd read, our
+    // own lease, goes out with the config's.
+    const saved = o.stateFile ? readRestartState(o.stateFile) : undefined;
+    let ownEarly = this.prefetchOwnLease(saved);
     if (o.healthzAddr) {
       this.servers.push(
         await serve(o.healthzAddr, "--healthz-addr", { readiness: () => this.readiness() }),
@@ -267,7 +269,7 @@ export class Agent {
     this.store.setListSplits(listSplits(this.config, LIST_STREAMS, LIST_PAGE));
     // Without restart state this start lists every lease: ask for them now,
     // and etcd prepares them while the overlay device is made.
-    let early = this.coldForSure(backend) ? this.store.list() : undefined;
+    let early = this.coldForSure(backend, saved) ? this.store.list() : undefined;
     early?.catch(() => undefined); // awaited below
     // A node that still runs flannel's vxlan backend is taken over: ovl0
     // gets flannel.1's MAC, and flannel.1 goes only once our path is up.
@@ -302,12 +304,12 @@ export class Agent {
     // watch starts right after it, so our own create arrives as an event.
     // A warm restart (restart-state.ts) reads only our own lease instead,
     // and the watch replays what changed while we were away.
-    let warm = this.savedState(backend);
+    let warm = this.savedState(backend, saved);
     let acquireFrom: Lease[] = [];
     if (warm) {
       const ownSubnet = Cidr.parse(warm.subnet);
       const own = await this.retryEtcd("get own lease", () => {
-        const g = ownEarly?.subnet.equals(ownSubnet) ? ownEarly.get : this.store.get(ownSubnet);
+        const g = ownEarly ?? this.store.get(ownSubnet);
         ownEarly = undefined; // a retry reads afresh
         return g;
       });
@@ -525,9 +527,9 @@ export class Agent {
         ? { codeCacheHits: cache.hits, codeCacheMisses: cache.misses + cache.rejected }
         : {}),
     });
-    // The next start compiles from what this one compiled (a first start,
-    // or after an upgrade).
-    if (cache && cache.misses + cache.rejected > 0) setTimeout(flushCompileCache, 1000).unref();
+    // The next start compiles from what this one compiled anew (a first
+    // start, or after an upgrade); nothing to write when all were cached.
+    setTimeout(flushCompileCache, 1000).unref();
     this.settleMemory();
   }
 
@@ -575,12 +577,13 @@ export class Agent {
 
   // --- warm restarts --------------------------------------------------------
   /** The saved state, if this start may resume from it (else logged why not). */
-  private savedState(backend: Backend): RestartState | undefined {
-    const path = this.opts.stateFile;
-    if (!path) return undefined;
+  private savedState(
+    backend: Backend,
+    saved: RestartState | string | undefined,
+  ): RestartState | undefined {
+    if (saved === undefined) return undefined; // no --state-file
     if (!backend.entriesFromLeases)
       return this.cold(`backend ${backend.type} entries follow routes too`);
-    const saved = readRestartState(path);
     if (typeof saved === "string") return this.cold(saved);
     const why = warmMismatch(saved, {
       prefix: this.opts.etcd.prefix,
@@ -594,23 +597,22 @@ export class Agent {
   }
 
   /** The read of our own lease a warm restart starts with, sent before the config is known. */
-  private prefetchOwnLease(): { subnet: Cidr; get: Promise<Lease | undefined> } | undefined {
-    const saved = this.opts.stateFile ? readRestartState(this.opts.stateFile) : undefined;
+  private prefetchOwnLease(
+    saved: RestartState | string | undefined,
+  ): Promise<Lease | undefined> | undefined {
     if (saved === undefined || typeof saved === "string") return undefined;
     try {
-      const subnet = Cidr.parse(saved.subnet);
-      const get = this.store.get(subnet);
+      const get = this.store.get(Cidr.parse(saved.subnet));
       get.catch(() => undefined); // awaited in start(), or never when the start is cold
-      return { subnet, get };
+      return get;
     } catch {
-      return undefined;
+      return undefined; // start() says what is wrong with the subnet
     }
   }
 
   /** No restart state this start could resume from (savedState() would say why). */
-  private coldForSure(backend: Backend): boolean {
-    const path = this.opts.stateFile;
-    return !path || !backend.entriesFromLeases || typeof readRestartState(path) === "string";
+  private coldForSure(backend: Backend, saved: RestartState | string | undefined): boolean {
+    return saved === undefined || !backend.entriesFromLeases || typeof saved === "string";
   }
 
   private cold(why: string): undefined {

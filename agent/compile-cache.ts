@@ -87,11 +87,11 @@ export function enableCompileCache(
   state = s;
   const original = M.prototype._compile;
   M.prototype._compile = function (this: CjsModule, content: string, filename: string) {
-    // Only plain scripts: a file starting with a shebang or anything the
-    // wrapper would not parse goes to Node as usual.
-    // Node 20's vm.Script does not take its main context's loader for a
-    // dynamic import() (overlayctl loads etcd3 that way): a module that
-    // has one compiles as usual.
+    // Only plain scripts go through the cache. To Node as usual: a file
+    // starting with a shebang, one that the wrapper would not parse (the
+    // catch below), and one with a dynamic import(), which a vm.Script of
+    // Node 20 cannot resolve through the main context's loader (overlayctl
+    // loads etcd3 that way).
     if (content.startsWith("#!") || content.includes("import(")) {
       return original.call(this, content, filename);
     }
@@ -107,11 +107,7 @@ export function enableCompileCache(
     }
     let script: vm.Script;
     try {
-      script = new vm.Script(M.wrap(content), {
-        filename,
-        ...(cachedData ? { cachedData } : {}),
-        importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
-      });
+      script = new vm.Script(M.wrap(content), { filename, ...(cachedData ? { cachedData } : {}) });
     } catch {
       return original.call(this, content, filename);
     }

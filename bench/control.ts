@@ -418,13 +418,7 @@ async function inner(run: string): Promise<void> {
           const m = re.exec(a.log)?.[1];
           if (m) log(`  agent: ${m}`);
         }
-        const kv = (re: RegExp) =>
-          Object.fromEntries(
-            [...(re.exec(a.log)?.[1] ?? "").matchAll(/(\w+)=(\d+)/g)].map((m) => [
-              m[1],
-              Number(m[2]),
-            ]),
-          ) as Record<string, number>;
+        const kv = (re: RegExp) => logFields(re.exec(a.log)?.[1]);
         const size: Size = {
           n,
           writeSeconds,
@@ -491,9 +485,7 @@ async function inner(run: string): Promise<void> {
               readySeconds: warmReady,
               mapWrites: writes,
               warm: /start=warm/.test(warmLine),
-              phases: Object.fromEntries(
-                [...warmLine.matchAll(/(\w+)=(\d+)/g)].map((m) => [m[1], Number(m[2])]),
-              ),
+              phases: logFields(warmLine),
             },
             coldWithPins: { readySeconds: coldReady, mapWrites: coldWrites },
           };
@@ -978,6 +970,13 @@ function report(
   for (const t of targets)
     if (!t.ok)
       process.stderr.write(`target missed: ${t.what} = ${t.value} ${t.unit} (${t.target})\n`);
+}
+
+/** The numeric fields (`key=123`) of one of the agent's log lines. */
+function logFields(line: string | undefined): Record<string, number> {
+  return Object.fromEntries(
+    [...(line ?? "").matchAll(/(\w+)=(\d+)/g)].map((m) => [m[1], Number(m[2])]),
+  ) as Record<string, number>;
 }
 
 /** Where a warm restart's time goes, from the agent's own `ready` line. */
