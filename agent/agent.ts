@@ -64,7 +64,7 @@ import {
   setOverlayAddress,
   setOverlayAddress6,
 } from "./net/link";
-import { backendMtu, setupNode, type NodeV6 } from "./node/node-setup";
+import { backendMtu, prepareNode, setupNode, type NodeV6 } from "./node/node-setup";
 import { disablePodBridge, PodBridge } from "./node/pod-bridge";
 import { findFlannelDevice, removeFlannelDevice } from "./node/flannel";
 import { describeOverlap, OverlapWatch } from "./node/overlap";
@@ -299,7 +299,23 @@ export class Agent {
       mtu: this.mtu,
     });
 
-    const t = { start: performance.now(), listed: 0, leased: 0, datapath: 0, synced: 0 };
+    // The programs load (and the maps are made) on a worker thread while the
+    // leases are listed and ours is taken: none of it needs the lease.
+    const t = { start: performance.now(), loaded: 0, listed: 0, leased: 0, datapath: 0, synced: 0 };
+    const prepared = prepareNode({
+      underlay: u.iface,
+      publicIp: u.publicIp,
+      vni: this.config.backend.vni,
+      port: this.config.backend.port,
+      backend,
+      mtu: this.mtu,
+      ...(this.config.ipv6 && this.publicIpv6 !== undefined ? { publicIp6: this.publicIpv6 } : {}),
+      pinPath: o.pinPath,
+      objDir: o.objDir,
+      decap: o.decap,
+      overlayName: o.overlayIface,
+    });
+    void prepared.loaded.then(() => (t.loaded = performance.now()));
     // One listing serves both the lease choice and the first full sync; the
     // watch starts right after it, so our own create arrives as an event.
     // A warm restart (restart-state.ts) reads only our own lease instead,
@@ -357,8 +373,10 @@ export class Agent {
     }
     t.leased = performance.now();
 
+    await prepared.loaded;
     const v6 = this.nodeV6();
     const node = setupNode({
+      prepared,
       underlay: u.iface,
       publicIp: u.publicIp,
       network: this.config.network,
@@ -520,6 +538,7 @@ export class Agent {
       listMs: ms(t.start, t.listed),
       leaseMs: ms(t.listed, t.leased),
       datapathMs: ms(t.leased, t.datapath),
+      loadMs: ms(t.start, t.loaded), // beside the listing, not after it
       syncMs: ms(t.datapath, t.synced),
       heapMb: Math.round(mem.heapUsed / 1048576),
       rssMb: Math.round(mem.rss / 1048576),
@@ -540,9 +559,12 @@ export class Agent {
     this.podBridge?.stop();
     this.backend?.stop();
     this.overlapWatch?.stop();
+    // The held deletes go unapplied: the saved revision stays before them,
+    // so the next start replays them.
+    const heldSince = this.reconciler?.heldSince();
     this.reconciler?.cancelHeld();
     await this.watchLoop.close();
-    this.saveState();
+    this.saveState(heldSince);
     // Stop renewing but do not revoke: the lease outlives a restart (TTL).
     this.held?.keepalive?.release();
     await this.store.close();
@@ -620,11 +642,16 @@ export class Agent {
     return undefined;
   }
 
-  /** Where the map stands, for the next start (restart-state.ts). */
-  private saveState(): void {
+  /**
+   * Where the map stands, for the next start (restart-state.ts): the
+   * revision to resume from is before any delete still held back
+   * (heldSince), which the map does not have yet.
+   */
+  private saveState(heldSince = this.reconciler?.heldSince()): void {
     const path = this.opts.stateFile;
     const subnet = this.held?.lease.subnet;
-    const rev = this.resumeRevision;
+    let rev = this.resumeRevision;
+    if (rev && heldSince !== undefined && heldSince < BigInt(rev)) rev = heldSince.toString();
     if (!path || !this.map || !subnet || !rev || !this.reconciler?.synced) return;
     try {
       writeRestartState(path, {
@@ -952,7 +979,12 @@ export class Agent {
           const c: LeaseChange =
             e.type === "put"
               ? { type: "put", lease: e.lease }
-              : { type: "delete", subnet: e.subnet, ...(e.subnet6 ? { subnet6: e.subnet6 } : {}) };
+              : {
+                  type: "delete",
+                  subnet: e.subnet,
+                  ...(e.subnet6 ? { subnet6: e.subnet6 } : {}),
+                  revision: BigInt(rev),
+                };
           changes.push(c);
           if (own && (e.type === "put" ? e.lease.subnet : e.subnet).equals(own)) {
             ownChange = c;

@@ -69,6 +69,30 @@ export interface DatapathConfig {
   localIp6?: Buffer;
 }
 
+/** The object files, each once (several programs share one). */
+function objectFiles(): string[] {
+  return [...new Set(Object.values(PROGRAMS))];
+}
+
+/** A load's EINVAL, named: a pinned map of another layout, or the verifier. */
+function abiChecked<T>(path: string, pinPath: string, load: () => T): T {
+  const named = (e: unknown): never => {
+    if (e instanceof BpfError && e.code === "EINVAL") {
+      throw new AbiMismatchError(
+        `load ${path}: EINVAL: a pinned map under ${pinPath} is incompatible, or the ` +
+          `kernel refused a program (libbpf's log above says which)`,
+      );
+    }
+    throw e;
+  };
+  try {
+    const r = load();
+    return (r instanceof Promise ? r.catch(named) : r) as T;
+  } catch (e) {
+    return named(e);
+  }
+}
+
 /** Makes sure pinPath is a directory on a bpffs, mounting one if needed. */
 export function ensureBpffs(pinPath: string): void {
   let probe = pinPath;
@@ -241,6 +265,11 @@ export class Datapath {
    */
   start(opts: { refill?: (stagedPinPath: string) => void } = {}): void {
     const c = this.config;
+    if (this.preloadError !== undefined) throw this.preloadError;
+    if (this.preloaded) {
+      this.attach();
+      return;
+    }
     ensureBpffs(c.pinPath);
     this.pinPlan = planPins(c.pinPath);
     const refused = this.pinPlan.filter((p) => p.action === "refuse");
@@ -300,37 +329,68 @@ export class Datapath {
     const c = this.config;
     ensureBpffs(c.pinPath);
     if (!mapDir) checkPinnedMaps(c.pinPath);
-    const maps = mapDir ?? c.pinPath;
-    const rodata = rodataImage(c);
-    const files = [...new Set(Object.values(PROGRAMS))];
-    for (const file of files) {
-      const path = join(c.objDir, file);
-      const obj = libbpf.openObject(path);
-      this.objects.push(obj);
-      for (const name of Object.keys(MAPS) as MapName[]) {
-        libbpf.setPinPath(libbpf.findMap(obj, name), join(maps, name), name);
+    for (const file of objectFiles()) {
+      const { obj, path } = this.open(file, mapDir ?? c.pinPath);
+      abiChecked(path, c.pinPath, () => libbpf.loadObject(obj, path));
+      this.pinPrograms(obj, file);
+    }
+  }
+
+  /**
+   * start()'s load, begun early and run off the main thread: creating the
+   * maps (a per-CPU hash preallocates every entry on every CPU: ~90 ms each
+   * at 65,536 entries) and the verifier take ~200 ms on a first start, which
+   * the agent spends listing the leases instead. Only when every pinned map
+   * is reused or new; start() carries the others over (an ABI change) as
+   * before. A failed load is kept and thrown by start().
+   */
+  async preload(): Promise<void> {
+    const c = this.config;
+    try {
+      ensureBpffs(c.pinPath);
+      const plan = planPins(c.pinPath);
+      if (plan.some((p) => p.action !== "reuse" && p.action !== "new")) return;
+      this.pinPlan = plan;
+      for (const file of objectFiles()) {
+        const { obj, path } = this.open(file, c.pinPath);
+        await abiChecked(path, c.pinPath, () => libbpf.loadObjectAsync(obj, path));
+        this.pinPrograms(obj, file);
       }
-      libbpf.setInitialValue(libbpf.findMap(obj, ".rodata"), rodata, `${file} .rodata`);
-      try {
-        libbpf.loadObject(obj, path);
-      } catch (e) {
-        if (e instanceof BpfError && e.code === "EINVAL") {
-          throw new AbiMismatchError(
-            `load ${path}: EINVAL: a pinned map under ${c.pinPath} is incompatible, or the ` +
-              `kernel refused a program (libbpf's log above says which)`,
-          );
-        }
-        throw e;
-      }
-      for (const [prog, objFile] of Object.entries(PROGRAMS) as [ProgramName, string][]) {
-        if (objFile !== file) continue;
-        const fd = libbpf.programFd(libbpf.findProgram(obj, prog), prog);
-        this.progFds.set(prog, fd);
-        // Replace the pin: the CNI plugin and overlayctl find programs here.
-        const pin = join(c.pinPath, prog);
-        if (existsSync(pin)) unlinkSync(pin);
-        libbpf.objPin(fd, pin);
-      }
+      this.preloaded = true;
+    } catch (e) {
+      this.preloadError = e;
+    }
+  }
+
+  private preloaded = false;
+  private preloadError: unknown;
+
+  /** Opens one object file with its maps pinned under mapDir and our .rodata. */
+  private open(file: string, mapDir: string): { obj: BpfObjectHandle; path: string } {
+    const path = join(this.config.objDir, file);
+    const obj = libbpf.openObject(path);
+    this.objects.push(obj);
+    for (const name of Object.keys(MAPS) as MapName[]) {
+      libbpf.setPinPath(libbpf.findMap(obj, name), join(mapDir, name), name);
+    }
+    libbpf.setInitialValue(
+      libbpf.findMap(obj, ".rodata"),
+      rodataImage(this.config),
+      `${file} .rodata`,
+    );
+    return { obj, path };
+  }
+
+  /** Pins a loaded object's programs, replacing the old pins: the CNI plugin
+   * and overlayctl find programs there. */
+  private pinPrograms(obj: BpfObjectHandle, file: string): void {
+    for (const [prog, objFile] of Object.entries(PROGRAMS) as [ProgramName, string][]) {
+      if (objFile !== file) continue;
+      const fd = libbpf.programFd(libbpf.findProgram(obj, prog), prog);
+      this.progFds.set(prog, fd);
+      const pin = join(this.config.pinPath, prog);
+      if (existsSync(pin)) unlinkSync(pin);
+      libbpf.objPin(fd, pin);
     }
   }
 

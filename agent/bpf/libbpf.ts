@@ -254,6 +254,28 @@ export const libbpf = {
       name,
     );
   },
+  /**
+   * bpf_object__load on one of koffi's worker threads: the main thread goes
+   * on meanwhile (V8's SIGPROF goes to the main thread only, so no signal
+   * interrupts the verifier here). libbpf's log callback runs on the main
+   * thread, queued by koffi, when its event loop next turns.
+   */
+  loadObjectAsync(obj: BpfObjectHandle, name: string): Promise<void> {
+    const load = fn("int bpf_object__load(void *obj)") as Fn & {
+      async: (obj: unknown, cb: (err: unknown, ret: unknown) => void) => void;
+    };
+    return new Promise((resolve, reject) =>
+      load.async(obj, (err, ret) => {
+        if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+        try {
+          check(ret, "load", name);
+          resolve();
+        } catch (e) {
+          reject(e as Error);
+        }
+      }),
+    );
+  },
   closeObject(obj: BpfObjectHandle): void {
     fn("void bpf_object__close(void *obj)")(obj);
   },

@@ -456,8 +456,9 @@ export function planSync(
 /** A lease change from the watch, as the reconciler applies it. */
 export type LeaseChange =
   | { type: "put"; lease: Lease }
-  /** subnet6: the IPv6 half of the deleted key (a dual-stack lease's). */
-  | { type: "delete"; subnet: Cidr; subnet6?: Cidr6 };
+  /** subnet6: the IPv6 half of the deleted key (a dual-stack lease's);
+   * revision: etcd's, for a delete that arrived by the watch. */
+  | { type: "delete"; subnet: Cidr; subnet6?: Cidr6; revision?: bigint };
 
 /**
  * A burst of watch events -> one plan: the last change per subnet wins, our

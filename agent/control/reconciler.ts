@@ -61,7 +61,12 @@ export class Reconciler {
   /** Deletes held back (subnet id -> the cancel and the last PublicIP). */
   private readonly held = new Map<
     number,
-    { cancel: () => void; publicIp: Ip4 | undefined; subnet6: Cidr6 | undefined }
+    {
+      cancel: () => void;
+      publicIp: Ip4 | undefined;
+      subnet6: Cidr6 | undefined;
+      revision: bigint | undefined;
+    }
   >();
   private own: Cidr | undefined;
   private ownEntry: HostEntry | undefined;
@@ -178,6 +183,21 @@ export class Reconciler {
     this.applyChanges([{ type: "delete", subnet }]);
   }
 
+  /**
+   * The oldest etcd revision whose delete is held back, not yet in the map:
+   * a warm restart must replay the watch from there, or the entry would
+   * outlive its lease for good.
+   */
+  heldSince(): bigint | undefined {
+    let oldest: bigint | undefined;
+    for (const h of this.held.values()) {
+      if (h.revision !== undefined && (oldest === undefined || h.revision < oldest)) {
+        oldest = h.revision;
+      }
+    }
+    return oldest;
+  }
+
   /** Held deletes are dropped (a full sync decides, or the agent stops). */
   cancelHeld(): void {
     for (const h of this.held.values()) h.cancel();
@@ -226,7 +246,7 @@ export class Reconciler {
         continue;
       }
       if (this.held.has(id)) continue;
-      const h = { cancel: () => {}, publicIp: old, subnet6: c.subnet6 };
+      const h = { cancel: () => {}, publicIp: old, subnet6: c.subnet6, revision: c.revision };
       this.held.set(id, h);
       // A put may have cancelled it after the timer fired but before the
       // agent's queue ran it: only the hold still in place deletes.

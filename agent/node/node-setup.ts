@@ -6,7 +6,8 @@
 // sends either family): the IPv6 subnet's first address /128 on it, as
 // flannel gives flannel-v6.1, IPv6 forwarding, the IPv6 network's route,
 // our PublicIPv6 in the programs, our IPv6 subnet LOCAL in ovl_subnets6.
-import { Datapath, type DecapChoice, type DecapMode } from "../bpf/datapath";
+import { isDeepStrictEqual } from "node:util";
+import { Datapath, type DatapathConfig, type DecapChoice, type DecapMode } from "../bpf/datapath";
 import { ENCAP_OVERHEAD, F_LOCAL } from "../bpf/codec";
 import { type Backend } from "../backend";
 import { overlayMtuOf } from "../control/config";
@@ -17,6 +18,8 @@ import { ip6ToBytes, type Cidr6, type Ip6 } from "../net/ip6";
 import {
   ensureOverlayDevice,
   linkUp,
+  type LinkInfo,
+  type OverlayDevice,
   mustLink,
   replaceRoute,
   replaceRoute6,
@@ -53,6 +56,8 @@ export interface NodeSetupOptions {
   /** An upgrade across an ABI change made new subnet maps under this pin
    * directory: fill them (from etcd) before the programs use them. */
   refill?: (stagedPinPath: string) => void;
+  /** The data path prepareNode began loading, its `loaded` settled. */
+  prepared?: PreparedNode;
   /** Leave the overlay device down, without its address and route: the
    * caller brings it up with `bringUp()` (taking over from flannel, whose
    * device still holds the port and routes the node). */
@@ -91,12 +96,46 @@ export function backendMtu(
   return overlayMtuOf(backend.config, underlayMtu, backend.overhead, where, enableIPv6);
 }
 
-export function setupNode(o: NodeSetupOptions): NodeSetupResult {
+/** What setupNode needs of the devices, before the lease is known. */
+export type NodePrepareOptions = Omit<
+  NodeSetupOptions,
+  "subnet" | "network" | "v6" | "refill" | "deferUp" | "prepared"
+> & {
+  /** Our PublicIPv6 in a dual-stack network. */
+  publicIp6?: Ip6;
+};
+
+/** The data path loading (or loaded) before the lease: see prepareNode. */
+export interface PreparedNode {
+  datapath: Datapath;
+  /** Settles when the load is done or has failed (setupNode then throws it). */
+  loaded: Promise<void>;
+}
+
+/**
+ * The part of setupNode that needs no lease: the programs load (and their
+ * maps are made) off the main thread while the agent lists the leases.
+ * setupNode takes the result once `loaded` has settled, if its own
+ * settings turned out the same; otherwise it loads afresh.
+ */
+export function prepareNode(o: NodePrepareOptions): PreparedNode {
   const underlay = mustLink(o.underlay);
-  const mtu = o.mtu ?? backendMtu(o.backend, underlay.mtu);
-  const overlay = ensureOverlayDevice(o.overlayName, mtu, o.backend.device());
-  setSysctl(["net", "ipv4", "ip_forward"], "1");
-  const datapath = new Datapath({
+  const overlay = ensureOverlayDevice(
+    o.overlayName,
+    o.mtu ?? backendMtu(o.backend, underlay.mtu),
+    o.backend.device(),
+  );
+  const datapath = new Datapath(datapathConfig(o, underlay, overlay, o.publicIp6));
+  return { datapath, loaded: datapath.preload() };
+}
+
+function datapathConfig(
+  o: NodePrepareOptions,
+  underlay: LinkInfo,
+  overlay: OverlayDevice,
+  publicIp6: Ip6 | undefined,
+): DatapathConfig {
+  return {
     pinPath: o.pinPath,
     objDir: o.objDir,
     vni: o.vni,
@@ -107,8 +146,21 @@ export function setupNode(o: NodeSetupOptions): NodeSetupResult {
     decap: o.backend.decapsulates ? o.decap : "none",
     kernelDecap: overlay.kernelDecap,
     gbp: o.backend.config.gbp,
-    ...(o.v6 ? { localIp6: ip6ToBytes(o.v6.publicIp) } : {}),
-  });
+    ...(publicIp6 !== undefined ? { localIp6: ip6ToBytes(publicIp6) } : {}),
+  };
+}
+
+export function setupNode(o: NodeSetupOptions): NodeSetupResult {
+  const underlay = mustLink(o.underlay);
+  const mtu = o.mtu ?? backendMtu(o.backend, underlay.mtu);
+  const overlay = ensureOverlayDevice(o.overlayName, mtu, o.backend.device());
+  setSysctl(["net", "ipv4", "ip_forward"], "1");
+  const config = datapathConfig(o, underlay, overlay, o.v6?.publicIp);
+  let datapath = o.prepared?.datapath;
+  if (!datapath || !isDeepStrictEqual(datapath.config, config)) {
+    datapath?.close();
+    datapath = new Datapath(config);
+  }
   datapath.start({ refill: o.refill });
   const mechanism = datapath.mechanism as DecapMode | "none";
   if (mechanism === "xdp") {

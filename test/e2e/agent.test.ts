@@ -240,6 +240,38 @@ describe("e2e: agents, etcd and pods", function () {
     assert.ok(ping(pod(nodes[1]!).ns, pod(n1).ip), "still forwarding");
   });
 
+  // Found by the chaos soak: a restart within DELETE_HOLD_MS of a lease's
+  // delete saved a revision past it; the warm start skipped the delete and
+  // the entry stayed in the map for good.
+  it("warm-restart-keeps-held-deletes: a lease deleted just before a restart is gone after the warm start", async function () {
+    const n1 = nodes[0]!;
+    const peer = "10.5.201.0/24";
+    const key = `${PREFIX}/subnets/10.5.201.0-24`;
+    etcd.put(
+      key,
+      JSON.stringify({
+        PublicIP: "172.31.9.10",
+        BackendType: "vxlan",
+        BackendData: { VNI: 1, VtepMAC: "0e:00:00:00:09:0a" },
+      }),
+    );
+    await waitFor("the peer in the map", () => entries(n1).includes(peer), 20000);
+    etcd.ctl(["del", key]);
+    await sleep(300); // the delete arrives and is held (DELETE_HOLD_MS)
+    assert.ok(entries(n1).includes(peer), "held, not yet removed");
+    await agents.get(1)!.stop("SIGTERM");
+    const a = startAgent(n1, ["--ip-masq", "--subnet-lease-ttl", "120"]);
+    await a.waitReady();
+    await waitFor("the ready log line", () => /msg=ready /.test(a.logs), 20000);
+    assert.match(/msg=ready .*/.exec(a.logs)?.[0] ?? "", /start=warm/);
+    await waitFor(
+      "the deleted lease gone from the map",
+      () => !entries(n1).includes(peer),
+      20000,
+    ).catch((e: Error) => assert.fail(`${e.message}\n${a.logs.slice(-3000)}`));
+    assert.ok(ping(pod(nodes[1]!).ns, pod(n1).ip), "still forwarding");
+  });
+
   it("gives bridged pods the fast path on its own (--pod-bridge auto), and takes it away with none", async function () {
     // These pods are plain bridge ports (topo.addPod): no CNI plugin of ours.
     const n2 = nodes[1]!;

@@ -127,6 +127,24 @@ describe("unit: reconciler", function () {
     assert.deepEqual(map.ops, ["+10.5.2.0/24"], "re-created in place, never removed");
   });
 
+  // Found by the chaos soak (lease-churn, then an agent restarted twice within
+  // the hold): the state file saved a revision past deletes still held, the
+  // warm start never replayed them, and 1,000 entries outlived their leases.
+  it("warm-restart-keeps-held-deletes: heldSince is the oldest held delete's revision", function () {
+    const { t, r } = holding(2, 3, 4);
+    assert.equal(r.heldSince(), undefined, "nothing held");
+    const del = (k: number, revision: bigint) =>
+      r.applyChanges([{ type: "delete", subnet: Cidr.parse(`10.5.${k}.0/24`), revision }]);
+    del(3, 41n);
+    del(2, 40n);
+    del(4, 42n);
+    assert.equal(r.heldSince(), 40n);
+    r.onPut(lease("10.5.2.0/24", "172.31.0.2")); // re-created: no longer held
+    assert.equal(r.heldSince(), 41n);
+    t.fireAll();
+    assert.equal(r.heldSince(), undefined, "applied to the map: nothing to replay");
+  });
+
   it("removes a held entry when the hold runs out without a re-create", function () {
     const { map, t, r } = holding(2, 3);
     r.onDelete(Cidr.parse("10.5.3.0/24"));
