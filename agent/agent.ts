@@ -546,9 +546,6 @@ export class Agent {
         ? { codeCacheHits: cache.hits, codeCacheMisses: cache.misses + cache.rejected }
         : {}),
     });
-    // The next start compiles from what this one compiled anew (a first
-    // start, or after an upgrade); nothing to write when all were cached.
-    setTimeout(flushCompileCache, 1000).unref();
     this.settleMemory();
   }
 
@@ -1032,9 +1029,16 @@ export class Agent {
    * the background sweeper finished); then report what stays.
    */
   private settleMemory(): void {
-    const gc = exposeGc();
+    let gc: (() => void) | undefined;
     const timers = [1000, 3000].map((ms, i) =>
       setTimeout(() => {
+        if (i === 0) {
+          // The next start compiles from what this one compiled anew (a
+          // first start, or after an upgrade). Before exposing gc: that
+          // flag would stamp every entry as made under other flags.
+          flushCompileCache();
+          gc = exposeGc();
+        }
         gc?.();
         if (i === 0) return;
         const m = process.memoryUsage();

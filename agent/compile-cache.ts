@@ -32,6 +32,8 @@ export interface CompileCacheStats {
   rejected: number;
   /** Entries written by the last flush. */
   written: number;
+  /** Entries not written: V8's flags changed since the cache was enabled. */
+  stale: number;
 }
 
 interface Pending {
@@ -56,6 +58,9 @@ const M = Module as unknown as {
 
 interface State {
   dir: string;
+  /** V8's version tag when enabled: it names dir, and an entry made under
+   * other flags is refused by every later process. */
+  tag: number;
   pending: Pending[];
   stats: CompileCacheStats;
 }
@@ -73,7 +78,8 @@ export function enableCompileCache(
   // V8 refuses an entry made under another V8 version, other V8 flags (the
   // agent runs with --max-semi-space-size=1, overlayctl without) or CPU
   // features; its version tag names exactly that: one directory each.
-  const versioned = join(dir, `${process.version}-${v8.cachedDataVersionTag().toString(16)}`);
+  const tag = v8.cachedDataVersionTag();
+  const versioned = join(dir, `${process.version}-${tag.toString(16)}`);
   try {
     mkdirSync(versioned, { recursive: true });
   } catch {
@@ -81,8 +87,9 @@ export function enableCompileCache(
   }
   const s: State = {
     dir: versioned,
+    tag,
     pending: [],
-    stats: { hits: 0, misses: 0, rejected: 0, written: 0 },
+    stats: { hits: 0, misses: 0, rejected: 0, written: 0, stale: 0 },
   };
   state = s;
   const original = M.prototype._compile;
@@ -144,6 +151,14 @@ export function flushCompileCache(): number {
   const pending = state.pending;
   state.pending = [];
   let written = 0;
+  // A flag set at run time (the agent's --expose-gc) changes the hash V8
+  // stamps on new entries: the next process, started without it, would
+  // refuse every one of them. Write nothing rather than poison the cache.
+  if (v8.cachedDataVersionTag() !== state.tag) {
+    state.stats.stale += pending.length;
+    state.stats.written = 0;
+    return 0;
+  }
   for (const p of pending) {
     try {
       const tmp = `${p.file}.${process.pid}.tmp`;

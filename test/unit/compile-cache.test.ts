@@ -11,14 +11,17 @@ const HOOK = join(__dirname, "..", "..", "agent", "compile-cache.js");
 function runChild(
   cacheDir: string,
   entry: string,
+  beforeFlush = "",
 ): { out: unknown; stats: Record<string, number> } {
   const script = `
     const c = require(${JSON.stringify(HOOK)});
     if (!c.enableCompileCache(${JSON.stringify(cacheDir)})) throw new Error("not enabled");
     const out = require(${JSON.stringify(entry)});
     const stats = c.compileCacheStats();
+    ${beforeFlush};
     c.flushCompileCache();
-    process.stdout.write(JSON.stringify({ out, stats: { ...stats, written: c.compileCacheStats().written } }));
+    const after = c.compileCacheStats();
+    process.stdout.write(JSON.stringify({ out, stats: { ...stats, written: after.written, stale: after.stale } }));
   `;
   const r = spawnSync(process.execPath, ["-e", script], { encoding: "utf8" });
   assert.equal(r.status, 0, r.stderr);
@@ -56,6 +59,23 @@ describe("compile cache (agent/compile-cache.ts)", () => {
     assert.equal(second.stats.hits, 2);
     assert.equal(second.stats.misses, 0);
     assert.equal(second.stats.written, 0);
+  });
+
+  // Found measuring issue 16: the agent exposes gc() at run time
+  // (--expose-gc) before it flushed, every entry carried that flag's hash,
+  // and every later start refused them all (0 hits of 317).
+  it("agent-code-cache-never-hit: a flag set at run time before the flush writes nothing that the next run refuses", () => {
+    const mod = join(dir, "mod.js");
+    writeFileSync(mod, "module.exports = 7;\n");
+    const cache = join(dir, "cache");
+    const first = runChild(cache, mod, `require("node:v8").setFlagsFromString("--expose-gc")`);
+    assert.equal(first.stats.written, 0, "nothing written under changed flags");
+    assert.equal(first.stats.stale, 1);
+    const second = runChild(cache, mod);
+    assert.equal(second.stats.rejected, 0, "no entry refused");
+    assert.equal(second.stats.misses, 1);
+    assert.equal(second.stats.written, 1);
+    assert.equal(runChild(cache, mod).stats.hits, 1);
   });
 
   it("a module with a dynamic import() is left to Node's loader, and its import works", () => {
