@@ -18,7 +18,7 @@ import { type NetworkConfig, parseNetworkConfig } from "./control/config";
 import { createBackend, type Backend } from "./backend";
 import { type Datapath, type DecapChoice } from "./bpf/datapath";
 import { F_LOCAL } from "./bpf/codec";
-import { libbpf } from "./bpf/libbpf";
+import { libbpf, mallocTrim } from "./bpf/libbpf";
 import { StatsReader } from "./bpf/stats";
 import { SubnetHostMap, SubnetHostMap6 } from "./bpf/subnet-map";
 import {
@@ -59,6 +59,7 @@ import {
   chooseUnderlay,
   ensureOverlayDevice,
   linkTable,
+  mustLink,
   replaceRoute,
   replaceRoute6,
   setOverlayAddress,
@@ -98,6 +99,9 @@ export interface AgentOptions {
   metricsPeers: number;
   version: string;
 }
+
+/** How often malloc's free pages go back to the kernel (mallocTrim). */
+const TRIM_MS = 30_000;
 
 /** V8's gc(), exposed at run time (bin/overlayd is started as plain `node`). */
 function exposeGc(): (() => void) | undefined {
@@ -285,12 +289,13 @@ export class Agent {
       });
     }
     // The overlay device first: its MAC is the VtepMAC the lease announces.
-    this.vtepMac = ensureOverlayDevice(
+    const overlayDev = ensureOverlayDevice(
       o.overlayIface,
       this.mtu,
       { ...backend.device(), ...(flannel ? { mac: flannel.mac } : {}) },
       links,
-    ).mac;
+    );
+    this.vtepMac = overlayDev.mac;
     this.log.info("underlay chosen", {
       iface: u.iface,
       publicIp: formatIp(u.publicIp),
@@ -314,6 +319,7 @@ export class Agent {
       objDir: o.objDir,
       decap: o.decap,
       overlayName: o.overlayIface,
+      devices: { underlay: mustLink(u.iface, links), overlay: overlayDev },
     });
     void prepared.loaded.then(() => (t.loaded = performance.now()));
     // One listing serves both the lease choice and the first full sync; the
@@ -474,7 +480,7 @@ export class Agent {
       const listing = (this.startListing ??= await this.retryEtcd("list leases", () =>
         this.store.list(),
       ));
-      this.reconcileListing(listing, "start");
+      await this.reconcileStartListing(listing);
       await this.watchLoop.watchFrom(listing.revision);
       leaseCount = listing.leases.length;
     }
@@ -553,6 +559,7 @@ export class Agent {
     this.stopping = true;
     this.events.close();
     if (this.masqTimer) clearInterval(this.masqTimer);
+    if (this.trimTimer) clearInterval(this.trimTimer);
     this.podBridge?.stop();
     this.backend?.stop();
     this.overlapWatch?.stop();
@@ -935,6 +942,18 @@ export class Agent {
   private reconcileListing(listing: ListResult, reason: string): void {
     for (const b of listing.bad) this.log.warn("lease not decodable; ignored", b);
     (this.reconciler as Reconciler).fullSync(listing.leases);
+    this.listed(listing, reason);
+  }
+
+  /** The start's listing: its map writes on worker threads, side by side. */
+  private async reconcileStartListing(listing: ListResult): Promise<void> {
+    for (const b of listing.bad) this.log.warn("lease not decodable; ignored", b);
+    await (this.reconciler as Reconciler).fullSyncAsync(listing.leases);
+    this.listed(listing, "start");
+  }
+
+  /** The map holds a listing: watch from after it. */
+  private listed(listing: ListResult, reason: string): void {
     this.resumeRevision = (BigInt(listing.revision) + 1n).toString();
     this.appliedThrough = 0n;
     this.checkOwn(listing);
@@ -1028,6 +1047,8 @@ export class Agent {
    * a little later hand them back (the first frees, the second releases what
    * the background sweeper finished); then report what stays.
    */
+  private trimTimer: NodeJS.Timeout | undefined;
+
   private settleMemory(): void {
     let gc: (() => void) | undefined;
     const timers = [1000, 3000].map((ms, i) =>
@@ -1041,6 +1062,13 @@ export class Agent {
         }
         gc?.();
         if (i === 0) return;
+        if (!process.env.OVL_NO_TRIM) {
+          mallocTrim();
+          // What malloc frees under churn (gRPC's buffers, the listing's
+          // native halves) goes back to the kernel too, not only the burst's.
+          this.trimTimer = setInterval(() => mallocTrim(), TRIM_MS);
+          this.trimTimer.unref();
+        }
         const m = process.memoryUsage();
         this.log.info("memory after start", {
           heapMb: Math.round(m.heapUsed / 1048576),

@@ -14,6 +14,25 @@ let libcLib: LibraryHandle | undefined;
 function libc(): LibraryHandle {
   return (libcLib ??= koffi.load("libc.so.6"));
 }
+let trim: ((pad: number) => unknown) | null | undefined;
+/**
+ * glibc's malloc_trim(0): returns the free pages inside malloc's arenas to
+ * the kernel. Node's threads each get an arena, and freed memory stays in
+ * them (RSS) until trimmed. False without glibc.
+ */
+export function mallocTrim(): boolean {
+  if (trim === undefined) {
+    try {
+      trim = libc().func("int malloc_trim(size_t pad)") as (pad: number) => unknown;
+    } catch {
+      trim = null;
+    }
+  }
+  if (!trim) return false;
+  trim(0);
+  return true;
+}
+
 function load(): LibraryHandle {
   if (!lib) {
     try {
@@ -408,6 +427,38 @@ export const libbpf = {
     if (r === -2) return { count: n, done: true }; // ENOENT: last batch
     check(r, "map lookup batch", name);
     return { count: n, done: false };
+  },
+  /** mapUpdateBatch on one of koffi's worker threads (the buffers must stay alive: the caller holds them). */
+  mapUpdateBatchAsync(
+    fd: number,
+    keys: Buffer,
+    values: Buffer,
+    count: number,
+    name: string,
+  ): Promise<void> {
+    const cnt = Buffer.alloc(4);
+    cnt.writeUInt32LE(count);
+    const update = fn(
+      "int bpf_map_update_batch(int fd, const void *keys, const void *values, void *count, const bpf_map_batch_opts *opts)",
+    ) as Fn & { async: (...a: unknown[]) => void };
+    return new Promise((resolve, reject) =>
+      update.async(
+        fd,
+        keys,
+        values,
+        cnt,
+        { sz: koffi.sizeof(BatchOpts) },
+        (err: unknown, ret: unknown) => {
+          if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+          try {
+            check(ret, "map update batch", name);
+            resolve();
+          } catch (e) {
+            reject(e as Error);
+          }
+        },
+      ),
+    );
   },
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, name: string): void {
     const cnt = Buffer.alloc(4);

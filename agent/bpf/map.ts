@@ -57,6 +57,9 @@ export function checkAbi(name: MapName, info: MapInfo, where: string): void {
   }
 }
 
+/** Entries per BPF_MAP_UPDATE_BATCH call. */
+const BATCH = 8192;
+
 let cpus: number | undefined;
 export function possibleCpus(): number {
   cpus ??= libbpf.numPossibleCpus();
@@ -118,7 +121,7 @@ export class BpfMap {
    * has it, else one update per entry. keys/values are concatenated.
    */
   updateMany(keys: Buffer, values: Buffer, count: number): void {
-    const chunk = 8192;
+    const chunk = BATCH;
     if (this.updateBatchSupported !== false) {
       try {
         for (let i = 0; i < count; i += chunk) {
@@ -145,6 +148,38 @@ export class BpfMap {
         keys.subarray(i * this.keySize, (i + 1) * this.keySize),
         values.subarray(i * this.valueBufSize, (i + 1) * this.valueBufSize),
       );
+    }
+  }
+
+  /**
+   * updateMany() with each batch on a worker thread: several maps can be
+   * written side by side (the kernel's work, not JavaScript's). Without
+   * BPF_MAP_UPDATE_BATCH it is updateMany() itself.
+   */
+  async updateManyAsync(keys: Buffer, values: Buffer, count: number): Promise<void> {
+    if (this.updateBatchSupported === undefined) this.probeUpdateBatch();
+    if (!this.updateBatchSupported) return this.updateMany(keys, values, count);
+    for (let i = 0; i < count; i += BATCH) {
+      const n = Math.min(BATCH, count - i);
+      await libbpf.mapUpdateBatchAsync(
+        this.fd,
+        keys.subarray(i * this.keySize, (i + n) * this.keySize),
+        values.subarray(i * this.valueBufSize, (i + n) * this.valueBufSize),
+        n,
+        this.name,
+      );
+    }
+  }
+
+  /** Does the map type have BPF_MAP_UPDATE_BATCH? A batch of none says. */
+  private probeUpdateBatch(): void {
+    try {
+      libbpf.mapUpdateBatch(this.fd, Buffer.alloc(0), Buffer.alloc(0), 0, this.name);
+      this.updateBatchSupported = true;
+    } catch (e) {
+      if (!(e instanceof BpfError) || !["EINVAL", "ENOTSUP", "EOPNOTSUPP"].includes(e.code))
+        throw e;
+      this.updateBatchSupported = false;
     }
   }
 

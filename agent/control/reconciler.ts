@@ -116,6 +116,37 @@ export class Reconciler {
   /** Replace everything we know with a fresh listing and converge the map. */
   fullSync(leases: Lease[]): SyncPlan {
     const t0 = process.hrtime.bigint();
+    const { plan, entries } = this.planFull(leases);
+    this.apply(plan, true);
+    return this.fullSynced(leases, plan, entries, t0);
+  }
+
+  /**
+   * fullSync(), the batched map writes on worker threads (upsertManyAsync):
+   * the start's first sync, before anything else touches the map. Nothing
+   * else may call the reconciler until it settles.
+   */
+  async fullSyncAsync(leases: Lease[]): Promise<SyncPlan> {
+    const t0 = process.hrtime.bigint();
+    const { plan, entries } = this.planFull(leases);
+    this.hooks.changed?.(plan, true);
+    this.applyDeletes(this.map, plan);
+    const batch = this.map.upsertManyAsync;
+    let done = false;
+    if (batch && plan.upserts.length > 1) {
+      try {
+        await batch.call(this.map, plan.upserts);
+        done = true;
+      } catch (e) {
+        this.log.warn("batch map update failed; retrying one by one", { error: String(e) });
+      }
+    }
+    if (!done) this.applyUpserts(this.map, plan, false);
+    return this.fullSynced(leases, plan, entries, t0);
+  }
+
+  /** A listing's plan against the map: what we know is replaced by it. */
+  private planFull(leases: Lease[]): { plan: SyncPlan; entries: number } {
     this.cancelHeld(); // the listing says what stays
     this.leases.clear();
     for (const l of leases) this.leases.set(subnetId(l.subnet), l.attrs.publicIp);
@@ -133,16 +164,19 @@ export class Reconciler {
       this.hooks.syncError?.("list", e);
       throw e;
     }
-    const plan = planSync(desired, actual);
-    this.apply(plan, true);
+    return { plan: planSync(desired, actual), entries: desired.size };
+  }
+
+  /** After a full sync's IPv4 writes: the IPv6 map, the count, the log. */
+  private fullSynced(leases: Lease[], plan: SyncPlan, entries: number, t0: bigint): SyncPlan {
     this.fullSync6(leases);
     this.fullSyncs++;
-    this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, desired.size);
+    this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, entries);
     if (plan.upserts.length || plan.deletes.length) {
       this.log.info("map reconciled", {
         upserts: plan.upserts.length,
         deletes: plan.deletes.length,
-        entries: desired.size,
+        entries,
       });
     }
     return plan;
@@ -299,6 +333,14 @@ export class Reconciler {
     map: SubnetMapLikeOf<C, H>,
     plan: SyncPlanOf<C, H>,
   ): void {
+    this.applyDeletes(map, plan);
+    this.applyUpserts(map, plan, true);
+  }
+
+  private applyDeletes<C extends { toString(): string }, H>(
+    map: SubnetMapLikeOf<C, H>,
+    plan: SyncPlanOf<C, H>,
+  ): void {
     // Deletes first: a subnet that moved to another host never has two.
     for (const s of plan.deletes) {
       try {
@@ -308,12 +350,20 @@ export class Reconciler {
         this.log.error("map delete failed", { subnet: s.toString(), error: String(e) });
       }
     }
-    if (map.upsertMany && plan.upserts.length > 1) {
+  }
+
+  /** Upserts: one batch if the map has it (`batch`), else, or if it fails,
+   * one at a time, which names the entry that fails. */
+  private applyUpserts<C extends { toString(): string }, H>(
+    map: SubnetMapLikeOf<C, H>,
+    plan: SyncPlanOf<C, H>,
+    batch: boolean,
+  ): void {
+    if (batch && map.upsertMany && plan.upserts.length > 1) {
       try {
         map.upsertMany(plan.upserts);
         return;
       } catch (e) {
-        // Fall back to one at a time, which names the entry that fails.
         this.log.warn("batch map update failed; retrying one by one", { error: String(e) });
       }
     }

@@ -103,10 +103,14 @@ export type NodePrepareOptions = Omit<
 > & {
   /** Our PublicIPv6 in a dual-stack network. */
   publicIp6?: Ip6;
+  /** The devices as the caller just found or made them (else looked up). */
+  devices?: { underlay: LinkInfo; overlay: OverlayDevice };
 };
 
 /** The data path loading (or loaded) before the lease: see prepareNode. */
 export interface PreparedNode {
+  underlay: LinkInfo;
+  overlay: OverlayDevice;
   datapath: Datapath;
   /** Settles when the load is done or has failed (setupNode then throws it). */
   loaded: Promise<void>;
@@ -119,14 +123,16 @@ export interface PreparedNode {
  * settings turned out the same; otherwise it loads afresh.
  */
 export function prepareNode(o: NodePrepareOptions): PreparedNode {
-  const underlay = mustLink(o.underlay);
-  const overlay = ensureOverlayDevice(
-    o.overlayName,
-    o.mtu ?? backendMtu(o.backend, underlay.mtu),
-    o.backend.device(),
-  );
+  const underlay = o.devices?.underlay ?? mustLink(o.underlay);
+  const overlay =
+    o.devices?.overlay ??
+    ensureOverlayDevice(
+      o.overlayName,
+      o.mtu ?? backendMtu(o.backend, underlay.mtu),
+      o.backend.device(),
+    );
   const datapath = new Datapath(datapathConfig(o, underlay, overlay, o.publicIp6));
-  return { datapath, loaded: datapath.preload() };
+  return { underlay, overlay, datapath, loaded: datapath.preload() };
 }
 
 function datapathConfig(
@@ -151,9 +157,11 @@ function datapathConfig(
 }
 
 export function setupNode(o: NodeSetupOptions): NodeSetupResult {
-  const underlay = mustLink(o.underlay);
+  // The devices as prepareNode found or made them a moment ago.
+  const underlay = o.prepared?.underlay ?? mustLink(o.underlay);
   const mtu = o.mtu ?? backendMtu(o.backend, underlay.mtu);
-  const overlay = ensureOverlayDevice(o.overlayName, mtu, o.backend.device());
+  const overlay =
+    o.prepared?.overlay ?? ensureOverlayDevice(o.overlayName, mtu, o.backend.device());
   setSysctl(["net", "ipv4", "ip_forward"], "1");
   const config = datapathConfig(o, underlay, overlay, o.v6?.publicIp);
   let datapath = o.prepared?.datapath;

@@ -93,6 +93,32 @@ describe("bpf: subnet map bookkeeping", function () {
     assert.equal(m.writes, writes + 200);
   });
 
+  it("upsertManyAsync: the three maps written side by side, in groups, hold what upsertMany would", async function () {
+    const n = 20000; // three groups of 8,192, a LOCAL entry in the second
+    const es = Array.from({ length: n }, (_, i) => ({
+      subnet: Cidr.of((0x14000000 + i * 256) >>> 0, 24),
+      host:
+        i === 9000
+          ? { remoteIp: parseIp("172.31.0.1"), vtepMac: "0e:00:00:00:01:01", flags: F_LOCAL }
+          : { remoteIp: (0xac180000 + i) >>> 0, vtepMac: "0e:00:00:00:00:04", flags: 0 },
+    }));
+    const count = m.count();
+    const writes = m.writes;
+    await m.upsertManyAsync(es);
+    assert.equal(m.writes, writes + n);
+    assert.equal(m.count(), count + n, "count kept by the writes");
+    const listed = new Map(m.list().map((e) => [e.subnet.toString(), e.host]));
+    const peerOf = new Map(peers.entries().map(([k, v]) => [decodeIp(k), v.readUInt32BE(0)]));
+    const counted = new Set(stats.entries().map(([k]) => decodeIp(k)));
+    for (const e of es) {
+      assert.deepEqual(listed.get(e.subnet.toString()), e.host, e.subnet.toString());
+      if (e.host.flags & F_LOCAL) continue;
+      assert.equal(peerOf.get(e.host.remoteIp), e.subnet.addr, `peer ${formatIp(e.host.remoteIp)}`);
+      assert.ok(counted.has(e.host.remoteIp), `counters for ${formatIp(e.host.remoteIp)}`);
+    }
+    assert.equal(peerOf.has(parseIp("172.31.0.1")), false, "no peer for the LOCAL entry");
+  });
+
   it("a big batch (a full sync): new peers get zeroed counters, existing ones keep theirs, a host one subnet leaves and another takes has counters", function () {
     const n = 5000;
     /** subnet 10.8.x.0/24 on host 172.21.<i / 256>.<i % 256> */
