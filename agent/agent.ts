@@ -1062,13 +1062,11 @@ export class Agent {
         }
         gc?.();
         if (i === 0) return;
-        if (!process.env.OVL_NO_TRIM) {
-          mallocTrim();
-          // What malloc frees under churn (gRPC's buffers, the listing's
-          // native halves) goes back to the kernel too, not only the burst's.
-          this.trimTimer = setInterval(() => mallocTrim(), TRIM_MS);
-          this.trimTimer.unref();
-        }
+        mallocTrim();
+        // What malloc frees under churn (gRPC's buffers, the listing's
+        // native halves) goes back to the kernel too, not only the burst's.
+        this.trimTimer = setInterval(() => mallocTrim(), TRIM_MS);
+        this.trimTimer.unref();
         const m = process.memoryUsage();
         this.log.info("memory after start", {
           heapMb: Math.round(m.heapUsed / 1048576),

@@ -330,6 +330,9 @@ export interface TypeSummary {
   maxLostOnePair: number;
   /** Longest outage one pinger saw in one event: first to last ping lost. */
   maxOutageMs: number;
+  /** Link flaps: the most an outage of the flapped node's pairs outlasted
+   * the flap itself (0: never longer than the link was down). */
+  maxBeyondFlapMs: number;
   maxPauseMs: number;
   convergenceMsP50: number;
   convergenceMsMax: number;
@@ -358,6 +361,7 @@ export function judge(
   );
   const lostBy = new Map<number, number[]>(); // event index -> lost per pinger
   const outageBy = new Map<number, number>(); // event index -> longest outage
+  const beyondBy = new Map<number, number>(); // flap index -> most past the flap
   for (const [p, pinger] of pingers.entries()) {
     const span = new Map<number, [number, number]>();
     for (const l of pinger.lost) {
@@ -373,6 +377,8 @@ export function judge(
       outageBy.set(w, Math.max(outageBy.get(w) ?? 0, outage));
       const ev = w >= 0 ? (events[w] as EventRecord).ev : undefined;
       const allowed = ev ? allowedOutageMs(ev, pinger.pair, flap) : 0;
+      if (ev?.type === "link-flap" && (pinger.pair.from === ev.node || pinger.pair.to === ev.node))
+        beyondBy.set(w, Math.max(beyondBy.get(w) ?? 0, outage - (ev.flapMs as number)));
       if (allowed && outage > allowed)
         failures.push(
           `event ${w} (${(ev as ChaosEvent).type}): pings node ${pinger.pair.from} -> node ` +
@@ -413,6 +419,7 @@ export function judge(
         pingsLost: lost.flat().reduce((a, b) => a + b, 0),
         maxLostOnePair: Math.max(0, ...lost.flat()),
         maxOutageMs: Math.max(0, ...idx.map((i) => outageBy.get(i) ?? 0)),
+        maxBeyondFlapMs: Math.max(0, ...idx.map((i) => beyondBy.get(i) ?? 0)),
         maxPauseMs: Math.max(0, ...idx.map((i) => pauseBy.get(i) ?? 0)),
         convergenceMsP50: conv.length ? Math.round(median(conv)) : 0,
         convergenceMsMax: conv.length ? Math.round(Math.max(...conv)) : 0,
@@ -437,6 +444,7 @@ export function markdown(perType: TypeSummary[]): string {
       "most lost, one pair, one event",
       "longest outage (ms)",
       "outage allowed per pair",
+      "outage past the flap, max (ms)",
       "max TCP pause (ms)",
       "maps = etcd after, p50 / max (ms)",
       "all ready after, max (ms)",
@@ -448,6 +456,7 @@ export function markdown(perType: TypeSummary[]): string {
       t.maxLostOnePair,
       t.maxOutageMs,
       allowedText(t.type),
+      t.type === "link-flap" ? t.maxBeyondFlapMs : "-",
       t.maxPauseMs,
       t.type === STEADY ? "-" : `${t.convergenceMsP50} / ${t.convergenceMsMax}`,
       t.type === STEADY ? "-" : t.readyMsMax,

@@ -161,6 +161,7 @@ describe("chaos soak plan", function () {
     assert.equal(by.get("link-flap")?.pingsLost, 11);
     assert.equal(by.get("link-flap")?.maxLostOnePair, 10);
     assert.equal(by.get("link-flap")?.maxOutageMs, 100);
+    assert.equal(by.get("link-flap")?.maxBeyondFlapMs, 0, "no longer than the 100 ms flap");
     assert.equal(by.get("link-flap")?.maxPauseMs, 700);
     assert.equal(by.get("agent-sigkill")?.maxPauseMs, 100);
     assert.equal(by.get("agent-sigkill")?.convergenceMsMax, 20);
@@ -168,7 +169,7 @@ describe("chaos soak plan", function () {
     assert.equal(by.has("lease-churn"), false, "types that did not happen are left out");
     const md = markdown(v.perType);
     assert.match(md, /^\| event \| count \| pings lost/);
-    assert.match(md, /\| link-flap \| 1 \| 11 \| 10 \| 100 \|/);
+    assert.match(md, /\| link-flap \| 1 \| 11 \| 10 \| 100 \| [^|]+ \| 0 \| 700 \|/);
   });
 
   it("fails a flap whose pings stay unanswered longer than the flap and its slack", function () {
@@ -181,6 +182,7 @@ describe("chaos soak plan", function () {
       10,
     );
     assert.match(v.failures.join("\n"), /unanswered for 1010 ms, allowed 600 ms/);
+    assert.equal(v.perType[0]?.maxBeyondFlapMs, 910, "1,010 ms for a 100 ms flap");
   });
 
   it("passes a run whose only losses are within their allowances", function () {
