@@ -154,6 +154,28 @@ function fn(proto: string): Fn {
   return f;
 }
 
+/**
+ * A call on one of koffi's worker threads; resolves once it returned and
+ * check() found no error. The arguments (Buffers) stay referenced meanwhile.
+ */
+function callAsync(proto: string, args: unknown[], op: string, object: string): Promise<void> {
+  const f = fn(proto) as Fn & { async: (...a: unknown[]) => void };
+  return new Promise((resolve, reject) =>
+    f.async(...args, (err: unknown, ret: unknown) => {
+      if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+      try {
+        check(ret, op, object);
+        resolve();
+      } catch (e) {
+        reject(e as Error);
+      }
+    }),
+  );
+}
+
+const UPDATE_BATCH =
+  "int bpf_map_update_batch(int fd, const void *keys, const void *values, void *count, const bpf_map_batch_opts *opts)";
+
 function check(ret: unknown, op: string, object: string): number {
   const n = Number(ret);
   if (n < 0) throw new BpfError(op, -n, object);
@@ -280,20 +302,7 @@ export const libbpf = {
    * thread, queued by koffi, when its event loop next turns.
    */
   loadObjectAsync(obj: BpfObjectHandle, name: string): Promise<void> {
-    const load = fn("int bpf_object__load(void *obj)") as Fn & {
-      async: (obj: unknown, cb: (err: unknown, ret: unknown) => void) => void;
-    };
-    return new Promise((resolve, reject) =>
-      load.async(obj, (err, ret) => {
-        if (err) return reject(err instanceof Error ? err : new Error(String(err)));
-        try {
-          check(ret, "load", name);
-          resolve();
-        } catch (e) {
-          reject(e as Error);
-        }
-      }),
-    );
+    return callAsync("int bpf_object__load(void *obj)", [obj], "load", name);
   },
   closeObject(obj: BpfObjectHandle): void {
     fn("void bpf_object__close(void *obj)")(obj);
@@ -438,35 +447,18 @@ export const libbpf = {
   ): Promise<void> {
     const cnt = Buffer.alloc(4);
     cnt.writeUInt32LE(count);
-    const update = fn(
-      "int bpf_map_update_batch(int fd, const void *keys, const void *values, void *count, const bpf_map_batch_opts *opts)",
-    ) as Fn & { async: (...a: unknown[]) => void };
-    return new Promise((resolve, reject) =>
-      update.async(
-        fd,
-        keys,
-        values,
-        cnt,
-        { sz: koffi.sizeof(BatchOpts) },
-        (err: unknown, ret: unknown) => {
-          if (err) return reject(err instanceof Error ? err : new Error(String(err)));
-          try {
-            check(ret, "map update batch", name);
-            resolve();
-          } catch (e) {
-            reject(e as Error);
-          }
-        },
-      ),
+    return callAsync(
+      UPDATE_BATCH,
+      [fd, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }],
+      "map update batch",
+      name,
     );
   },
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, name: string): void {
     const cnt = Buffer.alloc(4);
     cnt.writeUInt32LE(count);
     check(
-      fn(
-        "int bpf_map_update_batch(int fd, const void *keys, const void *values, void *count, const bpf_map_batch_opts *opts)",
-      )(fd, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }),
+      fn(UPDATE_BATCH)(fd, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }),
       "map update batch",
       name,
     );

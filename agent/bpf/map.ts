@@ -57,6 +57,11 @@ export function checkAbi(name: MapName, info: MapInfo, where: string): void {
   }
 }
 
+/** The errors of a map type without BPF_MAP_UPDATE_BATCH. */
+function batchUnsupported(e: unknown): boolean {
+  return e instanceof BpfError && ["EINVAL", "ENOTSUP", "EOPNOTSUPP"].includes(e.code);
+}
+
 /** Entries per BPF_MAP_UPDATE_BATCH call. */
 const BATCH = 8192;
 
@@ -121,11 +126,10 @@ export class BpfMap {
    * has it, else one update per entry. keys/values are concatenated.
    */
   updateMany(keys: Buffer, values: Buffer, count: number): void {
-    const chunk = BATCH;
     if (this.updateBatchSupported !== false) {
       try {
-        for (let i = 0; i < count; i += chunk) {
-          const n = Math.min(chunk, count - i);
+        for (let i = 0; i < count; i += BATCH) {
+          const n = Math.min(BATCH, count - i);
           libbpf.mapUpdateBatch(
             this.fd,
             keys.subarray(i * this.keySize, (i + n) * this.keySize),
@@ -137,9 +141,7 @@ export class BpfMap {
         this.updateBatchSupported = true;
         return;
       } catch (e) {
-        if (this.updateBatchSupported === true) throw e;
-        if (!(e instanceof BpfError) || !["EINVAL", "ENOTSUP", "EOPNOTSUPP"].includes(e.code))
-          throw e;
+        if (this.updateBatchSupported === true || !batchUnsupported(e)) throw e;
         this.updateBatchSupported = false; // probe failed on the first chunk: nothing written
       }
     }
@@ -177,8 +179,7 @@ export class BpfMap {
       libbpf.mapUpdateBatch(this.fd, Buffer.alloc(0), Buffer.alloc(0), 0, this.name);
       this.updateBatchSupported = true;
     } catch (e) {
-      if (!(e instanceof BpfError) || !["EINVAL", "ENOTSUP", "EOPNOTSUPP"].includes(e.code))
-        throw e;
+      if (!batchUnsupported(e)) throw e;
       this.updateBatchSupported = false;
     }
   }

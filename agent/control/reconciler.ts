@@ -131,17 +131,15 @@ export class Reconciler {
     const { plan, entries } = this.planFull(leases);
     this.hooks.changed?.(plan, true);
     this.applyDeletes(this.map, plan);
-    const batch = this.map.upsertManyAsync;
-    let done = false;
-    if (batch && plan.upserts.length > 1) {
+    if (this.map.upsertManyAsync && plan.upserts.length > 1) {
       try {
-        await batch.call(this.map, plan.upserts);
-        done = true;
+        await this.map.upsertManyAsync(plan.upserts);
+        return this.fullSynced(leases, plan, entries, t0);
       } catch (e) {
-        this.log.warn("batch map update failed; retrying one by one", { error: String(e) });
+        this.batchFailed(e);
       }
     }
-    if (!done) this.applyUpserts(this.map, plan, false);
+    this.upsertEach(this.map, plan);
     return this.fullSynced(leases, plan, entries, t0);
   }
 
@@ -334,7 +332,21 @@ export class Reconciler {
     plan: SyncPlanOf<C, H>,
   ): void {
     this.applyDeletes(map, plan);
-    this.applyUpserts(map, plan, true);
+    if (map.upsertMany && plan.upserts.length > 1) {
+      try {
+        map.upsertMany(plan.upserts);
+        return;
+      } catch (e) {
+        this.batchFailed(e);
+      }
+    }
+    this.upsertEach(map, plan);
+  }
+
+  /** A batch write failed: the upserts are retried one at a time, which
+   * names the entry that fails. */
+  private batchFailed(e: unknown): void {
+    this.log.warn("batch map update failed; retrying one by one", { error: String(e) });
   }
 
   private applyDeletes<C extends { toString(): string }, H>(
@@ -352,21 +364,10 @@ export class Reconciler {
     }
   }
 
-  /** Upserts: one batch if the map has it (`batch`), else, or if it fails,
-   * one at a time, which names the entry that fails. */
-  private applyUpserts<C extends { toString(): string }, H>(
+  private upsertEach<C extends { toString(): string }, H>(
     map: SubnetMapLikeOf<C, H>,
     plan: SyncPlanOf<C, H>,
-    batch: boolean,
   ): void {
-    if (batch && map.upsertMany && plan.upserts.length > 1) {
-      try {
-        map.upsertMany(plan.upserts);
-        return;
-      } catch (e) {
-        this.log.warn("batch map update failed; retrying one by one", { error: String(e) });
-      }
-    }
     for (const u of plan.upserts) {
       try {
         map.upsert(u.subnet, u.host);

@@ -123,14 +123,7 @@ export interface PreparedNode {
  * settings turned out the same; otherwise it loads afresh.
  */
 export function prepareNode(o: NodePrepareOptions): PreparedNode {
-  const underlay = o.devices?.underlay ?? mustLink(o.underlay);
-  const overlay =
-    o.devices?.overlay ??
-    ensureOverlayDevice(
-      o.overlayName,
-      o.mtu ?? backendMtu(o.backend, underlay.mtu),
-      o.backend.device(),
-    );
+  const { underlay, overlay } = devicesOf(o, o.devices);
   const datapath = new Datapath(datapathConfig(o, underlay, overlay, o.publicIp6));
   return { underlay, overlay, datapath, loaded: datapath.preload() };
 }
@@ -156,12 +149,20 @@ function datapathConfig(
   };
 }
 
-export function setupNode(o: NodeSetupOptions): NodeSetupResult {
-  // The devices as prepareNode found or made them a moment ago.
-  const underlay = o.prepared?.underlay ?? mustLink(o.underlay);
+/** The underlay and the overlay device: as given (found or made a moment
+ * ago), else looked up, the overlay device made if need be. */
+function devicesOf(
+  o: NodePrepareOptions,
+  given: { underlay: LinkInfo; overlay: OverlayDevice } | undefined,
+): { underlay: LinkInfo; overlay: OverlayDevice; mtu: number } {
+  const underlay = given?.underlay ?? mustLink(o.underlay);
   const mtu = o.mtu ?? backendMtu(o.backend, underlay.mtu);
-  const overlay =
-    o.prepared?.overlay ?? ensureOverlayDevice(o.overlayName, mtu, o.backend.device());
+  const overlay = given?.overlay ?? ensureOverlayDevice(o.overlayName, mtu, o.backend.device());
+  return { underlay, overlay, mtu };
+}
+
+export function setupNode(o: NodeSetupOptions): NodeSetupResult {
+  const { underlay, overlay, mtu } = devicesOf(o, o.prepared);
   setSysctl(["net", "ipv4", "ip_forward"], "1");
   const config = datapathConfig(o, underlay, overlay, o.v6?.publicIp);
   let datapath = o.prepared?.datapath;
