@@ -187,17 +187,20 @@ function del(conf: OverlayNetConf): string {
   const id = env("CNI_CONTAINERID");
   const saved = load(conf, id);
   if (!saved) return ""; // DEL is idempotent
-  if (saved.endpoint) {
-    const e = saved.endpoint;
+  const e = saved.endpoint;
+  if (e) {
     try {
       withEndpointMaps(conf.pinPath, e, (p) => p.delete());
     } catch {
       /* the data path is gone: nothing to unregister */
     }
-    // The veth usually goes with the pod's namespace; detach if it is still here.
-    if (linkInfo(e.hostVeth)?.ifindex === e.hostIfindex) detachPod(e.hostIfindex, e.hostVeth);
   }
   delegate("DEL", withPrev(saved, conf));
+  // The veth keeps the fast path until the delegate removes it: while it
+  // runs ovl_encap_pod the agent's bridge sync leaves its pod to us, and
+  // does not write back the entry just removed. It usually goes with the
+  // pod's namespace; detach if it is still here.
+  if (e && linkInfo(e.hostVeth)?.ifindex === e.hostIfindex) detachPod(e.hostIfindex, e.hostVeth);
   rmSync(savedPath(conf, id), { force: true });
   return "";
 }

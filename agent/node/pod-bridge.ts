@@ -55,6 +55,8 @@ interface SyncScene {
   links: BridgeLink[];
   fdb: FdbEntry[];
   live: ReadonlySet<number>;
+  /** Bridge ports that run the CNI plugin's fast path: its pods, not ours. */
+  pluginPorts: ReadonlySet<number>;
 }
 
 export class PodBridge {
@@ -93,6 +95,12 @@ export class PodBridge {
       links,
       fdb: bridge ? listFdb(bridge.name) : [],
       live: new Set(links.map((l) => l.ifindex)),
+      pluginPorts: new Set(
+        links
+          .filter((l) => bridge !== undefined && l.master === bridge.name && l.kind === "veth")
+          .filter((l) => podEncapAttached(l.ifindex))
+          .map((l) => l.ifindex),
+      ),
     };
     const out: PodBridgeSync = { bridge: bridge?.name, endpoints: 0, upserts: 0, deletes: 0 };
     const add = (r: Omit<PodBridgeSync, "bridge">) => {
@@ -124,9 +132,10 @@ export class PodBridge {
   }
 
   private syncFamily<A extends number | bigint>(
-    { bridge, links, fdb, live }: SyncScene,
+    scene: SyncScene,
     f: FamilySync<A>,
   ): Omit<PodBridgeSync, "bridge"> {
+    const { bridge, links, fdb } = scene;
     const discovered = bridge
       ? discoverEndpoints({
           bridge,
@@ -138,15 +147,14 @@ export class PodBridge {
       : new Map<A, Endpoint>();
     const map = f.open();
     try {
-      return this.applyFamily(bridge?.name, live, discovered, map, f);
+      return this.applyFamily(scene, discovered, map, f);
     } finally {
       map.close();
     }
   }
 
   private applyFamily<A extends number | bigint>(
-    bridge: string | undefined,
-    live: ReadonlySet<number>,
+    { bridge, live, pluginPorts }: SyncScene,
     discovered: Map<A, Endpoint>,
     map: EndpointMapOf<A>,
     f: FamilySync<A>,
@@ -157,7 +165,9 @@ export class PodBridge {
       actual,
       owned: f.owned,
       liveIfindexes: live,
+      pluginPorts,
     });
+    for (const ip of plan.disowns) f.owned.delete(ip);
     for (const ip of plan.deletes) {
       map.delete(ip);
       f.owned.delete(ip);
@@ -168,7 +178,7 @@ export class PodBridge {
     }
     if (plan.upserts.length || plan.deletes.length) {
       this.log.debug("bridged pods synced", {
-        bridge,
+        bridge: bridge?.name,
         added: plan.upserts.map(([ip]) => f.format(ip)).join(","),
         removed: plan.deletes.map((ip) => f.format(ip)).join(","),
       });

@@ -115,6 +115,8 @@ export function discoverEndpoints<A>(o: {
 export interface EndpointPlan<A = Ip4> {
   upserts: Array<[A, Endpoint]>;
   deletes: A[];
+  /** Entries this agent wrote that are now the CNI plugin's: forget, keep. */
+  disowns: A[];
 }
 
 /** Same pod on the same veth; the source MAC it is handed packets with is
@@ -128,22 +130,35 @@ const same = (a: Endpoint, b: Endpoint) =>
  * is gone; entries this agent wrote go when their pod is no longer seen;
  * an entry whose veth no longer exists goes whoever wrote it, since
  * redirecting to it would lose the packet.
+ *
+ * A veth that runs the plugin's own fast path (`pluginPorts`) is the
+ * plugin's alone: its pod is never written here, even when seen, and an
+ * entry on it that this agent wrote first (a sync that ran before the
+ * plugin's ADD finished) becomes the plugin's. Otherwise a sync that listed
+ * the bridge just before a DEL would write back the entry the DEL removed.
  */
 export function planEndpoints<A>(o: {
   discovered: Map<A, Endpoint>;
   actual: Map<A, Endpoint>;
   owned: ReadonlySet<A>;
   liveIfindexes: ReadonlySet<number>;
+  pluginPorts: ReadonlySet<number>;
 }): EndpointPlan<A> {
   const upserts: Array<[A, Endpoint]> = [];
   const deletes: A[] = [];
+  const disowns: A[] = [];
   for (const [ip, ep] of o.discovered) {
+    if (o.pluginPorts.has(ep.ifindex)) continue;
     const have = o.actual.get(ip);
     if (!have || !same(have, ep)) upserts.push([ip, ep]);
   }
   for (const [ip, ep] of o.actual) {
+    if (o.pluginPorts.has(ep.ifindex)) {
+      if (o.owned.has(ip)) disowns.push(ip);
+      continue;
+    }
     if (o.discovered.has(ip)) continue;
     if (o.owned.has(ip) || !o.liveIfindexes.has(ep.ifindex)) deletes.push(ip);
   }
-  return { upserts, deletes };
+  return { upserts, deletes, disowns };
 }

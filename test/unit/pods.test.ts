@@ -139,11 +139,49 @@ describe("unit: bridged pods (agent/node/pods.ts)", function () {
       ]),
       owned: new Set([ip("10.5.1.9")]),
       liveIfindexes: new Set([4, 5, 6, 7, 8, 9]),
+      pluginPorts: new Set(),
     });
     assert.deepEqual(plan.upserts, [
       [ip("10.5.1.3"), ep(5)],
       [ip("10.5.1.4"), ep(7)],
     ]);
     assert.deepEqual(plan.deletes, [ip("10.5.1.9"), ip("10.5.1.10")]);
+  });
+
+  it("leaves a veth that runs the CNI plugin's fast path to the plugin: never writes its pod back, adopts nothing on it", function () {
+    const ep = (ifindex: number): Endpoint => ({
+      ifindex,
+      podMac: "0a:00:00:00:00:01",
+      hostMac: BR_MAC,
+    });
+    const ip = (s: string): Ip4 => parseIp(s);
+    const plan = planEndpoints({
+      // 10.5.1.2: the plugin's DEL removed the entry while its veth (4) was
+      // still on the bridge with its ARP entry: seen, but not written back.
+      // 10.5.1.3: this agent wrote it before the plugin's ADD attached to
+      // veth 5: it becomes the plugin's, and stays.
+      // 10.5.1.6: a plain bridged pod on veth 6, as before.
+      discovered: new Map([
+        [ip("10.5.1.2"), ep(4)],
+        [ip("10.5.1.3"), ep(5)],
+        [ip("10.5.1.6"), ep(6)],
+      ]),
+      actual: new Map([[ip("10.5.1.3"), ep(5)]]),
+      owned: new Set([ip("10.5.1.3")]),
+      liveIfindexes: new Set([4, 5, 6]),
+      pluginPorts: new Set([4, 5]),
+    });
+    assert.deepEqual(plan.upserts, [[ip("10.5.1.6"), ep(6)]]);
+    assert.deepEqual(plan.deletes, []);
+    assert.deepEqual(plan.disowns, [ip("10.5.1.3")]);
+    // Once the plugin's veth is gone, its entry (now not ours) goes as any dead one.
+    const later = planEndpoints({
+      discovered: new Map(),
+      actual: new Map([[ip("10.5.1.3"), ep(5)]]),
+      owned: new Set(),
+      liveIfindexes: new Set([4, 6]),
+      pluginPorts: new Set(),
+    });
+    assert.deepEqual(later.deletes, [ip("10.5.1.3")]);
   });
 });
