@@ -26,6 +26,7 @@ const SUPPRESSED = "overlay_monitor_events_suppressed_total";
 describe("e2e: Grafana dashboard and alert rules against a real Prometheus", function () {
   this.timeout(240000);
   const c = new Cluster();
+  let hand = ""; // a /24 of the network nobody leases, routed by hand
   // Unique per run, like the namespaces: two runs never share a listener.
   const port = 19090 + (parseInt(c.topo.id, 16) % 1000);
   const prom = new Prometheus(c, `172.31.0.254:${port}`);
@@ -62,9 +63,10 @@ describe("e2e: Grafana dashboard and alert rules against a real Prometheus", fun
     sendVxlan(n2.ns, 99, 20);
     sendVxlan(outsider.ns, 1, 20);
     // A route inside the cluster network that is not overlayd's.
+    hand = c.freeSubnet();
     sh(
       inNs(n1.ns, [
-        ...["ip", "route", "add", "10.5.77.0/24", "via", "172.31.0.254", "dev", "eth0"],
+        ...["ip", "route", "add", hand, "via", "172.31.0.254", "dev", "eth0"],
         ...["proto", "static"],
       ]),
     );
@@ -75,7 +77,7 @@ describe("e2e: Grafana dashboard and alert rules against a real Prometheus", fun
         query(`overlay_drops_total{reason="wrong_vni",instance="${inst1}"} >= 20`).length === 1 &&
         query(`overlay_drops_total{reason="unknown_source",instance="${inst1}"} >= 20`).length ===
           1 &&
-        query(`overlay_route_overlap{prefix="10.5.77.0/24",instance="${inst1}"}`).length === 1,
+        query(`overlay_route_overlap{prefix="${hand}",instance="${inst1}"}`).length === 1,
       30000,
     );
     await sleep(3000); // a few more scrapes, so every rate() window holds two samples

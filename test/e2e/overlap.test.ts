@@ -14,6 +14,8 @@ describe("e2e: route-overlap warning", function () {
   this.timeout(120000);
   const c = new Cluster();
   let n1: NodeInfo;
+  let hand = ""; // a /24 of the network nobody leases, routed by hand
+  const esc = (s: string) => s.replace(/[./]/g, "\\$&");
   const metric = () =>
     httpInNs(n1.ns, "http://127.0.0.1:9474/metrics")
       .body.split("\n")
@@ -23,6 +25,7 @@ describe("e2e: route-overlap warning", function () {
     requireEnv(this, { root: true, tools: ["ip", "etcd"] });
     await c.start(1);
     n1 = c.nodes[0] as NodeInfo;
+    hand = c.freeSubnet();
   });
   after(async () => c.stop());
 
@@ -39,7 +42,7 @@ describe("e2e: route-overlap warning", function () {
         "ip",
         "route",
         "add",
-        "10.5.77.0/24",
+        hand,
         "via",
         "172.31.0.254",
         "dev",
@@ -50,22 +53,25 @@ describe("e2e: route-overlap warning", function () {
     );
     await waitFor("warning in /readyz", () =>
       (JSON.parse(c.agent(n1).http("/readyz").body).warnings ?? []).some((w: string) =>
-        w.includes("route 10.5.77.0/24 dev eth0 (static)"),
+        w.includes(`route ${hand} dev eth0 (static)`),
       ),
     );
     assert.equal(c.agent(n1).http("/readyz").status, 200, "a warning, not a failure");
     await waitFor("logged", () =>
-      /overlaps the cluster network.*route=10\.5\.77\.0\/24 dev=eth0 origin=static/.test(
+      new RegExp(`overlaps the cluster network.*route=${esc(hand)} dev=eth0 origin=static`).test(
         c.agent(n1).logs,
       ),
     );
     assert.deepEqual(metric(), [
-      'overlay_route_overlap{kind="route",prefix="10.5.77.0/24",dev="eth0",origin="static"} 1',
+      `overlay_route_overlap{kind="route",prefix="${hand}",dev="eth0",origin="static"} 1`,
     ]);
     const status = sh(inNs(n1.ns, [OVERLAYCTL, "status", "--pin-path", n1.pinPath]));
     assert.match(
       status,
-      /^warning: route 10\.5\.77\.0\/24 dev eth0 \(static\) overlaps the cluster network$/m,
+      new RegExp(
+        `^warning: route ${esc(hand)} dev eth0 \\(static\\) overlaps the cluster network$`,
+        "m",
+      ),
     );
   });
 
@@ -78,7 +84,7 @@ describe("e2e: route-overlap warning", function () {
   });
 
   it("clears the warning when the overlap is gone", async function () {
-    sh(inNs(n1.ns, ["ip", "route", "del", "10.5.77.0/24"]));
+    sh(inNs(n1.ns, ["ip", "route", "del", hand]));
     await waitFor(
       "warning cleared",
       () => JSON.parse(c.agent(n1).http("/readyz").body).warnings === undefined,

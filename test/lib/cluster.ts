@@ -91,6 +91,13 @@ export class Cluster {
     return this.members.map((m) => m.endpoint).join(",");
   }
 
+  /** A /24 of the default network that no running agent leases: for a
+   *  route added by hand inside it (leases are picked at random). */
+  freeSubnet(): string {
+    const held = new Set([...this.agents.values()].map((a) => a.subnet()));
+    for (let k = 77; ; k++) if (!held.has(`10.5.${k}.0/24`)) return `10.5.${k}.0/24`;
+  }
+
   subnetFile(node: NodeInfo): string {
     return join(this.topo.runDir, `n${node.index}`, "subnet.env");
   }
