@@ -67,6 +67,8 @@ import {
 } from "./net/link";
 import { backendMtu, prepareNode, setupNode, type NodeV6 } from "./node/node-setup";
 import { disablePodBridge, PodBridge } from "./node/pod-bridge";
+import { UnderlayNeighbours } from "./node/underlay-neigh";
+import { IpMonitor } from "./net/ip-monitor";
 import { findFlannelDevice, removeFlannelDevice } from "./node/flannel";
 import { describeOverlap, OverlapWatch } from "./node/overlap";
 import { previousSubnet, previousSubnet6, writeSubnetEnv } from "./control/subnet-env";
@@ -142,6 +144,8 @@ export class Agent {
   private masqTimer: NodeJS.Timeout | undefined;
   private podBridge: PodBridge | undefined;
   private overlapWatch: OverlapWatch | undefined;
+  /** `ip monitor link neigh`, for the bridged pods and the underlay's neighbours. */
+  private linkMonitor: IpMonitor | undefined;
   /** The data path mechanism in use, for the log, /readyz and /metrics. */
   private mechanism: Record<string, string> | undefined;
   private stopping = false;
@@ -493,6 +497,7 @@ export class Agent {
     t.synced = performance.now();
     this.writeSubnetFile();
     if (o.ipMasq) this.startMasq();
+    const linkMonitor = (this.linkMonitor = new IpMonitor(["link", "neigh"], this.log));
     if (o.podBridge === "none") {
       disablePodBridge(o.pinPath, this.log); // bridged pods take the stack
     } else {
@@ -503,7 +508,7 @@ export class Agent {
         this.log,
         () => (this.map6 ? this.held?.lease.subnet6 : undefined),
       );
-      this.podBridge.start();
+      this.podBridge.start(linkMonitor);
     }
     this.overlapWatch = new OverlapWatch(
       this.config.network,
@@ -526,9 +531,17 @@ export class Agent {
       });
     }
     // After flannel's routes are gone (they were its own), and a tick after
-    // ready: it only reports, and its first scan is two `ip` runs.
+    // ready: the overlap watch only reports, and its first scan is two `ip`
+    // runs; the underlay's neighbours (kept across a link flap) start from
+    // a listing too.
     const overlapWatch = this.overlapWatch;
-    setImmediate(() => !this.stopping && overlapWatch.start());
+    const underlay = new UnderlayNeighbours(this.node.iface, this.log);
+    setImmediate(() => {
+      if (this.stopping) return;
+      overlapWatch.start();
+      underlay.start(linkMonitor);
+      linkMonitor.start();
+    });
     const ms = (a: number, b: number) => Math.round(b - a);
     const mem = process.memoryUsage();
     const cache = compileCacheStats();
@@ -561,6 +574,7 @@ export class Agent {
     if (this.masqTimer) clearInterval(this.masqTimer);
     if (this.trimTimer) clearInterval(this.trimTimer);
     this.podBridge?.stop();
+    this.linkMonitor?.stop();
     this.backend?.stop();
     this.overlapWatch?.stop();
     // The held deletes go unapplied: the saved revision stays before them,

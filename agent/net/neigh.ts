@@ -43,6 +43,15 @@ function neighbours(dev: string, family: "-4" | "-6"): IpJsonNeigh[] {
   return JSON.parse(run(["ip", "-j", family, "neigh", "show", "dev", dev])) as IpJsonNeigh[];
 }
 
+/** Both families' entries on dev, addresses as text (`ip neigh show dev`). */
+export function listNeighbourText(dev: string): { ip: string; mac?: string; states: string[] }[] {
+  return [...neighbours(dev, "-4"), ...neighbours(dev, "-6")].map((n) => ({
+    ip: n.dst,
+    mac: n.lladdr?.toLowerCase(),
+    states: n.state ?? [],
+  }));
+}
+
 export function listNeighbours(dev: string): Neighbour[] {
   return neighbours(dev, "-4").map((n) => ({
     ip: parseIp(n.dst),

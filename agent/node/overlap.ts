@@ -7,7 +7,7 @@
 // failure), overlayctl status and overlay_route_overlap in /metrics.
 // A route that merely covers the network (a default route, 10.0.0.0/8) is no
 // conflict: the overlay's own, more specific route wins.
-import { spawn, type ChildProcess } from "node:child_process";
+import { IpMonitor } from "../net/ip-monitor";
 import { type Logger } from "../log";
 import { type Cidr, Cidr as CidrClass, formatIp, type Ip4 } from "../net/ip";
 import { ipv4Addresses } from "../net/link";
@@ -88,7 +88,7 @@ export function describeOverlap(o: Overlap): string {
 /** Watches the host's routes and addresses for overlaps with the network. */
 export class OverlapWatch {
   private current = new Map<string, Overlap>();
-  private monitor: ChildProcess | undefined;
+  private monitor: IpMonitor | undefined;
   private pending: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -105,26 +105,21 @@ export class OverlapWatch {
 
   start(): void {
     this.check();
-    const m = spawn("ip", ["monitor", "route", "address"], { stdio: ["ignore", "pipe", "ignore"] });
-    this.monitor = m;
-    m.stdout.on("data", () => {
+    const recheck = () => {
       if (this.pending || this.stopped) return;
       this.pending = setTimeout(() => {
         this.pending = undefined;
         this.check();
       }, 200);
       this.pending.unref();
-    });
-    m.on("exit", () => {
-      if (!this.stopped) setTimeout(() => !this.stopped && this.start(), 1000).unref();
-    });
-    m.unref();
+    };
+    this.monitor = new IpMonitor(["route", "address"], this.log).on(recheck, recheck).start();
   }
 
   stop(): void {
     this.stopped = true;
     if (this.pending) clearTimeout(this.pending);
-    this.monitor?.kill();
+    this.monitor?.stop();
   }
 
   check(): void {

@@ -13,11 +13,11 @@
 // stack. Synced within a second of a link or neighbour change (`ip
 // monitor`) and every 10 s; a pod not yet known simply takes the kernel
 // path until it is.
-import { spawn, type ChildProcess } from "node:child_process";
 import { attachPodFromPin, detachPodEncap, podEncapAttached } from "../bpf/datapath";
 import { EndpointMap, EndpointMap6, type EndpointMapOf } from "../bpf/endpoint-map";
 import { type Endpoint } from "../bpf/codec";
 import { type Logger } from "../log";
+import { type IpMonitor } from "../net/ip-monitor";
 import { listFdb, listLinks, listNeighbours, listNeighbours6 } from "../net/neigh";
 import { formatIp, type Cidr, type Ip4 } from "../net/ip";
 import { formatIp6, type Cidr6, type Ip6 } from "../net/ip6";
@@ -63,7 +63,6 @@ export class PodBridge {
   private readonly owned = new Set<Ip4>();
   private readonly owned6 = new Set<Ip6>();
   private attached: number | undefined;
-  private monitor: ChildProcess | undefined;
   private timer: NodeJS.Timeout | undefined;
   private pending: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -191,39 +190,32 @@ export class PodBridge {
   }
 
   /** Syncs now, within a second of a link/neighbour change, and every 10 s. */
-  start(): void {
+  start(monitor: IpMonitor): void {
     this.safeSync();
     this.timer = setInterval(() => this.safeSync(), 10000);
     this.timer.unref();
-    this.spawnMonitor();
+    // Changes come in bursts (a pod's veth, its ARP), and neighbour state
+    // changes never stop on a busy node: one sync per burst, at most one a
+    // second (each lists links, neighbours and the FDB).
+    monitor.on(
+      () => this.syncSoon(),
+      () => this.syncSoon(),
+    );
   }
 
   stop(): void {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     if (this.pending) clearTimeout(this.pending);
-    this.monitor?.kill();
   }
 
-  private spawnMonitor(): void {
-    const m = spawn("ip", ["monitor", "link", "neigh"], { stdio: ["ignore", "pipe", "ignore"] });
-    this.monitor = m;
-    m.stdout.on("data", () => {
-      // Changes come in bursts (a pod's veth, its ARP), and neighbour state
-      // changes never stop on a busy node: one sync per burst, at most one
-      // a second (each lists links, neighbours and the FDB).
-      if (this.pending) return;
-      const wait = Math.max(50, this.lastSync + 1000 - Date.now());
-      this.pending = setTimeout(() => {
-        this.pending = undefined;
-        this.safeSync();
-      }, wait);
-    });
-    m.on("exit", () => {
-      if (this.stopped) return;
-      this.log.warn("ip monitor exited; bridged pods are synced every 10 s only");
-    });
-    m.unref();
+  private syncSoon(): void {
+    if (this.pending || this.stopped) return;
+    const wait = Math.max(50, this.lastSync + 1000 - Date.now());
+    this.pending = setTimeout(() => {
+      this.pending = undefined;
+      this.safeSync();
+    }, wait);
   }
 
   private safeSync(): void {

@@ -14,8 +14,8 @@ import { SubnetHostMap } from "../../agent/bpf/subnet-map";
 import { Cluster, PREFIX, CONFIG } from "../lib/cluster";
 import { EtcdServer } from "../lib/etcd";
 import { requireEnv } from "../lib/require";
-import { sleep, waitFor } from "../lib/sh";
-import { assertNothingLost, ping, underLoad, underLoadBetween } from "../lib/traffic";
+import { inNs, sh, sleep, waitFor } from "../lib/sh";
+import { assertNothingLost, ping, PingStream, underLoad, underLoadBetween } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
 
 function leases(c: Cluster): Map<string, string> {
@@ -207,6 +207,81 @@ describe("e2e: faults", function () {
       c.etcd.put(`${PREFIX}/config`, CONFIG);
       await waitFor("ready again", () => c.agent(n1).http("/readyz").status === 200);
     });
+  });
+
+  // Found by the chaos soak (link-flap): two short flaps cut their node's
+  // pods off for ~980 ms past the flap. The link-down flushed the node's
+  // underlay neighbours; when the link came back, the first ARP request for
+  // each peer left before the switch port forwarded (its link-up work ran
+  // late on a loaded host), and the kernel asks again only after
+  // retrans_time, 1 s. Here the switch port forwards 30 ms after the link
+  // is up, every time; the agent writes the flushed entries back (STALE) as
+  // the link returns, so the pods wait for the switch, not for ARP.
+  describe("an underlay link flap whose switch port forwards late", function () {
+    const c = new Cluster();
+    let n1: NodeInfo;
+    let n2: NodeInfo;
+    const LAG_MS = 30;
+    const nft = (...args: string[]) => sh(inNs(c.topo.switchNs, ["nft", ...args]));
+
+    before(async function () {
+      requireEnv(this, { root: true, tools: ["etcd", "ip", "ping", "nft"] });
+      await c.start(2);
+      [n1, n2] = c.nodes as [NodeInfo, NodeInfo];
+      nft("add", "table", "bridge", "lag");
+      nft("add", "chain", "bridge", "lag", "c", "{ type filter hook prerouting priority 0; }");
+    });
+    after(async function () {
+      await c.stop();
+    });
+
+    const flaps: [string, (up: boolean) => void][] = [
+      [
+        "the node sets its link down",
+        (up) => sh(inNs(n2.ns, ["ip", "link", "set", "eth0", up ? "up" : "down"])),
+      ],
+      [
+        "the node loses carrier (the switch port goes down)",
+        (up) =>
+          sh(inNs(c.topo.switchNs, ["ip", "link", "set", `n${n2.index}`, up ? "up" : "down"])),
+      ],
+    ];
+    for (const [how, set] of flaps) {
+      it(`link-flap-waits-for-arp: ${how}; pings both ways resume within the switch's delay, not ARP's 1 s`, async function () {
+        const pings = [
+          new PingStream(c.pod(n1).ns, c.pod(n2).ip).start(),
+          new PingStream(c.pod(n2).ns, c.pod(n1).ip).start(),
+        ];
+        await sleep(1000);
+        const restoredBefore = (c.agent(n2).logs.match(/neighbour entries restored/g) ?? []).length;
+        const down = Date.now();
+        set(false);
+        await sleep(700);
+        nft("add", "rule", "bridge", "lag", "c", "iifname", `n${n2.index}`, "drop");
+        set(true);
+        const up = Date.now();
+        await sleep(LAG_MS);
+        nft("flush", "chain", "bridge", "lag", "c");
+        await sleep(3000);
+        for (const p of pings) await p.stop();
+        for (const p of pings) {
+          const lost = p.disrupted(0).filter((l) => l.at >= down - 50);
+          assert.ok(lost.length > 0, `${p.ns} -> ${p.dst}: the flap cost pings`);
+          const last = Math.max(...lost.map((l) => l.at));
+          assert.ok(
+            last - up < LAG_MS + 300,
+            `${p.ns} -> ${p.dst}: pings lost until ${Math.round(last - up)} ms after the link was up (switch: ${LAG_MS} ms)`,
+          );
+        }
+        const restored = (c.agent(n2).logs.match(/neighbour entries restored/g) ?? []).length;
+        assert.equal(restored, restoredBefore + 1, "the agent restored the flushed entries once");
+        assert.match(
+          sh(inNs(n2.ns, ["ip", "neigh", "show", "dev", "eth0", n1.underlayIp])),
+          /lladdr \S+ (REACHABLE|STALE|DELAY|PROBE)/,
+          "n1 resolved on n2",
+        );
+      });
+    }
   });
 
   describe("a 3-member etcd cluster loses a member", function () {

@@ -222,6 +222,9 @@ function onLines(p: ReturnType<typeof spawnInNs>, fn: (line: string, at: number)
   });
 }
 
+/** A reply this late (ms) means the request waited somewhere: an outage. */
+export const SLOW_MS = 100;
+
 /** One ping request that no reply answered: when it was sent (ms). */
 export interface LostPing {
   seq: number;
@@ -238,6 +241,8 @@ export class PingStream {
   private readonly replied = new Set<number>();
   /** seq -> send time of requests reported unanswered */
   private readonly late = new Map<number, number>();
+  /** seq -> send time of requests answered SLOW_MS or more after they left */
+  private readonly slow = new Map<number, number>();
   private proc: ReturnType<typeof spawnInNs> | undefined;
   private top = 0;
   exitCode: number | null = null;
@@ -259,9 +264,12 @@ export class PingStream {
     this.proc = spawnInNs(this.ns, ["ping", "-n", "-D", "-O", "-i", i, this.dst]);
     this.proc.on("exit", (code, sig) => (this.exitCode = code ?? (sig ? 128 : -1)));
     onLines(this.proc, (l) => {
-      const reply = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)/.exec(l);
+      const reply = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+).* time=([\d.]+) ms/.exec(l);
       if (reply) {
-        this.replied.add(this.unwrap(Number(reply[2])));
+        const seq = this.unwrap(Number(reply[2]));
+        this.replied.add(seq);
+        const rtt = Number(reply[3]);
+        if (rtt >= SLOW_MS) this.slow.set(seq, Number(reply[1]) * 1000 - rtt);
         return;
       }
       const none = /^\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)/.exec(l);
@@ -302,6 +310,15 @@ export class PingStream {
     return [...this.late]
       .filter(([seq, at]) => !this.replied.has(seq) && at < until)
       .map(([seq, at]) => ({ seq, at }));
+  }
+
+  /** Requests lost or answered SLOW_MS or more late (held in a queue
+   *  meanwhile, as the kernel holds packets for a neighbour it resolves):
+   *  both are an outage to the pod. */
+  disrupted(graceMs = 2000): LostPing[] {
+    const until = (this.stoppedAt || nowMs()) - graceMs;
+    const slow = [...this.slow].filter(([, at]) => at < until).map(([seq, at]) => ({ seq, at }));
+    return [...this.lost(graceMs), ...slow].sort((a, b) => a.seq - b.seq);
   }
 
   async stop(): Promise<void> {
