@@ -146,6 +146,7 @@ export class Agent {
   private overlapWatch: OverlapWatch | undefined;
   /** `ip monitor link neigh`, for the bridged pods and the underlay's neighbours. */
   private linkMonitor: IpMonitor | undefined;
+  private underlayNeighbours: UnderlayNeighbours | undefined;
   /** The data path mechanism in use, for the log, /readyz and /metrics. */
   private mechanism: Record<string, string> | undefined;
   private stopping = false;
@@ -535,7 +536,7 @@ export class Agent {
     // runs; the underlay's neighbours (kept across a link flap) start from
     // a listing too.
     const overlapWatch = this.overlapWatch;
-    const underlay = new UnderlayNeighbours(this.node.iface, this.log);
+    const underlay = (this.underlayNeighbours = new UnderlayNeighbours(this.node.iface, this.log));
     setImmediate(() => {
       if (this.stopping) return;
       overlapWatch.start();
@@ -575,6 +576,7 @@ export class Agent {
     if (this.trimTimer) clearInterval(this.trimTimer);
     this.podBridge?.stop();
     this.linkMonitor?.stop();
+    this.underlayNeighbours?.stop();
     this.backend?.stop();
     this.overlapWatch?.stop();
     // The held deletes go unapplied: the saved revision stays before them,

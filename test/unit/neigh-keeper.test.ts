@@ -3,6 +3,8 @@ import {
   FLUSH_WINDOW_MS,
   NeighKeeper,
   parseMonitorLine,
+  PUSH_AT_MS,
+  pushPlan,
   restoreBatch,
   restorePlan,
   type MonitorEvent,
@@ -27,9 +29,13 @@ const ev = (line: string): MonitorEvent => {
   return e;
 };
 
-/** Feeds lines at 1 ms apart from `t`; returns what the last one asks to restore. */
-function feed(k: NeighKeeper, lines: string[], t = 1000): { ip: string; mac: string }[] {
-  let out: { ip: string; mac: string }[] = [];
+/** Feeds lines at 1 ms apart from `t`; returns what the last one gives back. */
+function feed(
+  k: NeighKeeper,
+  lines: string[],
+  t = 1000,
+): { ip: string; mac: string }[] | undefined {
+  let out: { ip: string; mac: string }[] | undefined;
   lines.forEach((l, i) => (out = k.apply(ev(l), t + i)));
   return out;
 }
@@ -71,13 +77,14 @@ describe("unit: the underlay's neighbours across a link flap (agent/node/neigh-k
   it("an admin down (link line first, then the flush) gives back what the flush took when the link is up", function () {
     const k = new NeighKeeper("eth0");
     feed(k, [A, B6]);
-    assert.deepEqual(feed(k, [ADMIN_DOWN, A_DELETED, MCAST_DELETED, B6_DELETED]), []);
+    assert.equal(feed(k, [ADMIN_DOWN, A_DELETED, MCAST_DELETED, B6_DELETED]), undefined);
+    assert.equal(k.linkUsable, false);
     assert.deepEqual(feed(k, [UP], 2000), [
       { ip: "172.31.0.2", mac: "5a:2d:1f:65:a5:83" },
       { ip: "fd31::3", mac: "02:00:00:00:00:03" },
     ]);
     // Up again while up: nothing to do.
-    assert.deepEqual(feed(k, [UP], 3000), []);
+    assert.equal(feed(k, [UP], 3000), undefined);
   });
 
   it("a carrier loss (the flush first, then the link line) gives back the same", function () {
@@ -95,7 +102,7 @@ describe("unit: the underlay's neighbours across a link flap (agent/node/neigh-k
     k.apply(ev(A_DELETED), 1000);
     k.apply(ev("fd31::3 dev eth0  FAILED"), 1001);
     k.apply(ev(ADMIN_DOWN), 1000 + FLUSH_WINDOW_MS + 1);
-    assert.deepEqual(k.apply(ev(UP), 9000), []);
+    assert.deepEqual(k.apply(ev(UP), 9000), [], "the link is back, with nothing to give back");
     assert.equal(k.size, 0);
   });
 
@@ -120,15 +127,18 @@ describe("unit: the underlay's neighbours across a link flap (agent/node/neigh-k
       "172.31.0.1 dev eth0 lladdr 0a:00:00:00:00:01 STALE",
     ]);
     assert.deepEqual(
-      feed(k, [ADMIN_DOWN, UP]).map((e) => e.ip),
+      feed(k, [ADMIN_DOWN, UP])?.map((e) => e.ip),
       ["172.31.0.3", "172.31.0.1"],
     );
   });
 
-  it("writes back only what the kernel has not learned again itself, as STALE", function () {
+  it("writes back, in PROBE state, only the IPv4 entries the kernel has not learned again itself", function () {
     const kept = [
       { ip: "172.31.0.2", mac: "0a:00:00:00:00:02" },
       { ip: "172.31.0.3", mac: "0a:00:00:00:00:03" },
+      { ip: "172.31.0.5", mac: "0a:00:00:00:00:05" },
+      // IPv6: a probe would be solicited from our link-local address, so
+      // the peer would not learn our global one; the pushes handle IPv6.
       { ip: "fd31::4", mac: "0a:00:00:00:00:04" },
     ];
     const plan = restorePlan(kept, [
@@ -137,12 +147,43 @@ describe("unit: the underlay's neighbours across a link flap (agent/node/neigh-k
     ]);
     assert.deepEqual(
       plan.map((e) => e.ip),
-      ["172.31.0.3", "fd31::4"],
+      ["172.31.0.3", "172.31.0.5"],
     );
     assert.equal(
       restoreBatch("eth0", plan),
-      "neigh replace 172.31.0.3 lladdr 0a:00:00:00:00:03 dev eth0 nud stale\n" +
-        "neigh replace fd31::4 lladdr 0a:00:00:00:00:04 dev eth0 nud stale\n",
+      "neigh replace 172.31.0.3 lladdr 0a:00:00:00:00:03 dev eth0 nud probe\n" +
+        "neigh replace 172.31.0.5 lladdr 0a:00:00:00:00:05 dev eth0 nud probe\n",
     );
+  });
+
+  it("pushes what is still unresolved: probes again what it wrote back, deletes what waits for ARP or ND", function () {
+    const restored = new Set(["172.31.0.2", "172.31.0.3"]);
+    const p = pushPlan(
+      "eth0",
+      [
+        { ip: "172.31.0.2", mac: "0a:00:00:00:00:02", states: ["PROBE"] }, // ours, unanswered
+        { ip: "172.31.0.3", mac: "0a:00:00:00:00:03", states: ["REACHABLE"] }, // ours, answered
+        { ip: "172.31.0.4", mac: "0a:00:00:00:00:04", states: ["PROBE"] }, // the kernel's own
+        { ip: "172.31.0.6", states: ["INCOMPLETE"] },
+        { ip: "fd31::6", states: ["INCOMPLETE"] },
+        { ip: "172.31.0.7", states: ["FAILED"] }, // the next packet asks at once anyway
+      ],
+      restored,
+    );
+    assert.equal(p.pending, 3);
+    assert.equal(
+      p.batch,
+      // A state change restarts the timer: STALE then PROBE sends a probe now.
+      "neigh replace 172.31.0.2 lladdr 0a:00:00:00:00:02 dev eth0 nud stale\n" +
+        "neigh replace 172.31.0.2 lladdr 0a:00:00:00:00:02 dev eth0 nud probe\n" +
+        "neigh del 172.31.0.6 dev eth0\n" +
+        "neigh del fd31::6 dev eth0\n",
+    );
+    assert.deepEqual(pushPlan("eth0", [], restored), { batch: "", pending: 0 });
+    // Every 50 ms for the first second, then every 200 ms, for 3 s.
+    assert.deepEqual(PUSH_AT_MS.slice(0, 3), [50, 100, 150]);
+    assert.equal(PUSH_AT_MS[19], 1000);
+    assert.equal(PUSH_AT_MS.at(-1), 3000);
+    assert.ok(PUSH_AT_MS.every((t, i) => i === 0 || t > (PUSH_AT_MS[i - 1] as number)));
   });
 });
