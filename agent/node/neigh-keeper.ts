@@ -112,7 +112,8 @@ export class NeighKeeper {
       if (!learned) return undefined;
       if (this.usable) this.recentlyDeleted.set(ev.ip, { mac: learned, at: now });
       else this.kept.set(ev.ip, learned);
-      this.trim(now);
+      this.trimKept();
+      this.expireDeleted(now);
       return undefined;
     }
     if (ev.states.some((s) => GONE.has(s))) {
@@ -134,7 +135,7 @@ export class NeighKeeper {
         if (now - d.at <= FLUSH_WINDOW_MS && !this.kept.has(ip)) this.kept.set(ip, d.mac);
       }
       this.recentlyDeleted.clear();
-      this.trim(now);
+      this.trimKept();
     }
     if (usable && !was) return [...this.kept].map(([ip, mac]) => ({ ip, mac }));
     return undefined;
@@ -145,15 +146,18 @@ export class NeighKeeper {
     this.kept.delete(ip); // most recent last
     this.kept.set(ip, mac);
     this.recentlyDeleted.delete(ip);
-    this.trim(0);
+    this.trimKept();
   }
 
-  private trim(now: number): void {
+  /** At most max kept, the oldest going first. */
+  private trimKept(): void {
     while (this.kept.size > this.max) this.kept.delete(this.kept.keys().next().value as string);
-    if (now) {
-      for (const [ip, d] of this.recentlyDeleted) {
-        if (now - d.at > FLUSH_WINDOW_MS) this.recentlyDeleted.delete(ip);
-      }
+  }
+
+  /** Deletions older than a flush's burst were the kernel's GC, not a flush. */
+  private expireDeleted(now: number): void {
+    for (const [ip, d] of this.recentlyDeleted) {
+      if (now - d.at > FLUSH_WINDOW_MS) this.recentlyDeleted.delete(ip);
     }
   }
 }

@@ -24,8 +24,6 @@ export class UnderlayNeighbours {
   private readonly keeper: NeighKeeper;
   private pushes: NodeJS.Timeout[] = [];
   private stopped = false;
-  /** Entries written back since start. */
-  restored = 0;
 
   constructor(
     readonly dev: string,
@@ -76,7 +74,6 @@ export class UnderlayNeighbours {
       if (plan.length) {
         run(["ip", "-force", "-batch", "-"], restoreBatch(this.dev, plan));
         for (const e of plan) restored.add(e.ip);
-        this.restored += plan.length;
       }
       this.log.info("underlay link back: neighbour entries restored", {
         dev: this.dev,

@@ -264,11 +264,14 @@ export class PingStream {
     this.proc = spawnInNs(this.ns, ["ping", "-n", "-D", "-O", "-i", i, this.dst]);
     this.proc.on("exit", (code, sig) => (this.exitCode = code ?? (sig ? 128 : -1)));
     onLines(this.proc, (l) => {
-      const reply = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+).* time=([\d.]+) ms/.exec(l);
+      // A reply without time= (a payload too small for a timestamp) still counts.
+      const reply = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)(?:.* time=([\d.]+) ms)?/.exec(
+        l,
+      );
       if (reply) {
         const seq = this.unwrap(Number(reply[2]));
         this.replied.add(seq);
-        const rtt = Number(reply[3]);
+        const rtt = Number(reply[3] ?? 0);
         if (rtt >= SLOW_MS) this.slow.set(seq, Number(reply[1]) * 1000 - rtt);
         return;
       }
