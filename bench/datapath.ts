@@ -72,6 +72,13 @@ const OVERLAYD: PathName[] = ["overlayd-tc", "overlayd-xdp", "overlayd-tc-trace"
 /** BENCH_IPV6=0: IPv4-only nodes and pods, no IPv6 kinds (an A/B of what
  * dual-stack costs IPv4). */
 const IPV6 = process.env.BENCH_IPV6 !== "0";
+/** TCP congestion control of every iperf3 TCP test: BENCH_CC (iperf3 -C,
+ * as root any algorithm the kernel has), or the machine's default, which new
+ * namespaces inherit. It moves the ratios: see the README. */
+const CC =
+  process.env.BENCH_CC ?? readFileSync("/proc/sys/net/ipv4/tcp_congestion_control", "utf8").trim();
+/** A run with BENCH_CC keeps its own latest result (datapath-cubic-latest). */
+const KIND = process.env.BENCH_CC ? `datapath-${CC}` : "datapath";
 const TRACED: PathName = "overlayd-tc-trace";
 /** The kinds a path serves; the baselines have no CNI plugin of ours. */
 const kindsOf = (p: PathName): Kind[] => allKindsOf(p).filter((k) => IPV6 || !k.endsWith("6"));
@@ -309,7 +316,7 @@ function iperfJson(
   args: string[],
 ): { error?: string; end?: Record<string, unknown> } {
   for (let attempt = 0; attempt < 20; attempt++) {
-    const r = shStatus(inNs(from, ["iperf3", "-c", to, "-J", ...args]));
+    const r = shStatus(inNs(from, ["iperf3", "-c", to, "-J", "-C", CC, ...args]));
     let j: { error?: string; end?: Record<string, unknown> };
     try {
       j = JSON.parse(r.stdout);
@@ -587,7 +594,7 @@ function report(samples: Record<string, Sample[]>, profile: Profile, progrun: Pr
     ),
   });
   const md = [
-    `### Data path (${when}, kernel ${kernel}, ${cpus} CPUs, ${ROUNDS} interleaved rounds of ${SECONDS} s, veth and NIC-like wires)`,
+    `### Data path (${when}, kernel ${kernel}, ${cpus} CPUs, ${ROUNDS} interleaved rounds of ${SECONDS} s, TCP congestion control ${CC}, veth and NIC-like wires)`,
     "",
     "Kinds: `cni` a pod registered by overlayd's CNI plugin; `bridged` a plain bridge port",
     "overlayd never heard of; `host` the node itself to a remote bridged pod. host-gw and",
@@ -669,12 +676,23 @@ function report(samples: Record<string, Sample[]>, profile: Profile, progrun: Pr
       ]),
     ),
     "",
-    "![TCP 1 stream, ratio to host-gw](results/datapath-latest.svg)",
+    `![TCP 1 stream, ratio to host-gw](results/${KIND}-latest.svg)`,
     "",
   ].join("\n");
   const file = writeResults(
-    "datapath",
-    { when, kernel, cpus, rounds: ROUNDS, seconds: SECONDS, samples, profile, progrun, targets },
+    KIND,
+    {
+      when,
+      kernel,
+      cpus,
+      congestionControl: CC,
+      rounds: ROUNDS,
+      seconds: SECONDS,
+      samples,
+      profile,
+      progrun,
+      targets,
+    },
     md,
     { svg },
   );
