@@ -42,7 +42,27 @@ export function report(r: SoakResult): string {
     r.verdict.failures.length
       ? `**${r.verdict.failures.length} failures:**\n\n${r.verdict.failures.map((f) => `- ${f}`).join("\n")}`
       : `No failures.`,
+    ...flapViews(r),
   ].join("\n");
+}
+
+/** For every link flap a failure names: the neighbour entries read 300 ms
+ * after the link came back, and what the flapped node's agent logged. */
+function flapViews(r: SoakResult): string[] {
+  const named = new Set(
+    r.verdict.failures.flatMap((f) =>
+      [...f.matchAll(/^event (\d+) \(link-flap/g)].map((m) => Number(m[1])),
+    ),
+  );
+  const out: string[] = [];
+  for (const i of [...named].sort((a, b) => a - b)) {
+    const d = r.events[i]?.detail;
+    if (!d) continue;
+    out.push(
+      `- event ${i} at ${r.events[i]?.atS} s: ${d.neighAfter}; agent: ${d.agentLog || "nothing"}`,
+    );
+  }
+  return out.length ? ["", "Neighbours after the flaps that failed:", "", ...out] : [];
 }
 
 async function main(): Promise<void> {

@@ -33,7 +33,7 @@ import {
   sendHostile,
 } from "../lib/hostile";
 import { median } from "../../bench/report";
-import { inNs, sh, sleep, waitFor } from "../lib/sh";
+import { inNs, sh, shStatus, sleep, waitFor } from "../lib/sh";
 import { IperfFlow, ping, PingStream } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
 import {
@@ -72,6 +72,17 @@ const PING_MS = 10;
 /** A request sent this close to the pingers' stop may have had no time to
  *  be answered: not counted. */
 const LAST_REPLY_MS = 200;
+/** How long after a flap's link-up the neighbour tables are read. */
+const FLAP_LOOK_MS = 300;
+
+/** The agent's neighbour-keeper lines of a log excerpt, joined. */
+function neighLogLines(log: string): string {
+  return log
+    .split("\n")
+    .filter((l) => /neighbour|underlay link/.test(l))
+    .map((l) => l.slice(0, 300))
+    .join(" | ");
+}
 
 export interface SoakResult {
   seed: number;
@@ -317,6 +328,27 @@ export class Soak {
     await this.c.stop();
   }
 
+  /** The node's eth0 and its switch port both have operstate up. */
+  private operUp(n: NodeInfo): boolean {
+    const state = (ns: string, dev: string) =>
+      shStatus(inNs(ns, ["cat", `/sys/class/net/${dev}/operstate`])).stdout.trim();
+    return state(n.ns, "eth0") === "up" && state(this.c.topo.switchNs, `n${n.index}`) === "up";
+  }
+
+  /** Each node's underlay neighbour entries for the other nodes, one line. */
+  private neighView(flapped: NodeInfo): string {
+    return this.nodes
+      .map((m) => {
+        const t = shStatus(inNs(m.ns, ["ip", "-4", "neigh", "show", "dev", "eth0"])).stdout;
+        const peers = t
+          .split("\n")
+          .filter((l) => l.trim() && (m === flapped || l.startsWith(`${flapped.underlayIp} `)))
+          .map((l) => l.replace(/ lladdr \S+/, "").trim());
+        return `${m.ns.slice(-2)}: ${peers.join(", ") || "none"}`;
+      })
+      .join("; ");
+  }
+
   private node(i: number): NodeInfo {
     return this.nodes[i] as NodeInfo;
   }
@@ -353,10 +385,33 @@ export class Soak {
         return;
       case "link-flap": {
         const n = node as NodeInfo;
+        const t = now();
         sh(inNs(n.ns, ["ip", "link", "set", "eth0", "down"]));
+        detail.downCmdMs = Math.round(now() - t);
         await sleep(ev.flapMs as number);
+        const logFrom = c.agent(n).logs.length;
+        const u = now();
         sh(inNs(n.ns, ["ip", "link", "set", "eth0", "up"]));
+        const upped = now();
+        detail.upCmdMs = Math.round(upped - u);
+        // The link is back when the kernel says so at both ends: operstate
+        // up is set by linkwatch, which also activates the device's queue
+        // and brings the switch's bridge port to forwarding. On a loaded
+        // machine that work can lag the command by hundreds of ms.
+        await waitFor(
+          `node ${n.index}'s underlay link operational again`,
+          () => this.operUp(n),
+          10000,
+          5,
+        );
         rec.done = now();
+        detail.operUpMs = Math.round(rec.done - upped);
+        rec.heldMs = Math.round(rec.done - t);
+        // What the neighbour tables hold soon after: the report keeps it so
+        // that an overrun can be read afterwards (which side had no entry).
+        await sleep(FLAP_LOOK_MS);
+        detail.neighAfter = this.neighView(n);
+        detail.agentLog = neighLogLines(c.agent(n).logs.slice(logFrom));
         return;
       }
       case "lease-delete": {

@@ -36,6 +36,7 @@ export async function waitFor<T>(
   what: string,
   fn: () => T | undefined | false,
   timeoutMs = 10000,
+  pollMs = 50,
 ): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
@@ -51,7 +52,7 @@ export async function waitFor<T>(
         `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`,
       );
     }
-    await sleep(50);
+    await sleep(pollMs);
   }
 }
 

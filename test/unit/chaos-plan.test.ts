@@ -185,6 +185,31 @@ describe("chaos soak plan", function () {
     assert.equal(v.perType[0]?.maxBeyondFlapMs, 910, "1,010 ms for a 100 ms flap");
   });
 
+  it("flap-held-longer-than-planned: allows what the link was held down, not the plan", function () {
+    // Planned 100 ms; `ip link` under load held it 1,000 ms. 1,000 ms unanswered
+    // is the flap itself (allowed 1,000 + 250), and nothing past it.
+    const flap = {
+      ...rec({ type: "link-flap", node: 1, flapMs: 100, gapMs: 0 }, 0, 5000),
+      heldMs: 1000,
+    };
+    const v = judge(
+      [flap],
+      [{ pair: { from: 1, to: 0 }, lost: [{ at: 10 }, { at: 1000 }] }],
+      [],
+      10,
+    );
+    assert.deepEqual(v.failures, []);
+    assert.equal(v.perType[0]?.maxBeyondFlapMs, 0, "no longer than the link was down");
+    // Held 1,000 ms, unanswered 1,510: past the flap's slack, a failure.
+    const late = judge(
+      [flap],
+      [{ pair: { from: 1, to: 0 }, lost: [{ at: 10 }, { at: 1500 }] }],
+      [],
+      10,
+    );
+    assert.match(late.failures.join("\n"), /unanswered for 1500 ms, allowed 1250 ms/);
+  });
+
   it("passes a run whose only losses are within their allowances", function () {
     const flap = rec({ type: "link-flap", node: 1, flapMs: 300, gapMs: 0 }, 0, 5000);
     const v = judge([flap], [{ pair: { from: 1, to: 0 }, lost: [{ at: 10 }, { at: 20 }] }], [], 10);
