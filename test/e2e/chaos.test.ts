@@ -14,9 +14,11 @@ const SEED = Number(process.env.CHAOS_SEED || 18);
  * reports where it fails. This run, inside `make test` after every other
  * suite, allows what has been seen on a loaded 2-CPU machine: the flapped
  * node's pairs 1.5 s past the flap (with the underlay neighbours kept across
- * a flap most overruns are gone, but a flap right after an agent restart
- * still overran by ~0.9 s once, not understood), other pairs 0.5 s (seen,
- * not understood). A cluster-wide outage, or a flap that lasts, fails.
+ * a flap, and a flap timed as the link was really down, the 10-minute run
+ * stays within 70 ms; this run keeps the margin it has always had in CI,
+ * where the machine is shared), other pairs 0.5 s (seen on a loaded
+ * machine, not understood). A cluster-wide outage, or a flap that lasts,
+ * fails.
  */
 const CI_FLAP: FlapAllowance = { slackMs: 1500, otherPairsMs: 500 };
 
