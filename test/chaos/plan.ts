@@ -282,10 +282,11 @@ export interface EventRecord {
   end: number;
   /** What went wrong (divergence, a flow stalled, a bound exceeded). */
   failures: string[];
-  /** A link flap as it ran: from the down command's start to the up
-   * command's return. Under load `ip link` itself can take most of a second,
-   * and the link is down for that long: the allowance follows this, not the
-   * planned flapMs. */
+  /** A link flap as it ran: from the down command's start until the kernel
+   * reports the link operational again at both ends (soak.ts). Under load
+   * `ip link` itself can take most of a second, and the link is down for
+   * that long: the allowance follows this, not the planned flapMs. It is an
+   * upper bound: a down command slow before the link went down counts too. */
   heldMs?: number;
 }
 
