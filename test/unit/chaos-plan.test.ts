@@ -200,7 +200,7 @@ describe("chaos soak plan", function () {
     );
     assert.deepEqual(v.failures, []);
     assert.equal(v.perType[0]?.maxBeyondFlapMs, 0, "no longer than the link was down");
-    // Held 1,000 ms, unanswered 1,510: past the flap's slack, a failure.
+    // Held 1,000 ms, unanswered 1,500: past the flap's slack, a failure.
     const late = judge(
       [flap],
       [{ pair: { from: 1, to: 0 }, lost: [{ at: 10 }, { at: 1500 }] }],
