@@ -158,21 +158,27 @@ function fn(proto: string): Fn {
  * A call on one of koffi's worker threads; resolves once it returned and
  * check() found no error. The arguments (Buffers) stay referenced meanwhile.
  */
-function callAsync(proto: string, args: unknown[], op: string, object: string): Promise<void> {
+/** proto on one of koffi's worker threads; resolves with its return value. */
+function callAsyncRet(proto: string, args: unknown[]): Promise<number> {
   const f = fn(proto) as Fn & { async: (...a: unknown[]) => void };
   return new Promise((resolve, reject) =>
-    f.async(...args, (err: unknown, ret: unknown) => {
-      if (err) return reject(err instanceof Error ? err : new Error(String(err)));
-      try {
-        check(ret, op, object);
-        resolve();
-      } catch (e) {
-        reject(e as Error);
-      }
-    }),
+    f.async(...args, (err: unknown, ret: unknown) =>
+      err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(Number(ret)),
+    ),
   );
 }
 
+async function callAsync(
+  proto: string,
+  args: unknown[],
+  op: string,
+  object: string,
+): Promise<void> {
+  check(await callAsyncRet(proto, args), op, object);
+}
+
+const LOOKUP_BATCH =
+  "int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, const bpf_map_batch_opts *opts)";
 const UPDATE_BATCH =
   "int bpf_map_update_batch(int fd, const void *keys, const void *values, void *count, const bpf_map_batch_opts *opts)";
 
@@ -428,10 +434,27 @@ export const libbpf = {
     const cnt = Buffer.alloc(4);
     cnt.writeUInt32LE(count);
     const r = Number(
-      fn(
-        "int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, const bpf_map_batch_opts *opts)",
-      )(fd, inBatch, outBatch, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }),
+      fn(LOOKUP_BATCH)(fd, inBatch, outBatch, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }),
     );
+    const n = cnt.readUInt32LE();
+    if (r === -2) return { count: n, done: true }; // ENOENT: last batch
+    check(r, "map lookup batch", name);
+    return { count: n, done: false };
+  },
+  /** mapLookupBatch on one of koffi's worker threads (the caller holds the buffers). */
+  async mapLookupBatchAsync(
+    fd: number,
+    inBatch: Buffer | null,
+    outBatch: Buffer,
+    keys: Buffer,
+    values: Buffer,
+    count: number,
+    name: string,
+  ): Promise<{ count: number; done: boolean }> {
+    const cnt = Buffer.alloc(4);
+    cnt.writeUInt32LE(count);
+    const opts = { sz: koffi.sizeof(BatchOpts) };
+    const r = await callAsyncRet(LOOKUP_BATCH, [fd, inBatch, outBatch, keys, values, cnt, opts]);
     const n = cnt.readUInt32LE();
     if (r === -2) return { count: n, done: true }; // ENOENT: last batch
     check(r, "map lookup batch", name);

@@ -222,9 +222,7 @@ export class BpfMap {
         this.batchSupported = true;
         return;
       } catch (e) {
-        if (!(e instanceof BpfError) || !["EINVAL", "ENOTSUP", "EOPNOTSUPP"].includes(e.code)) {
-          throw e;
-        }
+        if (!batchUnsupported(e)) throw e;
         this.batchSupported = false;
       }
     }
@@ -234,15 +232,49 @@ export class BpfMap {
     }
   }
 
-  private batches(fn: (keys: Buffer, ko: number, values: Buffer, vo: number) => void): void {
+  /**
+   * forEach() with the kernel's copy on a worker thread, in one batch the
+   * size of the map: two maps are read side by side (overlayctl map dump
+   * reads 65,536 subnets and as many per-CPU counters). Without batch
+   * lookups it is forEach() itself.
+   */
+  async forEachAsync(
+    fn: (keys: Buffer, ko: number, values: Buffer, vo: number) => void,
+  ): Promise<void> {
+    if (this.batchSupported === false) return this.forEach(fn);
+    const max = MAPS[this.name].maxEntries;
+    const keys = Buffer.allocUnsafe(this.keySize * max);
+    const values = Buffer.allocUnsafe(this.valueBufSize * max);
+    const outBatch = Buffer.alloc(this.tokenSize);
+    let r: { count: number; done: boolean };
+    try {
+      r = await libbpf.mapLookupBatchAsync(this.fd, null, outBatch, keys, values, max, this.name);
+      this.batchSupported = true;
+    } catch (e) {
+      if (!batchUnsupported(e)) throw e;
+      this.batchSupported = false;
+      return this.forEach(fn);
+    }
+    for (let i = 0; i < r.count; i++) fn(keys, i * this.keySize, values, i * this.valueBufSize);
+    // Entries added while the kernel copied may not fit: read on from there.
+    if (!r.done) this.batches(fn, outBatch);
+  }
+
+  /** Batch tokens are opaque; for hash maps the kernel uses a u32 bucket. */
+  private get tokenSize(): number {
+    return Math.max(this.keySize, 8);
+  }
+
+  private batches(
+    fn: (keys: Buffer, ko: number, values: Buffer, vo: number) => void,
+    from: Buffer | null = null,
+  ): void {
     const chunk = 4096;
     const keys = Buffer.alloc(this.keySize * chunk);
     const values = Buffer.alloc(this.valueBufSize * chunk);
-    // Batch tokens are opaque; for hash maps the kernel uses a u32 bucket.
-    const tokenSize = Math.max(this.keySize, 8);
-    let inBatch: Buffer | null = null;
+    let inBatch = from;
     for (;;) {
-      const outBatch = Buffer.alloc(tokenSize);
+      const outBatch = Buffer.alloc(this.tokenSize);
       const r = libbpf.mapLookupBatch(this.fd, inBatch, outBatch, keys, values, chunk, this.name);
       for (let i = 0; i < r.count; i++) fn(keys, i * this.keySize, values, i * this.valueBufSize);
       if (r.done) return;

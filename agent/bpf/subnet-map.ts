@@ -425,15 +425,29 @@ export class SubnetHostMapOf<
     this.subnets.forEach(fn);
   }
 
+  /** forEachEntry() with the kernel's copy on a worker thread (BpfMap.forEachAsync). */
+  forEachEntryAsync(fn: (k: Buffer, ko: number, v: Buffer, vo: number) => void): Promise<void> {
+    return this.subnets.forEachAsync(fn);
+  }
+
   /** Every peer's live counters as Numbers (tx packets, tx bytes, rx
    * packets, rx bytes), in one array reused for each: copy to keep. */
   eachPeer(fn: (ip: A, c: Float64Array) => void): void {
+    this.peerStats.forEach(this.summing(fn));
+  }
+
+  /** eachPeer() with the kernel's copy on a worker thread (BpfMap.forEachAsync). */
+  eachPeerAsync(fn: (ip: A, c: Float64Array) => void): Promise<void> {
+    return this.peerStats.forEachAsync(this.summing(fn));
+  }
+
+  private summing(fn: (ip: A, c: Float64Array) => void) {
     const ncpu = possibleCpus();
     const c = new Float64Array(4);
-    this.peerStats.forEach((k, ko, v, vo) => {
+    return (k: Buffer, ko: number, v: Buffer, vo: number) => {
       sumPeerCountersInto(v, ncpu, vo, c);
       fn(this.f.ip.decode(k, ko), c);
-    });
+    };
   }
 
   /** Live per-peer counters, by underlay IP. */

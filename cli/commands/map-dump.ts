@@ -38,6 +38,15 @@ export class PeerCounts {
     return p;
   }
 
+  /** read() of the maps side by side, the kernel's copies on worker threads. */
+  static async readAsync(
+    ...maps: { eachPeerAsync(fn: (ip: Ip4 | Ip6, c: Float64Array) => void): Promise<void> }[]
+  ): Promise<PeerCounts> {
+    const p = new PeerCounts();
+    await Promise.all(maps.map((m) => m.eachPeerAsync((ip, c) => p.add(ip, c))));
+    return p;
+  }
+
   add(ip: Ip4 | Ip6, c: ArrayLike<number>): void {
     if (!c[0] && !c[1] && !c[2] && !c[3]) return; // absent reads as zeros
     this.at.set(ip, this.c.length);
@@ -96,9 +105,10 @@ export class EntryColumns {
     this.mac = new Uint8Array(capacity * 6);
   }
 
-  static read(map: SubnetHostMap, capacity: number): EntryColumns {
+  /** The map's entries, the kernel's copy on a worker thread (BpfMap.forEachAsync). */
+  static async read(map: SubnetHostMap, capacity: number): Promise<EntryColumns> {
     const t = new EntryColumns(capacity);
-    map.forEachEntry((k, ko, v, vo) => {
+    await map.forEachEntryAsync((k, ko, v, vo) => {
       const i = t.n++;
       t.addr[i] = subnetAt.addr(k, ko);
       t.prefixlen[i] = subnetAt.prefixlen(k, ko);
@@ -134,9 +144,7 @@ export class EntryColumns {
   }
 }
 
-const ascii = (s: string) => Buffer.from(s, "latin1");
-const DECIMAL = Array.from({ length: 256 }, (_, i) => ascii(String(i)));
-const HEX = Array.from({ length: 256 }, (_, i) => ascii(i.toString(16).padStart(2, "0")));
+const ascii = (s: string) => Uint8Array.from(Buffer.from(s, "latin1"));
 const ROW_SUBNET = ascii('  {\n    "subnet": "');
 const ROW_REMOTE = ascii('",\n    "remoteIp": "');
 const ROW_MAC = ascii('",\n    "vtepMac": "');
@@ -151,43 +159,85 @@ const FLAGS = Array.from({ length: 4 }, (_, bits) => {
   const f = flagsOf((bits & 1 ? F_LOCAL : 0) | (bits & 2 ? F_DIRECT : 0));
   return ascii(f.length ? `[\n${f.map((x) => `      "${x}"`).join(",\n")}\n    ]` : "[]");
 });
+/** The most one IPv4 row takes (its longest fields and counters: under 400). */
+const ROW_MAX = 512;
+const HEX_DIGIT = ascii("0123456789abcdef");
+const [DOT, SLASH, COLON, ZERO] = [46, 47, 58, 48];
 
-/** Bytes into 1 MB buffers, each handed to `write` once full (a new one each). */
+/**
+ * Bytes into 1 MB buffers, each handed to `write` once full (a new one
+ * each), written a byte at a time: a Buffer.set or latin1 write per field
+ * (a million small copies for 65,536 rows) was most of a big dump's time.
+ */
 class ByteOut {
   private buf = Buffer.allocUnsafe(1 << 20);
   private pos = 0;
 
   constructor(private readonly write: (chunk: Buffer) => void) {}
 
+  /** Room for n more bytes in the current buffer. */
+  room(n: number): void {
+    if (this.pos + n > this.buf.length) this.flush();
+  }
+
   bytes(b: Uint8Array): void {
-    if (this.pos + b.length > this.buf.length) this.flush();
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
+    const buf = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < b.length; i++) buf[p++] = b[i] as number;
+    this.pos = p;
   }
 
   text(s: string): void {
-    if (this.pos + s.length > this.buf.length) this.flush();
+    this.room(s.length);
     this.pos += this.buf.write(s, this.pos, "latin1");
   }
 
-  ip(v: Ip4): void {
-    this.bytes(DECIMAL[v >>> 24] as Buffer);
-    for (let s = 16; s >= 0; s -= 8) {
-      this.text(".");
-      this.bytes(DECIMAL[(v >>> s) & 255] as Buffer);
+  /** A whole number 0 <= n <= 2^53 - 1 in decimal. */
+  private decimal(n: number): void {
+    const buf = this.buf;
+    const start = this.pos;
+    let p = start;
+    do {
+      buf[p++] = ZERO + (n % 10);
+      n = Math.floor(n / 10);
+    } while (n > 0);
+    this.pos = p;
+    for (let i = start, j = p - 1; i < j; i++, j--) {
+      const c = buf[i] as number;
+      buf[i] = buf[j] as number;
+      buf[j] = c;
     }
   }
 
+  ip(v: Ip4): void {
+    this.decimal(v >>> 24);
+    for (let s = 16; s >= 0; s -= 8) {
+      this.buf[this.pos++] = DOT;
+      this.decimal((v >>> s) & 255);
+    }
+  }
+
+  /** n as JSON.stringify writes it (a sum past 2^53 is not exact: its own form). */
   number(n: number): void {
-    if (n < 256 && Number.isInteger(n) && n >= 0) this.bytes(DECIMAL[n] as Buffer);
+    if (Number.isSafeInteger(n) && n >= 0) this.decimal(n);
     else this.text(JSON.stringify(n));
   }
 
+  prefix(n: number): void {
+    this.buf[this.pos++] = SLASH;
+    this.decimal(n);
+  }
+
   mac(m: Uint8Array, off: number): void {
+    const buf = this.buf;
+    let p = this.pos;
     for (let i = 0; i < 6; i++) {
-      if (i) this.text(":");
-      this.bytes(HEX[m[off + i] as number] as Buffer);
+      if (i) buf[p++] = COLON;
+      const b = m[off + i] as number;
+      buf[p++] = HEX_DIGIT[b >> 4] as number;
+      buf[p++] = HEX_DIGIT[b & 15] as number;
     }
+    this.pos = p;
   }
 
   flush(): void {
@@ -222,19 +272,19 @@ export function dumpJson(
   for (let j = 0; j < order.length; j++) {
     const i = order[j] as number;
     const flags = t.flags[i] as number;
+    out.room(ROW_MAX);
     out.bytes(ROW_SUBNET);
     out.ip(t.addr[i] as number);
-    out.text("/");
-    out.bytes(DECIMAL[t.prefixlen[i] as number] as Buffer);
+    out.prefix(t.prefixlen[i] as number);
     out.bytes(ROW_REMOTE);
     out.ip(t.remoteIp[i] as number);
     out.bytes(ROW_MAC);
     out.mac(t.mac, i * 6);
     out.bytes(ROW_FLAGS);
-    out.bytes(FLAGS[(flags & F_LOCAL ? 1 : 0) | (flags & F_DIRECT ? 2 : 0)] as Buffer);
+    out.bytes(FLAGS[(flags & F_LOCAL ? 1 : 0) | (flags & F_DIRECT ? 2 : 0)] as Uint8Array);
     const at = peers.index(t.remoteIp[i] as number, flags);
     for (let k = 0; k < 4; k++) {
-      out.bytes(ROW_COUNTERS[k] as Buffer);
+      out.bytes(ROW_COUNTERS[k] as Uint8Array);
       out.number(peers.counter(at, k));
     }
     out.bytes(ROW_END);
@@ -242,7 +292,10 @@ export function dumpJson(
   }
   after.forEach((r, j) => {
     out.text(JSON.stringify(r, null, 2).replace(/^/gm, "  "));
-    if (j < after.length - 1) out.bytes(BETWEEN);
+    if (j < after.length - 1) {
+      out.room(BETWEEN.length);
+      out.bytes(BETWEEN);
+    }
   });
   out.text("\n]\n");
   out.flush();
@@ -260,13 +313,17 @@ export const mapDump: CommandModule<object, Args> = {
     const map = SubnetHostMap.openPinned(a.pinPath);
     const map6 = SubnetHostMap6.openPinned(a.pinPath);
     try {
-      const peers = PeerCounts.read(map, map6);
-      const rows6 = dumpRows(map6.list(), peers);
       if (a.output === "json") {
-        const cols = EntryColumns.read(map, MAPS.ovl_subnets.maxEntries);
-        dumpJson(cols, peers, (b) => process.stdout.write(b), rows6);
+        // The two big maps (subnets, counters) are read side by side.
+        const [peers, cols] = await Promise.all([
+          PeerCounts.readAsync(map, map6),
+          EntryColumns.read(map, MAPS.ovl_subnets.maxEntries),
+        ]);
+        dumpJson(cols, peers, (b) => process.stdout.write(b), dumpRows(map6.list(), peers));
         return;
       }
+      const peers = PeerCounts.read(map, map6);
+      const rows6 = dumpRows(map6.list(), peers);
       const rows = [...dumpRows(map.list(), peers), ...rows6];
       print(a.output, rows, () =>
         table(

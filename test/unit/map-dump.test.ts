@@ -24,12 +24,15 @@ describe("unit: overlayctl map dump", function () {
     peers.add(parseIp("172.31.0.2"), [3, 4096, 5, 2 ** 53 - 1]);
     peers.add(parseIp("172.31.0.3"), [0, 0, 0, 0]);
     peers.add(parseIp("172.31.0.1"), [9, 9, 9, 9]); // our own host: a LOCAL entry shows none
+    // Sums past 2^53 are not exact: JSON.stringify's own forms
+    peers.add(parseIp("172.31.0.4"), [2 ** 53, 2 ** 64, 1e21, 10]);
     const entries = [
       entry("0.0.0.0/0", "255.255.255.255", 0, "ff:ff:ff:ff:ff:ff"),
       entry("10.5.1.0/24", "172.31.0.1", F_LOCAL),
       entry("10.5.2.0/24", "172.31.0.2", 0, "00:01:0a:ab:cd:ef"),
       entry("10.5.3.0/24", "172.31.0.3", F_DIRECT),
       entry("10.5.4.0/24", "172.31.0.4", F_LOCAL | F_DIRECT),
+      entry("10.5.4.0/25", "172.31.0.4"),
       entry("10.5.5.0/24", "172.31.0.99"), // a peer without counters
       entry("10.5.5.0/25", "172.31.0.98"), // the same address, a longer prefix after it
     ];
@@ -47,9 +50,13 @@ describe("unit: overlayctl map dump", function () {
     });
     assert.deepEqual(
       rows.map((r) => r.flags),
-      [[], ["local"], [], ["direct"], ["local", "direct"], [], []],
+      [[], ["local"], [], ["direct"], ["local", "direct"], [], [], []],
     );
     assert.equal(rows[1]?.txPackets, 0, "a local entry has no peer counters");
+    assert.match(
+      jsonText(entries, peers),
+      /"txBytes": 18446744073709552000,\n {4}"rxPackets": 1e\+21,/,
+    );
   });
 
   it("-o json of a dual-stack node: the IPv4 rows, then the IPv6 ones, as one JSON.stringify", function () {
