@@ -155,10 +155,9 @@ function fn(proto: string): Fn {
 }
 
 /**
- * A call on one of koffi's worker threads; resolves once it returned and
- * check() found no error. The arguments (Buffers) stay referenced meanwhile.
+ * A call on one of koffi's worker threads; resolves with its return value.
+ * The arguments (Buffers) stay referenced meanwhile.
  */
-/** proto on one of koffi's worker threads; resolves with its return value. */
 function callAsyncRet(proto: string, args: unknown[]): Promise<number> {
   const f = fn(proto) as Fn & { async: (...a: unknown[]) => void };
   return new Promise((resolve, reject) =>
@@ -168,6 +167,7 @@ function callAsyncRet(proto: string, args: unknown[]): Promise<number> {
   );
 }
 
+/** callAsyncRet(), resolving once check() found no error in what it returned. */
 async function callAsync(
   proto: string,
   args: unknown[],
@@ -181,6 +181,21 @@ const LOOKUP_BATCH =
   "int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, const bpf_map_batch_opts *opts)";
 const UPDATE_BATCH =
   "int bpf_map_update_batch(int fd, const void *keys, const void *values, void *count, const bpf_map_batch_opts *opts)";
+
+/** The in/out element count of a batch call. */
+function batchCount(count: number): Buffer {
+  const cnt = Buffer.alloc(4);
+  cnt.writeUInt32LE(count);
+  return cnt;
+}
+
+/** What a BPF_MAP_LOOKUP_BATCH call copied, and whether the map is exhausted (ENOENT). */
+function lookupBatchResult(r: number, cnt: Buffer, name: string): { count: number; done: boolean } {
+  const n = cnt.readUInt32LE();
+  if (r === -2) return { count: n, done: true }; // ENOENT: last batch
+  check(r, "map lookup batch", name);
+  return { count: n, done: false };
+}
 
 function check(ret: unknown, op: string, object: string): number {
   const n = Number(ret);
@@ -431,15 +446,11 @@ export const libbpf = {
     count: number,
     name: string,
   ): { count: number; done: boolean } {
-    const cnt = Buffer.alloc(4);
-    cnt.writeUInt32LE(count);
+    const cnt = batchCount(count);
     const r = Number(
       fn(LOOKUP_BATCH)(fd, inBatch, outBatch, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }),
     );
-    const n = cnt.readUInt32LE();
-    if (r === -2) return { count: n, done: true }; // ENOENT: last batch
-    check(r, "map lookup batch", name);
-    return { count: n, done: false };
+    return lookupBatchResult(r, cnt, name);
   },
   /** mapLookupBatch on one of koffi's worker threads (the caller holds the buffers). */
   async mapLookupBatchAsync(
@@ -451,14 +462,10 @@ export const libbpf = {
     count: number,
     name: string,
   ): Promise<{ count: number; done: boolean }> {
-    const cnt = Buffer.alloc(4);
-    cnt.writeUInt32LE(count);
+    const cnt = batchCount(count);
     const opts = { sz: koffi.sizeof(BatchOpts) };
     const r = await callAsyncRet(LOOKUP_BATCH, [fd, inBatch, outBatch, keys, values, cnt, opts]);
-    const n = cnt.readUInt32LE();
-    if (r === -2) return { count: n, done: true }; // ENOENT: last batch
-    check(r, "map lookup batch", name);
-    return { count: n, done: false };
+    return lookupBatchResult(r, cnt, name);
   },
   /** mapUpdateBatch on one of koffi's worker threads (the buffers must stay alive: the caller holds them). */
   mapUpdateBatchAsync(
@@ -468,8 +475,7 @@ export const libbpf = {
     count: number,
     name: string,
   ): Promise<void> {
-    const cnt = Buffer.alloc(4);
-    cnt.writeUInt32LE(count);
+    const cnt = batchCount(count);
     return callAsync(
       UPDATE_BATCH,
       [fd, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }],
@@ -478,8 +484,7 @@ export const libbpf = {
     );
   },
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, name: string): void {
-    const cnt = Buffer.alloc(4);
-    cnt.writeUInt32LE(count);
+    const cnt = batchCount(count);
     check(
       fn(UPDATE_BATCH)(fd, keys, values, cnt, { sz: koffi.sizeof(BatchOpts) }),
       "map update batch",

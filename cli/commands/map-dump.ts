@@ -180,6 +180,7 @@ class ByteOut {
     if (this.pos + n > this.buf.length) this.flush();
   }
 
+  /** b, in room the caller made (room(); a row makes ROW_MAX). */
   bytes(b: Uint8Array): void {
     const buf = this.buf;
     let p = this.pos;
