@@ -104,7 +104,14 @@ version: | $(STAMP)
 	if cmp -s $(VERSION_JSON).tmp $(VERSION_JSON); then rm -f $(VERSION_JSON).tmp; \
 	else mv $(VERSION_JSON).tmp $(VERSION_JSON); fi
 
-build: bpf ts version ## build everything (BPF objects and TypeScript)
+# etcd's gRPC codecs, generated once instead of on every start
+# (agent/control/etcd-codec.ts); regenerated when etcd3 or protobufjs changes.
+ETCD_CODEC := $(BUILD)/etcd-codec/index.json
+$(ETCD_CODEC): $(TSC_STAMP) package-lock.json $(wildcard node_modules/etcd3/proto/*.proto)
+	$(call msg,GEN,$(BUILD)/etcd-codec)
+	$(Q)node dist/scripts/gen-etcd-codec.js $(BUILD)/etcd-codec >/dev/null
+
+build: bpf ts version $(ETCD_CODEC) ## build everything (BPF objects, TypeScript, etcd codecs)
 
 abi: bpf ts ## regenerate agent/bpf/abi.generated.ts from the objects' BTF
 	$(call msg,GEN,agent/bpf/abi.generated.ts)

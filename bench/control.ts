@@ -21,7 +21,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { Etcd3 } from "etcd3";
+import { Etcd3 } from "../agent/control/etcd3";
 import { BpfMap } from "../agent/bpf/map";
 import { decodeHostEntry, encodeSubnetKey } from "../agent/bpf/codec";
 import { encodeLeaseAttrs, leaseKey } from "../agent/control/lease";
@@ -677,7 +677,8 @@ function report(
     [
       "--expose-gc",
       "-e",
-      `for (const m of ["etcd3","prom-client","koffi","yargs"]) require(require.resolve(m, {paths:[${JSON.stringify(ROOT)}]})); gc(); setTimeout(() => { gc(); process.stdout.write(String(process.memoryUsage().rss)); }, 2000);`,
+      // etcd3 as the agent loads it (agent/control/etcd3.ts: the build's codecs).
+      `require(${JSON.stringify(join(ROOT, "dist", "agent", "control", "etcd3.js"))}); for (const m of ["prom-client","koffi","yargs"]) require(require.resolve(m, {paths:[${JSON.stringify(ROOT)}]})); gc(); setTimeout(() => { gc(); process.stdout.write(String(process.memoryUsage().rss)); }, 2000);`,
     ],
     { encoding: "utf8" },
   );

@@ -14,7 +14,7 @@
 // exactly the leases it should, and every plane's map equals etcd's leases.
 import { fork, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { Etcd3 } from "etcd3";
+import { Etcd3 } from "../agent/control/etcd3";
 import { type HostEntry } from "../agent/bpf/codec";
 import { type SubnetEntry, type SubnetMapLike } from "../agent/bpf/subnet-map";
 import { parseNetworkConfig } from "../agent/control/config";

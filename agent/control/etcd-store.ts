@@ -1,5 +1,6 @@
-// The etcd side of the control plane: config, leases, watch. The ONLY module
-// that imports etcd3. Everything it returns is decoded through lease.ts.
+// The etcd side of the control plane: config, leases, watch. The ONLY agent
+// module that uses etcd3 (through ./etcd3, with the build's codecs).
+// Everything it returns is decoded through lease.ts.
 import { readFileSync } from "node:fs";
 import {
   Etcd3,
@@ -11,7 +12,7 @@ import {
   type IRangeResponse,
   type Lease as EtcdLease,
   type Watcher,
-} from "etcd3";
+} from "./etcd3";
 import { OverlayError } from "../errors";
 import {
   configKey,

@@ -2,7 +2,7 @@
 // a full network, reservations, and a watch across compaction. Uses the
 // agent's own EtcdStore and LeaseManager in-process.
 import assert from "node:assert/strict";
-import { Etcd3 } from "etcd3";
+import { Etcd3 } from "../../agent/control/etcd3";
 import { parseNetworkConfig, type NetworkConfig } from "../../agent/control/config";
 import { EtcdStore, type HeldLease, type LeaseEvent } from "../../agent/control/etcd-store";
 import { LeaseManager, NetworkFullError } from "../../agent/control/lease-manager";
