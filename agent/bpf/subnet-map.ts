@@ -391,6 +391,13 @@ export class SubnetHostMapOf<
     return n;
   }
 
+  /** peerCount() with the kernel's copy on a worker thread. */
+  async peerCountAsync(): Promise<number> {
+    let n = 0;
+    await this.peers.forEachAsync(() => n++);
+    return n;
+  }
+
   /** Number of entries: counted once (keys only), then kept by our own
    * writes, since /metrics asks on every scrape. */
   count(): number {
