@@ -767,8 +767,8 @@ function report(
       false,
       `${firsts ? `the starts took ${firsts.map((x) => x.toFixed(3)).join(", ")} s; ` : ""}` +
         `every phase of the first, from the agent's own clock (table below): node and its modules ${ph.bootMs ?? "-"} ms ` +
-        "(node itself ~60 ms; etcd3 ~80-110 ms of the rest: grpc-js, and protobufjs building etcd's rpc.proto, which " +
-        "costs as much from a JSON descriptor; Node's own http2/tls/crypto ~50 ms); " +
+        "(node itself ~60 ms; etcd3 ~90 ms of the rest, most of it grpc-js, with its codecs from the build; " +
+        "Node's own http2/tls/crypto ~50 ms); " +
         `the listing ${ph.listMs ?? "-"} ms after the overlay device is made (etcd spends ~200 ms of CPU reading and sending ` +
         "~12 MB on the same 2 CPUs, ~150 ms of it before the first pages arrive; decoding is ~100 ms, its garbage ~100 ms more " +
         "under the 1 MB young generation that keeps RSS down); the programs load beside the listing on a worker thread " +
@@ -1034,8 +1034,8 @@ function warmWhy(ph: Record<string, number>): string {
   const v = (k: string) => (ph[k] === undefined ? "-" : String(ph[k]));
   return (
     `from the agent's own clock: node and its modules ${v("bootMs")} ms before the agent's first line ` +
-    `(node itself ~50-80 ms, then ~200 ms of loading with the code cache: etcd3/grpc-js, protobufjs parsing etcd's ` +
-    `rpc.proto, prom-client, yargs; ${v("codeCacheHits")} modules from the cache); config read (etcd's first call and ` +
+    `(node itself ~50-80 ms, then ~150 ms of loading with the code cache: etcd3/grpc-js with its codecs from the ` +
+    `build, prom-client, yargs; ${v("codeCacheHits")} modules from the cache); config read (etcd's first call and ` +
     `its connection), underlay and overlay device ${v("setupMs")} ms; own lease read and adopted (a lease grant and a ` +
     `txn) ${v("leaseMs")} ms; programs loaded and attached ${v("datapathMs")} ms; maps opened, own entries checked, ` +
     `watch started ${v("syncMs")} ms; the rest is spawning node and the pod bridge's first look`
