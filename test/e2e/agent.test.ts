@@ -216,6 +216,12 @@ describe("e2e: agents, etcd and pods", function () {
     assert.match(readyLine(a), /start=warm/);
     await sleep(500); // the replayed events (our own lease's rewrite) are applied
     assert.equal(writes(a), 0, "no map writes");
+    // The peers it logs (counted on a worker thread): one per remote lease.
+    assert.equal(
+      Number(/ leases=(\d+)/.exec(readyLine(a))?.[1]),
+      entries(n1).length - 1,
+      readyLine(a),
+    );
     // A lease added while the agent was down: exactly that one entry written.
     a = await restart(() => etcd.put(key, value));
     assert.match(readyLine(a), /start=warm/);
