@@ -245,6 +245,10 @@ export class PingStream {
   private readonly slow = new Map<number, number>();
   private proc: ReturnType<typeof spawnInNs> | undefined;
   private top = 0;
+  /** The last request whose send time is known, for an error's. */
+  private anchor: { seq: number; at: number } | undefined;
+  /** Requests answered by an ICMP error (Destination Host Unreachable), counted in lost(). */
+  errors = 0;
   exitCode: number | null = null;
   startedAt = 0;
   stoppedAt = 0;
@@ -263,25 +267,47 @@ export class PingStream {
     const i = ((this.intervalMs - 0.1) / 1000).toFixed(4);
     this.proc = spawnInNs(this.ns, ["ping", "-n", "-D", "-O", "-i", i, this.dst]);
     this.proc.on("exit", (code, sig) => (this.exitCode = code ?? (sig ? 128 : -1)));
-    onLines(this.proc, (l) => {
-      // A reply without time= (a payload too small for a timestamp) still counts.
-      const reply = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)(?:.* time=([\d.]+) ms)?/.exec(
-        l,
-      );
-      if (reply) {
-        const seq = this.unwrap(Number(reply[2]));
-        this.replied.add(seq);
-        const rtt = Number(reply[3] ?? 0);
-        if (rtt >= SLOW_MS) this.slow.set(seq, Number(reply[1]) * 1000 - rtt);
-        return;
-      }
-      const none = /^\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)/.exec(l);
-      if (none) {
-        // Printed as the next request leaves: one interval after this one.
-        this.late.set(this.unwrap(Number(none[2])), Number(none[1]) * 1000 - this.intervalMs);
-      }
-    });
+    onLines(this.proc, (l) => this.feed(l));
     return this;
+  }
+
+  /** One line of `ping -n -D -O` output. */
+  feed(l: string): void {
+    // A reply without time= (a payload too small for a timestamp) still counts.
+    const reply = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)(?:.* time=([\d.]+) ms)?/.exec(l);
+    if (reply) {
+      const seq = this.unwrap(Number(reply[2]));
+      this.replied.add(seq);
+      const rtt = Number(reply[3] ?? 0);
+      const sentAt = Number(reply[1]) * 1000 - rtt;
+      if (rtt >= SLOW_MS) this.slow.set(seq, sentAt);
+      this.anchor = { seq, at: sentAt };
+      return;
+    }
+    const none = /^\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)/.exec(l);
+    if (none) {
+      // Printed as the next request leaves: one interval after this one.
+      const seq = this.unwrap(Number(none[2]));
+      const at = Number(none[1]) * 1000 - this.intervalMs;
+      this.late.set(seq, at);
+      this.anchor = { seq, at };
+      return;
+    }
+    // An ICMP error instead of a reply ("From 10.5.1.1 icmp_seq=7
+    // Destination Host Unreachable", after a neighbour's resolution failed,
+    // up to 3 s after the request): ping counts it as answered, so no "no
+    // answer yet" follows, but the pod got no reply. Lost, sent about where
+    // the sequence number says, from the last request whose time is known.
+    const error = /^\[(\d+\.\d+)\] From \S+ icmp_seq=(\d+) /.exec(l);
+    if (error) {
+      const seq = this.unwrap(Number(error[2]));
+      const a = this.anchor;
+      const at = a
+        ? a.at + (seq - a.seq) * this.intervalMs
+        : Math.min(Number(error[1]) * 1000, this.startedAt + seq * this.intervalMs);
+      if (!this.late.has(seq)) this.late.set(seq, at);
+      this.errors++;
+    }
   }
 
   private unwrap(seq: number): number {
