@@ -23,8 +23,8 @@
 // serializers, originalName) and proto-loader's method options; the
 // message descriptors (requestType, responseType) come from the real
 // loader if something asks for them (they are not enumerable, so grpc-js's
-// copy of the attributes onto each client method leaves them out). Message and enum entries of the
-// package definition are left out: grpc-js only passes them through, and
+// copy of the attributes onto each client method leaves them out). Message
+// and enum entries of the package definition are left out: grpc-js only passes them through, and
 // etcd3 uses the services alone.
 import { createHash } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
@@ -113,8 +113,8 @@ export function optionsKey(o: object): string {
 
 /** What a generated codec is valid for: etcd3's .proto files, the
  *  protobufjs proto-loader uses (its version), and the loader options. */
-export function codecFingerprint(): string {
-  const { dir, loader } = etcdProtoFiles();
+export function codecFingerprint(files = etcdProtoFiles()): string {
+  const { dir, loader } = files;
   const h = createHash("sha256").update("overlayd etcd codec 1\0");
   for (const f of readdirSync(dir)
     .filter((n) => n.endsWith(".proto"))
@@ -137,14 +137,15 @@ export function codecDefinition(
   options: object,
   dir = DEFAULT_CODEC_DIR,
   descriptors: () => Record<string, unknown> = () => ({}),
+  files = etcdProtoFiles(),
 ): PackageDefinition {
   const index = JSON.parse(readFileSync(join(dir, "index.json"), "utf8")) as CodecIndex;
   if (optionsKey(options) !== optionsKey(ETCD3_LOADER_OPTIONS))
     throw new Error(`loadSync options ${optionsKey(options)} are not the codec's`);
-  if (index.fingerprint !== codecFingerprint())
+  if (index.fingerprint !== codecFingerprint(files))
     throw new Error(`${dir} was generated from other .proto files, protobufjs or options`);
   // The generated module must run on the protobufjs the real loader uses.
-  const { loader } = etcdProtoFiles();
+  const { loader } = files;
   const minimal = (from: string) => require.resolve("protobufjs/minimal", { paths: [from] });
   if (minimal(dir) !== minimal(dirname(loader)))
     throw new Error(`${dir} resolves another protobufjs than @grpc/proto-loader`);
@@ -259,6 +260,7 @@ export function installEtcdCodec(dir = process.env.OVERLAYD_ETCD_CODEC ?? DEFAUL
         options,
         dir,
         () => (described ??= loadReal().loadSync(file, options)),
+        files,
       );
       status = { codec: "generated", reason: "" };
       return def;

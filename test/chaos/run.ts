@@ -31,7 +31,10 @@ export function report(r: SoakResult): string {
     `Seed ${r.seed}, ${r.seconds} s, ${r.nodes} nodes on a ${r.etcdMembers}-member etcd, ` +
       `${r.pingers} pingers every ${r.pingIntervalMs} ms (kept: ${r.pingAchievedMs} ms), ` +
       `${r.flows} iperf3 flows at ${r.bitrate}. ` +
-      `${r.events.length} faults; ${r.pingsLost} of ${r.pingsSent} pings lost; ` +
+      `${r.events.length} faults; ${r.pingsLost} of ${r.pingsSent} pings lost` +
+      (r.pingsUnreachable === undefined
+        ? `; `
+        : ` (${r.pingsUnreachable} of them answered by an ICMP error); `) +
       `${r.flowsBroken} of ${r.flows} flows broken; agent RSS at most ${r.maxAgentRssMb} MB; ` +
       `etcd at most ${r.maxEtcdKeys} keys (${r.steadyEtcdKeys} between faults) and ` +
       `${r.maxEtcdLeases} etcd leases (one per node). ` +

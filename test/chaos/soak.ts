@@ -101,6 +101,9 @@ export interface SoakResult {
   pingers: number;
   pingsSent: number;
   pingsLost: number;
+  /** Of those lost, the ones answered by an ICMP error (Destination Host
+   *  Unreachable) rather than not at all (absent in reports before it). */
+  pingsUnreachable?: number;
   flows: number;
   flowsBroken: number;
   maxAgentRssMb: number;
@@ -295,6 +298,7 @@ export class Soak {
       pingers: this.pingers.length,
       pingsSent: this.pingers.reduce((a, x) => a + x.p.sent, 0),
       pingsLost: this.pingers.reduce((a, x) => a + x.p.lost(LAST_REPLY_MS).length, 0),
+      pingsUnreachable: this.pingers.reduce((a, x) => a + x.p.errors, 0),
       flows: this.flows.length,
       flowsBroken: this.flows.filter((f) => f.broken).length,
       maxAgentRssMb: Math.round(this.maxRss),
