@@ -150,7 +150,7 @@ export const MAPS = {
     maxEntries: 1,
   },
   ovl_peer_stats: {
-    flags: 0,
+    flags: 1,
     keySize: 4,
     valueSize: 32,
     key: "__be32",
@@ -159,7 +159,7 @@ export const MAPS = {
     maxEntries: 65536,
   },
   ovl_peer_stats6: {
-    flags: 0,
+    flags: 1,
     keySize: 16,
     valueSize: 32,
     key: "ovl_ip6",
@@ -299,7 +299,7 @@ export const PROGRAMS = {
 } as const;
 
 /** sha256 of the layouts above (first 16 hex digits): the ABI's name. */
-export const ABI_HASH = "ddd626a25f041a37";
+export const ABI_HASH = "77d5754e1fce6c27";
 
 export type MapName = keyof typeof MAPS;
 export type ProgramName = keyof typeof PROGRAMS;

@@ -122,8 +122,8 @@ export function checkPinnedMaps(pinPath: string): void {
 /**
  * What start-up does with a pinned map that another build left:
  *   reuse   same layout: the programs take it over, state and counters live on;
- *   copy    same key and value layout, another size: a new map, its entries
- *           copied over (counters, endpoints);
+ *   copy    same key and value layout, another size or other flags: a new
+ *           map, its entries copied over (counters, endpoints);
  *   create  another layout of a map the agent fills itself (the subnet maps,
  *           from etcd): a new map, filled before any program uses it;
  *   refuse  another layout of a map only its writers know (ovl_endpoints,
@@ -131,7 +131,8 @@ export function checkPinnedMaps(pinPath: string): void {
  */
 export type PinAction = "reuse" | "copy" | "create" | "refuse";
 
-/** Maps whose whole content the agent rebuilds from etcd. */
+/** Maps the agent can make anew: the subnet maps it fills from etcd, and
+ *  the per-peer counters, which the data path fills (counters restart). */
 export const REFILLED_FROM_ETCD: ReadonlySet<MapName> = new Set([
   "ovl_subnets",
   "ovl_peers",
@@ -144,7 +145,7 @@ export const REFILLED_FROM_ETCD: ReadonlySet<MapName> = new Set([
 /** Pure: the action for one pinned map (undefined info: nothing pinned). */
 export function planPinnedMap(
   name: MapName,
-  info: Pick<MapInfo, "type" | "keySize" | "valueSize" | "maxEntries"> | undefined,
+  info: Pick<MapInfo, "type" | "keySize" | "valueSize" | "maxEntries" | "flags"> | undefined,
 ): { action: PinAction | "new"; why: string } {
   const want = MAPS[name];
   if (!info) return { action: "new", why: "not pinned yet" };
@@ -158,6 +159,9 @@ export function planPinnedMap(
   if (info.maxEntries !== want.maxEntries) {
     diffs.push(`max entries ${info.maxEntries} -> ${want.maxEntries}`);
   }
+  // libbpf reuses a pin only with the same flags (the per-peer counters
+  // became BPF_F_NO_PREALLOC: an older build's are copied over).
+  if (info.flags !== want.flags) diffs.push(`flags ${info.flags} -> ${want.flags}`);
   if (!diffs.length) return { action: "reuse", why: "same layout" };
   const why = diffs.join(", ");
   if (!layout) return { action: "copy", why };
@@ -538,7 +542,8 @@ export function cleanupDatapath(
 /**
  * Copies every entry of the pinned map `name` under `from` into the map of
  * the same name under `to` (same key and value layout, another size). Array
- * indexes the new map cannot hold are dropped.
+ * indexes the new map cannot hold are dropped, and so are per-peer counters
+ * that never moved: those maps keep entries only for peers with traffic.
  */
 export function copyEntries(from: string, to: string, name: MapName): number {
   const oldFd = libbpf.objGet(join(from, name));
@@ -548,9 +553,11 @@ export function copyEntries(from: string, to: string, name: MapName): number {
     const fresh = new BpfMap(name, newFd);
     const type: number = MAPS[name].type;
     const isArray = type === BPF_MAP_TYPE.ARRAY || type === BPF_MAP_TYPE.PERCPU_ARRAY;
+    const counters = name === "ovl_peer_stats" || name === "ovl_peer_stats6";
     let n = 0;
     for (const [k, v] of old.entries()) {
       if (isArray && k.readUInt32LE(0) >= MAPS[name].maxEntries) continue;
+      if (counters && v.every((b) => b === 0)) continue;
       fresh.update(k, v);
       n++;
     }

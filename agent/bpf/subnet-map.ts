@@ -2,13 +2,13 @@
 // say "subnet S lives on host H". It keeps three maps consistent:
 //   ovl_subnets    (LPM)  S -> {H's underlay IP, H's VTEP MAC, flags}
 //   ovl_peers      (hash) H's underlay IP -> S   (decap's source check)
-//   ovl_peer_stats (pcpu) H's underlay IP -> counters, created here so the
-//                         fast path never inserts
+//   ovl_peer_stats (pcpu) H's underlay IP -> counters, made by the data
+//                         path with H's first packet (not preallocated),
+//                         deleted here with the peer; pruneCounters()
+//                         removes any a packet in flight brought back
 // One class for both address families (SubnetFamily): SubnetHostMap6 keeps
 // ovl_subnets6, ovl_peers6 and ovl_peer_stats6 the same way, keyed by the
 // IPv6 subnet of a dual-stack lease and the host's PublicIPv6.
-import { BPF_NOEXIST } from "./libbpf";
-import { BpfError } from "../errors";
 import { BpfMap } from "./map";
 import {
   decodeHostEntry,
@@ -147,6 +147,8 @@ export interface SubnetMapLikeOf<C, H> {
   upsertManyAsync?(entries: SubnetEntryOf<C, H>[]): Promise<void>;
   delete(subnet: C): boolean;
   list(): SubnetEntryOf<C, H>[];
+  /** Drops per-peer counters of hosts that are no peer (after a full sync). */
+  pruneCounters?(): number;
 }
 export type SubnetMapLike = SubnetMapLikeOf<Cidr, HostEntry>;
 export type SubnetMapLike6 = SubnetMapLikeOf<Cidr6, HostEntry6>;
@@ -192,7 +194,7 @@ export class SubnetHostMapOf<
     const peer = this.peers.lookup(key);
     if (peer && this.f.peer.decode(peer, 0).equals(subnet)) {
       this.peers.delete(key);
-      this.peerStats.delete(key);
+      this.peerStats.delete(key); // none if the peer never carried traffic
     }
   }
 
@@ -214,14 +216,7 @@ export class SubnetHostMapOf<
   upsert(subnet: C, host: H): void {
     this.replacing(subnet, host, this.get(subnet));
     if (!(host.flags & F_LOCAL)) {
-      const ip = encode(this.f.ip, host.remoteIp);
-      this.peers.update(ip, encode(this.f.peer, subnet));
-      try {
-        this.peerStats.update(ip, Buffer.alloc(this.peerStats.valueBufSize), BPF_NOEXIST);
-      } catch (e) {
-        // Counters survive a re-upsert (agent restart, lease renewal).
-        if (!(e instanceof BpfError && e.code === "EEXIST")) throw e;
-      }
+      this.peers.update(encode(this.f.ip, host.remoteIp), encode(this.f.peer, subnet));
     }
     this.subnets.update(encode(this.f.key, subnet), encode(this.f.host, host));
     this.writes++;
@@ -235,13 +230,12 @@ export class SubnetHostMapOf<
     const b = this.encodeBatch(entries);
     // The peers first: decap admits a host before encap sends to it.
     this.peers.updateMany(b.peerKeys, b.peerVals, b.remote);
-    this.peerStats.updateMany(b.statKeys, b.statVals, b.fresh);
     this.subnets.updateMany(b.keys, b.vals, b.n);
     this.writes += b.n;
   }
 
   /**
-   * upsertMany() with the kernel's share on worker threads: the three maps
+   * upsertMany() with the kernel's share on worker threads: the two maps
    * are written side by side, in groups, each group's subnets once its
    * peers are in (decap still admits a host before encap sends to it). A
    * first start's 65,536 entries are ~150 ms of kernel time in a row.
@@ -250,7 +244,7 @@ export class SubnetHostMapOf<
     if (entries.length < 64) return this.upsertMany(entries);
     const b = this.encodeBatch(entries);
     const f = this.f;
-    const work: Promise<void>[] = [this.peerStats.updateManyAsync(b.statKeys, b.statVals, b.fresh)];
+    const work: Promise<void>[] = [];
     let peers: Promise<void> = Promise.resolve();
     let subnets: Promise<void> = Promise.resolve();
     let peerFrom = 0;
@@ -284,7 +278,7 @@ export class SubnetHostMapOf<
   }
 
   /**
-   * The three writes of a batch upsert, encoded in one pass (65,536 entries
+   * The two writes of a batch upsert, encoded in one pass (65,536 entries
    * at a first start); hosts the entries move off lose their peers first.
    * remoteAt[g]: the peers among the first (g + 1) * GROUP entries.
    */
@@ -298,23 +292,13 @@ export class SubnetHostMapOf<
       const known = held?.has(f.id(e.subnet)) ?? true;
       this.replacing(e.subnet, e.host, known ? this.get(e.subnet) : undefined);
     }
-    // Which peers already have counters: one batch listing when the write
-    // is a large part of the map (a full sync), else a lookup each (a
-    // coalesced burst of watch events into a big map).
-    let counted: Set<A> | undefined;
-    if (entries.length > 4096) {
-      const have = (counted = new Set<A>());
-      this.peerStats.forEach((k, ko) => have.add(f.ip.decode(k, ko)));
-    }
     const n = entries.length;
     const keys = Buffer.alloc(n * f.key.size);
     const vals = Buffer.alloc(n * f.host.size);
     const peerKeys = Buffer.alloc(n * f.ip.size);
     const peerVals = Buffer.alloc(n * f.peer.size);
-    const statKeys = Buffer.alloc(n * f.ip.size);
     const remoteAt: number[] = [];
     let remote = 0;
-    let fresh = 0;
     for (let i = 0; i < n; i++) {
       const e = entries[i] as SubnetEntryOf<C, H>;
       f.key.into(e.subnet, keys, i * f.key.size);
@@ -324,16 +308,10 @@ export class SubnetHostMapOf<
         f.ip.into(ip, peerKeys, remote * f.ip.size);
         f.peer.into(e.subnet, peerVals, remote * f.peer.size);
         remote++;
-        // New peers get zeroed counters; existing ones keep theirs.
-        if (counted ? !counted.has(ip) : this.peerStats.lookup(encode(f.ip, ip)) === undefined) {
-          f.ip.into(ip, statKeys, fresh * f.ip.size);
-          fresh++;
-        }
       }
       if ((i + 1) % GROUP === 0 || i === n - 1) remoteAt.push(remote);
     }
-    const statVals = Buffer.alloc(fresh * this.peerStats.valueBufSize);
-    return { n, keys, vals, peerKeys, peerVals, remote, statKeys, statVals, fresh, remoteAt };
+    return { n, keys, vals, peerKeys, peerVals, remote, remoteAt };
   }
 
   /** The subnets in the subnet map (family ids), if at most `limit`. */
@@ -344,6 +322,26 @@ export class SubnetHostMapOf<
       out.add(this.f.id(this.f.key.decode(k, 0)));
     }
     return out;
+  }
+
+  /**
+   * Deletes the counters of hosts that are no peer (any more): a packet in
+   * flight while a peer was removed can make its entry again after ours
+   * went. One listing of each map, at a full sync. Returns how many went.
+   */
+  pruneCounters(): number {
+    if (this.peerStats.keys().next().done) return 0; // a first start's: no traffic yet
+    const peers = new Set<number | bigint>();
+    this.peers.forEach((k, ko) => peers.add(this.f.ip.decode(k, ko)));
+    const orphans: Buffer[] = [];
+    this.peerStats.forEach((k, ko) => {
+      if (!peers.has(this.f.ip.decode(k, ko))) {
+        orphans.push(Buffer.from(k.subarray(ko, ko + this.f.ip.size)));
+      }
+    });
+    let n = 0;
+    for (const k of orphans) if (this.peerStats.delete(k)) n++;
+    return n;
   }
 
   /** Removes a subnet; its peer goes too unless the peer now holds another. */

@@ -168,6 +168,7 @@ export class Reconciler {
   /** After a full sync's IPv4 writes: the IPv6 map, the count, the log. */
   private fullSynced(leases: Lease[], plan: SyncPlan, entries: number, t0: bigint): SyncPlan {
     this.fullSync6(leases);
+    this.pruneCounters();
     this.fullSyncs++;
     this.hooks.synced?.(Number(process.hrtime.bigint() - t0) / 1e9, entries);
     if (plan.upserts.length || plan.deletes.length) {
@@ -178,6 +179,20 @@ export class Reconciler {
       });
     }
     return plan;
+  }
+
+  /** Per-peer counters of removed peers, made again by a packet in flight
+   *  as they went, are dropped here; failing that costs nothing but memory. */
+  private pruneCounters(): void {
+    for (const m of [this.map, this.hooks.map6]) {
+      try {
+        const n = m?.pruneCounters?.() ?? 0;
+        if (n) this.log.info("counters of removed peers pruned", { entries: n });
+      } catch (e) {
+        this.hooks.syncError?.("prune", e);
+        this.log.warn("pruning counters of removed peers failed", { error: String(e) });
+      }
+    }
   }
 
   private fullSync6(leases: Lease[]): void {

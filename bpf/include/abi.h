@@ -51,6 +51,7 @@ enum ovl_wire {
  *   ovl_subnets     LPM_TRIE      struct ovl_subnet_key -> struct ovl_subnet_val
  *   ovl_peers       HASH          __be32 underlay IP -> struct ovl_peer
  *   ovl_peer_stats  PERCPU_HASH   __be32 underlay IP -> struct ovl_peer_counters
+ *                                 (not preallocated: an entry per peer that carried traffic)
  *   ovl_endpoints   HASH          __be32 pod IP -> struct ovl_endpoint
  *   ovl_stats       PERCPU_ARRAY  enum ovl_dir -> struct ovl_counter
  *   ovl_drops       PERCPU_ARRAY  dir * OVL_DROP_MAX + reason -> struct ovl_counter
@@ -121,7 +122,11 @@ struct ovl_peer {
 	__u32 prefixlen; /* host order */
 };
 
-/* ovl_peer_stats: BPF_MAP_TYPE_PERCPU_HASH, underlay IPv4 (__be32) -> */
+/*
+ * ovl_peer_stats: BPF_MAP_TYPE_PERCPU_HASH (BPF_F_NO_PREALLOC), underlay
+ * IPv4 (__be32) -> counters. The data path makes a peer's entry with its
+ * first packet; the agent deletes it with the peer.
+ */
 struct ovl_peer_counters {
 	__u64 tx_packets;
 	__u64 tx_bytes;

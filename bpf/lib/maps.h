@@ -27,6 +27,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, OVL_MAX_SUBNETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* entries made by traffic, see count_peer_at() */
 	__type(key, __be32);
 	__type(value, struct ovl_peer_counters);
 } ovl_peer_stats SEC(".maps");
@@ -56,6 +57,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, OVL_MAX_SUBNETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* entries made by traffic, see count_peer_at() */
 	__type(key, struct ovl_ip6);
 	__type(value, struct ovl_peer_counters);
 } ovl_peer_stats6 SEC(".maps");
@@ -123,12 +125,28 @@ static __always_inline void count_drop(__u32 dir, __u32 reason, __u64 bytes)
 	}
 }
 
-static __always_inline void count_peer_in(struct ovl_peer_counters *c, int tx, __u64 bytes)
+/*
+ * Per-peer counters. A peer's entry is made by its first packet, not with
+ * its lease: the kernel then holds counters (ncpu * 32 bytes each) only for
+ * peers that carry traffic, instead of preallocating 65,536 per-CPU values
+ * per family at load (~125 ms each on 2 CPUs, 134 MB on 64). The insert
+ * runs once per peer; the packet is counted either way it goes. A packet
+ * in flight while the agent removes the peer can bring its entry back; the
+ * agent prunes such entries at every full sync. A full map (more peers
+ * than leases can exist) leaves the packet uncounted, never dropped.
+ */
+static __always_inline void count_peer_at(void *map, const void *peer, int tx, __u64 bytes)
 {
-	/* Entries are created by the agent with the lease, so a peer that was
-	 * just removed is simply not counted; no insert on the fast path. */
-	if (!c)
-		return;
+	struct ovl_peer_counters *c = bpf_map_lookup_elem(map, peer);
+
+	if (!c) {
+		struct ovl_peer_counters zero = {};
+
+		bpf_map_update_elem(map, peer, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(map, peer);
+		if (!c)
+			return;
+	}
 	if (tx) {
 		c->tx_packets++;
 		c->tx_bytes += bytes;
@@ -140,12 +158,12 @@ static __always_inline void count_peer_in(struct ovl_peer_counters *c, int tx, _
 
 static __always_inline void count_peer(__be32 peer, int tx, __u64 bytes)
 {
-	count_peer_in(bpf_map_lookup_elem(&ovl_peer_stats, &peer), tx, bytes);
+	count_peer_at(&ovl_peer_stats, &peer, tx, bytes);
 }
 
 static __always_inline void count_peer6(const struct ovl_ip6 *peer, int tx, __u64 bytes)
 {
-	count_peer_in(bpf_map_lookup_elem(&ovl_peer_stats6, peer), tx, bytes);
+	count_peer_at(&ovl_peer_stats6, peer, tx, bytes);
 }
 
 #endif /* OVERLAYD_MAPS_H */
