@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { F_DIRECT, F_LOCAL, encodeEndpoint } from "../../agent/bpf/codec";
+import { F_DIRECT, F_LOCAL, encodeEndpoint, sumPeerCounters } from "../../agent/bpf/codec";
 import { encodeHostEntry6, encodeIp6, encodePeer6, encodeSubnet6Key } from "../../agent/bpf/codec6";
 import { Datapath, type DatapathConfig } from "../../agent/bpf/datapath";
 import { libbpf } from "../../agent/bpf/libbpf";
-import { BpfMap } from "../../agent/bpf/map";
+import { BpfMap, possibleCpus } from "../../agent/bpf/map";
 import { StatsReader } from "../../agent/bpf/stats";
 import { parseIp } from "../../agent/net/ip";
 import { Cidr6, ip6ToBytes, parseIp6 } from "../../agent/net/ip6";
@@ -81,11 +81,8 @@ describe("bpf: BPF_PROG_RUN fixtures, IPv6", function () {
         encodeHostEntry6({ remoteIp: parseIp6(remote), vtepMac, flags }),
       );
       if (flags & F_LOCAL) return;
+      // No counters: as with the agent, a peer's first packet makes them.
       maps.ovl_peers6!.update(encodeIp6(parseIp6(remote)), encodePeer6(Cidr6.parse(subnet)));
-      maps.ovl_peer_stats6!.update(
-        encodeIp6(parseIp6(remote)),
-        Buffer.alloc(maps.ovl_peer_stats6!.valueBufSize),
-      );
     };
     host(LOCAL_SUBNET6, LOCAL6, VTEP_MAC, F_LOCAL);
     host(PEER_SUBNET6, PEER6, PEER_VTEP, 0);
@@ -150,6 +147,21 @@ describe("bpf: BPF_PROG_RUN fixtures, IPv6", function () {
       assert.equal(r.data[14 + 7], 63, "hop limit decremented (forwarding is bypassed)");
       assert.deepEqual(r.data.subarray(22), f.subarray(22), "the rest untouched");
       assert.equal(stats.read().traffic.get("tx")!.packets, tx + 1n, "counted as sent");
+    });
+
+    it("makes the peer's counters (ovl_peer_stats6) with its first packet, then adds to them", function () {
+      const key = encodeIp6(parseIp6(PEER6));
+      maps.ovl_peer_stats6!.delete(key);
+      const counted = () => {
+        const v = maps.ovl_peer_stats6!.lookup(key);
+        return v && sumPeerCounters(v, possibleCpus());
+      };
+      const f = podFrame6("fc00:0:0:2::7");
+      assert.equal(run(dp, "ovl_encap_pod", f).retval, TC_ACT_REDIRECT);
+      assert.equal(counted()?.txPackets, 1n, "one packet, in an entry the program made");
+      assert.equal(counted()?.txBytes, BigInt(f.length + 70), "with the outer IPv6 headers it will get");
+      run(dp, "ovl_encap_pod", f);
+      assert.equal(counted()?.txPackets, 2n);
     });
 
     it("gso6-ext-mtu: a GSO packet's segment counts its extension headers and the TCP header behind them", function () {

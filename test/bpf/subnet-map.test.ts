@@ -65,27 +65,44 @@ describe("bpf: subnet map bookkeeping", function () {
       host: entry(`172.20.${gen}.${i}`),
     }));
 
+  const key = (ip: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(ip >>> 0);
+    return b;
+  };
+  /** Counters as the data path makes them with a host's first packet. */
+  const traffic = (ip: number, txPackets: number) => {
+    const v = Buffer.alloc(stats.valueBufSize);
+    v.writeUInt32LE(txPackets, 0); // cpu 0's tx_packets (low half)
+    stats.update(key(ip), v);
+  };
+
   it("a subnet that moves to another host takes its old peer (and counters) out", function () {
     assert.equal(m.count(), 0);
     m.upsert(Cidr.parse("10.5.1.0/24"), { ...entry("172.31.0.1"), flags: F_LOCAL });
     m.upsert(Cidr.parse("10.5.2.0/24"), entry("172.31.0.2"));
+    assert.deepEqual(peerIps(stats), [], "the agent makes no counters: traffic does");
+    traffic(parseIp("172.31.0.2"), 5);
     m.upsert(Cidr.parse("10.5.2.0/24"), entry("172.31.0.3")); // moved
     assert.deepEqual(peerIps(peers), ["172.31.0.3"]);
-    assert.deepEqual(peerIps(stats), ["172.31.0.3"]);
+    assert.deepEqual(peerIps(stats), [], "the old host's counters went with its peer");
     assert.equal(m.count(), 2);
+    traffic(parseIp("172.31.0.3"), 1);
     m.delete(Cidr.parse("10.5.2.0/24"));
     assert.deepEqual(peerIps(peers), []);
+    assert.deepEqual(peerIps(stats), []);
     assert.equal(m.count(), 1);
   });
 
   it("the same in a batch: 200 subnets moved at once leave 200 peers, not 400; the count stays exact", function () {
     m.upsertMany(batch(200, 1));
     assert.equal(peers.entries().length, 200);
+    for (let i = 0; i < 200; i += 7) traffic(parseIp(`172.20.1.${i}`), 1);
     m.upsertMany(batch(200, 2));
     const ips = peerIps(peers);
     assert.equal(ips.length, 200);
     assert.ok(ips.every((ip) => ip.startsWith("172.20.2.")));
-    assert.equal(peerIps(stats).length, 200);
+    assert.deepEqual(peerIps(stats), [], "the moved-off hosts' counters went");
     assert.equal(m.count(), 201, "count kept by the writes");
     assert.equal(m.list().length, 201, "and equal to a listing");
     const writes = m.writes;
@@ -93,7 +110,7 @@ describe("bpf: subnet map bookkeeping", function () {
     assert.equal(m.writes, writes + 200);
   });
 
-  it("upsertManyAsync: the three maps written side by side, in groups, hold what upsertMany would", async function () {
+  it("upsertManyAsync: the two maps written side by side, in groups, hold what upsertMany would", async function () {
     const n = 20000; // three groups of 8,192, a LOCAL entry in the second
     const es = Array.from({ length: n }, (_, i) => ({
       subnet: Cidr.of((0x14000000 + i * 256) >>> 0, 24),
@@ -109,17 +126,16 @@ describe("bpf: subnet map bookkeeping", function () {
     assert.equal(m.count(), count + n, "count kept by the writes");
     const listed = new Map(m.list().map((e) => [e.subnet.toString(), e.host]));
     const peerOf = new Map(peers.entries().map(([k, v]) => [decodeIp(k), v.readUInt32BE(0)]));
-    const counted = new Set(stats.entries().map(([k]) => decodeIp(k)));
     for (const e of es) {
       assert.deepEqual(listed.get(e.subnet.toString()), e.host, e.subnet.toString());
       if (e.host.flags & F_LOCAL) continue;
       assert.equal(peerOf.get(e.host.remoteIp), e.subnet.addr, `peer ${formatIp(e.host.remoteIp)}`);
-      assert.ok(counted.has(e.host.remoteIp), `counters for ${formatIp(e.host.remoteIp)}`);
     }
     assert.equal(peerOf.has(parseIp("172.31.0.1")), false, "no peer for the LOCAL entry");
+    assert.equal(stats.entries().length, 0, "and no counters written");
   });
 
-  it("a big batch (a full sync): new peers get zeroed counters, existing ones keep theirs, a host one subnet leaves and another takes has counters", function () {
+  it("a big batch (a full sync): counters of hosts that keep a subnet stay, those of hosts that lose one go, and a prune drops counters of hosts that are no peer", function () {
     const n = 5000;
     /** subnet 10.8.x.0/24 on host 172.21.<i / 256>.<i % 256> */
     const big = (count: number, hostOf: (i: number) => number = (i) => 0xac150000 + i) =>
@@ -128,40 +144,30 @@ describe("bpf: subnet map bookkeeping", function () {
         host: { remoteIp: hostOf(i) >>> 0, vtepMac: "0e:00:00:00:00:03", flags: 0 },
       }));
     m.upsertMany(big(n));
-    const key = (ip: number) => {
-      const b = Buffer.alloc(4);
-      b.writeUInt32BE(ip >>> 0);
-      return b;
-    };
     const h0 = 0xac150000;
+    const h1 = 0xac150001;
     const h2 = 0xac150002;
-    // traffic counted for hosts 0 and 2
-    for (const [h, c] of [
-      [h0, 7],
-      [h2, 9],
-    ]) {
-      const v = Buffer.alloc(stats.valueBufSize);
-      v.writeUInt32LE(c as number, 0); // cpu 0's tx_packets (low half)
-      stats.update(key(h as number), v);
-    }
+    traffic(h0, 7);
+    traffic(h1, 8);
+    traffic(h2, 9);
     // the same 5,000 again, 100 more, and subnet 0 moves onto subnet 1's
     // host (an entry before the one that moves subnet 1 away from it)
-    const h1 = 0xac150001;
     const again = big(n + 100, (i) => (i === 0 ? h1 : i === 1 ? 0xac16ffff : 0xac150000 + i));
     m.upsertMany(again);
-    const have = new Set(peerIps(stats));
-    for (const e of again)
-      assert.ok(have.has(formatIp(e.host.remoteIp)), formatIp(e.host.remoteIp));
-    assert.equal(
-      [...have].filter((ip) => /^172\.2[12]\./.test(ip)).length,
-      n + 100,
-      "no counters left for a host nobody has",
+    assert.deepEqual(
+      peerIps(stats),
+      [formatIp(h2)],
+      "host 2 keeps its counters; hosts 0 and 1 lost their subnets (host 1 took another: it starts again)",
     );
-    assert.equal(stats.lookup(key(h2))?.readUInt32LE(0), 9, "host 2 keeps its counters");
-    assert.equal(stats.lookup(key(0xac16ffff))?.readUInt32LE(0), 0, "a new host starts at zero");
+    assert.equal(stats.lookup(key(h2))?.readUInt32LE(0), 9);
     assert.equal(peers.lookup(key(h1))?.readUInt32BE(0), 0x0a080000, "host 1 now holds subnet 0");
-    assert.equal(stats.lookup(key(h1))?.readUInt32LE(0), 0, "with counters");
     assert.equal(peers.lookup(key(h0)), undefined, "host 0 holds nothing");
-    assert.equal(stats.lookup(key(h0)), undefined);
+    // A packet in flight as host 0 went made its counters again; host 1's
+    // first packet since made new ones.
+    traffic(h0, 1);
+    traffic(h1, 1);
+    assert.equal(m.pruneCounters(), 1, "one entry pruned");
+    assert.deepEqual(peerIps(stats), [formatIp(h1), formatIp(h2)].sort());
+    assert.equal(m.pruneCounters(), 0, "and nothing the second time");
   });
 });

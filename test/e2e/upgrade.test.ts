@@ -96,6 +96,7 @@ describe("e2e: upgrade across an ABI change, without loss", function () {
     const logs = c.agent(n1).logs;
     assert.match(logs, /pinned maps carried over an ABI change/);
     assert.match(logs, /ovl_stats:copy \(max entries 2 -> 3\)/);
+    assert.match(logs, /ovl_peer_stats:copy \(flags 0 -> 1\)/, "counters made by traffic now");
     checkPinnedMaps(n1.pinPath); // the pins are this build's now
     assert.ok(!existsSync(join(n1.pinPath, "upgrade-staging")), "staging directory gone");
     assert.ok(!readdirSync(n1.pinPath).includes("upgrade-staging"));

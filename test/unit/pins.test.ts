@@ -15,6 +15,14 @@ describe("unit: pinned maps across an ABI change (planPinnedMap)", function () {
     assert.deepEqual(p, { action: "copy", why: `max entries 2 -> ${MAPS.ovl_stats.maxEntries}` });
   });
 
+  it("copies the per-peer counters of a build that preallocated them (flags 0 -> BPF_F_NO_PREALLOC)", function () {
+    for (const name of ["ovl_peer_stats", "ovl_peer_stats6"] as const) {
+      assert.equal(MAPS[name].flags, 1, `${name} is BPF_F_NO_PREALLOC`);
+      const p = planPinnedMap(name, { ...same(name), flags: 0 });
+      assert.deepEqual(p, { action: "copy", why: "flags 0 -> 1" }, name);
+    }
+  });
+
   it("recreates the maps the agent refills from etcd when their layout changed", function () {
     for (const name of ["ovl_subnets", "ovl_peers", "ovl_peer_stats"] as const) {
       const p = planPinnedMap(name, { ...same(name), valueSize: MAPS[name].valueSize + 4 });
