@@ -149,6 +149,10 @@ export interface SubnetMapLikeOf<C, H> {
   list(): SubnetEntryOf<C, H>[];
   /** Drops per-peer counters of hosts that are no peer (after a full sync). */
   pruneCounters?(): number;
+  /** Hosts that lost their peer since the last sweepDeparted(). */
+  readonly departing?: number;
+  /** Drops counters remade for those hosts by packets in flight. */
+  sweepDeparted?(): number;
 }
 export type SubnetMapLike = SubnetMapLikeOf<Cidr, HostEntry>;
 export type SubnetMapLike6 = SubnetMapLikeOf<Cidr6, HostEntry6>;
@@ -195,7 +199,31 @@ export class SubnetHostMapOf<
     if (peer && this.f.peer.decode(peer, 0).equals(subnet)) {
       this.peers.delete(key);
       this.peerStats.delete(key); // none if the peer never carried traffic
+      this.departed.add(ip);
     }
+  }
+
+  /** Hosts whose peer went since the last sweepDeparted(). */
+  private readonly departed = new Set<A>();
+
+  /** How many hosts lost their peer since the last sweep. */
+  get departing(): number {
+    return this.departed.size;
+  }
+
+  /**
+   * Deletes the counters a packet in flight made again for a host as its
+   * peer went (the data path had looked the host up just before): run a
+   * moment after the removals, it needs no listing. Returns how many went.
+   */
+  sweepDeparted(): number {
+    let n = 0;
+    for (const ip of this.departed) {
+      const key = encode(this.f.ip, ip);
+      if (this.peers.lookup(key) === undefined && this.peerStats.delete(key)) n++;
+    }
+    this.departed.clear();
+    return n;
   }
 
   /** Before writing `subnet` on `host`: a host it moves off loses its peer

@@ -54,6 +54,9 @@ export interface ReconcilerHooks {
 
 /** How long a deleted remote lease's entry stays, waiting for a re-create. */
 export const DELETE_HOLD_MS = 3000;
+/** How long after a peer goes its counters are looked at again (a packet
+ *  in flight as it went may have made them anew). */
+export const COUNTER_SWEEP_MS = 1000;
 
 export class Reconciler {
   /** subnet (addr * 64 + prefixlen) -> last PublicIP */
@@ -182,17 +185,30 @@ export class Reconciler {
   }
 
   /** Per-peer counters of removed peers, made again by a packet in flight
-   *  as they went, are dropped here; failing that costs nothing but memory. */
-  private pruneCounters(): void {
+   *  as they went, are dropped here (all of them, by listing, after a full
+   *  sync; else those of the hosts just removed); failing that costs
+   *  nothing but memory. */
+  private pruneCounters(how: "pruneCounters" | "sweepDeparted" = "pruneCounters"): void {
     for (const m of [this.map, this.hooks.map6]) {
       try {
-        const n = m?.pruneCounters?.() ?? 0;
+        const n = m?.[how]?.() ?? 0;
         if (n) this.log.info("counters of removed peers pruned", { entries: n });
       } catch (e) {
         this.hooks.syncError?.("prune", e);
         this.log.warn("pruning counters of removed peers failed", { error: String(e) });
       }
     }
+  }
+
+  private sweepCancel: (() => void) | undefined;
+
+  /** Hosts lost their peer: their counters are looked at again shortly. */
+  private sweepSoon(map: { readonly departing?: number }): void {
+    if (!map.departing || this.sweepCancel || !this.hooks.defer) return;
+    this.sweepCancel = this.hooks.defer(() => {
+      this.sweepCancel = undefined;
+      this.pruneCounters("sweepDeparted");
+    }, COUNTER_SWEEP_MS);
   }
 
   private fullSync6(leases: Lease[]): void {
@@ -347,15 +363,19 @@ export class Reconciler {
     plan: SyncPlanOf<C, H>,
   ): void {
     this.applyDeletes(map, plan);
-    if (map.upsertMany && plan.upserts.length > 1) {
-      try {
-        map.upsertMany(plan.upserts);
-        return;
-      } catch (e) {
-        this.batchFailed(e);
+    try {
+      if (map.upsertMany && plan.upserts.length > 1) {
+        try {
+          map.upsertMany(plan.upserts);
+          return;
+        } catch (e) {
+          this.batchFailed(e);
+        }
       }
+      this.upsertEach(map, plan);
+    } finally {
+      this.sweepSoon(map);
     }
-    this.upsertEach(map, plan);
   }
 
   /** A batch write failed: the upserts are retried one at a time, which

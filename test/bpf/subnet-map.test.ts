@@ -87,6 +87,11 @@ describe("bpf: subnet map bookkeeping", function () {
     assert.deepEqual(peerIps(peers), ["172.31.0.3"]);
     assert.deepEqual(peerIps(stats), [], "the old host's counters went with its peer");
     assert.equal(m.count(), 2);
+    traffic(parseIp("172.31.0.2"), 1); // a packet in flight as it went
+    assert.equal(m.departing, 1);
+    assert.equal(m.sweepDeparted(), 1, "made again, swept");
+    assert.deepEqual(peerIps(stats), []);
+    assert.equal(m.departing, 0);
     traffic(parseIp("172.31.0.3"), 1);
     m.delete(Cidr.parse("10.5.2.0/24"));
     assert.deepEqual(peerIps(peers), []);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { DELETE_HOLD_MS, Reconciler } from "../../agent/control/reconciler";
+import { COUNTER_SWEEP_MS, DELETE_HOLD_MS, Reconciler } from "../../agent/control/reconciler";
 import { type HostEntry, F_LOCAL } from "../../agent/bpf/codec";
 import {
   type SubnetEntry,
@@ -113,6 +113,43 @@ describe("unit: reconciler", function () {
     map.ops = [];
     return { map, t, r };
   }
+
+  it("counters of hosts whose peer went are looked at once, a moment after; a full sync prunes them all", function () {
+    class CountingMap extends FakeMap {
+      departing = 0;
+      sweeps = 0;
+      prunes = 0;
+      override delete(subnet: Cidr): boolean {
+        this.departing++;
+        return super.delete(subnet);
+      }
+      sweepDeparted(): number {
+        this.sweeps++;
+        const n = this.departing;
+        this.departing = 0;
+        return n;
+      }
+      pruneCounters(): number {
+        this.prunes++;
+        return 0;
+      }
+    }
+    const map = new CountingMap();
+    const t = timers();
+    const r = new Reconciler(map, quiet, { defer: t.defer });
+    r.fullSync([2, 3, 4].map((k) => lease(`10.5.${k}.0/24`, `172.31.0.${k}`)));
+    assert.equal(map.prunes, 1, "pruned after the full sync");
+    assert.equal(t.q.length, 0, "no sweep: no peer went");
+    r.applyChanges([{ type: "put", lease: lease("10.5.3.0/24", "172.31.0.9") }]); // moved
+    r.applyChanges([{ type: "put", lease: lease("10.5.4.0/24", "172.31.0.8") }]);
+    assert.equal(t.q.length, 1, "one sweep for both");
+    assert.equal(t.q[0]?.ms, COUNTER_SWEEP_MS);
+    assert.equal(map.sweeps, 0, "not at once: the packet in flight comes after");
+    t.fireAll();
+    assert.equal(map.sweeps, 1);
+    r.applyChanges([{ type: "put", lease: lease("10.5.2.0/24", "172.31.0.7") }]);
+    assert.equal(t.q.length, 1, "the next removal gets a sweep of its own");
+  });
 
   // Found by the chaos soak (lease-delete): a lease deleted by hand is written
   // back by its owner within milliseconds, but every other node removed the
