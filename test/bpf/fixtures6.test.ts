@@ -159,7 +159,11 @@ describe("bpf: BPF_PROG_RUN fixtures, IPv6", function () {
       const f = podFrame6("fc00:0:0:2::7");
       assert.equal(run(dp, "ovl_encap_pod", f).retval, TC_ACT_REDIRECT);
       assert.equal(counted()?.txPackets, 1n, "one packet, in an entry the program made");
-      assert.equal(counted()?.txBytes, BigInt(f.length + 70), "with the outer IPv6 headers it will get");
+      assert.equal(
+        counted()?.txBytes,
+        BigInt(f.length + 70),
+        "with the outer IPv6 headers it will get",
+      );
       run(dp, "ovl_encap_pod", f);
       assert.equal(counted()?.txPackets, 2n);
     });
