@@ -807,9 +807,9 @@ function report(
         `the listing ${ph.listMs ?? "-"} ms after the overlay device is made (etcd spends ~200 ms of CPU reading and sending ` +
         "~12 MB on the same 2 CPUs, ~150 ms of it before the first pages arrive; decoding is ~100 ms, its garbage ~100 ms more " +
         "under the 1 MB young generation that keeps RSS down); the programs load beside the listing on a worker thread " +
-        `(${ph.loadMs ?? "-"} ms, mostly preallocating the two 65,536-entry per-CPU hash maps), attaching them ${ph.datapathMs ?? "-"} ms; ` +
-        `the reconcile ${ph.syncMs ?? "-"} ms (planning 65,535 entries in JS ~100 ms; the kernel's ~150 ms of BPF_MAP_UPDATE_BATCH, ` +
-        "~90 of it the LPM trie, now on worker threads side by side)",
+        `(${ph.loadMs ?? "-"} ms: the per-peer counters are no longer preallocated), attaching them ${ph.datapathMs ?? "-"} ms; ` +
+        `the reconcile ${ph.syncMs ?? "-"} ms (planning 65,535 entries in JS ~100 ms; the kernel's ~120 ms of BPF_MAP_UPDATE_BATCH, ` +
+        "~90 of it the LPM trie, on worker threads side by side)",
     ),
     below(
       `agent RSS at 65,536 leases (max over ${big?.steady?.seconds ?? "-"} s after convergence)`,
@@ -888,7 +888,8 @@ function report(
       50,
       "ms",
       false,
-      "the kernel's copy of 65,536 per-CPU peer counters (BPF_MAP_LOOKUP_BATCH) is nearly all of it: by hand on " +
+      "measured with counters for every peer (the bench makes them, as each peer's first packet would): " +
+        "the kernel's copy of 65,535 per-CPU peer counters (BPF_MAP_LOOKUP_BATCH) is nearly all of it: by hand on " +
         "pins holding 65,535 peers (2026-12-03), a full read took 46-73 ms whether asked for 1,024 or 65,536 " +
         "entries a call, and the scrape 61-97 ms (ranking and prom-client's text ~5 ms); ~35 ms on a quiet VM. " +
         "A map iterator summing the CPUs in the kernel cannot load here (no BPF tracing program type)",
@@ -1027,7 +1028,7 @@ function report(
                 `${big.phases.datapathMs} ms`,
               ],
               [
-                "reconcile: desired vs actual, batched map writes (three maps side by side)",
+                "reconcile: desired vs actual, batched map writes (two maps side by side)",
                 `${big.phases.syncMs} ms`,
               ],
               [
