@@ -111,11 +111,26 @@ export function ensureBpffs(pinPath: string): void {
   mkdirSync(pinPath, { recursive: true });
 }
 
-/** Refuses to start on pinned maps left by an incompatible build. */
+/** Refuses to start on pinned maps left by an incompatible build: another
+ *  layout (BpfMap.openPinned throws), or other flags, with which libbpf
+ *  would not reuse the pin (readers such as `overlayctl map dump` still
+ *  open such a map: its entries read the same). */
 export function checkPinnedMaps(pinPath: string): void {
   for (const name of Object.keys(MAPS) as MapName[]) {
     const path = join(pinPath, name);
-    if (existsSync(path)) BpfMap.openPinned(pinPath, name).close(); // throws on a mismatch
+    if (!existsSync(path)) continue;
+    const m = BpfMap.openPinned(pinPath, name);
+    try {
+      const { flags } = mapInfo(m.fd, path);
+      if (flags !== MAPS[name].flags) {
+        throw new AbiMismatchError(
+          `map ${name} at ${path} does not match this overlayd's ABI (flags ${flags} != ${MAPS[name].flags}); ` +
+            `it was made by another version: remove it (overlayd --cleanup) and restart`,
+        );
+      }
+    } finally {
+      m.close();
+    }
   }
 }
 
@@ -342,9 +357,9 @@ export class Datapath {
 
   /**
    * start()'s load, begun early and run off the main thread: creating the
-   * maps (a per-CPU hash preallocates every entry on every CPU: ~90 ms each
-   * at 65,536 entries) and the verifier take ~200 ms on a first start, which
-   * the agent spends listing the leases instead. Only when every pinned map
+   * maps and the verifier (~35 ms on a first start since the per-peer
+   * counters are no longer preallocated; ~250 ms more when they were),
+   * which the agent spends listing the leases instead. Only when every pinned map
    * is reused or new; start() carries the others over (an ABI change) as
    * before. A failed load is kept and thrown by start().
    */

@@ -369,6 +369,7 @@ export class SubnetHostMapOf<
     });
     let n = 0;
     for (const k of orphans) if (this.peerStats.delete(k)) n++;
+    this.departed.clear(); // swept with the rest
     return n;
   }
 
@@ -463,8 +464,10 @@ export class SubnetHostMapOf<
     return this.subnets.forEachAsync(fn);
   }
 
-  /** Every peer's live counters as Numbers (tx packets, tx bytes, rx
-   * packets, rx bytes), in one array reused for each: copy to keep. */
+  /** The live counters of every peer that carried traffic (the data path
+   * makes them with a peer's first packet; a peer without is at zero) as
+   * Numbers (tx packets, tx bytes, rx packets, rx bytes), in one array
+   * reused for each: copy to keep. */
   eachPeer(fn: (ip: A, c: Float64Array) => void): void {
     this.peerStats.forEach(this.summing(fn));
   }

@@ -134,16 +134,21 @@ export class Reconciler {
     const { plan, entries } = this.planFull(leases);
     this.hooks.changed?.(plan, true);
     this.applyDeletes(this.map, plan);
-    if (this.map.upsertManyAsync && plan.upserts.length > 1) {
-      try {
-        await this.map.upsertManyAsync(plan.upserts);
-        return this.fullSynced(leases, plan, entries, t0);
-      } catch (e) {
-        this.batchFailed(e);
+    try {
+      if (this.map.upsertManyAsync && plan.upserts.length > 1) {
+        try {
+          await this.map.upsertManyAsync(plan.upserts);
+          return this.fullSynced(leases, plan, entries, t0);
+        } catch (e) {
+          this.batchFailed(e);
+        }
       }
+      this.upsertEach(this.map, plan);
+      return this.fullSynced(leases, plan, entries, t0);
+    } finally {
+      // The prune ran at once; a packet in flight after it is swept later.
+      this.sweepSoon(this.map);
     }
-    this.upsertEach(this.map, plan);
-    return this.fullSynced(leases, plan, entries, t0);
   }
 
   /** A listing's plan against the map: what we know is replaced by it. */

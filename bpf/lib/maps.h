@@ -132,7 +132,8 @@ static __always_inline void count_drop(__u32 dir, __u32 reason, __u64 bytes)
  * per family at load (~125 ms each on 2 CPUs, 134 MB on 64). The insert
  * runs once per peer; the packet is counted either way it goes. A packet
  * in flight while the agent removes the peer can bring its entry back; the
- * agent prunes such entries at every full sync. A full map (more peers
+ * agent looks at the hosts it removed again a second later, and prunes
+ * every host that is no peer at each full sync. A full map (more peers
  * than leases can exist) leaves the packet uncounted, never dropped.
  */
 static __always_inline void count_peer_at(void *map, const void *peer, int tx, __u64 bytes)

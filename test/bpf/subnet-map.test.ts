@@ -3,9 +3,9 @@
 // behind (else lease churn fills ovl_peers), one write or a batch, and the
 // entry count /metrics reads stays exact without listing the trie.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { Datapath } from "../../agent/bpf/datapath";
+import { checkPinnedMaps, Datapath } from "../../agent/bpf/datapath";
 import { BpfMap } from "../../agent/bpf/map";
 import { SubnetHostMap } from "../../agent/bpf/subnet-map";
 import { decodeIp, F_LOCAL } from "../../agent/bpf/codec";
@@ -21,7 +21,7 @@ describe("bpf: subnet map bookkeeping", function () {
   let stats: BpfMap;
 
   before(function () {
-    requireEnv(this, { root: true, tools: ["mount"] });
+    requireEnv(this, { root: true, tools: ["mount", "bpftool"] });
     dir = mkdtempSync("/run/overlayd-bpftest-");
     sh(["mount", "-t", "bpf", "bpf", dir]);
     dp = new Datapath({
@@ -174,5 +174,33 @@ describe("bpf: subnet map bookkeeping", function () {
     assert.equal(m.pruneCounters(), 1, "one entry pruned");
     assert.deepEqual(peerIps(stats), [formatIp(h1), formatIp(h2)].sort());
     assert.equal(m.pruneCounters(), 0, "and nothing the second time");
+  });
+
+  it("an older build's preallocated counters are not this build's: checkPinnedMaps names the map and its flags", function () {
+    checkPinnedMaps(join(dir, "pins")); // this build's own pins pass
+    const old = join(dir, "older");
+    mkdirSync(old);
+    const path = join(old, "ovl_peer_stats");
+    sh([
+      "bpftool",
+      "map",
+      "create",
+      path,
+      "type",
+      "percpu_hash",
+      "key",
+      "4",
+      "value",
+      "32",
+      "entries",
+      "65536",
+      "name",
+      "ovl_peer_stats",
+    ]);
+    assert.throws(
+      () => checkPinnedMaps(old),
+      /map ovl_peer_stats at .* does not match this overlayd's ABI \(flags 0 != 1\)/,
+    );
+    rmSync(path);
   });
 });

@@ -114,7 +114,7 @@ describe("unit: reconciler", function () {
     return { map, t, r };
   }
 
-  it("counters of hosts whose peer went are looked at once, a moment after; a full sync prunes them all", function () {
+  it("counters of hosts whose peer went are looked at once, a moment after; a full sync prunes them all", async function () {
     class CountingMap extends FakeMap {
       departing = 0;
       sweeps = 0;
@@ -149,6 +149,17 @@ describe("unit: reconciler", function () {
     assert.equal(map.sweeps, 1);
     r.applyChanges([{ type: "put", lease: lease("10.5.2.0/24", "172.31.0.7") }]);
     assert.equal(t.q.length, 1, "the next removal gets a sweep of its own");
+    // The start's sync (on worker threads) removes a stale entry: swept too.
+    const m2 = new CountingMap();
+    m2.upsert(Cidr.parse("10.5.9.0/24"), { remoteIp: 9, vtepMac: "0e:00:00:00:00:09", flags: 0 });
+    const t2 = timers();
+    await new Reconciler(m2, quiet, { defer: t2.defer }).fullSyncAsync([
+      lease("10.5.2.0/24", "172.31.0.2"),
+    ]);
+    assert.equal(m2.prunes, 1);
+    assert.equal(t2.q.length, 1, "a sweep after the start's sync");
+    t2.fireAll();
+    assert.equal(m2.sweeps, 1);
   });
 
   // Found by the chaos soak (lease-delete): a lease deleted by hand is written
