@@ -12,7 +12,7 @@ import { AgentProc } from "../lib/agent-proc";
 import { EtcdServer } from "../lib/etcd";
 import { flannelJoin } from "../lib/flannel";
 import { requireEnv } from "../lib/require";
-import { inNs, sh, sleep, waitFor } from "../lib/sh";
+import { exited, inNs, sh, sleep, waitFor } from "../lib/sh";
 import { Topology, type NodeInfo } from "../lib/topology";
 import { ping } from "../lib/traffic";
 
@@ -177,7 +177,7 @@ describe("e2e: agents, etcd and pods", function () {
     );
     const a = startAgent(n1, ["--ip-masq"]);
     await a.waitReady();
-    await new Promise((r) => p.on("exit", r));
+    await exited(p);
     const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
     assert.ok(m, out);
     assert.equal(m[2], m[1], `pings lost across the restart: ${m[0]}`);

@@ -10,7 +10,7 @@ import { Cidr, parseIp } from "../../agent/net/ip";
 import { flannelAddLease, flannelUp } from "../lib/flannel";
 import { loadNode, programPeers, registerPod } from "../lib/overlay";
 import { requireEnv } from "../lib/require";
-import { inNs, sh } from "../lib/sh";
+import { exited, inNs, sh } from "../lib/sh";
 import { Topology, type NodeInfo } from "../lib/topology";
 import { iperf, ping, pingOutput } from "../lib/traffic";
 
@@ -207,7 +207,7 @@ describe("e2e: data path between namespaces", function () {
     p.stdout.on("data", (d) => (out += d));
     await new Promise((r) => setTimeout(r, 500));
     setup(n1, "tc"); // what a restarted agent does: reload, reuse pins, replace
-    await new Promise((r) => p.on("exit", r));
+    await exited(p);
     const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
     assert.ok(m, out);
     assert.equal(m[1], m[2], `lost pings during reload: ${out.split("\n").slice(-4).join(" ")}`);

@@ -27,6 +27,16 @@ export function spawnInNs(ns: string, argv: string[]): ChildProcess {
   return spawn("ip", ["netns", "exec", ns, ...argv], { stdio: ["ignore", "pipe", "pipe"] });
 }
 
+/**
+ * Settles when `p` has exited, also when it exited already: an "exit"
+ * listener added after the process ended waits forever (a ping that ran out
+ * while an agent start was awaited hung a test until mocha's timeout).
+ */
+export function exited(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+  return new Promise((r) => p.once("exit", () => r()));
+}
+
 export async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }

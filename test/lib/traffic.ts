@@ -1,7 +1,7 @@
 // Real traffic between namespaces: ping and iperf3.
 import assert from "node:assert/strict";
 import { type Cluster } from "./cluster";
-import { inNs, sh, shStatus, sleep, spawnInNs, waitFor } from "./sh";
+import { exited, inNs, sh, shStatus, sleep, spawnInNs, waitFor } from "./sh";
 import { type NodeInfo } from "./topology";
 
 export function ping(
@@ -118,12 +118,27 @@ export async function underLoadBetween(
   let iperfOut = "";
   pinger.stdout?.on("data", (d) => (pingOut += d));
   iperf.stdout?.on("data", (d) => (iperfOut += d));
+  const began = Date.now();
   await sleep(1000);
   await fn();
-  await Promise.all([
-    new Promise((r) => pinger.on("exit", r)),
-    new Promise((r) => iperf.on("exit", r)),
+  // Both end on their own within seconds + ping's 10 s linger; a client
+  // still running 30 s after that has a connection that stalled for good.
+  const bound = (seconds + 40) * 1000 - (Date.now() - began);
+  const done = await Promise.race([
+    Promise.all([exited(pinger), exited(iperf)]).then(() => true),
+    sleep(Math.max(bound, 0)).then(() => false),
   ]);
+  if (!done) {
+    pinger.kill("SIGINT"); // ping prints its summary
+    iperf.kill("SIGKILL");
+    server.kill("SIGKILL");
+    await Promise.race([exited(pinger), sleep(2000)]);
+    throw new Error(
+      `traffic ${from.ns} -> ${to.ip} did not end ${seconds + 40} s after it began ` +
+        `(iperf3 ${iperf.exitCode === null ? "still running: its connection stalled" : "ended"}); ` +
+        `ping: ${pingOut.trim().split("\n").slice(-2).join(" ")}`,
+    );
+  }
   server.kill("SIGKILL");
   const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
   assert.ok(m, pingOut);
@@ -168,7 +183,7 @@ export async function capture(
     await sleep(200);
   } finally {
     dump.kill("SIGINT");
-    await new Promise((r) => dump.on("exit", r));
+    await exited(dump);
   }
   return out.split("\n").filter(Boolean);
 }
