@@ -35,6 +35,7 @@ import { serve, type Readiness } from "./http";
 import {
   configKey,
   listSplits,
+  sameHost,
   type Lease,
   type LeaseAttrs,
   type LeaseChange,
@@ -466,19 +467,12 @@ export class Agent {
       // on a worker thread meanwhile: ~25 ms of kernel copy at 65,536.
       const counted = map.peerCountAsync();
       counted.catch(() => undefined); // awaited below
-      const same = (
-        a: { remoteIp: unknown; vtepMac: string; flags: number } | undefined,
-        b: typeof a,
-      ) =>
-        a !== undefined &&
-        b !== undefined &&
-        a.remoteIp === b.remoteIp &&
-        a.vtepMac === b.vtepMac &&
-        a.flags === b.flags;
       const local = { remoteIp: u.publicIp, vtepMac: this.vtepMac, flags: F_LOCAL };
-      if (!same(map.get(subnet), local)) map.upsert(subnet, local);
+      const cur = map.get(subnet);
+      if (!cur || !sameHost(cur, local)) map.upsert(subnet, local);
       const own6 = this.own6();
-      if (map6 && own6 && !same(map6.get(own6.subnet), own6.host))
+      const cur6 = own6 && map6?.get(own6.subnet);
+      if (map6 && own6 && (!cur6 || !sameHost(cur6, own6.host)))
         map6.upsert(own6.subnet, own6.host);
       this.reconciler.resume();
       this.resumeRevision = warm.resumeRevision;

@@ -425,7 +425,8 @@ export interface SyncPlanOf<C, H> {
 export type SyncPlan = SyncPlanOf<Cidr, HostEntry>;
 export type SyncPlan6 = SyncPlanOf<Cidr6, HostEntry6>;
 
-function sameHost(a: HostEntry | HostEntry6, b: HostEntry | HostEntry6): boolean {
+/** Two map entries say the same (host, VTEP MAC, flags). */
+export function sameHost(a: HostEntry | HostEntry6, b: HostEntry | HostEntry6): boolean {
   return a.remoteIp === b.remoteIp && a.vtepMac === b.vtepMac && a.flags === b.flags;
 }
 
