@@ -16,7 +16,7 @@ import { flannelJoin } from "../lib/flannel";
 import { requireEnv } from "../lib/require";
 import { inNs, sh, shStatus, sleep, waitFor } from "../lib/sh";
 import { type NodeInfo, type PodInfo } from "../lib/topology";
-import { ping, underLoadBetween } from "../lib/traffic";
+import { ping, pingReplies, underLoadBetween } from "../lib/traffic";
 
 const FL_SUBNET = "10.5.250.0/24";
 const FL_KEY = `${PREFIX}/subnets/10.5.250.0-24`;
@@ -104,11 +104,17 @@ describe("e2e: replacing flannel on a live node", function () {
     try {
       const tx = stats.read().traffic.get("tx")!.packets;
       const rx = stats.read().traffic.get("rx")!.packets;
-      assert.ok(ping(pod(fl).ns, pod(n1).ip, { count: 3 }));
-      assert.ok(ping(pod(n1).ns, pod(fl).ip, { count: 3 }));
+      // Each reply is one packet this node encapsulated and one it
+      // decapsulated, whichever way the ping went (a ping lost on a busy
+      // CI machine lowers both sides, not the assertion's truth).
+      const out = pingReplies(pod(fl).ns, pod(n1).ip, 3);
+      const back = pingReplies(pod(n1).ns, pod(fl).ip, 3);
+      assert.ok(out > 0 && back > 0, `replies: ${out} of 3 out, ${back} of 3 back`);
+      const seen = BigInt(out + back);
       await sleep(100);
-      assert.ok(stats.read().traffic.get("tx")!.packets >= tx + 6n, "encapsulated by overlayd");
-      assert.ok(stats.read().traffic.get("rx")!.packets >= rx + 6n, "decapsulated by overlayd");
+      const now = stats.read().traffic;
+      assert.ok(now.get("tx")!.packets >= tx + seen, `encapsulated by overlayd (>= ${seen})`);
+      assert.ok(now.get("rx")!.packets >= rx + seen, `decapsulated by overlayd (>= ${seen})`);
     } finally {
       stats.close();
     }

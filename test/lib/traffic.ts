@@ -15,6 +15,13 @@ export function ping(
   return shStatus(inNs(ns, [...argv, dst])).status === 0;
 }
 
+/** ping(), counting the echo replies received (0 when none, or no summary). */
+export function pingReplies(ns: string, dst: string, count = 3): number {
+  const argv = ["ping", "-n", "-q", "-c", String(count), "-i", "0.1", "-W", "1", dst];
+  const r = shStatus(inNs(ns, argv));
+  return Number(/(\d+) received/.exec(r.stdout)?.[1] ?? 0);
+}
+
 /** Output of one ping, for asserting on ICMP errors. */
 export function pingOutput(ns: string, dst: string, extra: string[]): string {
   const r = shStatus(inNs(ns, ["ping", "-n", "-c", "1", "-W", "1", ...extra, dst]));
