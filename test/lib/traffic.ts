@@ -4,22 +4,23 @@ import { type Cluster } from "./cluster";
 import { exited, inNs, sh, shStatus, sleep, spawnInNs, waitFor } from "./sh";
 import { type NodeInfo } from "./topology";
 
-export function ping(
-  ns: string,
-  dst: string,
-  opts: { count?: number; size?: number; df?: boolean } = {},
-): boolean {
+type PingOpts = { count?: number; size?: number; df?: boolean };
+
+/** One quiet ping run (-c count, 0.1 s apart, 1 s wait each): its result. */
+function runPing(ns: string, dst: string, opts: PingOpts) {
   const argv = ["ping", "-n", "-q", "-c", String(opts.count ?? 2), "-i", "0.1", "-W", "1"];
   if (opts.size !== undefined) argv.push("-s", String(opts.size));
   if (opts.df) argv.push("-M", "do");
-  return shStatus(inNs(ns, [...argv, dst])).status === 0;
+  return shStatus(inNs(ns, [...argv, dst]));
+}
+
+export function ping(ns: string, dst: string, opts: PingOpts = {}): boolean {
+  return runPing(ns, dst, opts).status === 0;
 }
 
 /** ping(), counting the echo replies received (0 when none, or no summary). */
 export function pingReplies(ns: string, dst: string, count = 3): number {
-  const argv = ["ping", "-n", "-q", "-c", String(count), "-i", "0.1", "-W", "1", dst];
-  const r = shStatus(inNs(ns, argv));
-  return Number(/(\d+) received/.exec(r.stdout)?.[1] ?? 0);
+  return Number(/(\d+) received/.exec(runPing(ns, dst, { count }).stdout)?.[1] ?? 0);
 }
 
 /** Output of one ping, for asserting on ICMP errors. */
