@@ -16,8 +16,18 @@ export const EVENT_TYPES = [
   "config-invalid",
   "lease-churn",
   "hostile-flood",
+  "decap-switch",
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
+
+/** The decap mechanisms the soak's nodes run (--decap). */
+export type Decap = "tc" | "xdp";
+/** What a node (0-based) starts with: half the nodes each, so every fault
+ *  meets both mechanisms and every pair of nodes has one sender and one
+ *  receiver of each kind in its directions. */
+export function initialDecap(node: number): Decap {
+  return node % 2 ? "xdp" : "tc";
+}
 
 /** Between events: what no fault explains. */
 export const STEADY = "steady";
@@ -31,6 +41,9 @@ export interface ChaosEvent {
   /** etcd member (0-based). */
   member?: number;
   signal?: "SIGKILL" | "SIGTERM";
+  /** decap-switch: the mechanism the node's agent restarts with (the soak
+   *  fills it in as it runs: the other one of the node's). */
+  decap?: Decap;
   /** How long the underlay link stays down. */
   flapMs?: number;
   /** Config variant (index into VALID_CONFIGS / INVALID_CONFIGS). */
@@ -168,6 +181,7 @@ export class Schedule {
       ["config-invalid", 2],
       ["lease-churn", 1],
       ["hostile-flood", 2],
+      ["decap-switch", 2],
     ];
     const total = weights.reduce((a, [, w]) => a + w, 0);
     let r = this.rng.int(total);
@@ -206,6 +220,8 @@ export class Schedule {
         return { type, variant: r.int(INVALID_CONFIGS.length), gapMs };
       case "lease-churn":
         return { type, count: this.o.churn ?? 1000, seed: r.u32(), gapMs };
+      case "decap-switch":
+        return { type, node, gapMs };
       case "hostile-flood":
         return {
           type,

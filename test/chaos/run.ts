@@ -28,7 +28,9 @@ export function report(r: SoakResult): string {
   return [
     `# Chaos soak`,
     ``,
-    `Seed ${r.seed}, ${r.seconds} s, ${r.nodes} nodes on a ${r.etcdMembers}-member etcd, ` +
+    `Seed ${r.seed}, ${r.seconds} s, ${r.nodes} nodes on a ${r.etcdMembers}-member etcd` +
+      (r.decapAtStart ? ` (--decap ${r.decapAtStart.join(", ")} at the start)` : "") +
+      `, ` +
       `${r.pingers} pingers every ${r.pingIntervalMs} ms (kept: ${r.pingAchievedMs} ms), ` +
       `${r.flows} iperf3 flows at ${r.bitrate}. ` +
       `${r.events.length} faults; ${r.pingsLost} of ${r.pingsSent} pings lost` +

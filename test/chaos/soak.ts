@@ -37,6 +37,7 @@ import { inNs, sh, shStatus, sleep, waitFor } from "../lib/sh";
 import { IperfFlow, ping, PingStream } from "../lib/traffic";
 import { type NodeInfo } from "../lib/topology";
 import {
+  initialDecap,
   INVALID_CONFIGS,
   judge,
   pauses,
@@ -44,6 +45,7 @@ import {
   VALID_CONFIGS,
   windowOf,
   type ChaosEvent,
+  type Decap,
   type EventRecord,
   type Verdict,
   type FlapAllowance,
@@ -88,6 +90,8 @@ export interface SoakResult {
   seed: number;
   seconds: number;
   nodes: number;
+  /** Each node's --decap at the start (decap-switch events change them). */
+  decapAtStart?: Decap[];
   etcdMembers: number;
   bitrate: string;
   pingIntervalMs: number;
@@ -141,6 +145,8 @@ export class Soak {
   private readonly subnets = new Map<number, string>();
   /** Each node's IPv6 subnet at the start (it must keep it too). */
   private readonly subnets6 = new Map<number, string>();
+  /** The decap mechanism each node's agent runs (and must report). */
+  private readonly decap: Decap[] = [];
   private readonly pingers: { pair: { from: number; to: number }; p: PingStream }[] = [];
   private readonly flows: IperfFlow[] = [];
   private config = VALID_CONFIGS[0] as string;
@@ -165,7 +171,14 @@ export class Soak {
   async run(): Promise<SoakResult> {
     const o = this.o;
     requireScapy();
-    await this.c.start(this.n, { etcdMembers: 3, config: this.config, ipv6: true });
+    for (let i = 0; i < this.n; i++) this.decap.push(initialDecap(i));
+    const decapAtStart = [...this.decap];
+    await this.c.start(this.n, {
+      etcdMembers: 3,
+      config: this.config,
+      ipv6: true,
+      nodeFlags: (index) => ["--decap", this.decap[index - 1] as Decap],
+    });
     this.nodes.push(...this.c.nodes);
     this.outsider = this.c.topo.addNode(9); // on the underlay, holds no lease
     for (const [i, n] of this.nodes.entries()) this.subnets.set(i, this.c.agent(n).subnet());
@@ -175,8 +188,8 @@ export class Soak {
     }
     if (this.subnets6.size !== this.n) throw new Error("not every node has an IPv6 subnet");
     this.log(
-      `chaos: seed ${o.seed}, ${o.seconds} s, ${this.n} nodes, 3 etcd members, ` +
-        `subnets ${[...this.subnets.values()].join(" ")} ${[...this.subnets6.values()].join(" ")}`,
+      `chaos: seed ${o.seed}, ${o.seconds} s, ${this.n} nodes (decap ${this.decap.join(" ")}), ` +
+        `3 etcd members, subnets ${[...this.subnets.values()].join(" ")} ${[...this.subnets6.values()].join(" ")}`,
     );
     // A pod's address in a family: i -> j over IPv6 when i > j, so each
     // pair's two pings are one of each.
@@ -288,6 +301,7 @@ export class Soak {
       seed: o.seed,
       seconds: o.seconds,
       nodes: this.n,
+      decapAtStart,
       etcdMembers: 3,
       bitrate,
       pingIntervalMs: PING_MS,
@@ -374,6 +388,24 @@ export class Soak {
         detail.stopMs = Math.round(now() - t);
         if (ev.signal === "SIGTERM" && code !== 143)
           rec.failures.push(`SIGTERM: agent exited ${code}, not 143`);
+        const a = c.startAgent(n);
+        await a.waitReady(60000);
+        rec.done = now();
+        return;
+      }
+      case "decap-switch": {
+        // What an operator does to change a node's mechanism: restart its
+        // agent with another --decap. The pinned programs keep forwarding
+        // while it is down; the new one replaces the underlay's hook.
+        const n = node as NodeInfo;
+        const i = ev.node as number;
+        const to: Decap = this.decap[i] === "xdp" ? "tc" : "xdp";
+        ev.decap = to;
+        detail.from = this.decap[i] as Decap;
+        const code = await c.agent(n).stop("SIGTERM");
+        if (code !== 143) rec.failures.push(`SIGTERM: agent exited ${code}, not 143`);
+        this.decap[i] = to;
+        c.nodeFlags.set(n.index, ["--decap", to]);
         const a = c.startAgent(n);
         await a.waitReady(60000);
         rec.done = now();
@@ -628,6 +660,11 @@ export class Soak {
       else {
         const r = a.http("/readyz");
         if (r.status !== 200) out.push(`node ${i}: /readyz ${r.status} ${r.body.slice(0, 300)}`);
+        else {
+          const decap = JSON.parse(r.body).info?.decap;
+          if (decap !== this.decap[i])
+            out.push(`node ${i}: decap ${decap}, started with --decap ${this.decap[i]}`);
+        }
       }
     }
     return out;
@@ -790,6 +827,7 @@ export function describeEvent(ev: ChaosEvent): string {
   if (ev.from !== undefined) parts.push(`from node ${ev.from}`);
   if (ev.member !== undefined) parts.push(`member ${ev.member}`);
   if (ev.signal && ev.type.startsWith("etcd")) parts.push(ev.signal);
+  if (ev.decap) parts.push(`to ${ev.decap}`);
   if (ev.flapMs !== undefined) parts.push(`${ev.flapMs} ms`);
   if (ev.variant !== undefined) parts.push(`variant ${ev.variant}`);
   if (ev.count !== undefined) parts.push(`x${ev.count}`);

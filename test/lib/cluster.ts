@@ -16,6 +16,9 @@ export interface ClusterOptions {
   /** etcd members on the underlay (default 1); agents get every endpoint. */
   etcdMembers?: number;
   agentFlags?: string[];
+  /** Flags one node's agent gets after agentFlags (by node.index, from 1),
+   * on its first start and every restart through startAgent(node). */
+  nodeFlags?: (index: number) => string[];
   tls?: TlsFiles;
   /** Processes outlive this one (the demo's KEEP=1). */
   detached?: boolean;
@@ -29,6 +32,9 @@ export class Cluster {
   readonly members: EtcdServer[] = [];
   /** Flags every agent gets (TLS, the options' agentFlags). */
   defaultFlags: string[] = [];
+  /** Per node (by node.index): flags after defaultFlags; set to change what
+   * the node's next startAgent(node) runs with. */
+  readonly nodeFlags = new Map<number, string[]>();
   private detached = false;
   readonly nodes: NodeInfo[] = [];
   readonly agents = new Map<number, AgentProc>();
@@ -37,6 +43,8 @@ export class Cluster {
   async start(n: number, opts: ClusterOptions = {}): Promise<this> {
     await this.startEtcd(opts);
     this.addNodes(n, { ipv6: opts.ipv6 ?? false });
+    if (opts.nodeFlags)
+      for (const node of this.nodes) this.nodeFlags.set(node.index, opts.nodeFlags(node.index));
     await this.startAgents();
     for (const node of this.nodes) this.addPod(node);
     return this;
@@ -102,7 +110,13 @@ export class Cluster {
     return join(this.topo.runDir, `n${node.index}`, "subnet.env");
   }
 
-  startAgent(node: NodeInfo, flags: string[] = this.defaultFlags, command?: string[]): AgentProc {
+  /** What startAgent(node) runs with by default: defaultFlags, then the
+   * node's own. */
+  flagsOf(node: NodeInfo): string[] {
+    return [...this.defaultFlags, ...(this.nodeFlags.get(node.index) ?? [])];
+  }
+
+  startAgent(node: NodeInfo, flags: string[] = this.flagsOf(node), command?: string[]): AgentProc {
     const a = new AgentProc(
       node.ns,
       this.agentArgs(node, flags),

@@ -5,6 +5,7 @@ import {
   allowedLoss,
   EVENT_TYPES,
   FLAP_SLACK_MS,
+  initialDecap,
   INVALID_CONFIGS,
   judge,
   markdown,
@@ -53,12 +54,23 @@ describe("chaos soak plan", function () {
     assert.notDeepEqual(draw(7), draw(8));
   });
 
-  it("covers every event type within the first ten events, whatever the seed", function () {
+  it("covers every event type within its first events (one of each), whatever the seed", function () {
     for (let seed = 0; seed < 200; seed++) {
       const s = new Schedule(seed, { nodes: 4, members: 3 });
-      const seen = new Set(Array.from({ length: 10 }, () => s.next().type));
+      const seen = new Set(Array.from({ length: EVENT_TYPES.length }, () => s.next().type));
       assert.deepEqual([...seen].sort(), [...EVENT_TYPES].sort(), `seed ${seed}`);
     }
+  });
+
+  it("starts half the nodes on each decap mechanism and switches a node's", function () {
+    assert.deepEqual([0, 1, 2, 3].map(initialDecap), ["tc", "xdp", "tc", "xdp"]);
+    const s = new Schedule(3, { nodes: 4, members: 3 });
+    const switches = Array.from({ length: 300 }, () => s.next()).filter(
+      (e) => e.type === "decap-switch",
+    );
+    assert.ok(switches.length > 5, `${switches.length} switches in 300 events`);
+    for (const e of switches) assert.ok(e.node !== undefined && e.node >= 0 && e.node < 4);
+    assert.equal(new Set(switches.map((e) => e.node)).size, 4, "every node is switched");
   });
 
   it("never has two etcd members down, and restarts the one that is", function () {
